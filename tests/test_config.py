@@ -1,0 +1,82 @@
+"""Config validation: a table of bad inputs and the one-line message each must give."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vigil.config import load_config
+from vigil.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_shipped_example_config_is_valid():
+    config = load_config(REPO / "config.yaml")
+    assert config.cameras, "the example config should show at least one camera"
+    assert config.rules.confirm_hits >= config.rules.min_hits
+
+
+def test_defaults_work_out_of_the_box(tmp_path):
+    config = load_config(write(tmp_path, "cameras: []\n"))
+    assert config.detector.imgsz == 640
+    assert config.rules.match_threshold == pytest.approx(0.5)
+    assert config.reconnect.max_backoff_s <= 5.0  # a camera that comes back is reconnected within 5 s
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path):
+    config = load_config(write(tmp_path, "watchlist: people.yaml\ncameras:\n  - {name: door, source: clips/a.mp4}\n"))
+    assert config.watchlist == tmp_path / "people.yaml"
+    assert config.cameras[0].source == str(tmp_path / "clips/a.mp4")
+    assert config.data_dir == tmp_path / "vigil-data"
+
+
+def test_network_sources_and_device_indices_are_kept(tmp_path):
+    text = "cameras:\n  - {name: a, source: 'rtsp://u:p@10.0.0.1/s'}\n  - {name: b, source: 0}\n"
+    config = load_config(write(tmp_path, text))
+    assert config.cameras[0].source == "rtsp://u:p@10.0.0.1/s"
+    assert config.cameras[1].source == 0
+
+
+BAD_CONFIGS = [
+    ("unknown top-level key", "camras: []\n", "camras: unknown key"),
+    ("unknown nested key", "rules:\n  treshold: 0.4\n", "rules.treshold: unknown key"),
+    ("wrong type", "detector:\n  imgsz: big\n", "detector.imgsz"),
+    ("out of range", "rules:\n  match_threshold: 1.5\n", "rules.match_threshold"),
+    ("negative fps", "cameras:\n  - {name: a, source: x.mp4, fps_cap: -1}\n", "cameras[0].fps_cap"),
+    ("missing source", "cameras:\n  - {name: a}\n", "cameras[0].source: Field required"),
+    ("bad camera name", "cameras:\n  - {name: 'a b', source: x.mp4}\n", "cameras[0].name"),
+    ("duplicate cameras", "cameras:\n  - {name: a, source: x}\n  - {name: a, source: y}\n", "repeated: a"),
+    ("imgsz not multiple of 32", "detector:\n  imgsz: 500\n", "detector.imgsz"),
+    ("confirm before provisional", "rules:\n  min_hits: 5\n  confirm_hits: 2\n", "confirm_hits must be >= min_hits"),
+    ("zone with two points", "cameras:\n  - {name: a, source: x, zones: [{name: z, points_norm: [[0,0],[1,1]]}]}\n", "cameras[0].zones[0].points_norm"),
+    ("zone outside the frame", "cameras:\n  - {name: a, source: x, zones: [{name: z, points_norm: [[0,0],[2,0],[1,1]]}]}\n", "cameras[0].zones[0].points_norm"),
+    ("bad weekday", "cameras:\n  - {name: a, source: x, schedule: [{days: [funday]}]}\n", "cameras[0].schedule[0].days[0]"),
+    ("webhook not http", "alerts:\n  webhook: {url: 'ftp://x'}\n", "alerts.webhook.url"),
+    ("backoff cap below start", "reconnect:\n  initial_backoff_s: 3\n  max_backoff_s: 1\n", "max_backoff_s must be >= initial_backoff_s"),
+    ("not a mapping", "- a\n- b\n", "config must be a mapping"),
+    ("invalid yaml", "cameras: [\n", "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize("case, text, expected", BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_gives_one_line_naming_file_and_key(tmp_path, case, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(str(path))
+    assert expected in message
+
+
+def test_missing_config_file_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")

@@ -1,0 +1,113 @@
+"""The wired pipeline (tracker, rules, sinks) with a fake face analyzer: which alerts come out, with which fields."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vigil.alerts import AlertDispatcher, JsonlSink
+from vigil.config import RulesConfig, TrackerConfig
+from vigil.pipeline import WatchPipeline
+from vigil.rules import Gallery, RulesEngine
+from vigil.types import AlignedFace, Embedding, Face, Frame, ListKind, Observation, Person
+
+DIM = 8
+
+
+def unit(vector) -> np.ndarray:
+    vector = np.asarray(vector, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def basis(i: int) -> np.ndarray:
+    vector = np.zeros(DIM, np.float32)
+    vector[i] = 1.0
+    return vector
+
+
+PEOPLE = [
+    Person("ann", "Ann A", ListKind.DENY, None, basis(0), basis(0)[None]),
+    Person("bob", "Bob B", ListKind.VIP, None, basis(1), basis(1)[None]),
+    Person("cat", "Cat C", ListKind.ALLOW, None, basis(2), basis(2)[None]),
+]
+
+
+class ScriptedAnalyzer:
+    """Each frame's image carries the identity to show in pixel (0, 0): 0 none, 1 ann, 2 bob, 3 cat, 9 stranger."""
+
+    def __init__(self, width_px: float = 60.0) -> None:
+        self.width_px = width_px
+
+    def observe(self, images):
+        out = []
+        for image in images:
+            code = int(image[0, 0, 0])
+            if code == 0:
+                out.append([])
+                continue
+            vector = unit(basis(code - 1) + 0.1 * basis(5)) if code != 9 else unit(basis(6) + basis(7))
+            box = np.array([100, 50, 100 + self.width_px, 50 + self.width_px * 1.2], np.float32)
+            face = Face(box, 0.9, np.zeros((5, 2), np.float32))
+            embedding = Embedding(AlignedFace(face, np.zeros((8, 8, 3), np.uint8), 0.8), vector)
+            out.append([Observation(face, embedding if self.width_px >= 20 else None)])
+        return out
+
+
+def frames_showing(codes: list[int], camera: str = "cam") -> list[Frame]:
+    frames = []
+    for index, code in enumerate(codes):
+        image = np.zeros((240, 320, 3), np.uint8)
+        image[0, 0, 0] = code
+        frames.append(Frame(camera, index, index / 30.0, index / 30.0, image))
+    return frames
+
+
+def run_pipeline(tmp_path, codes, rules=None, width_px=60.0):
+    rules = rules or RulesConfig(match_threshold=0.5, margin=0.05, min_hits=2, confirm_hits=4, cooldown_s=60)
+    events_path = tmp_path / "events.jsonl"
+    dispatcher = AlertDispatcher([JsonlSink(events_path)])
+    pipeline = WatchPipeline(
+        ScriptedAnalyzer(width_px), Gallery.from_people(PEOPLE), RulesEngine(rules, PEOPLE), dispatcher, {},
+        TrackerConfig(), tmp_path / "data",
+    )  # fmt: skip
+    for start in range(0, len(codes), 4):
+        pipeline.process(frames_showing(codes, "cam")[start : start + 4])
+    pipeline.close()
+    return [json.loads(line) for line in events_path.read_text().splitlines()], pipeline
+
+
+CASES = [
+    ("watchlisted person: provisional then confirmed", [1] * 8, [("ann", "provisional", 1), ("ann", "confirmed", 3)]),
+    ("vip alerts with its label", [2] * 8, [("bob", "provisional", 1), ("bob", "confirmed", 3)]),
+    ("allow list never alerts", [3] * 8, []),
+    ("stranger never alerts", [9] * 20, []),
+    ("one frame is not enough", [1, 0, 0, 0, 0, 0, 0, 0], []),
+]
+
+
+@pytest.mark.parametrize("case, codes, expected", CASES, ids=[c[0] for c in CASES])
+def test_alerts_from_scripted_frames(tmp_path, case, codes, expected):
+    events, _ = run_pipeline(tmp_path, codes)
+    assert [(e["person_id"], e["stage"], e["frame_index"]) for e in events] == expected
+
+
+def test_alert_record_has_every_field_and_a_snapshot(tmp_path):
+    events, pipeline = run_pipeline(tmp_path, [2] * 6)
+    required = {"type", "stage", "person_id", "person_name", "list", "camera", "track_id", "score", "margin", "ts",
+                "video_ts_s", "frame_index", "bbox", "snapshot", "id"}  # fmt: skip
+    for event in events:
+        assert required <= set(event)
+        assert event["type"] == "alert" and event["label"] == "vip" and event["list"] == "vip"
+        assert event["ts"].endswith("Z") and event["camera"] == "cam"
+        assert len(event["bbox"]) == 4 and event["score"] > 0.9
+        assert (tmp_path / "data").exists() and event["snapshot"].endswith(".jpg")
+    assert len({e["id"] for e in events}) == len(events)
+    assert pipeline.counters.frames == 6
+
+
+def test_faces_below_min_size_are_tracked_but_never_alerted(tmp_path):
+    events, pipeline = run_pipeline(tmp_path, [1] * 8, width_px=12.0)
+    assert events == []
+    assert pipeline.counters.faces == 8

@@ -1,0 +1,142 @@
+"""`vigil` command line: parse, call one function, print. Each command lives in its own module.
+
+Every handler is ``run_cli(args: argparse.Namespace) -> int`` (the exit code), imported lazily so that
+``vigil --help`` stays fast and a command's heavy dependencies load only when it runs. A
+:class:`vigil.errors.VigilError` becomes one line on stderr and exit code 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+from vigil.errors import VigilError
+
+DEFAULT_CONFIG = Path("config.yaml")
+
+
+def _handler(module: str):
+    def call(args: argparse.Namespace) -> int:
+        return importlib.import_module(module).run_cli(args)
+
+    return call
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="watch every camera in the config until Ctrl-C or SIGTERM")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("--watchlist", type=Path, help="overrides the config's watchlist")
+    p.set_defaults(func=_handler("vigil.commands.run"))
+
+
+def _add_process(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("process", help="process video files as fast as possible, no frame dropped")
+    p.add_argument("videos", type=Path, nargs="+", metavar="VIDEO")
+    p.add_argument("--watchlist", type=Path, required=True)
+    p.add_argument("--config", type=Path, help="settings (detector, recognizer, rules...); cameras are ignored")
+    p.add_argument("--events", type=Path, help="write alerts here, one JSON object per line")
+    p.add_argument("--out-video", type=Path, help="write an annotated video (one input video only)")
+    p.add_argument("--data-dir", type=Path, help="where snapshots and the embedding cache go")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_handler("vigil.commands.process"))
+
+
+def _add_enroll(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("enroll", help="embed every watchlist photo (cached by model checksum)")
+    p.add_argument("watchlist", type=Path)
+    p.add_argument("--config", type=Path)
+    p.add_argument("--strict", action="store_true", help="a photo without exactly one usable face is fatal")
+    p.set_defaults(func=_handler("vigil.commands.enroll"))
+
+
+def _add_doctor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="execution providers, model checksums, camera reachability")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.set_defaults(func=_handler("vigil.commands.doctor"))
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluations: lfw, pairs, wider, video")
+    esub = p.add_subparsers(dest="eval_command", required=True)
+
+    lfw = esub.add_parser("lfw", help="LFW 10-fold protocol, clean or degraded")
+    lfw.add_argument("--degraded", action="store_true", help="the seeded surveillance-degraded LFW")
+    lfw.add_argument("--model", type=Path, help="recognizer ONNX (default: the shipped one)")
+    lfw.add_argument("--detector", type=Path, help="detector model (default: the shipped one)")
+    lfw.add_argument("--lfw-dir", type=Path, help="default: <data>/lfw")
+    lfw.add_argument("--json", type=Path, required=True)
+    lfw.set_defaults(func=_handler("vigil.eval.lfw"))
+
+    pairs = esub.add_parser("pairs", help="verification pairs from a CSV img1,img2,same")
+    pairs.add_argument("--root", type=Path, required=True)
+    pairs.add_argument("--pairs", type=Path, required=True)
+    pairs.add_argument("--model", type=Path)
+    pairs.add_argument("--detector", type=Path)
+    pairs.add_argument("--json", type=Path, required=True)
+    pairs.set_defaults(func=_handler("vigil.eval.pairs"))
+
+    wider = esub.add_parser("wider", help="detector AP on a YOLO-format WIDER FACE sample")
+    wider.add_argument("--data", type=Path, required=True, help="data.yaml")
+    wider.add_argument("--model", type=Path)
+    wider.add_argument("--imgsz", type=int, default=640)
+    wider.add_argument("--json", type=Path, required=True)
+    wider.set_defaults(func=_handler("vigil.eval.wider"))
+
+    video = esub.add_parser("video", help="score alerts against a hand annotation of who appears when")
+    video.add_argument("--events", type=Path, required=True)
+    video.add_argument("--truth", type=Path, required=True)
+    video.add_argument("--json", type=Path)
+    video.set_defaults(func=_handler("vigil.eval.video"))
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks that print and save JSON")
+    bsub = p.add_subparsers(dest="bench_command", required=True)
+    for name, help_text in (
+        ("pipeline", "frames/s per stage and end to end on a video"),
+        ("embed", "recognizer faces/s at batch 1, 8, 64"),
+        ("detect", "detector frames/s at 320/480/640"),
+    ):
+        b = bsub.add_parser(name, help=help_text)
+        b.add_argument("--json", type=Path, required=True)
+        b.add_argument("--model", type=Path)
+        b.add_argument("--config", type=Path)
+        b.add_argument("--video", type=Path, help="pipeline: the video to run (default: the shared Hamilton clip)")
+        b.add_argument("--device", default="auto", help="cpu | cuda | auto")
+        b.add_argument("--seconds", type=float, default=10.0, help="time budget per measurement")
+        if name == "pipeline":
+            b.add_argument("--watchlist", type=Path, help="default: examples/hamilton/watchlist.yaml")
+            b.add_argument("--height", type=int, default=720, help="resize frames to this height first (0: as is)")
+        b.set_defaults(func=_handler(f"vigil.bench.{name}"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vigil", description="Real-time face-watchlist alerts for video surveillance.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run, _add_process, _add_enroll, _add_doctor, _add_eval, _add_bench):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except VigilError as exc:
+        print(f"vigil: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vigil: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

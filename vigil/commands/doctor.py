@@ -1,0 +1,68 @@
+"""`vigil doctor [--config C]`: execution providers, model checksums, and whether each camera opens in time."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from vigil.errors import VigilError
+from vigil.models import ModelRegistry, verify_checksum
+from vigil.redact import mask_url
+from vigil.runtime import load_config_or_default
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    config = load_config_or_default(args.config if args.config.exists() else None)
+    problems = check_providers() + check_models() + check_cameras(config)
+    print("doctor: all checks passed" if not problems else f"doctor: {problems} problem(s) found")
+    return 0 if not problems else 1
+
+
+def check_providers() -> int:
+    import onnxruntime
+
+    providers = onnxruntime.get_available_providers()
+    print(f"onnxruntime {onnxruntime.__version__}: providers {', '.join(providers)}")
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+        name = torch.cuda.get_device_name(0) if cuda else "none"
+        print(f"torch {torch.__version__}: CUDA {'yes' if cuda else 'no'} (GPU: {name})")
+    except ImportError:
+        print("torch: not installed")
+    return 0
+
+
+def check_models() -> int:
+    problems = 0
+    try:
+        registry = ModelRegistry()
+    except VigilError as exc:
+        print(f"models: FAIL {exc}")
+        return 1
+    for spec in registry.specs.values():
+        try:
+            verify_checksum(spec)
+            print(f"model {spec.name} ({spec.kind}): ok, sha256 {spec.sha256[:12]}...")
+        except VigilError as exc:
+            problems += 1
+            print(f"model {spec.name} ({spec.kind}): FAIL {exc}")
+    return problems
+
+
+def check_cameras(config) -> int:
+    from vigil.capture import open_capture
+
+    problems = 0
+    for camera in config.cameras:
+        start = time.monotonic()
+        capture = open_capture(camera.source, camera.open_timeout_s, camera.read_timeout_s)
+        ok = capture is not None and capture.read()[0]
+        took = time.monotonic() - start
+        if capture is not None:
+            capture.release()
+        status = "ok" if ok else f"FAIL: no frame within {camera.open_timeout_s:.0f}+{camera.read_timeout_s:.0f} s"
+        print(f"camera {camera.name} ({mask_url(camera.source)}): {status} ({took:.1f} s)")
+        problems += 0 if ok else 1
+    return problems

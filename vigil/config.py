@@ -1,0 +1,258 @@
+"""Strict configuration: pydantic models with units in names, validated once at load.
+
+``load_config(path)`` returns a :class:`VigilConfig` or raises :class:`vigil.errors.ConfigError` with one line naming
+the file, the key path and what was expected. Unknown keys are rejected everywhere (``extra="forbid"``).
+Relative paths in the file are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import time as clock_time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vigil.errors import ConfigError
+
+CAMERA_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveSeconds = Annotated[float, Field(gt=0.0, le=3600.0)]
+
+
+class ZoneConfig(StrictModel):
+    """A polygon in normalised frame coordinates (x, y in [0, 1]); alerts fire only for faces inside a zone."""
+
+    name: str = Field(min_length=1)
+    points_norm: list[tuple[Fraction, Fraction]] = Field(min_length=3)
+
+
+class ScheduleWindow(StrictModel):
+    """Local-time window when a camera may alert. ``end`` before ``start`` spans midnight."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(default=list(WEEKDAYS), min_length=1)
+    start: clock_time = clock_time(0, 0)
+    end: clock_time = clock_time(23, 59, 59)
+
+
+class CameraConfig(StrictModel):
+    name: str = Field(pattern=CAMERA_NAME_PATTERN, description="unique; used in logs, events and file names")
+    source: str | int = Field(description="rtsp://..., http(s)://..., a video file path, or a device index")
+    fps_cap: float | None = Field(default=None, gt=0.0, le=240.0)
+    open_timeout_s: PositiveSeconds = 5.0
+    read_timeout_s: PositiveSeconds = 5.0
+    stall_timeout_s: PositiveSeconds = 10.0
+    queue_size: int = Field(default=2, ge=1, le=64)
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    schedule: list[ScheduleWindow] = Field(default_factory=list, description="empty: always active")
+
+    @field_validator("source")
+    @classmethod
+    def _source_not_empty(cls, value: str | int) -> str | int:
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError("device index must be >= 0")
+            return value
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @property
+    def is_network(self) -> bool:
+        return isinstance(self.source, str) and bool(re.match(r"^(rtsp|rtsps|http|https|rtmp)://", self.source))
+
+
+class ReconnectConfig(StrictModel):
+    initial_backoff_s: PositiveSeconds = 0.5
+    max_backoff_s: PositiveSeconds = 4.0
+    multiplier: float = Field(default=2.0, ge=1.0, le=10.0)
+    jitter_fraction: Fraction = 0.1
+
+    @model_validator(mode="after")
+    def _max_not_below_initial(self) -> ReconnectConfig:
+        if self.max_backoff_s < self.initial_backoff_s:
+            raise ValueError("max_backoff_s must be >= initial_backoff_s")
+        return self
+
+
+class DetectorConfig(StrictModel):
+    model: Path | None = Field(default=None, description="Ultralytics pose face model; default: ours from models/")
+    imgsz: int = Field(default=640, ge=128, le=1920, multiple_of=32)
+    conf_threshold: Fraction = 0.35
+    nms_iou: Fraction = 0.5
+    min_face_px: int = Field(default=20, ge=4, le=1024, description="faces narrower than this are not recognised")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|\d+)$")
+    batch_size: int = Field(default=8, ge=1, le=256)
+
+
+class RecognizerConfig(StrictModel):
+    model: Path | None = Field(default=None, description="ONNX recognizer; default: ours from models/")
+    providers: list[Literal["CUDAExecutionProvider", "CPUExecutionProvider"]] = Field(
+        default=["CUDAExecutionProvider", "CPUExecutionProvider"], min_length=1
+    )
+    batch_size: int = Field(default=64, ge=1, le=1024)
+
+
+class TrackerConfig(StrictModel):
+    """ByteTrack settings (Ultralytics' implementation) plus how long a lost track is remembered."""
+
+    track_high_thresh: Fraction = 0.5
+    track_low_thresh: Fraction = 0.1
+    new_track_thresh: Fraction = 0.5
+    match_thresh: Fraction = 0.8
+    track_buffer_frames: int = Field(default=30, ge=1, le=10_000)
+    max_track_age_s: PositiveSeconds = 5.0
+
+
+class RulesConfig(StrictModel):
+    match_threshold: Fraction = 0.5
+    margin: Fraction = 0.05
+    min_hits: int = Field(default=2, ge=1, le=1000, description="qualifying frames for a provisional alert")
+    confirm_hits: int = Field(default=5, ge=1, le=10_000, description="qualifying frames for a confirmed alert")
+    confirm_vote_fraction: Fraction = Field(default=0.6, description="share of the track's votes for the person")
+    vote_window_hits: int | None = Field(
+        default=None, ge=1, le=100_000, description="count the vote share over the last N hits only (None: whole track)"
+    )
+    cooldown_s: float = Field(default=60.0, ge=0.0, le=86_400.0)
+    min_quality: Fraction = 0.0
+    unknown_events: bool = False
+
+    @model_validator(mode="after")
+    def _confirm_after_provisional(self) -> RulesConfig:
+        if self.confirm_hits < self.min_hits:
+            raise ValueError("confirm_hits must be >= min_hits")
+        return self
+
+
+class JsonlSinkConfig(StrictModel):
+    path: Path
+
+
+class WebhookSinkConfig(StrictModel):
+    url: str = Field(pattern=r"^https?://")
+    timeout_s: PositiveSeconds = 5.0
+    max_attempts: int = Field(default=20, ge=1, le=10_000)
+    initial_backoff_s: PositiveSeconds = 1.0
+    max_backoff_s: PositiveSeconds = 300.0
+
+
+class AlertsConfig(StrictModel):
+    console: bool = True
+    sqlite: bool = True
+    jsonl: JsonlSinkConfig | None = None
+    webhook: WebhookSinkConfig | None = None
+    snapshots: bool = True
+
+
+class VigilConfig(StrictModel):
+    data_dir: Path = Path("vigil-data")
+    watchlist: Path | None = None
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    reconnect: ReconnectConfig = ReconnectConfig()
+    detector: DetectorConfig = DetectorConfig()
+    recognizer: RecognizerConfig = RecognizerConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    rules: RulesConfig = RulesConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    status_interval_s: PositiveSeconds = 10.0
+
+    @model_validator(mode="after")
+    def _unique_camera_names(self) -> VigilConfig:
+        names = [camera.name for camera in self.cameras]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"camera names must be unique, repeated: {', '.join(duplicates)}")
+        return self
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    """One line: ``file: key.path: message`` for the first error (and a count of the others).
+
+    Unknown keys are reported first: a misspelt key usually also explains a "field required" error."""
+    errors = sorted(error.errors(), key=lambda e: e.get("type") != "extra_forbidden")
+    first = errors[0]
+    location = _format_location(first.get("loc", ()))
+    message = first.get("msg", "invalid")
+    if first.get("type") == "extra_forbidden":
+        message = "unknown key"
+    more = len(errors) - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    where = f"{location}: " if location else ""
+    return f"{source}: {where}{message}{suffix}"
+
+
+def _format_location(loc: tuple) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict:
+    """Read a YAML file that must hold a mapping; ConfigError with one line otherwise."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ConfigError(f"{path}: {where}not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read {what} file ({exc})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: {what} must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: Path | str) -> VigilConfig:
+    """Load, validate and resolve a config file; relative paths become relative to the file's folder."""
+    path = Path(path)
+    raw = read_yaml_mapping(path, "config")
+    try:
+        config = VigilConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(str(path), exc)) from None
+    return resolve_paths(config, path.parent)
+
+
+def resolve_paths(config: VigilConfig, base: Path) -> VigilConfig:
+    """Make every relative path in the config relative to ``base`` (the config file's folder)."""
+
+    def rel(p: Path | None) -> Path | None:
+        return None if p is None or p.is_absolute() else base / p
+
+    updates: dict = {"data_dir": rel(config.data_dir) or config.data_dir}
+    if config.watchlist is not None:
+        updates["watchlist"] = rel(config.watchlist) or config.watchlist
+    if config.detector.model is not None:
+        updates["detector"] = config.detector.model_copy(update={"model": rel(config.detector.model) or config.detector.model})
+    if config.recognizer.model is not None:
+        updates["recognizer"] = config.recognizer.model_copy(
+            update={"model": rel(config.recognizer.model) or config.recognizer.model}
+        )
+    if config.alerts.jsonl is not None:
+        jsonl = config.alerts.jsonl.model_copy(update={"path": rel(config.alerts.jsonl.path) or config.alerts.jsonl.path})
+        updates["alerts"] = config.alerts.model_copy(update={"jsonl": jsonl})
+    cameras = []
+    for camera in config.cameras:
+        source = camera.source
+        if isinstance(source, str) and not camera.is_network and not Path(source).is_absolute():
+            source = str(base / source)
+        cameras.append(camera.model_copy(update={"source": source}))
+    updates["cameras"] = cameras
+    return config.model_copy(update=updates)

@@ -1,0 +1,84 @@
+"""Builds the runtime objects from a validated config: models, face analyzer, gallery, rules engine, sinks.
+
+Kept apart from the commands so `run`, `process`, `enroll` and `bench` assemble the same stages the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from vigil.analyzer import FaceAnalyzer
+from vigil.config import VigilConfig, load_config
+from vigil.errors import ConfigError
+from vigil.models import ModelRegistry, ModelSpec
+from vigil.rules import Gallery, RulesEngine
+from vigil.watchlist import EmbeddingCache, EnrollmentResult, Enroller, load_watchlist
+
+log = logging.getLogger("vigil.runtime")
+
+
+@dataclass(frozen=True)
+class LoadedModels:
+    detector: ModelSpec
+    recognizer: ModelSpec
+
+
+def load_config_or_default(path: Path | None) -> VigilConfig:
+    """The config at ``path``, or the built-in defaults when no file is given."""
+    return VigilConfig() if path is None else load_config(path)
+
+
+def resolve_models(config: VigilConfig, registry: ModelRegistry | None = None) -> LoadedModels:
+    """Find (and checksum-verify) the detector and recognizer the config asks for."""
+    registry = registry or ModelRegistry()
+    return LoadedModels(
+        detector=registry.resolve("detector", config.detector.model),
+        recognizer=registry.resolve("recognizer", config.recognizer.model),
+    )
+
+
+def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
+    """Detector + aligner + embedder as the config says (heavy imports happen here, not at import time)."""
+    from vigil.align import Aligner
+    from vigil.detect import FaceDetector
+    from vigil.embed import OnnxEmbedder
+
+    detector = FaceDetector(
+        models.detector.path,
+        imgsz=config.detector.imgsz,
+        conf_threshold=config.detector.conf_threshold,
+        nms_iou=config.detector.nms_iou,
+        device=config.detector.device,
+        batch_size=config.detector.batch_size,
+    )
+    template = models.recognizer.alignment_template
+    if template is None:
+        raise ConfigError(f"{models.recognizer.path}: the manifest gives no alignment_template for this recognizer")
+    aligner = Aligner(template, models.recognizer.input_size[0])
+    embedder = OnnxEmbedder(
+        models.recognizer.path,
+        providers=tuple(config.recognizer.providers),
+        batch_size=config.recognizer.batch_size,
+    )
+    return FaceAnalyzer(detector, aligner, embedder, config.detector.min_face_px)
+
+
+def enroll(
+    config: VigilConfig, watchlist_path: Path, analyzer: FaceAnalyzer, models: LoadedModels, strict: bool = False
+) -> EnrollmentResult:
+    """Embed the watchlist photos (cached in the data folder under the models' checksums)."""
+    watchlist = load_watchlist(watchlist_path)
+    model_key = f"{models.recognizer.sha256 or models.recognizer.path}:{models.detector.sha256 or models.detector.path}"
+    cache = EmbeddingCache(config.data_dir / "enroll_cache.json", model_key)
+    result = Enroller(analyzer, cache, config.detector.min_face_px).enroll(watchlist, strict=strict)
+    log.info(
+        "%s: %d people enrolled (%d photos embedded, %d from cache, %d skipped)",
+        watchlist_path, len(result.people), result.photos_embedded, result.photos_from_cache, len(result.problems),
+    )  # fmt: skip
+    return result
+
+
+def build_rules(config: VigilConfig, enrollment: EnrollmentResult) -> tuple[Gallery, RulesEngine]:
+    return Gallery.from_people(enrollment.people), RulesEngine(config.rules, enrollment.people, config.rules.vote_window_hits)

@@ -1,0 +1,122 @@
+"""Per-camera face tracking (Ultralytics' ByteTrack) and per-track embedding aggregation.
+
+Each camera gets its own ``FaceTracker``. ByteTrack associates this frame's face boxes with existing tracks; each
+track accumulates a quality-weighted sum of its unit embeddings (quality = face size, detector score, frontality from
+``AlignedFace.quality``), so the track's embedding gets better as the person comes closer or turns to the camera.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+
+from vigil.config import TrackerConfig
+from vigil.types import Observation, Track
+
+
+class _Detections:
+    """The minimal Results-like view ByteTrack reads: ``conf``, ``xywh``, ``cls``, boolean indexing."""
+
+    def __init__(self, boxes_xyxy: np.ndarray, scores: np.ndarray) -> None:
+        self.xyxy = boxes_xyxy.astype(np.float32).reshape(-1, 4)
+        self.conf = scores.astype(np.float32).reshape(-1)
+        self.cls = np.zeros(len(self.conf), dtype=np.float32)
+        xy = (self.xyxy[:, :2] + self.xyxy[:, 2:]) / 2
+        wh = self.xyxy[:, 2:] - self.xyxy[:, :2]
+        self.xywh = np.concatenate([xy, wh], axis=1)
+
+    def __len__(self) -> int:
+        return len(self.conf)
+
+    def __getitem__(self, index) -> _Detections:
+        return _Detections(self.xyxy[index], self.conf[index])
+
+
+@dataclass(frozen=True)
+class TrackUpdate:
+    """A track matched to an observation in this frame."""
+
+    track: Track
+    observation: Observation
+
+
+def embedding_weight(quality: float) -> float:
+    """How much one frame's embedding counts in its track's aggregate: quality squared favours the best frames."""
+    return max(float(quality), 1e-3) ** 2
+
+
+class FaceTracker:
+    """ByteTrack on face boxes for one camera, plus the aggregated ``Track`` state per track id."""
+
+    def __init__(self, camera: str, cfg: TrackerConfig, frame_rate: float = 30.0) -> None:
+        from ultralytics.trackers.byte_tracker import BYTETracker
+
+        args = SimpleNamespace(
+            track_high_thresh=cfg.track_high_thresh,
+            track_low_thresh=cfg.track_low_thresh,
+            new_track_thresh=cfg.new_track_thresh,
+            track_buffer=cfg.track_buffer_frames,
+            match_thresh=cfg.match_thresh,
+            fuse_score=True,
+        )
+        self.camera = camera
+        self.cfg = cfg
+        self._tracker = BYTETracker(args)
+        self._tracks: dict[int, Track] = {}
+
+    def update(self, observations: list[Observation], frame_index: int, mono_ts_s: float) -> list[TrackUpdate]:
+        """Associate this frame's faces with tracks; returns the tracks that got a face in this frame."""
+        if observations:
+            boxes = np.stack([o.face.box for o in observations])
+            scores = np.array([o.face.score for o in observations], dtype=np.float32)
+        else:
+            boxes, scores = np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        rows = self._tracker.update(_Detections(boxes, scores))
+        updates = []
+        for row in rows:
+            track_id, det_index = int(row[4]), int(row[7])
+            if not 0 <= det_index < len(observations):
+                continue
+            observation = observations[det_index]
+            track = self._touch(track_id, observation, frame_index, mono_ts_s)
+            updates.append(TrackUpdate(track, observation))
+        return updates
+
+    def _touch(self, track_id: int, observation: Observation, frame_index: int, mono_ts_s: float) -> Track:
+        track = self._tracks.get(track_id)
+        if track is None:
+            track = Track(self.camera, track_id, observation.face.box, frame_index, frame_index, mono_ts_s)
+            self._tracks[track_id] = track
+        track.box = observation.face.box
+        track.last_frame_index = frame_index
+        track.last_mono_ts_s = mono_ts_s
+        if observation.embedding is not None:
+            add_embedding(track, observation)
+        return track
+
+    def expire(self, now_mono_s: float) -> list[Track]:
+        """Remove and return tracks not seen for ``max_track_age_s``."""
+        stale = [t for t in self._tracks.values() if now_mono_s - t.last_mono_ts_s > self.cfg.max_track_age_s]
+        for track in stale:
+            del self._tracks[track.track_id]
+        return stale
+
+    @property
+    def active_tracks(self) -> list[Track]:
+        return list(self._tracks.values())
+
+
+def add_embedding(track: Track, observation: Observation) -> None:
+    """Fold one frame's embedding into the track: weighted sum, hit count, best chip for the snapshot."""
+    embedding = observation.embedding
+    assert embedding is not None
+    weight = embedding_weight(embedding.aligned.quality)
+    vector = embedding.vector.astype(np.float32)
+    track.embedding_sum = vector * weight if track.embedding_sum is None else track.embedding_sum + vector * weight
+    track.weight_sum += weight
+    track.hits += 1
+    if embedding.aligned.quality > track.best_quality:
+        track.best_quality = embedding.aligned.quality
+        track.best_chip = embedding.aligned.chip

@@ -1,0 +1,217 @@
+"""Watchlist YAML, few-shot enrollment into per-person prototypes, and the embedding cache.
+
+Watchlist shape (photos are relative to the YAML file)::
+
+    people:
+      - id: jdoe              # unique, [a-z0-9_-]+
+        name: John Doe
+        list: deny            # deny | vip | allow; default deny
+        threshold: 0.5        # optional, overrides the global match threshold
+        photos: [photos/jdoe_1.jpg, photos/jdoe_2.jpg]
+
+Enrollment embeds every photo. A photo that does not decode, has no face, more than one face or only a face smaller
+than ``min_face_px`` is reported by path and skipped (fatal with ``strict``). A person's prototype is the re-normalised
+mean of the photo embeddings; the individual embeddings are kept too (few-shot gallery). Embeddings are cached in
+``<data_dir>/enroll_cache.json`` keyed by (recognizer sha256, detector sha256, photo sha256), so they are recomputed
+when the model or a photo changes.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vigil.config import format_validation_error, read_yaml_mapping
+from vigil.errors import ConfigError, VigilError
+from vigil.types import ListKind, Observation, Person
+
+PERSON_ID_PATTERN = r"^[a-z0-9_-]+$"
+CACHE_FILE = "enroll_cache.json"
+
+
+class PersonEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=PERSON_ID_PATTERN, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+    list: ListKind = ListKind.DENY
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    photos: builtins.list[Path] = Field(min_length=1)
+    notes: str | None = None
+
+
+class WatchlistFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    people: list[PersonEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> WatchlistFile:
+        ids = [person.id for person in self.people]
+        repeated = sorted({pid for pid in ids if ids.count(pid) > 1})
+        if repeated:
+            raise ValueError(f"person ids must be unique, repeated: {', '.join(repeated)}")
+        return self
+
+
+@dataclass(frozen=True)
+class Watchlist:
+    path: Path
+    people: list[PersonEntry]
+
+    def photo_path(self, photo: Path) -> Path:
+        return photo if photo.is_absolute() else self.path.parent / photo
+
+
+def load_watchlist(path: Path | str) -> Watchlist:
+    """Parse and validate a watchlist YAML; ConfigError with one line naming the file and field otherwise."""
+    path = Path(path)
+    raw = read_yaml_mapping(path, "watchlist")
+    try:
+        parsed = WatchlistFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(str(path), exc)) from None
+    return Watchlist(path=path, people=list(parsed.people))
+
+
+class PhotoAnalyzer(Protocol):
+    """What enrollment needs from the face stages: every face of an image, embedded when large enough."""
+
+    def observe(self, images: list[np.ndarray]) -> list[list[Observation]]: ...
+
+
+@dataclass(frozen=True)
+class PhotoProblem:
+    person_id: str
+    photo: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.photo}: {self.reason} (person {self.person_id}); skipped"
+
+
+@dataclass(frozen=True)
+class EnrollmentResult:
+    people: list[Person]
+    problems: list[PhotoProblem]
+    photos_embedded: int
+    photos_from_cache: int
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class EmbeddingCache:
+    """Photo embeddings on disk, keyed by model checksums and the photo's own checksum."""
+
+    def __init__(self, path: Path, model_key: str) -> None:
+        self.path = path
+        self.model_key = model_key
+        self._entries = self._read()
+        self.dirty = False
+
+    def _read(self) -> dict[str, list[float]]:
+        if not self.path.is_file():
+            return {}
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}  # a corrupt cache is only a cache: recompute
+        return raw.get(self.model_key, {}) if isinstance(raw, dict) else {}
+
+    def get(self, photo_sha: str) -> np.ndarray | None:
+        vector = self._entries.get(photo_sha)
+        return None if vector is None else np.asarray(vector, dtype=np.float32)
+
+    def put(self, photo_sha: str, vector: np.ndarray) -> None:
+        self._entries[photo_sha] = [round(float(v), 7) for v in vector]
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({self.model_key: self._entries}), encoding="utf-8")
+        tmp.replace(self.path)
+        self.dirty = False
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return (vector / norm).astype(np.float32) if norm > 0 else vector.astype(np.float32)
+
+
+class Enroller:
+    """Turns a watchlist into gallery ``Person`` objects."""
+
+    def __init__(self, analyzer: PhotoAnalyzer, cache: EmbeddingCache, min_face_px: int, logger: logging.Logger | None = None):
+        self.analyzer = analyzer
+        self.cache = cache
+        self.min_face_px = min_face_px
+        self.log = logger or logging.getLogger("vigil.enroll")
+
+    def enroll(self, watchlist: Watchlist, strict: bool = False) -> EnrollmentResult:
+        people: list[Person] = []
+        problems: list[PhotoProblem] = []
+        counts = {"embedded": 0, "cached": 0}
+        for entry in watchlist.people:
+            vectors = self._embed_person(watchlist, entry, problems, counts, strict)
+            if not vectors:
+                self.log.warning("%s: person %s has no usable photo; not enrolled", watchlist.path, entry.id)
+                continue
+            stacked = np.stack(vectors).astype(np.float32)
+            people.append(
+                Person(entry.id, entry.name, entry.list, entry.threshold, _unit(stacked.mean(axis=0)), stacked)
+            )
+        self.cache.save()
+        return EnrollmentResult(people, problems, counts["embedded"], counts["cached"])
+
+    def _embed_person(self, watchlist: Watchlist, entry: PersonEntry, problems: list, counts: dict, strict: bool):
+        vectors = []
+        for photo in entry.photos:
+            path = watchlist.photo_path(photo)
+            vector, reason = self._embed_photo(path, counts)
+            if vector is None:
+                problem = PhotoProblem(entry.id, path, reason)
+                if strict:
+                    raise VigilError(f"{path}: {reason} (person {entry.id}; --strict)")
+                self.log.warning("%s", problem)
+                problems.append(problem)
+                continue
+            vectors.append(vector)
+        return vectors
+
+    def _embed_photo(self, path: Path, counts: dict) -> tuple[np.ndarray | None, str]:
+        if not path.is_file():
+            return None, "photo not found"
+        sha = file_sha256(path)
+        cached = self.cache.get(sha)
+        if cached is not None:
+            counts["cached"] += 1
+            return cached, ""
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            return None, "photo does not decode as an image"
+        faces = self.analyzer.observe([image])[0]
+        usable = [o.embedding for o in faces if o.embedding is not None and o.face.width_px >= self.min_face_px]
+        if not faces:
+            return None, "no face found"
+        if not usable:
+            return None, f"face too small (< {self.min_face_px} px wide)"
+        if len(usable) > 1:
+            return None, f"{len(usable)} faces found, need exactly one"
+        vector = _unit(usable[0].vector)
+        self.cache.put(sha, vector)
+        counts["embedded"] += 1
+        return vector, ""
