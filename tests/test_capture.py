@@ -1,0 +1,343 @@
+"""Capture: latest-frame queue, fps cap, file source, camera reconnect against a real local RTSP server.
+
+The RTSP tests use tests/rtsp_server.py (Debian's ffmpeg + a small relay) and skip when ffmpeg is absent.
+Timeouts are shortened so the file runs in well under a minute.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vigil.capture import (
+    FFMPEG_OPTIONS_ENV,
+    CameraSource,
+    FileSource,
+    LatestFrameQueue,
+    RateLimiter,
+    ensure_rtsp_over_tcp,
+    open_capture,
+    tcp_endpoint,
+)
+from vigil.config import CameraConfig, ReconnectConfig
+from vigil.errors import VigilError
+from vigil.types import Frame
+
+CLIP = ("video", "short_hamilton_clip.mp4")
+CLIP_FRAMES = 275
+FAST_RETRY = ReconnectConfig(initial_backoff_s=0.05, max_backoff_s=0.2)
+needs_ffmpeg = pytest.mark.skipif(
+    shutil.which("ffmpeg") is None, reason="ffmpeg not installed (apt-get install ffmpeg): no local RTSP server"
+)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(poll_s)
+    return condition()
+
+
+def camera(name: str, source: str | int, **overrides) -> CameraConfig:
+    settings = {"open_timeout_s": 2.0, "read_timeout_s": 1.0, "stall_timeout_s": 3.0, "queue_size": 2}
+    return CameraConfig(name=name, source=source, **(settings | overrides))
+
+
+@pytest.fixture
+def clip(shared_data) -> Path:
+    return shared_data(*CLIP)
+
+
+@pytest.fixture
+def started() -> Iterator[Callable[..., CameraSource]]:
+    """Factory for started CameraSources; every one is stopped at teardown."""
+    sources: list[CameraSource] = []
+
+    def make(cfg: CameraConfig, reconnect: ReconnectConfig = FAST_RETRY) -> CameraSource:
+        source = CameraSource(cfg, reconnect, seed=0)
+        source.start()
+        sources.append(source)
+        return source
+
+    yield make
+    for source in sources:
+        source.stop(timeout_s=2.0)
+
+
+# ---- small parts ---------------------------------------------------------------------------------------------
+def _frame(index: int) -> Frame:
+    return Frame("cam", index, float(index), float(index), np.zeros((2, 2, 3), np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("maxsize", "puts", "dropped", "kept"), [(1, 3, 2, [2]), (2, 5, 3, [3, 4]), (4, 3, 0, [0, 1, 2])]
+)
+def test_latest_frame_queue_drops_oldest(maxsize: int, puts: int, dropped: int, kept: list[int]) -> None:
+    queue = LatestFrameQueue(maxsize)
+    assert sum(queue.put(_frame(i)) for i in range(puts)) == dropped
+    assert [queue.get(0.0).index for _ in kept] == kept
+    started = time.monotonic()
+    assert queue.get(0.1) is None
+    assert 0.05 <= time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    ("fps", "camera_fps", "seconds", "expected"),
+    [(None, 30, 2, 60), (10, 30, 2, 20), (15, 30, 2, 30), (30, 25, 2, 50), (1, 30, 3, 3), (12.5, 25, 4, 50)],
+)
+def test_rate_limiter_caps_average_rate(fps: float | None, camera_fps: float, seconds: float, expected: int) -> None:
+    limiter = RateLimiter(fps)
+    jitter = [0.0, 0.004, -0.003, 0.002]  # a real camera's frame times wobble
+    times = [i / camera_fps + jitter[i % 4] for i in range(int(seconds * camera_fps))]
+    assert abs(sum(limiter.allow(t) for t in times) - expected) <= 1
+
+
+def test_rate_limiter_does_not_burst_after_a_gap() -> None:
+    limiter = RateLimiter(10)
+    assert [limiter.allow(t) for t in (0.0, 0.1, 0.2)] == [True, True, True]
+    # after a minute without frames: one extra frame at most, then the steady 10 fps again
+    assert [limiter.allow(t) for t in (60.0, 60.033, 60.066, 60.1, 60.133)] == [True, False, True, False, False]
+
+
+@pytest.mark.parametrize(
+    ("source", "endpoint"),
+    [
+        ("rtsp://user:pw@10.0.0.5/stream", ("10.0.0.5", 554)),
+        ("rtsp://10.0.0.5:8554/a", ("10.0.0.5", 8554)),
+        ("http://cam.local/video.mjpg", ("cam.local", 80)),
+        ("/videos/a.mp4", None),
+        (0, None),
+    ],
+)
+def test_tcp_endpoint(source: str | int, endpoint: tuple[str, int] | None) -> None:
+    assert tcp_endpoint(source) == endpoint
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (None, "rtsp_transport;tcp"),
+        ("", "rtsp_transport;tcp"),
+        ("stimeout;5000000", "stimeout;5000000|rtsp_transport;tcp"),
+        ("rtsp_transport;udp", "rtsp_transport;udp"),  # the user's choice is kept
+    ],
+)
+def test_ensure_rtsp_over_tcp(monkeypatch, before: str | None, after: str) -> None:
+    monkeypatch.setenv(FFMPEG_OPTIONS_ENV, before or "")  # recorded, so teardown restores the real value
+    if before is None:
+        monkeypatch.delenv(FFMPEG_OPTIONS_ENV)
+    ensure_rtsp_over_tcp()
+    ensure_rtsp_over_tcp()  # idempotent
+    assert os.environ[FFMPEG_OPTIONS_ENV] == after
+
+
+# ---- files ---------------------------------------------------------------------------------------------------
+def test_file_source_reads_every_frame_in_order(clip: Path) -> None:
+    with FileSource(clip) as video:
+        assert video.frame_count == CLIP_FRAMES
+        frames = [(f.index, f.video_ts_s, f.image.shape, f.camera) for f in video.frames()]
+    assert [index for index, *_ in frames] == list(range(CLIP_FRAMES))
+    timestamps = np.array([ts for _, ts, *_ in frames])
+    assert timestamps[0] == 0.0 and np.all(np.diff(timestamps) > 0)
+    assert timestamps[-1] == pytest.approx((CLIP_FRAMES - 1) / video.fps)
+    assert {shape for _, _, shape, _ in frames} == {(360, 640, 3)}
+    assert {name for *_, name in frames} == {"short_hamilton_clip"}
+
+
+def test_file_source_stops_on_request(clip: Path) -> None:
+    import threading
+
+    stop = threading.Event()
+    with FileSource(clip, camera="door") as video:
+        indices = []
+        for frame in video.frames(stop):
+            indices.append(frame.index)
+            if frame.index == 9:
+                stop.set()
+    assert indices == list(range(10))
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp: tmp / "missing.mp4", "video file not found"),
+        (lambda tmp: tmp, "video file not found"),  # a folder
+        (lambda tmp: _write(tmp / "notes.mp4", b"this is not a video\n" * 50), "cannot open video"),
+        (lambda tmp: _write(tmp / "empty.avi", b""), "cannot open video"),
+    ],
+)
+def test_file_source_bad_input_is_one_line(tmp_path: Path, make, message: str) -> None:
+    path = make(tmp_path)
+    with pytest.raises(VigilError) as info:
+        FileSource(path)
+    text = str(info.value)
+    assert text == f"{path}: {message}"
+    assert "\n" not in text
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("keep_fraction", [0.5, 0.0])
+def test_file_source_truncated_file_stops_with_a_warning(clip: Path, tmp_path: Path, caplog, keep_fraction) -> None:
+    """A file cut short (moov atom first, so it still opens): frames up to the cut, then a warning; nothing
+    decodable at all: one-line VigilError."""
+    import subprocess
+
+    faststart = tmp_path / "faststart.mp4"
+    command = ["ffmpeg", "-loglevel", "error", "-i", str(clip), "-an", "-c", "copy", "-movflags", "+faststart"]
+    subprocess.run([*command, str(faststart)], check=True, timeout=60)
+    data = faststart.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: max(int(len(data) * keep_fraction), data.find(b"mdat") + 64)])
+    with FileSource(cut) as video:
+        if keep_fraction == 0.0:
+            with pytest.raises(VigilError, match=r"cut\.mp4: no frame could be decoded$"):
+                list(video.frames())
+            return
+        indices = [frame.index for frame in video.frames()]
+    assert 0 < len(indices) < CLIP_FRAMES and indices == list(range(len(indices)))
+    assert any(
+        f"ended after {len(indices)} of {CLIP_FRAMES} announced frames" in r.getMessage() for r in caplog.records
+    )
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+# ---- cameras that do not open ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("source", ["{tmp}/no-such-camera.mp4", 99], ids=["missing-file", "missing-device"])
+def test_camera_that_never_opens_retries_and_stops_fast(tmp_path: Path, started, source: str | int) -> None:
+    if isinstance(source, str):
+        source = source.format(tmp=tmp_path)
+    cam = started(camera("dead", source))
+    assert wait_until(lambda: cam.stats().reconnect_attempts >= 2, timeout_s=5.0)
+    t0 = time.monotonic()
+    assert cam.get(timeout_s=0.3) is None
+    assert time.monotonic() - t0 < 1.0
+    stats = cam.stats()
+    assert not stats.connected and stats.frames_read == 0 and stats.last_error == "cannot open"
+    t0 = time.monotonic()
+    assert cam.stop(timeout_s=1.0)
+    assert time.monotonic() - t0 < 1.2
+
+
+def test_open_capture_returns_none_and_warns_once(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="vigil")
+    assert open_capture(str(tmp_path / "none.mp4"), open_timeout_s=1.0, read_timeout_s=1.0) is None
+    records = [r for r in caplog.records if r.name.startswith("vigil")]
+    assert len(records) == 1 and "cannot open" in records[0].getMessage()
+
+
+def test_camera_password_never_logged(started, caplog, capfd) -> None:
+    from rtsp_server import free_tcp_port
+
+    caplog.set_level(logging.DEBUG, logger="vigil")
+    url = f"rtsp://admin:secret@127.0.0.1:{free_tcp_port()}/x"
+    cam = started(camera("lobby", url))
+    assert wait_until(lambda: cam.stats().reconnect_attempts >= 2, timeout_s=5.0)
+    cam.stop(timeout_s=1.0)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("lobby" in m for m in messages) and any("admin:***@127.0.0.1" in m for m in messages)
+    assert not [m for m in messages if "secret" in m]
+    assert "secret" not in cam.stats().last_error
+    assert "secret" not in capfd.readouterr().err  # OpenCV / FFmpeg's own stderr lines
+
+
+# ---- a file played as a camera ----------------------------------------------------------------------------------
+def test_camera_latest_frame_queue_counts_drops_and_fps_cap(clip: Path, started) -> None:
+    cam = started(camera("loop", str(clip), queue_size=2, fps_cap=20.0))
+    assert cam.get(timeout_s=5.0) is not None
+    time.sleep(1.0)  # nobody consumes: the queue keeps the newest 2, drops the rest
+    stats = cam.stats()
+    assert stats.frames_dropped > 0 and stats.frames_skipped > 0  # (a file "camera" reconnects at each end)
+    delivered = stats.frames_read - stats.frames_skipped
+    assert delivered <= 20 * 1.0 + 20 * 1.0  # capped at ~20 fps (generous: decoding started before the sleep)
+    first, second = cam.get(0.5), cam.get(0.5)
+    assert first is not None and second is not None and second.index == first.index + 1
+
+
+# ---- real RTSP -------------------------------------------------------------------------------------------------
+@pytest.fixture
+def rtsp_server(clip: Path):
+    from rtsp_server import RtspTestServer
+
+    server = RtspTestServer(clip)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _drain(cam: CameraSource) -> int:
+    """Empty the queue; the last index seen (-1 if none)."""
+    last = -1
+    while (frame := cam.get(0.0)) is not None:
+        last = frame.index
+    return last
+
+
+@needs_ffmpeg
+def test_rtsp_camera_reconnects_within_5_s_after_server_restart(rtsp_server, started) -> None:
+    cam = started(camera("rtsp", rtsp_server.url), ReconnectConfig())  # the default policy: 0.5 s .. 4 s
+    assert cam.get(timeout_s=10.0) is not None, "no frame from the RTSP server"
+    assert all("TCP" in t for t in rtsp_server.transports_requested)  # OPENCV_FFMPEG_CAPTURE_OPTIONS took effect
+
+    rtsp_server.stop()
+    assert wait_until(lambda: not cam.stats().connected, timeout_s=5.0), "the drop was not noticed"
+    assert wait_until(lambda: cam.stats().reconnect_attempts >= 3, timeout_s=8.0)  # backoff is growing
+    last_index = _drain(cam)
+
+    rtsp_server.start()
+    restarted = time.monotonic()
+    frame = cam.get(timeout_s=10.0)
+    reconnect_s = time.monotonic() - restarted
+    print(f"\nRTSP reconnect: first frame {reconnect_s:.2f} s after the server came back")
+    assert frame is not None and frame.index > last_index
+    assert reconnect_s < 5.0
+    stats = cam.stats()
+    assert stats.connected and stats.reconnects == 1 and stats.reconnect_attempts >= 3
+
+
+@needs_ffmpeg
+def test_rtsp_stalled_stream_is_abandoned_by_the_watchdog(rtsp_server, started) -> None:
+    """The server keeps the connection but stops sending: read() blocks (OpenCV's read timeout, 5 s here, would
+    take ~15 s); the watchdog gives up after stall_timeout_s and opens a fresh capture."""
+    cam = started(camera("stall", rtsp_server.url, read_timeout_s=5.0, stall_timeout_s=1.5))
+    assert cam.get(timeout_s=10.0) is not None
+    rtsp_server.freeze()
+    assert wait_until(lambda: cam.stats().stalls >= 1, timeout_s=5.0), cam.stats()
+    assert cam.stats().last_error == "stalled: no frame for 1.5 s"
+    rtsp_server.freeze(False)
+    _drain(cam)
+    assert cam.get(timeout_s=8.0) is not None, "frames did not resume after the stall"
+    assert cam.stats().connected
+    t0 = time.monotonic()
+    cam.stop(timeout_s=1.0)
+    assert time.monotonic() - t0 < 1.5
+
+
+@needs_ffmpeg
+def test_rtsp_dead_camera_does_not_block_live_one(rtsp_server, started) -> None:
+    from rtsp_server import free_tcp_port
+
+    dead = started(camera("dead", f"rtsp://127.0.0.1:{free_tcp_port()}/cam"))
+    live = started(camera("live", rtsp_server.url, queue_size=64))
+    assert live.get(timeout_s=10.0) is not None
+    received, deadline = 0, time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        received += live.get(timeout_s=0.2) is not None
+    live_stats, dead_stats = live.stats(), dead.stats()
+    assert live_stats.connected and received >= 30, (received, live_stats)  # a ~30 fps stream for 2 s
+    assert not dead_stats.connected and dead_stats.reconnect_attempts >= 2 and dead_stats.frames_read == 0
+    t0 = time.monotonic()
+    assert dead.stop(1.0) and live.stop(1.0)
+    assert time.monotonic() - t0 < 2.0
