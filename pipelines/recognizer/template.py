@@ -1,0 +1,187 @@
+"""Derive the 5-point alignment template of the 150x150 dlib chip, and measure our aligner against dlib's chip.
+
+    python -m pipelines.recognizer.template --images 400 --eval-images 200 --json work/recognizer/template.json
+
+Template: on LFW images (evenly spaced over the sorted list, the even-numbered ones), dlib's chip geometry
+(HOG detector -> 5-point shape predictor -> dlib.get_face_chip_details(shape, 150, 0.25), i.e. the similarity
+transform image -> chip) maps the 5 landmarks of the teacher detector YuNet (face_detection_yunet_2026may.onnx,
+order: eye on image left, eye on image right, nose, mouth corner image left, mouth corner image right = vigil's
+order) into chip pixels; the template is their mean (the per-point std is reported).
+
+Alignment parity: on the other (odd-numbered) images, cosine between dlib's descriptor of dlib's own chip and
+our ONNX embedding of the chip made by vigil.align from YuNet's landmarks and this template (border replicate
+and constant), and the same with the image cut to the detection box + 10% (so that the chip reaches outside
+the image and the border mode matters). This measures what our alignment path costs relative to dlib's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipelines.recognizer.parity import CHIP_SIZE, DlibReference, cosines, lfw_sample, read_rgb, summarize
+from vigil.align import BORDER_MODES, align_face
+from vigil.errors import VigilError
+from vigil.paths import data_path
+from vigil.types import LANDMARK_NAMES
+
+YUNET_FILE = ("weights", "face_detection_yunet_2026may.onnx")
+
+
+class YuNet:
+    """YuNet through cv2.FaceDetectorYN: the face nearest a given box, with its 5 landmarks (vigil order)."""
+
+    def __init__(self, model_path: Path | None = None, score_threshold: float = 0.5) -> None:
+        path = model_path or data_path(*YUNET_FILE)
+        if not path.is_file():
+            raise VigilError(f"{path}: YuNet weights not found")
+        self.detector = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, 0.3, 50)
+
+    def landmarks_near(self, image_bgr: np.ndarray, box_xyxy: np.ndarray) -> np.ndarray | None:
+        """(5, 2) landmarks of the detection whose box centre is nearest ``box_xyxy``'s (within half its width)."""
+        h, w = image_bgr.shape[:2]
+        self.detector.setInputSize((w, h))
+        _, faces = self.detector.detect(image_bgr)
+        if faces is None or len(faces) == 0:
+            return None
+        centre = (box_xyxy[:2] + box_xyxy[2:]) / 2
+        centres = faces[:, :2] + faces[:, 2:4] / 2
+        distances = np.linalg.norm(centres - centre, axis=1)
+        best = int(np.argmin(distances))
+        if distances[best] > 0.5 * (box_xyxy[2] - box_xyxy[0]):
+            return None
+        return faces[best, 4:14].reshape(5, 2).astype(np.float64)
+
+
+def _rect_xyxy(rect) -> np.ndarray:
+    return np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float64)
+
+
+def _tight_crop(image: np.ndarray, box_xyxy: np.ndarray, margin: float = 0.1) -> tuple[int, int, np.ndarray]:
+    """The detection box grown by ``margin`` of its width per side: (x0, y0, crop). The chip then reaches
+    outside the crop, so the border mode matters (on whole LFW images it never does)."""
+    grow = margin * (box_xyxy[2] - box_xyxy[0])
+    h, w = image.shape[:2]
+    x0, y0 = (max(0, int(v - grow)) for v in box_xyxy[:2])
+    x1, y1 = min(w, int(box_xyxy[2] + grow)), min(h, int(box_xyxy[3] + grow))
+    return x0, y0, np.ascontiguousarray(image[y0:y1, x0:x1])
+
+
+def _bgr(rgb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def _map(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def derive_template(ref: DlibReference, yunet: YuNet, files: list[Path]) -> dict:
+    """Mean and std of YuNet's landmarks in dlib's chip; also how well our matrix reproduces dlib's chip."""
+    points, skipped, chip_diffs = [], 0, []
+    for path in files:
+        rgb = read_rgb(path)
+        face = ref.face(rgb)
+        landmarks = None if face is None else yunet.landmarks_near(_bgr(rgb), _rect_xyxy(face.rect))
+        if landmarks is None:
+            skipped += 1
+            continue
+        matrix = ref.chip_transform(face.shape)
+        points.append(_map(matrix, landmarks))
+        if len(chip_diffs) < 20:  # check the matrix: our warp with it vs dlib's own chip (inner 130x130)
+            ours = cv2.warpAffine(rgb, matrix, (CHIP_SIZE, CHIP_SIZE), flags=cv2.INTER_LINEAR)
+            chip_diffs.append(float(np.abs(ours.astype(float) - face.chip_rgb.astype(float))[10:-10, 10:-10].mean()))
+    if not points:
+        raise VigilError("no LFW face found by both dlib and YuNet")
+    stacked = np.stack(points)
+    return {
+        "template": stacked.mean(axis=0),
+        "std": stacked.std(axis=0),
+        "used": len(points),
+        "skipped": skipped,
+        "matrix_check_mean_abs_diff": float(np.mean(chip_diffs)) if chip_diffs else None,
+    }
+
+
+def alignment_parity(ref: DlibReference, yunet: YuNet, files: list[Path], template: np.ndarray, onnx: Path) -> dict:
+    """Cosine (dlib descriptor of dlib's chip) vs (our ONNX on vigil.align's chip), per border mode."""
+    from pipelines.recognizer.convert import onnx_embed
+
+    modes = list(BORDER_MODES) + [f"{mode}_tight_crop" for mode in BORDER_MODES]
+    dlib_vectors, chips = [], {mode: [] for mode in modes}
+    for path in files:
+        rgb = read_rgb(path)
+        face = ref.face(rgb)
+        bgr = _bgr(rgb)
+        landmarks = None if face is None else yunet.landmarks_near(bgr, _rect_xyxy(face.rect))
+        if landmarks is None:
+            continue
+        dlib_vectors.append(ref.descriptor(face.chip_rgb))
+        x0, y0, tight = _tight_crop(bgr, _rect_xyxy(face.rect))
+        for mode in BORDER_MODES:
+            chips[mode].append(align_face(bgr, landmarks, template, CHIP_SIZE, border=mode))
+            shifted = landmarks - np.array([x0, y0])
+            chips[f"{mode}_tight_crop"].append(align_face(tight, shifted, template, CHIP_SIZE, border=mode))
+    if not dlib_vectors:
+        raise VigilError("no evaluation face found by both dlib and YuNet")
+    reference = np.stack(dlib_vectors)
+    report = {}
+    for mode, mode_chips in chips.items():
+        values = cosines(reference, onnx_embed(onnx, np.stack(mode_chips)))
+        report[mode] = summarize(values) | {"p05": float(np.percentile(values, 5))}
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=400, help="LFW images for the template")
+    parser.add_argument("--eval-images", type=int, default=200, help="other LFW images for the alignment parity")
+    parser.add_argument("--onnx", type=Path, default=Path("work/recognizer/dlib-resnet-v1.onnx"))
+    parser.add_argument("--json", type=Path, default=Path("work/recognizer/template.json"))
+    args = parser.parse_args(argv)
+    try:
+        files = lfw_sample(2 * max(args.images, args.eval_images))
+        ref, yunet = DlibReference(), YuNet()
+        derived = derive_template(ref, yunet, files[0::2][: args.images])
+        template = derived["template"]
+        parity = None
+        if args.eval_images > 0:
+            if not args.onnx.is_file():
+                raise VigilError(f"{args.onnx}: not found (run python -m pipelines.recognizer.convert first)")
+            parity = alignment_parity(ref, yunet, files[1::2][: args.eval_images], template, args.onnx)
+    except VigilError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    report = {
+        "chip_size": CHIP_SIZE,
+        "order": list(LANDMARK_NAMES),
+        "template": np.round(template, 3).tolist(),
+        "std": np.round(derived["std"], 3).tolist(),
+        "images_used": derived["used"],
+        "images_skipped": derived["skipped"],
+        "teacher": "YuNet face_detection_yunet_2026may.onnx via cv2.FaceDetectorYN",
+        "chip_geometry": "dlib.get_face_chip_details(shape_5pt, 150, 0.25)",
+        "matrix_check_mean_abs_diff": derived["matrix_check_mean_abs_diff"],
+        "alignment_parity_vs_dlib_chip": parity,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    print(f"template (150x150 chip, {report['images_used']} faces, {report['images_skipped']} skipped):")
+    for name, (x, y), (sx, sy) in zip(LANDMARK_NAMES, report["template"], report["std"]):
+        print(f"  {name:12s} {x:8.3f} {y:8.3f}   std {sx:.2f} {sy:.2f}")
+    print(f"our warp with dlib's matrix vs dlib's chip: mean |diff| {report['matrix_check_mean_abs_diff']:.2f} (0-255)")
+    for mode, stats in (parity or {}).items():
+        print(
+            f"our aligner ({mode}) vs dlib chip, cosine: mean {stats['mean']:.4f} min {stats['min']:.4f} "
+            f"p05 {stats['p05']:.4f} (n={stats['count']})"
+        )
+    print(f"saved {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

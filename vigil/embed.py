@@ -1,0 +1,119 @@
+"""Face embedding with an ONNX recognizer (onnxruntime; CUDA first, CPU fallback).
+
+The model contract (pipelines/recognizer/convert.py writes it): input uint8 [N, S, S, 3] BGR chips with dynamic
+N, output float32 [N, D] embeddings, L2-normalised inside the graph. The embedder re-normalises anyway.
+The checksum is verified by vigil.models before an embedder is built.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from vigil.errors import ModelError
+
+DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+class OnnxEmbedder:
+    """Batched embeddings of aligned chips.
+
+    ``provider``: the execution provider the session got (e.g. "CUDAExecutionProvider");
+    ``input_size``: S of the S x S chips the model takes; ``dim``: D of its embeddings.
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        providers: Sequence[str] = DEFAULT_PROVIDERS,
+        batch_size: int = 64,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        self.model_path = Path(model_path)
+        self.batch_size = int(batch_size)
+        self._log = logger or logging.getLogger("vigil.embed")
+        if not self.model_path.is_file():
+            raise ModelError(f"{self.model_path}: model file not found")
+        self._session = self._create_session(list(providers))
+        self.provider: str = self._session.get_providers()[0]
+        if providers and self.provider != providers[0]:
+            self._log.warning(
+                "embedder %s: asked for %s, running on %s", self.model_path.name, providers[0], self.provider
+            )
+        self._input_name, self.input_size = self._read_input()
+        self.dim: int = self._read_dim()
+        self._log.info("embedder %s: provider %s, input %dx%d, dim %d",
+                       self.model_path.name, self.provider, self.input_size, self.input_size, self.dim)
+
+    def _create_session(self, providers: list[str]):
+        import onnxruntime as ort
+
+        available = set(ort.get_available_providers())
+        wanted = [p for p in providers if p in available] or [CPU_PROVIDER]
+        try:
+            return ort.InferenceSession(str(self.model_path), providers=wanted)
+        except Exception as exc:  # onnxruntime raises several exception types for bad files and providers
+            if wanted == [CPU_PROVIDER]:
+                raise ModelError(f"{self.model_path}: cannot load ONNX model ({_one_line(exc)})") from exc
+            self._log.warning("embedder %s: %s failed (%s); falling back to CPU",
+                              self.model_path.name, wanted[0], _one_line(exc))
+        try:
+            return ort.InferenceSession(str(self.model_path), providers=[CPU_PROVIDER])
+        except Exception as exc:
+            raise ModelError(f"{self.model_path}: cannot load ONNX model ({_one_line(exc)})") from exc
+
+    def _read_input(self) -> tuple[str, int]:
+        inputs = self._session.get_inputs()
+        shape = inputs[0].shape if len(inputs) == 1 else None
+        ok = (
+            shape is not None
+            and len(shape) == 4
+            and isinstance(shape[1], int)
+            and shape[1] == shape[2]
+            and shape[3] == 3
+            and inputs[0].type == "tensor(uint8)"
+        )
+        if not ok:
+            got = [(i.name, i.type, i.shape) for i in inputs]
+            raise ModelError(f"{self.model_path}: expected one uint8 input [N,S,S,3], got {got}")
+        return inputs[0].name, int(shape[1])
+
+    def _read_dim(self) -> int:
+        outputs = self._session.get_outputs()
+        shape = outputs[0].shape
+        if len(shape) == 2 and isinstance(shape[1], int):
+            return int(shape[1])
+        probe = self._run(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))
+        if probe.ndim != 2:
+            raise ModelError(f"{self.model_path}: expected output [N,D], got shape {probe.shape}")
+        return int(probe.shape[1])
+
+    def _run(self, chips: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input_name: chips})[0]
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        """uint8 BGR chips [N, S, S, 3] -> float32 [N, D] unit-norm embeddings (N may be 0)."""
+        s = self.input_size
+        if not (isinstance(chips, np.ndarray) and chips.dtype == np.uint8 and chips.shape[1:] == (s, s, 3)):
+            got = (getattr(chips, "dtype", type(chips)), getattr(chips, "shape", None))
+            raise ValueError(f"chips must be uint8 [N,{s},{s},3], got {got}")
+        if len(chips) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        parts = [
+            self._run(np.ascontiguousarray(chips[i : i + self.batch_size]))
+            for i in range(0, len(chips), self.batch_size)
+        ]
+        vectors = np.concatenate(parts).astype(np.float32, copy=False)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
