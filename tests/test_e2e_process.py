@@ -1,0 +1,47 @@
+"""End to end: `vigil process` on the Hamilton clip with the shipped models, scored against the hand annotation.
+
+Needs the shared clip and photos (skips with the reason otherwise) and the shipped models in models/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vigil.cli import main
+from vigil.eval.video import load_alerts, load_truth, score_alerts
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples" / "hamilton"
+
+
+def _require_models() -> None:
+    if not (REPO / "models" / "manifest.yaml").is_file():
+        pytest.skip("no shipped models yet: models/manifest.yaml is missing")
+
+
+def _process(tmp_path: Path, watchlist: Path, shared_data) -> list[dict]:
+    clip = shared_data("video", "short_hamilton_clip.mp4")
+    _require_models()
+    events = tmp_path / "events.jsonl"
+    code = main(["process", str(clip), "--watchlist", str(watchlist), "--events", str(events),
+                 "--data-dir", str(tmp_path / "data"), "--no-progress"])  # fmt: skip
+    assert code == 0
+    return load_alerts(events)
+
+
+@pytest.mark.slow
+def test_hamilton_clip_alerts_lin_manuel_confirmed_and_nothing_false(tmp_path, shared_data):
+    alerts = _process(tmp_path, EXAMPLES / "watchlist.yaml", shared_data)
+    score = score_alerts(alerts, load_truth(EXAMPLES / "truth.yaml"))
+    lin = next(p for p in score.people if p.person_id == "lin-manuel-miranda")
+    assert lin.hit, f"Lin-Manuel Miranda not confirmed; alerts: {alerts}"
+    assert lin.delay_s is not None and lin.delay_s <= 1.0
+    assert score.false_alert_count == 0, score.false_alerts
+
+
+@pytest.mark.slow
+def test_hamilton_clip_with_absent_people_raises_no_alert(tmp_path, shared_data):
+    alerts = _process(tmp_path, EXAMPLES / "watchlist_absent.yaml", shared_data)
+    assert alerts == []
