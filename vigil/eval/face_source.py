@@ -1,0 +1,249 @@
+"""Evaluation images -> one aligned chip (and embedding) per image, through a detector and the runtime aligner.
+
+Face choice (LFW and ``eval pairs``): among the detected faces with ``score >= min_score``, the one whose box centre
+is nearest the image centre (LFW images are centred on the person the pair is about; other people may appear at the
+edges).
+
+No confident face:
+
+* ``fallback="centre"`` (LFW protocol, so that all 6,000 pairs are scored as the protocol requires): the image is
+  aligned with *fixed* landmarks, the mean position of the 5 landmarks over LFW (``LFW_MEAN_LANDMARKS_PX``, for the
+  250 x 250 LFW image, scaled by (width / 250, height / 250) for other sizes, e.g. the small degraded images). The
+  count is reported as ``faces_not_found``.
+* ``fallback="skip"`` (``eval pairs``): no chip; the caller skips every pair that uses the image and counts it.
+
+``LFW_MEAN_LANDMARKS_PX`` was measured once with
+``python -m pipelines.recognizer.eval_with_teacher measure --teacher yunet --json ...`` (YuNet at the native
+250 px, the confident face nearest the centre, mean over the 7,701 distinct View 2 images that have one); see
+:mod:`vigil.eval.degrade_lfw` for the numbers of that run.
+
+Embeddings are cached in memory only, per (image key, detector label, model label/checksum), by
+:class:`ImageEmbedder`; chips are not kept (7,700 chips of 150 x 150 would be 0.5 GB).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, Protocol, Sequence
+
+import numpy as np
+
+from vigil.errors import VigilError
+from vigil.types import Face
+
+LFW_IMAGE_SIZE_PX = 250
+# Mean teacher landmarks on the 250 x 250 LFW images, vigil 5-point order, (x, y) px. Measured, see module docstring.
+LFW_MEAN_LANDMARKS_PX = np.array(
+    [[102.52, 113.47], [148.90, 112.79], [125.61, 138.02], [108.12, 159.46], [146.67, 158.47]],
+    dtype=np.float32,
+)
+DEFAULT_MIN_SCORE = 0.3
+
+DetectBatch = Callable[[list[np.ndarray]], list[list[Face]]]
+DetectOne = Callable[[np.ndarray], list[Face]]
+Fallback = Literal["centre", "skip"]
+
+
+class AlignerLike(Protocol):
+    def align(self, image: np.ndarray, face: Face): ...  # -> vigil.types.AlignedFace
+
+
+class EmbedderLike(Protocol):
+    def embed(self, chips: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ChipResult:
+    """One image's chip: ``found`` is False when the detector gave no confident face."""
+
+    chip: np.ndarray | None  # S x S x 3 uint8 BGR; None when skipped
+    face: Face | None  # the face used (the fixed centre face for the fallback)
+    found: bool
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    vector: np.ndarray | None  # (D,) float32 unit norm; None when the image was skipped (no face, skip policy)
+    found: bool
+
+
+def read_image(path: Path, context: str = "") -> np.ndarray:
+    """Decode an image file to H x W x 3 uint8 BGR, or raise VigilError naming the file (and ``context``)."""
+    import cv2
+
+    where = f" ({context})" if context else ""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise VigilError(f"{path}: cannot read image{where}: {exc.strerror or exc.__class__.__name__}") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise VigilError(f"{path}: cannot decode image{where}")
+    return image
+
+
+def choose_face(faces: Sequence[Face], image_shape: tuple[int, ...], min_score: float) -> Face | None:
+    """The face with ``score >= min_score`` whose box centre is nearest the image centre, or None."""
+    h, w = image_shape[:2]
+    centre = np.array([w / 2.0, h / 2.0])
+    best, best_distance = None, np.inf
+    for face in faces:
+        if face.score < min_score:
+            continue
+        box_centre = np.array([(face.box[0] + face.box[2]) / 2.0, (face.box[1] + face.box[3]) / 2.0])
+        distance = float(np.linalg.norm(box_centre - centre))
+        if distance < best_distance:
+            best, best_distance = face, distance
+    return best
+
+
+def centre_face(image_shape: tuple[int, ...]) -> Face:
+    """The fixed fallback face: LFW's mean landmarks scaled to this image size (score 0)."""
+    h, w = image_shape[:2]
+    scale = np.array([w / LFW_IMAGE_SIZE_PX, h / LFW_IMAGE_SIZE_PX], dtype=np.float32)
+    landmarks = LFW_MEAN_LANDMARKS_PX * scale
+    eye_span = float(landmarks[1, 0] - landmarks[0, 0])
+    x1, x2 = landmarks[:, 0].min() - eye_span, landmarks[:, 0].max() + eye_span
+    y1, y2 = landmarks[:, 1].min() - 1.3 * eye_span, landmarks[:, 1].max() + 0.8 * eye_span
+    box = np.array([max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)], dtype=np.float32)
+    return Face(box=box, score=0.0, landmarks=landmarks.astype(np.float32))
+
+
+def per_image(detect_one: DetectOne) -> DetectBatch:
+    """Adapt a per-image detector (``image -> list[Face]``, e.g. a teacher's ``detect``) to the batch form."""
+
+    def detect_batch(images: list[np.ndarray]) -> list[list[Face]]:
+        return [detect_one(image) for image in images]
+
+    return detect_batch
+
+
+class FaceSource:
+    """Detect, choose one face per image, align it (see the module docstring for the rules)."""
+
+    def __init__(self, detect_batch: DetectBatch, aligner: AlignerLike, fallback: Fallback, min_score: float = DEFAULT_MIN_SCORE) -> None:
+        if fallback not in ("centre", "skip"):
+            raise ValueError(f"fallback must be 'centre' or 'skip', got {fallback!r}")
+        self.detect_batch = detect_batch
+        self.aligner = aligner
+        self.fallback = fallback
+        self.min_score = min_score
+
+    def chips(self, images: list[np.ndarray]) -> list[ChipResult]:
+        detections = self.detect_batch(images) if images else []
+        if len(detections) != len(images):
+            raise RuntimeError(f"detector returned {len(detections)} results for {len(images)} images")
+        results = []
+        for image, faces in zip(images, detections):
+            face = choose_face(faces, image.shape, self.min_score)
+            if face is not None:
+                results.append(ChipResult(self.aligner.align(image, face).chip, face, True))
+            elif self.fallback == "centre":
+                fixed = centre_face(image.shape)
+                results.append(ChipResult(self.aligner.align(image, fixed).chip, fixed, False))
+            else:
+                results.append(ChipResult(None, None, False))
+        return results
+
+
+class ImageEmbedder:
+    """Embeddings of images by key, through a :class:`FaceSource` and an embedder, cached in memory.
+
+    The cache key is (image key, detector label, model label); the model label should carry the model's
+    checksum so that two models never share entries. The caller's image key must encode any variant
+    (e.g. ``"degraded:Name/Name_0001.jpg"``).
+    """
+
+    def __init__(self, source: FaceSource, embedder: EmbedderLike, detector_label: str, model_label: str, batch_size: int = 32) -> None:
+        self.source = source
+        self.embedder = embedder
+        self.detector_label = detector_label
+        self.model_label = model_label
+        self.batch_size = max(1, int(batch_size))
+        self._cache: dict[tuple[str, str, str], ImageEmbedding] = {}
+
+    def _key(self, image_key: str) -> tuple[str, str, str]:
+        return (image_key, self.detector_label, self.model_label)
+
+    def embed(self, image_keys: Sequence[str], load: Callable[[str], np.ndarray], progress: str | None = None) -> dict[str, ImageEmbedding]:
+        """Embed every key (each loaded once with ``load(key)``); returns key -> ImageEmbedding."""
+        todo = [k for k in dict.fromkeys(image_keys) if self._key(k) not in self._cache]
+        bar = _progress(len(todo), progress)
+        try:
+            for start in range(0, len(todo), self.batch_size):
+                keys = todo[start : start + self.batch_size]
+                self._embed_batch(keys, [load(k) for k in keys])
+                if bar is not None:
+                    bar.update(len(keys))
+        finally:
+            if bar is not None:
+                bar.close()
+        return {k: self._cache[self._key(k)] for k in image_keys}
+
+    def _embed_batch(self, keys: list[str], images: list[np.ndarray]) -> None:
+        results = self.source.chips(images)
+        with_chip = [i for i, r in enumerate(results) if r.chip is not None]
+        vectors = self.embedder.embed(np.stack([results[i].chip for i in with_chip])) if with_chip else np.zeros((0, 0), np.float32)
+        by_index = dict(zip(with_chip, vectors))
+        for i, (key, result) in enumerate(zip(keys, results)):
+            vector = by_index.get(i)
+            self._cache[self._key(key)] = ImageEmbedding(None if vector is None else np.asarray(vector, np.float32), result.found)
+
+
+def _progress(total: int, desc: str | None):
+    if not desc or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+
+@dataclass(frozen=True)
+class RecognizerParts:
+    """The recognizer side of an evaluation: aligner to its template, ONNX embedder, a label with its checksum."""
+
+    aligner: AlignerLike
+    embedder: EmbedderLike
+    label: str  # "<name>@<sha256[:12]>"
+    path: Path
+
+
+def build_recognizer(model: Path | None, batch_size: int = 32, template: np.ndarray | None = None) -> RecognizerParts:
+    """Recognizer from ``models/manifest.yaml`` (the default one when ``model`` is None) or a user ONNX.
+
+    ``template`` ((5, 2) chip pixels) overrides the manifest's alignment template; the chip size is the model's
+    input size. The checksum is verified for manifest models and computed for the label otherwise.
+    """
+    from vigil.align import Aligner
+    from vigil.embed import OnnxEmbedder
+    from vigil.models import sha256_of
+
+    if template is None:
+        from vigil.models import ModelRegistry
+
+        spec = ModelRegistry().resolve("recognizer", model)
+        path, template, sha = spec.path, spec.alignment_template, spec.sha256
+        if template is None:
+            raise VigilError(f"{spec.path}: the manifest gives no alignment_template for this recognizer")
+    else:
+        path, sha = Path(model) if model else None, None
+        if path is None:
+            raise ValueError("a model path is needed with an explicit template")
+    embedder = OnnxEmbedder(path, batch_size=batch_size)
+    sha = sha or sha256_of(path)
+    aligner = Aligner(np.asarray(template, dtype=np.float32), embedder.input_size)
+    return RecognizerParts(aligner=aligner, embedder=embedder, label=f"{path.stem}@{sha[:12]}", path=path)
+
+
+def build_detector(detector: Path | None, min_score: float = DEFAULT_MIN_SCORE, batch_size: int = 16) -> tuple[DetectBatch, str]:
+    """vigil's detector from the manifest (the default when ``detector`` is None): (batch detect callable, label)."""
+    from vigil.detect import FaceDetector
+    from vigil.models import ModelRegistry, sha256_of
+
+    spec = ModelRegistry().resolve("detector", detector)
+    imgsz = max(spec.input_size)
+    face_detector = FaceDetector(spec.path, imgsz=imgsz, conf_threshold=min_score, batch_size=batch_size)
+    sha = spec.sha256 or sha256_of(spec.path)
+    return face_detector.detect, f"{spec.path.stem}@{sha[:12]}/imgsz{imgsz}"
