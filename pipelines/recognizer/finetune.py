@@ -1,0 +1,867 @@
+"""Transfer learning of the dlib face ResNet to CCTV faces: four regimes with the same budget and seed.
+
+    python -m pipelines.recognizer.finetune --config pipelines/recognizer/config/finetune.yaml \
+        --regime a_frozen [--epochs N] [--max-steps N] [--time-budget-s S] [--device auto] [--resume]
+
+Regimes (``regimes:`` in the YAML):
+
+* ``a_frozen``      frozen backbone + a residual 128->128 projection (initialised to identity) + head;
+* ``b_last_stages`` level1 + level0 (+ fc) unfrozen + projection;
+* ``c_full``        everything trainable, backbone at ``backbone_lr_mult`` x the learning rate;
+* ``d_lora``        backbone frozen, LoRA (low-rank residual convs, merged at export) on the stages' convs + projection.
+
+Loss per batch (train identities of the CelebA chips, each sample degraded by ``degrade.Degrader``):
+``margin-CE(head(e_deg), y) + consistency_weight * (1 - cos(e_clean, src_clean)) + distill_weight * (1 - cos(e_deg, src_clean))``
+where ``e_*`` are the fine-tuned embeddings of the degraded / clean view and ``src_clean`` is the frozen source
+model's embedding of the clean view (the anti-forgetting term). AdamW, linear warm-up then cosine decay.
+
+Validation (each epoch, on the VALIDATION identities only; never LFW): embeddings of the clean chips and of one
+fixed, seeded degraded view of each chip; all pairs among them: ``clean`` (clean vs clean), ``degraded`` (degraded
+vs degraded) and ``mixed`` (clean gallery vs degraded probe), each with ROC AUC, balanced accuracy at the best
+threshold and TAR at FAR 1e-3. Early stopping and the best checkpoint follow ``select_metric``.
+
+Outputs in ``<out>/<regime>/``: ``last.pt`` (resume), ``best.pt`` (plain DlibResNet state_dict with LoRA merged
+and projection folded into fc), ``metrics.json`` (per-epoch history) and ``model.onnx`` (R1's ``export_onnx``
+contract: ``chips`` uint8 [N,150,150,3] BGR -> ``embeddings`` [N,128] unit norm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from vigil.errors import VigilError
+from vigil.paths import repo_root
+
+REGIME_NAMES = ("a_frozen", "b_last_stages", "c_full", "d_lora")
+SELECT_METRICS = ("degraded_auc", "degraded_tar_at_far_1e-3", "degraded_balanced_accuracy", "mixed_auc", "clean_auc")
+
+
+# ------------------------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class RegimeConfig:
+    """What is trained: ``trainable`` = backbone module prefixes ("stages.3", "fc", "all"); LoRA when rank > 0."""
+
+    trainable: tuple[str, ...] = ()
+    backbone_lr_mult: float = 1.0
+    lora_rank: int = 0
+    lora_alpha: float = 8.0
+    lora_targets: tuple[str, ...] = ("stages.",)
+    projection: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    max_steps: int | None = None
+    time_budget_s: float | None = None
+    batch_size: int = 128
+    lr: float = 1e-3
+    head_lr: float = 1e-2
+    weight_decay: float = 5e-2
+    warmup_steps: int = 50
+    head_warmup_steps: int = 0  # only the margin head learns for this many first steps (the rest waits)
+    min_lr_frac: float = 0.01
+    grad_clip: float = 5.0
+    patience: int = 5
+    select_metric: str = "degraded_auc"
+    clean_guard: float | None = 0.003  # best epoch needs clean_auc >= source's - clean_guard (None: no guard)
+    num_workers: int = 4
+    amp: bool = True  # bf16 autocast on CUDA only
+    cache_views: int = 0  # regime a on CPU: precompute this many degraded views' frozen embeddings per chip
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    head: str = "arcface"
+    scale: float = 32.0
+    margin: float = 0.3
+    consistency_weight: float = 1.0
+    distill_weight: float = 0.0
+    head_init: str = "centroids"  # or "random"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    chips: tuple[str, ...] = ("work/recognizer/celeba_chips", "work/carry/recchips")  # first that exists
+    source_weights: tuple[str, ...] = ("work/recognizer/dlib_resnet_v1.pt", "work/carry/recsrc/dlib_resnet_v1.pt")
+    source_onnx: str | None = "work/recognizer/dlib-resnet-v1-fp32.onnx"  # CPU only: frozen embeddings via onnxruntime
+    val_seed: int = 1234
+    val_max_chips: int | None = None
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    seed: int = 0
+    out: str = "work/recognizer/regimes"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    degrade: dict = field(default_factory=dict)
+    val_degrade: dict = field(default_factory=lambda: {"p_clean": 0.0, "p_flip": 0.0})
+    regimes: dict = field(default_factory=dict)
+
+    def regime(self, name: str) -> RegimeConfig:
+        if name not in self.regimes:
+            raise VigilError(f"config: regime {name!r} not in regimes ({sorted(self.regimes)})")
+        return self.regimes[name]
+
+
+def _build(cls, values: dict | None, where: str):
+    """Dataclass ``cls`` from a mapping; unknown keys -> VigilError naming ``where.key``; lists -> tuples."""
+    values = dict(values or {})
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise VigilError(f"{where}: unknown key(s) {unknown}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def _read_mapping(path: Path) -> dict:
+    """YAML (or JSON, for machines without pyyaml: ``--write-json``) -> dict; VigilError on a bad file."""
+    if not path.is_file():
+        raise VigilError(f"{path}: config not found")
+    text = path.read_text()
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise VigilError(f"{path}: not valid JSON ({exc})") from None
+    import yaml
+
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise VigilError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise VigilError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def load_config(path: Path, overrides: dict | None = None) -> FinetuneConfig:
+    """Read the YAML; ``overrides`` = {"train": {...}, ...} from the command line win over the file."""
+    raw = _read_mapping(Path(path))
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+    unknown = sorted(set(raw) - {f.name for f in fields(FinetuneConfig)})
+    if unknown:
+        raise VigilError(f"{path}: unknown key(s) {unknown}")
+    from pipelines.recognizer.degrade import DegradeConfig
+
+    for key in ("degrade", "val_degrade"):
+        try:
+            DegradeConfig.from_dict(raw.get(key))
+        except (ValueError, TypeError) as exc:
+            raise VigilError(f"{path}: {key}: {exc}") from None
+    regimes = {name: _build(RegimeConfig, spec, f"{path}: regimes.{name}") for name, spec in (raw.get("regimes") or {}).items()}
+    cfg = FinetuneConfig(
+        seed=int(raw.get("seed", 0)),
+        out=str(raw.get("out", FinetuneConfig.out)),
+        data=_build(DataConfig, raw.get("data"), f"{path}: data"),
+        train=_build(TrainConfig, raw.get("train"), f"{path}: train"),
+        loss=_build(LossConfig, raw.get("loss"), f"{path}: loss"),
+        degrade=dict(raw.get("degrade") or {}),
+        val_degrade=dict(raw.get("val_degrade") or {"p_clean": 0.0, "p_flip": 0.0}),
+        regimes=regimes,
+    )
+    if cfg.train.select_metric not in SELECT_METRICS:
+        raise VigilError(f"{path}: train.select_metric must be one of {SELECT_METRICS}")
+    return cfg
+
+
+# -------------------------------------------------------------------------------------------- model
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def make_projection(dim: int = 128):
+    """Residual projection ``y = x + D x`` (D starts at zero, so it starts as the identity; decays towards it)."""
+    torch = _torch()
+
+    class ResidualProjection(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.delta = torch.nn.Linear(dim, dim, bias=False)
+            torch.nn.init.zeros_(self.delta.weight)
+
+        def forward(self, x):
+            return x + self.delta(x)
+
+        def matrix(self):
+            return torch.eye(dim, device=self.delta.weight.device) + self.delta.weight
+
+    return ResidualProjection()
+
+
+def build_model(backbone, regime: RegimeConfig):
+    """(model, head-free) nn.Module ``backbone -> projection`` set up for ``regime``: LoRA added, grads set.
+
+    ``backbone`` is a DlibResNet (or a stand-in with ``stem``, ``stages``, ``pool``, ``fc`` and the same forward).
+    The model's ``forward`` takes float NCHW RGB 0..255 and returns the raw (unnormalised) embedding.
+    """
+    torch = _torch()
+    from pipelines.recognizer.lora import add_lora
+
+    class FineTuneModel(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = backbone
+            self.projection = make_projection(backbone.fc.out_features) if regime.projection else torch.nn.Identity()
+
+        def trunk_frozen(self) -> bool:
+            return not any(p.requires_grad for p in self.backbone.parameters())
+
+        def forward(self, x):
+            if self.trunk_frozen():
+                with torch.no_grad():
+                    d = self.backbone(x)
+                return self.projection(d.float())
+            return self.projection(self.backbone(x).float())
+
+        def to_plain(self):
+            """A copy of the backbone alone with LoRA merged and the projection folded into fc."""
+            from pipelines.recognizer.lora import merge_lora
+
+            plain = copy.deepcopy(self.backbone).float()
+            merge_lora(plain)
+            if isinstance(self.projection, torch.nn.Identity):
+                return plain.eval()
+            with torch.no_grad():
+                plain.fc.weight.copy_(self.projection.matrix().float() @ plain.fc.weight)
+            return plain.eval()
+
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    if regime.lora_rank > 0:
+        add_lora(backbone, regime.lora_rank, regime.lora_alpha, lambda name: name.startswith(regime.lora_targets))
+    for name, p in backbone.named_parameters():
+        if ".down." in name or ".up." in name:
+            p.requires_grad_(True)
+        elif "all" in regime.trainable or any(name.startswith(prefix + ".") for prefix in regime.trainable):
+            p.requires_grad_(True)
+    return FineTuneModel()
+
+
+def param_groups(model, head, regime: RegimeConfig, train: TrainConfig) -> list[dict]:
+    """AdamW groups: head, new parts (projection, LoRA), pretrained backbone (x backbone_lr_mult); no decay on 1-d params."""
+    buckets: dict[tuple[bool, bool], list] = {(n, m): [] for n in (True, False) for m in (True, False)}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            is_new = name.startswith("projection.") or ".down." in name or ".up." in name
+            buckets[(is_new, p.ndim > 1)].append(p)
+    new, new_1d, old, old_1d = buckets[(True, True)], buckets[(True, False)], buckets[(False, True)], buckets[(False, False)]
+    groups = [
+        {"params": list(head.parameters()), "lr": train.head_lr, "weight_decay": 0.0, "name": "head"},
+        {"params": new, "lr": train.lr, "weight_decay": train.weight_decay, "name": "new"},
+        {"params": new_1d, "lr": train.lr, "weight_decay": 0.0, "name": "new_1d"},
+        {"params": old, "lr": train.lr * regime.backbone_lr_mult, "weight_decay": train.weight_decay, "name": "backbone"},
+        {"params": old_1d, "lr": train.lr * regime.backbone_lr_mult, "weight_decay": 0.0, "name": "backbone_1d"},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def lr_lambda(warmup_steps: int, total_steps: int, min_frac: float, hold_steps: int = 0):
+    """Multiplier per step: 0 for ``hold_steps``, then linear warm-up from ~0 to 1, then cosine down to
+    ``min_frac`` at ``total_steps``."""
+
+    def f(step: int) -> float:
+        if step < hold_steps:
+            return 0.0
+        step -= hold_steps
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def chips_to_input(chips_u8, device):
+    """uint8 (B, H, W, 3) BGR tensor -> float32 (B, 3, H, W) RGB 0..255 on ``device`` (channels-last memory)."""
+    x = chips_u8.to(device, non_blocking=True).permute(0, 3, 1, 2).flip(1).float()
+    return x.contiguous(memory_format=_torch().channels_last)
+
+
+class TrainViews:
+    """Map-style dataset over sample ids ``uid = epoch * N + i``: (degraded chip, clean chip, label, i, flipped).
+
+    The degraded view of ``uid`` is a function of (seed, uid) only, so workers and resumes reproduce it.
+    The clean view is the chip flipped the same way as the degraded one.
+    """
+
+    def __init__(self, chips: np.ndarray, labels: np.ndarray, degrader, seed: int) -> None:
+        self.chips, self.labels, self.degrader, self.seed = chips, labels, degrader, seed
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    def __getitem__(self, uid: int):
+        i = int(uid) % len(self.chips)
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, int(uid)])
+        degraded, flipped = self.degrader.degrade_ex(self.chips[i], rng)
+        clean = self.chips[i][:, ::-1] if flipped else self.chips[i]
+        return np.ascontiguousarray(degraded), np.ascontiguousarray(clean), int(self.labels[i]), i, int(flipped)
+
+
+def _worker_init(_worker_id: int) -> None:
+    """Data workers run single-threaded (torch already sets 1 thread; cv2 was set to 0 by ``main``)."""
+    import cv2
+
+    cv2.setNumThreads(0)
+
+
+class EpochBatches:
+    """Batch sampler (runs in the main process): a seeded permutation per epoch, full batches, ids = epoch*N + i."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed, self.epoch = n, min(batch_size, n), seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, 7919, self.epoch]).permutation(self.n)
+        for b in range(len(self)):
+            yield (self.epoch * self.n + order[b * self.batch_size : (b + 1) * self.batch_size]).tolist()
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+@dataclass
+class StepResult:
+    loss: float
+    cls: float
+    consistency: float
+    distill: float
+
+
+def train_step(model, head, optimizer, batch, src_table, loss_cfg: LossConfig, device, amp: bool = False, grad_clip: float = 0.0, scheduler=None, cached=None) -> StepResult:
+    """One optimisation step. ``batch`` = (degraded u8, clean u8, labels, index, flipped) tensors;
+    ``src_table`` (2, N, D) frozen source embeddings (unit norm) of the clean chips [unflipped, flipped];
+    ``cached`` (B, D) frozen embeddings of the degraded views (regime a's CPU route) replaces the trunk."""
+    torch = _torch()
+    import torch.nn.functional as F
+
+    degraded, clean, labels, index, flipped = batch
+    labels = labels.to(device)
+    src = src_table[flipped.to(src_table.device), index.to(src_table.device)].to(device)
+    model.train()
+    frozen = model.trunk_frozen()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and str(device).startswith("cuda") else _null()
+    with autocast:
+        if frozen:  # the trunk is the source model: its clean embedding is src, only the projection runs
+            if cached is not None:
+                d = cached.to(device)
+            else:
+                with torch.no_grad():
+                    d = model.backbone(chips_to_input(degraded, device))
+            e_deg, e_clean = model.projection(d.float()), model.projection(src)
+        elif loss_cfg.consistency_weight > 0:
+            e = model(chips_to_input(torch.cat([degraded, clean]), device))
+            e_deg, e_clean = e[: len(labels)], e[len(labels) :]
+        else:
+            e_deg, e_clean = model(chips_to_input(degraded, device)), None
+    e_deg = e_deg.float()
+    cls = F.cross_entropy(head(e_deg, labels), labels)
+    cons = (1 - F.cosine_similarity(e_clean.float(), src, dim=1)).mean() if e_clean is not None else cls.new_zeros(())
+    dist = (1 - F.cosine_similarity(e_deg, src, dim=1)).mean()
+    loss = cls + loss_cfg.consistency_weight * cons + loss_cfg.distill_weight * dist
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return StepResult(*(float(t.detach()) for t in (loss, cls, cons, dist)))
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+# -------------------------------------------------------------------------------------------- metrics
+
+
+def pair_metrics(a: np.ndarray, b: np.ndarray, labels_a: np.ndarray, labels_b: np.ndarray, same_set: bool) -> dict:
+    """ROC AUC, balanced accuracy at the best threshold, TAR at FAR 1e-3 over all pairs of unit embeddings.
+
+    ``same_set``: a and b are the same chips (use pairs i < j); otherwise all pairs (i, j) with i != j.
+    """
+    scores = a @ b.T
+    same = labels_a[:, None] == labels_b[None, :]
+    n = len(a)
+    mask = np.triu(np.ones((n, n), bool), 1) if same_set else ~np.eye(n, dtype=bool)
+    s, y = scores[mask].astype(np.float64), same[mask]
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return {"auc": float("nan"), "balanced_accuracy": float("nan"), "tar_at_far_1e-3": float("nan"), "pairs_pos": n_pos, "pairs_neg": n_neg}
+    order = np.argsort(-s, kind="stable")
+    y_sorted = y[order]
+    tp = np.cumsum(y_sorted) / n_pos
+    fp = np.cumsum(~y_sorted) / n_neg
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # tie-averaged ranks, 1-based
+    auc = (ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    negatives = np.sort(s[~y])[::-1]
+    k = int(np.floor(1e-3 * n_neg))
+    threshold = negatives[k] if k < n_neg else -np.inf
+    return {
+        "auc": float(auc),
+        "balanced_accuracy": float(np.max((tp + 1 - fp) / 2)),
+        "tar_at_far_1e-3": float(np.mean(s[y] > threshold)),
+        "pairs_pos": n_pos,
+        "pairs_neg": n_neg,
+    }
+
+
+def validation_metrics(clean: np.ndarray, degraded: np.ndarray, labels: np.ndarray) -> dict:
+    """Flat dict ``<variant>_<metric>`` for variants clean, degraded, mixed (clean gallery vs degraded probe)."""
+    out = {}
+    for variant, (a, b, same_set) in {"clean": (clean, clean, True), "degraded": (degraded, degraded, True), "mixed": (clean, degraded, False)}.items():
+        for key, value in pair_metrics(a, b, labels, labels, same_set).items():
+            out[f"{variant}_{key}"] = value
+    return out
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------- embedders
+
+
+class FrozenSource:
+    """Unit embeddings of uint8 BGR chips by the frozen source model: torch on the device, or onnxruntime on CPU."""
+
+    def __init__(self, source_model, device, onnx_path: Path | None, batch_size: int = 128) -> None:
+        self.model, self.device, self.batch_size = source_model, device, batch_size
+        self.session = None
+        if onnx_path is not None and not str(device).startswith("cuda") and onnx_path.is_file():
+            import onnxruntime as ort
+
+            self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        if self.session is not None:
+            return np.concatenate([self.session.run(None, {"chips": chips[i : i + 64]})[0] for i in range(0, len(chips), 64)])
+        return embed_chips(self.model, chips, self.device, self.batch_size)
+
+
+def embed_chips(model, chips: np.ndarray, device, batch_size: int = 128) -> np.ndarray:
+    """Unit embeddings (N, D) float32 of uint8 BGR chips with a float-NCHW-RGB model, no grad."""
+    torch = _torch()
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(chips), batch_size):
+            x = chips_to_input(torch.from_numpy(np.ascontiguousarray(chips[i : i + batch_size])), device)
+            out.append(model(x).float().cpu().numpy())
+    return _unit(np.concatenate(out)) if out else np.zeros((0, 128), np.float32)
+
+
+# ------------------------------------------------------------------------------------------- runner
+
+
+def resolve_device(name: str):
+    """``auto`` -> cuda when available, else cpu. TF32 matmuls/convs are allowed on CUDA."""
+    torch = _torch()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise VigilError(f"--device {name}: CUDA is not available")
+    if name.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    return torch.device(name)
+
+
+def _first_existing(candidates: tuple[str, ...], what: str) -> Path:
+    for c in candidates:
+        p = Path(c) if Path(c).is_absolute() else repo_root() / c
+        if p.exists():
+            return p
+    raise VigilError(f"{what}: none of {list(candidates)} exists")
+
+
+def load_source_backbone(cfg: FinetuneConfig):
+    """DlibResNet with the converted weights (``data.source_weights``, first that exists)."""
+    torch = _torch()
+    from pipelines.recognizer.network import DlibResNet
+
+    path = _first_existing(cfg.data.source_weights, "data.source_weights")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a corrupt file
+        raise VigilError(f"{path}: cannot read state_dict ({type(exc).__name__})") from None
+    model = DlibResNet()
+    try:
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as exc:
+        raise VigilError(f"{path}: state_dict does not fit DlibResNet ({str(exc).splitlines()[0]})") from None
+    return model.eval()
+
+
+@dataclass
+class Prepared:
+    """Everything a regime run needs that does not depend on the regime (computed once per process)."""
+
+    train_chips: np.ndarray
+    train_labels: np.ndarray
+    val_clean: np.ndarray
+    val_degraded: np.ndarray
+    val_labels: np.ndarray
+    src_table: object  # torch (2, N, D)
+    src_val_clean: np.ndarray
+    src_val_degraded: np.ndarray
+    num_classes: int
+    chips_path: str
+    timings_s: dict
+
+
+def prepare(cfg: FinetuneConfig, device, log) -> Prepared:
+    """Load chips, split, degrade the validation chips once, embed clean train/val chips with the source."""
+    torch = _torch()
+    from pipelines.recognizer.degrade import DegradeConfig, Degrader
+    from pipelines.recognizer.faces_dataset import load_chip_set
+
+    t0 = time.monotonic()
+    chips_path = _first_existing(cfg.data.chips, "data.chips")
+    full = load_chip_set(chips_path)
+    train, val = full.subset("train"), full.subset("val")
+    if cfg.data.val_max_chips is not None and len(val.chips) > cfg.data.val_max_chips:
+        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(val.chips), cfg.data.val_max_chips, replace=False))
+        val = type(val)(val.chips[keep], val.labels[keep], val.identities, val.split[keep], [val.files[i] for i in keep])
+    val_degraded = Degrader(DegradeConfig.from_dict(cfg.val_degrade)).degrade_batch(val.chips, cfg.data.val_seed)
+    log(f"chips {chips_path}: train {len(train.chips)} chips / {len(train.identities)} ids, val {len(val.chips)} chips / {len(val.identities)} ids")
+    t1 = time.monotonic()
+    source = FrozenSource(load_source_backbone(cfg).to(device).to(memory_format=torch.channels_last), device, _opt_path(cfg.data.source_onnx))
+    src = np.stack([source.embed(train.chips), source.embed(np.ascontiguousarray(train.chips[:, :, ::-1]))])
+    src_val_clean, src_val_deg = source.embed(val.chips), source.embed(val_degraded)
+    t2 = time.monotonic()
+    log(f"source embeddings of {2 * len(train.chips) + 2 * len(val.chips)} chips: {t2 - t1:.1f} s")
+    return Prepared(
+        train.chips, train.labels, val.chips, val_degraded, val.labels, torch.from_numpy(src).to(device),
+        src_val_clean, src_val_deg, len(train.identities), str(chips_path), {"load_s": t1 - t0, "source_embed_s": t2 - t1},
+    )
+
+
+def _opt_path(p: str | None) -> Path | None:
+    if not p:
+        return None
+    return Path(p) if Path(p).is_absolute() else repo_root() / p
+
+
+def cache_degraded_views(prep: Prepared, cfg: FinetuneConfig, views: int, source: FrozenSource, degrader, log) -> tuple[np.ndarray, np.ndarray]:
+    """(views, N, D) frozen embeddings of ``views`` degraded views per train chip (regime a, CPU route).
+
+    View k of chip i is sample id ``k * N + i`` (the same ids as epochs' ``uid``) with its own flip; the flip
+    of each view is returned in the second array so the clean target matches."""
+    n = len(prep.train_chips)
+    feats = np.zeros((views, n, 128), np.float32)
+    flips = np.zeros((views, n), np.int64)
+    dataset = TrainViews(prep.train_chips, prep.train_labels, degrader, cfg.seed)
+    t0 = time.monotonic()
+    for k in range(views):
+        batch = [dataset[k * n + i] for i in range(n)]
+        feats[k] = source.embed(np.stack([b[0] for b in batch]))
+        flips[k] = [b[4] for b in batch]
+        log(f"cached view {k + 1}/{views} ({time.monotonic() - t0:.0f} s)")
+    return feats, flips
+
+
+def run_regime(cfg: FinetuneConfig, name: str, prep: Prepared, device, resume: bool, export: bool, log) -> dict:
+    """Train one regime; returns its metrics dict (also written to ``<out>/<name>/metrics.json``)."""
+    torch = _torch()
+    from pipelines.recognizer.degrade import DegradeConfig, Degrader
+    from pipelines.recognizer.heads import MarginHead
+
+    regime, tc = cfg.regime(name), cfg.train
+    out_dir = _opt_path(cfg.out) / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = build_model(load_source_backbone(cfg), regime).to(device)
+    model.backbone.to(memory_format=torch.channels_last)
+    head = MarginHead(prep.num_classes, 128, cfg.loss.head, cfg.loss.scale, cfg.loss.margin).to(device)
+    if cfg.loss.head_init == "centroids":
+        head.init_from_centroids(prep.src_table[0].cpu().numpy(), prep.train_labels)
+    optimizer = torch.optim.AdamW(param_groups(model, head, regime, tc), lr=tc.lr, weight_decay=tc.weight_decay)
+    degrader = Degrader(DegradeConfig.from_dict(cfg.degrade))
+    sampler = EpochBatches(len(prep.train_chips), tc.batch_size, cfg.seed)
+    steps_per_epoch = len(sampler)
+    total_steps = tc.epochs * steps_per_epoch if tc.max_steps is None else min(tc.max_steps, tc.epochs * steps_per_epoch)
+    warmup = min(tc.warmup_steps, max(1, total_steps // 5))
+    hold = min(tc.head_warmup_steps, total_steps // 3)
+    head_schedule = lr_lambda(warmup, total_steps, tc.min_lr_frac)
+    body_schedule = lr_lambda(warmup, total_steps - hold, tc.min_lr_frac, hold_steps=hold)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [head_schedule if g["name"] == "head" else body_schedule for g in optimizer.param_groups]
+    )
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    state = {"epoch": 0, "global_step": 0, "history": [], "best": None, "since_best": 0}
+    last = out_dir / "last.pt"
+    if resume and last.is_file():
+        ck = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        head.load_state_dict(ck["head"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        state = ck["state"]
+        log(f"[{name}] resumed at epoch {state['epoch']} step {state['global_step']}")
+    frozen = model.trunk_frozen()
+    cached = None
+    if frozen and tc.cache_views > 0:
+        source = FrozenSource(model.backbone, device, _opt_path(cfg.data.source_onnx))
+        cached = cache_degraded_views(prep, cfg, tc.cache_views, source, degrader, log)
+    log(f"[{name}] trainable parameters {trainable}, steps/epoch {steps_per_epoch}, total steps {total_steps}, device {device}")
+
+    def evaluate() -> dict:
+        if frozen:  # the model is projection(source): reuse the source's validation embeddings
+            with torch.no_grad():
+                proj = lambda e: _unit(model.projection(torch.from_numpy(e).to(device)).float().cpu().numpy())  # noqa: E731
+                return validation_metrics(proj(prep.src_val_clean), proj(prep.src_val_degraded), prep.val_labels)
+        return validation_metrics(embed_chips(model, prep.val_clean, device), embed_chips(model, prep.val_degraded, device), prep.val_labels)
+
+    if not state["history"]:
+        m0 = evaluate()
+        state["history"].append({"epoch": 0, "step": 0, **m0})
+        state["best"] = {"epoch": 0, "metric": m0[tc.select_metric]}
+        _save_best(model, out_dir)
+        log(f"[{name}] epoch 0 (source): " + _fmt(m0))
+    loader = None
+    if cached is None:
+        loader = torch.utils.data.DataLoader(
+            TrainViews(prep.train_chips, prep.train_labels, degrader, cfg.seed), batch_sampler=sampler,
+            num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0, pin_memory=str(device).startswith("cuda"),
+            worker_init_fn=_worker_init,
+        )
+    t_start = time.monotonic()
+    stop_reason = "epochs"
+    while state["epoch"] < tc.epochs:
+        if state["global_step"] >= total_steps:
+            stop_reason = "max_steps"
+            break
+        if state["since_best"] >= tc.patience:
+            stop_reason = "early_stopping"
+            break
+        epoch = state["epoch"] + 1
+        sampler.set_epoch(epoch)
+        sums, n_steps, n_samples, t_epoch = np.zeros(4), 0, 0, time.monotonic()
+        batches = loader if loader is not None else _cached_batches(sampler, prep, cached, epoch, torch)
+        out_of_time = False
+        for batch in batches:
+            view = None
+            if cached is not None:
+                batch, view = batch
+            r = train_step(model, head, optimizer, batch, prep.src_table, cfg.loss, device, tc.amp, tc.grad_clip, scheduler, view)
+            sums += (r.loss, r.cls, r.consistency, r.distill)
+            n_steps += 1
+            n_samples += len(batch[2])
+            state["global_step"] += 1
+            if not math.isfinite(r.loss):
+                raise VigilError(f"[{name}] loss is not finite at step {state['global_step']}")
+            if state["global_step"] >= total_steps:
+                break
+            if tc.time_budget_s is not None and time.monotonic() - t_start > tc.time_budget_s:
+                out_of_time = True
+                break
+        train_s = time.monotonic() - t_epoch
+        metrics = evaluate()
+        state["epoch"] = epoch
+        row = {"epoch": epoch, "step": state["global_step"], "train_samples_per_s": n_samples / max(train_s, 1e-9),
+               "loss": sums[0] / max(n_steps, 1), "loss_cls": sums[1] / max(n_steps, 1), "loss_consistency": sums[2] / max(n_steps, 1),
+               "loss_distill": sums[3] / max(n_steps, 1), "lr": _group_lr(optimizer, "new"),
+               "partial_epoch": n_steps < steps_per_epoch, **metrics}
+        state["history"].append(row)
+        guard_ok = tc.clean_guard is None or metrics["clean_auc"] >= state["history"][0]["clean_auc"] - tc.clean_guard
+        if guard_ok and metrics[tc.select_metric] > state["best"]["metric"]:
+            state["best"] = {"epoch": epoch, "metric": metrics[tc.select_metric]}
+            state["since_best"] = 0
+            _save_best(model, out_dir)
+        else:
+            state["since_best"] += 1
+        torch.save({"model": model.state_dict(), "head": head.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "state": state, "regime": name}, last)
+        log(f"[{name}] epoch {epoch} steps {n_steps} {row['train_samples_per_s']:.0f} samples/s loss {row['loss']:.3f} "
+            f"(cls {row['loss_cls']:.3f} cons {row['loss_consistency']:.4f}) " + _fmt(metrics))
+        if out_of_time:
+            stop_reason = "time_budget"
+            break
+    result = {
+        "regime": name, "regime_config": asdict(regime), "seed": cfg.seed, "device": str(device),
+        "trainable_parameters": trainable, "steps_per_epoch": steps_per_epoch, "total_steps_planned": total_steps,
+        "stop_reason": stop_reason, "select_metric": tc.select_metric, "best_epoch": state["best"]["epoch"],
+        "best": next(h for h in state["history"] if h["epoch"] == state["best"]["epoch"]),
+        "source": state["history"][0], "history": state["history"], "chips": prep.chips_path,
+        "train_config": asdict(tc), "loss_config": asdict(cfg.loss), "degrade": cfg.degrade,
+        "train_wall_s": time.monotonic() - t_start, "cached_views": tc.cache_views if cached is not None else 0,
+        "validation": "all pairs among the CelebA validation identities' chips (never LFW)",
+    }
+    if export:
+        result["onnx"] = str(export_best(out_dir))
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _cached_batches(sampler, prep: Prepared, cached, epoch: int, torch):
+    """Batches for the CPU feature-cache route: view ``epoch % K`` of each chip (with that view's flip)."""
+    feats, flips = cached
+    k = (epoch - 1) % len(feats)
+    for ids in sampler:
+        idx = np.asarray(ids) % len(prep.train_chips)
+        flipped = torch.from_numpy(flips[k, idx])
+        dummy = torch.zeros(len(idx), 1, dtype=torch.uint8)
+        batch = (dummy, dummy, torch.from_numpy(prep.train_labels[idx]), torch.from_numpy(idx), flipped)
+        yield batch, torch.from_numpy(feats[k, idx])
+
+
+def _group_lr(optimizer, name: str) -> float:
+    for group in optimizer.param_groups:
+        if group.get("name") == name:
+            return float(group["lr"])
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def _save_best(model, out_dir: Path) -> None:
+    torch = _torch()
+    torch.save({k: v.cpu() for k, v in model.to_plain().state_dict().items()}, out_dir / "best.pt")
+
+
+def export_best(out_dir: Path) -> Path:
+    """ONNX (R1's contract, fp16 weights) of ``best.pt`` -> ``<out_dir>/model.onnx``."""
+    torch = _torch()
+    from pipelines.recognizer.convert import export_onnx
+    from pipelines.recognizer.network import DlibResNet
+
+    model = DlibResNet()
+    model.load_state_dict(torch.load(out_dir / "best.pt", map_location="cpu", weights_only=True))
+    return export_onnx(model.eval(), out_dir / "model.onnx", fp16_weights=True, metadata={"vigil.finetune_regime": out_dir.name})
+
+
+def collect(run_dir: Path, dest: Path, names: list[str]) -> dict:
+    """Gather finished regimes for shipping back from a GPU run (at most len(names) + 2 files):
+
+    ``summary.json`` (every regime's metrics.json), ``<regime>.onnx`` (fp16 weights) per regime and
+    ``best_regime.pt`` (the plain float16 state_dict of the regime with the best selection metric)."""
+    torch = _torch()
+    dest.mkdir(parents=True, exist_ok=True)
+    summary, best = {}, None
+    for name in names:
+        metrics = run_dir / name / "metrics.json"
+        if not metrics.is_file():
+            summary[name] = {"error": f"{metrics} missing (the regime did not finish)"}
+            continue
+        result = json.loads(metrics.read_text())
+        summary[name] = result
+        onnx_path = run_dir / name / "model.onnx"
+        if onnx_path.is_file():
+            (dest / f"{name}.onnx").write_bytes(onnx_path.read_bytes())
+        score = result["best"][result["select_metric"]]
+        if best is None or score > best[1]:
+            best = (name, score)
+    if best is not None:
+        state = torch.load(run_dir / best[0] / "best.pt", map_location="cpu", weights_only=True)
+        torch.save({k: v.half() for k, v in state.items()}, dest / "best_regime.pt")
+        summary["best_regime"] = {"name": best[0], "select_metric_value": best[1]}
+    (dest / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _fmt(m: dict) -> str:
+    return " ".join(f"{v}_{k} {m[f'{v}_{k}']:.4f}" for v in ("clean", "degraded", "mixed") for k in ("auc", "tar_at_far_1e-3"))
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", type=Path, default=Path("pipelines/recognizer/config/finetune.yaml"))
+    ap.add_argument("--regime", default="all", help="a regime name, a comma list, or 'all'")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--max-steps", type=int)
+    ap.add_argument("--time-budget-s", type=float, help="per regime, this invocation")
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--workers", type=int)
+    ap.add_argument("--cache-views", type=int, help="regime a on CPU: degraded views cached per chip")
+    ap.add_argument("--val-max-chips", type=int)
+    ap.add_argument("--chips", help="chip cache folder or carry pack (overrides data.chips)")
+    ap.add_argument("--out", help="output folder (overrides out)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, help="torch CPU threads")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--no-export", action="store_true")
+    ap.add_argument("--write-json", type=Path, help="write the config as JSON here and exit")
+    ap.add_argument("--collect-into", type=Path, help="gather finished regimes of --out into this folder and exit")
+    args = ap.parse_args(argv)
+
+    def log(msg: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+    try:
+        import cv2
+
+        cv2.setNumThreads(0)  # before any cv2 call: a cv2 thread pool in this process can deadlock forked workers
+        torch = _torch()
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        overrides = {
+            "train": {"epochs": args.epochs, "max_steps": args.max_steps, "time_budget_s": args.time_budget_s,
+                      "batch_size": args.batch_size, "num_workers": args.workers, "cache_views": args.cache_views},
+            "data": {"val_max_chips": args.val_max_chips, "chips": [args.chips] if args.chips else None},
+        }
+        if args.write_json:
+            args.write_json.parent.mkdir(parents=True, exist_ok=True)
+            args.write_json.write_text(json.dumps(_read_mapping(args.config), indent=1))
+            return 0
+        cfg = load_config(args.config, overrides)
+        if args.out:
+            cfg = FinetuneConfig(**{**{f.name: getattr(cfg, f.name) for f in fields(cfg)}, "out": args.out})
+        names = list(cfg.regimes) if args.regime == "all" else args.regime.split(",")
+        for n in names:
+            cfg.regime(n)
+        if args.collect_into:
+            summary = collect(_opt_path(cfg.out), args.collect_into, names)
+            print(json.dumps({k: v.get("best", v) if isinstance(v, dict) else v for k, v in summary.items()}, indent=1)[:4000])
+            return 0
+        device = resolve_device(args.device)
+        prep = prepare(cfg, device, log)
+        summary = {}
+        for n in names:
+            r = run_regime(cfg, n, prep, device, args.resume, not args.no_export, log)
+            summary[n] = {"best_epoch": r["best_epoch"], "stop_reason": r["stop_reason"], **{k: r["best"][k] for k in r["best"] if k.endswith(("auc", "accuracy", "1e-3"))}}
+        print(json.dumps(summary, indent=1))
+    except VigilError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""One optimisation step of each fine-tuning regime: finite loss, frozen parts unchanged, trained parts changed,
+and the exported (folded / merged) network computes the same embedding as the training model."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from pipelines.recognizer.finetune import (  # noqa: E402
+    REGIME_NAMES,
+    EpochBatches,
+    LossConfig,
+    TrainConfig,
+    build_model,
+    load_config,
+    lr_lambda,
+    pair_metrics,
+    param_groups,
+    train_step,
+)
+from pipelines.recognizer.heads import MarginHead  # noqa: E402
+from vigil.paths import repo_root  # noqa: E402
+
+CONFIG = repo_root() / "pipelines/recognizer/config/finetune.yaml"
+CONVERTED = repo_root() / "work/recognizer/dlib_resnet_v1.pt"
+
+# parameter-name prefixes (in the FineTuneModel) that each regime must train; everything else must stay put
+TRAINED = {
+    "a_frozen": ("projection.",),
+    "b_last_stages": ("projection.", "backbone.stages.3.", "backbone.stages.4.", "backbone.fc."),
+    "c_full": ("projection.", "backbone."),
+    "d_lora": ("projection.",),  # + every LoRA .up (checked separately)
+}
+
+
+class TinyNet(nn.Module):
+    """A stand-in with DlibResNet's named parts (stem, stages[5], pool, fc) and forward contract (RGB 0..255)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU())
+        self.stages = nn.ModuleList(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()) for _ in range(5))
+        self.fc = nn.Linear(8, 128, bias=False)
+
+    def forward(self, x):
+        x = self.stem(x / 255.0 - 0.5)
+        for stage in self.stages:
+            x = stage(x)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def _batch(n: int, size: int, classes: int):
+    rng = np.random.default_rng(0)
+    chips = torch.from_numpy(rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8))
+    degraded = (chips.float() * 0.5).to(torch.uint8)
+    labels = torch.arange(n) % classes
+    index = torch.arange(n)
+    flipped = torch.tensor([i % 2 for i in range(n)])
+    src = torch.nn.functional.normalize(torch.randn(2, n, 128, generator=torch.Generator().manual_seed(0)), dim=2)
+    return (degraded, chips, labels, index, flipped), src
+
+
+def _backbone(kind: str) -> nn.Module:
+    if kind == "tiny":
+        torch.manual_seed(0)
+        return TinyNet()
+    if not CONVERTED.is_file():
+        pytest.skip(f"converted dlib weights not found: {CONVERTED} (run python -m pipelines.recognizer.convert)")
+    from pipelines.recognizer.network import DlibResNet
+
+    net = DlibResNet()
+    net.load_state_dict(torch.load(CONVERTED, map_location="cpu", weights_only=True))
+    return net
+
+
+CASES = [(name, "tiny", 24, 2) for name in REGIME_NAMES] + [
+    ("b_last_stages", "dlib", 150, 1),  # real layer names of the unfrozen stages
+    ("d_lora", "dlib", 150, 1),  # LoRA merge on the real strided / unpadded convs
+]
+
+
+@pytest.mark.parametrize("regime_name, kind, size, n", CASES)
+def test_one_step_per_regime(regime_name, kind, size, n):
+    cfg = load_config(CONFIG)
+    regime = cfg.regime(regime_name)
+    torch.manual_seed(0)
+    model = build_model(_backbone(kind), regime)
+    head = MarginHead(2, 128, "arcface", 32.0, 0.3)
+    train = TrainConfig(lr=1e-2, head_lr=1e-2)
+    optimizer = torch.optim.AdamW(param_groups(model, head, regime, train), lr=train.lr)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    batch, src = _batch(n, size, 2)
+    result = train_step(model, head, optimizer, batch, src, LossConfig(distill_weight=1.0), torch.device("cpu"))
+    assert np.isfinite(result.loss) and result.loss > 0
+
+    changed = {k for k, v in model.named_parameters() if not torch.equal(v, before[k])}
+    must = {k for k in before if k.startswith(TRAINED[regime_name]) or (regime_name == "d_lora" and k.endswith(".up.weight"))}
+    frozen = {k for k in before if not k.startswith(TRAINED[regime_name]) and ".down." not in k and ".up." not in k}
+    assert must, "the regime trains nothing"
+    assert must <= changed, f"not updated: {sorted(must - changed)[:5]}"
+    assert not (frozen & changed), f"frozen but changed: {sorted(frozen & changed)[:5]}"
+
+    # the exported network (LoRA merged, projection folded into fc) gives the same unit embedding
+    x = batch[1][:1].permute(0, 3, 1, 2).flip(1).float()
+    with torch.no_grad():
+        expect = torch.nn.functional.normalize(model(x), dim=1)
+        got = torch.nn.functional.normalize(model.to_plain()(x), dim=1)
+    assert torch.allclose(expect, got, atol=1e-4)
+    assert not any(".down." in k for k, _ in model.to_plain().named_parameters())
+
+
+@pytest.mark.parametrize(
+    "embeddings, auc, balanced_accuracy",
+    [
+        ([[1, 0], [1, 0], [0, 1], [0, 1]], 1.0, 1.0),  # same identity identical, others orthogonal
+        ([[1, 0], [-1, 0], [0, 1], [0, -1]], 0.0, 0.5),  # same identity opposite, others orthogonal
+        ([[1, 0], [0, 1], [1, 0], [0, 1]], 0.25, None),  # ties count one half
+    ],
+)
+def test_pair_metrics(embeddings, auc, balanced_accuracy):
+    labels = np.array([0, 0, 1, 1])
+    emb = np.asarray(embeddings, np.float32)
+    m = pair_metrics(emb, emb, labels, labels, same_set=True)
+    assert (m["pairs_pos"], m["pairs_neg"]) == (2, 4)
+    assert m["auc"] == pytest.approx(auc)
+    if balanced_accuracy is not None:
+        assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy)
+
+
+@pytest.mark.parametrize(
+    "warmup, total, hold, step, expect",
+    [(10, 100, 0, 0, 0.1), (10, 100, 0, 9, 1.0), (10, 100, 0, 100, 0.01), (10, 100, 5, 4, 0.0), (10, 100, 5, 5, 0.1), (10, 100, 5, 105, 0.01)],
+)
+def test_lr_schedule(warmup, total, hold, step, expect):
+    assert lr_lambda(warmup, total, 0.01, hold_steps=hold)(step) == pytest.approx(expect)
+
+
+def test_epoch_batches_are_deterministic_and_cover():
+    a, b = EpochBatches(10, 3, seed=1), EpochBatches(10, 3, seed=1)
+    a.set_epoch(2), b.set_epoch(2)
+    first, second = list(a), list(b)
+    assert first == second and len(first) == 3
+    assert len({i % 10 for batch in first for i in batch}) == 9
+    assert all(20 <= i < 30 for batch in first for i in batch)
+
+
+def test_chip_pack_round_trip_and_identity_split(tmp_path):
+    from pipelines.recognizer.faces_dataset import load_chip_set, save_carry_pack, validation_identities
+
+    ids = [f"{i:04d}" for i in range(20)]
+    val = validation_identities(ids, 0.15, seed=0)
+    assert len(val) == 3 and val == validation_identities(list(reversed(ids)), 0.15, seed=0)
+    assert val != validation_identities(ids, 0.15, seed=1)
+    items = [{"file": f"{name}/{k}.jpg", "identity": name, "split": "val" if name in val else "train"} for name in ids for k in range(2)]
+    chips = np.random.default_rng(0).integers(0, 256, size=(len(items), 150, 150, 3), dtype=np.uint8)
+    save_carry_pack(tmp_path, chips, {"items": items}, quality=90)
+    loaded = load_chip_set(tmp_path)
+    assert loaded.chips.shape == chips.shape and loaded.chips.dtype == np.uint8
+    train, held = loaded.subset("train"), loaded.subset("val")
+    assert (len(train.identities), len(held.identities)) == (17, 3)
+    assert set(train.identities).isdisjoint(held.identities)
+    assert train.labels.max() == 16 and held.labels.max() == 2
