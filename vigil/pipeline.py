@@ -14,7 +14,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-import cv2
 import numpy as np
 
 from vigil.analyzer import FaceAnalyzer

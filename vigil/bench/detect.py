@@ -24,7 +24,7 @@ confidence threshold (a sanity check), the model (path, sha256) and the host.
 from __future__ import annotations
 
 import argparse
-import json
+
 import logging
 import os
 import time
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vigil.bench.report import save_report
 from vigil.errors import ModelError, VigilError
 
 IMAGE_SIZES = (320, 480, 640)
@@ -239,11 +240,5 @@ def _torch_info() -> dict:
 def run_cli(args: argparse.Namespace) -> int:
     """`vigil bench detect --json OUT [--model PATH] [--device auto|cpu|cuda] [--seconds S]`."""
     report = run_bench(args.model, args.device, float(args.seconds))
-    out = Path(args.json)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise VigilError(f"{out}: cannot write the report ({exc.strerror or exc.__class__.__name__})") from None
-    print(f"saved {out}")
+    save_report(report, args.json)
     return 0

@@ -13,7 +13,7 @@ The JSON holds the numbers, the provider each run really got, the model (path, s
 from __future__ import annotations
 
 import argparse
-import json
+
 import logging
 import os
 import platform
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vigil.bench.report import save_report
 from vigil.errors import ModelError, VigilError
 
 BATCH_SIZES = (1, 8, 64)
@@ -153,11 +154,5 @@ def run_bench(model: Path | None, device: str, seconds: float) -> dict:
 
 def run_cli(args: argparse.Namespace) -> int:
     report = run_bench(args.model, args.device, float(args.seconds))
-    out = Path(args.json)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise VigilError(f"{out}: cannot write the report ({exc.strerror or exc.__class__.__name__})") from None
-    print(f"saved {out}")
+    save_report(report, args.json)
     return 0

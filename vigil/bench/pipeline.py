@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 
+from vigil.bench.report import save_report
 from vigil.capture import FileSource
 from vigil.paths import data_path, repo_root
 from vigil.pipeline import WatchPipeline
@@ -54,8 +55,7 @@ def run_cli(args: argparse.Namespace) -> int:
                   embed_provider=getattr(analyzer.embedder, "provider", "?"), host=platform.node(),
                   cpu=platform.processor() or platform.machine(), batch_size=config.detector.batch_size)  # fmt: skip
     print(json.dumps(report, indent=2))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    save_report(report, args.json)
     return 0
 
 
