@@ -114,7 +114,9 @@ class TrackerConfig(StrictModel):
 
 
 class RulesConfig(StrictModel):
-    match_threshold: Fraction = 0.5
+    match_threshold: Fraction | None = Field(
+        default=None, description="cosine; None: the recognizer's calibrated match_threshold from models/manifest.yaml"
+    )
     margin: Fraction = 0.05
     min_hits: int = Field(default=2, ge=1, le=1000, description="qualifying frames for a provisional alert")
     confirm_hits: int = Field(default=5, ge=1, le=10_000, description="qualifying frames for a confirmed alert")

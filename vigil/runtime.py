@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vigil.analyzer import FaceAnalyzer
-from vigil.config import VigilConfig, load_config
+from vigil.config import RulesConfig, VigilConfig, load_config
 from vigil.errors import ConfigError
 from vigil.models import ModelRegistry, ModelSpec
 from vigil.rules import Gallery, RulesEngine
@@ -80,5 +80,23 @@ def enroll(
     return result
 
 
-def build_rules(config: VigilConfig, enrollment: EnrollmentResult) -> tuple[Gallery, RulesEngine]:
-    return Gallery.from_people(enrollment.people), RulesEngine(config.rules, enrollment.people, config.rules.vote_window_hits)
+def effective_rules(config: VigilConfig, models: LoadedModels) -> RulesConfig:
+    """The config's rules with the match threshold filled in from the recognizer's calibration when not set.
+
+    Cosine scales differ between recognizers (dlib's same/different boundary on LFW is about 0.91), so a fixed
+    global default would be wrong for every model but one.
+    """
+    if config.rules.match_threshold is not None:
+        return config.rules
+    calibrated = models.recognizer.extra.get("match_threshold")
+    if calibrated is None:
+        raise ConfigError(
+            f"rules.match_threshold: not set, and {models.recognizer.path} has no calibrated match_threshold in the manifest"
+        )
+    return config.rules.model_copy(update={"match_threshold": float(calibrated)})
+
+
+def build_rules(config: VigilConfig, enrollment: EnrollmentResult, models: LoadedModels) -> tuple[Gallery, RulesEngine]:
+    rules = effective_rules(config, models)
+    log.info("rules: match_threshold %.3f, margin %.3f", rules.match_threshold, rules.margin)
+    return Gallery.from_people(enrollment.people), RulesEngine(rules, enrollment.people, rules.vote_window_hits)

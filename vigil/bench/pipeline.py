@@ -47,7 +47,7 @@ def run_cli(args: argparse.Namespace) -> int:
     watchlist = args.watchlist or repo_root() / "examples/hamilton/watchlist.yaml"
     models = resolve_models(config)
     analyzer = build_analyzer(config, models)
-    gallery, rules = build_rules(config, enroll(config, watchlist, analyzer, models))
+    gallery, rules = build_rules(config, enroll(config, watchlist, analyzer, models), models)
     analyzer.times = type(analyzer.times)()  # enrollment is not part of the benchmark
     pipeline = WatchPipeline(analyzer, gallery, rules, NullSink(), {}, config.tracker, None)
     report = measure(pipeline, Path(video), args.height, config.detector.batch_size, args.seconds)

@@ -58,7 +58,7 @@ def run_cli(args: argparse.Namespace) -> int:
     models = resolve_models(config)
     analyzer = build_analyzer(config, models)
     enrollment = enroll(config, args.watchlist, analyzer, models)
-    gallery, rules = build_rules(config, enrollment)
+    gallery, rules = build_rules(config, enrollment, models)
     if args.events:
         args.events.parent.mkdir(parents=True, exist_ok=True)
         args.events.write_text("", encoding="utf-8")  # one run, one events file

@@ -34,7 +34,7 @@ def run_cli(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: cameras: no camera configured")
     models = resolve_models(config)
     analyzer = build_analyzer(config, models)
-    gallery, rules = build_rules(config, enroll(config, watchlist, analyzer, models))
+    gallery, rules = build_rules(config, enroll(config, watchlist, analyzer, models), models)
     dispatcher = AlertDispatcher.from_config(config.alerts, config.data_dir)
     pipeline = WatchPipeline(
         analyzer, gallery, rules, dispatcher, {c.name: c for c in config.cameras}, config.tracker,
