@@ -180,7 +180,12 @@ def main(argv: list[str] | None = None) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
         model = initial_weights(cfg, args, run_dir)
         LOG.info("training from %s with %s", model, json.dumps({k: v for k, v in kw.items()}, default=str))
-        YOLO(model, task="pose").train(**kw)
+        yolo = YOLO(model, task="pose")
+        # a checkpoint remembers the task it was trained for (the transfer source is a 'detect' model): force pose,
+        # or Ultralytics picks the detection trainer and the keypoint branch is never trained
+        yolo.task = "pose"
+        kw["task"] = "pose"
+        yolo.train(**kw)
     return run_dir
 
 
