@@ -207,8 +207,12 @@ def shipped_detector():
     from vigil.config import DetectorConfig
     from vigil.detect import FaceDetector
 
+    from vigil.models import ModelRegistry
+
     config = DetectorConfig()
-    return FaceDetector(_shipped_model(), imgsz=config.imgsz, conf_threshold=config.conf_threshold, nms_iou=config.nms_iou, device="cpu")
+    spec = ModelRegistry().resolve("detector", _shipped_model())
+    imgsz = config.imgsz or max(spec.input_size)
+    return FaceDetector(spec.path, imgsz=imgsz, conf_threshold=config.conf_threshold, nms_iou=config.nms_iou, device="cpu")
 
 
 def test_shipped_model_finds_the_single_face_in_lfw_images(shipped_detector, shared_data):

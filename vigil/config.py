@@ -86,7 +86,9 @@ class ReconnectConfig(StrictModel):
 
 class DetectorConfig(StrictModel):
     model: Path | None = Field(default=None, description="Ultralytics pose face model; default: ours from models/")
-    imgsz: int = Field(default=640, ge=128, le=1920, multiple_of=32)
+    imgsz: int | None = Field(
+        default=None, ge=128, le=1920, multiple_of=32, description="None: the model's input size from the manifest"
+    )
     conf_threshold: Fraction = 0.35
     nms_iou: Fraction = 0.5
     min_face_px: int = Field(default=20, ge=4, le=1024, description="faces narrower than this are not recognised")

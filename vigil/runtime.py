@@ -47,7 +47,7 @@ def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
 
     detector = FaceDetector(
         models.detector.path,
-        imgsz=config.detector.imgsz,
+        imgsz=config.detector.imgsz or max(models.detector.input_size),
         conf_threshold=config.detector.conf_threshold,
         nms_iou=config.detector.nms_iou,
         device=config.detector.device,
