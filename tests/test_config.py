@@ -26,7 +26,7 @@ def test_shipped_example_config_is_valid():
 
 def test_defaults_work_out_of_the_box(tmp_path):
     config = load_config(write(tmp_path, "cameras: []\n"))
-    assert config.detector.imgsz == 640
+    assert config.detector.imgsz is None  # the model's own input size from the manifest
     assert config.rules.match_threshold is None  # taken from the recognizer's calibration
     assert config.reconnect.max_backoff_s <= 5.0  # a camera that comes back is reconnected within 5 s
 
