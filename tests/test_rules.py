@@ -153,9 +153,9 @@ def test_match_for_someone_else_does_not_qualify():
         # share recovers: 4 a-hits of 6 votes = 0.67 -> confirmed on the 6th
         (RULES, [hit("b"), hit("a"), hit("a"), hit(None), hit("a"), hit("a")], [[], [], [P], [], [], [C]]),
         # min_hits == confirm_hits: confirmed fires alone, no provisional afterwards
-        (RulesConfig(min_hits=3, confirm_hits=3), [hit("a")] * 4, [[], [], [C], []]),
+        (RulesConfig(match_threshold=0.5, min_hits=3, confirm_hits=3), [hit("a")] * 4, [[], [], [C], []]),
         # min_hits 1: provisional on the first frame
-        (RulesConfig(min_hits=1, confirm_hits=2), [hit("a")] * 3, [[P], [C], []]),
+        (RulesConfig(match_threshold=0.5, min_hits=1, confirm_hits=2), [hit("a")] * 3, [[P], [C], []]),
     ],
 )
 def test_hits_and_votes(rules, matches, expected):
@@ -170,7 +170,7 @@ def test_unknown_person_id_in_match_is_ignored():
 
 
 def test_low_quality_hits_do_not_vote():
-    rules = RulesConfig(min_hits=2, confirm_hits=2, min_quality=0.5)
+    rules = RulesConfig(match_threshold=0.5, min_hits=2, confirm_hits=2, min_quality=0.5)
     engine = RulesEngine(rules, [person("a")])
     cam, trk = camera(), track()
     low = [engine.decide(cam, trk, hit("a"), FRAME, i, MONDAY_NOON, quality=0.2) for i in range(5)]
@@ -190,7 +190,7 @@ def test_vote_window_lets_a_late_clear_view_confirm():
 
 
 def test_forget_resets_track_state():
-    engine = RulesEngine(RulesConfig(min_hits=2, confirm_hits=2, cooldown_s=0.0), [person("a")])
+    engine = RulesEngine(RulesConfig(match_threshold=0.5, min_hits=2, confirm_hits=2, cooldown_s=0.0), [person("a")])
     cam, trk = camera(), track(7)
     assert feed(engine, [hit("a")] * 2, cam, trk)[1] == [("alert", C, "a")]
     engine.forget("cam1", 7)
@@ -249,7 +249,7 @@ def test_cooldown_across_tracks(second_track_camera, second_person, start_s, exp
 
 
 def test_suppressed_stage_fires_when_cooldown_ends_on_the_same_track():
-    engine = RulesEngine(RulesConfig(min_hits=1, confirm_hits=1, cooldown_s=5.0), [person("a")])
+    engine = RulesEngine(RulesConfig(match_threshold=0.5, min_hits=1, confirm_hits=1, cooldown_s=5.0), [person("a")])
     feed(engine, [hit("a")], trk=track(1), t0=0.0)
     late = feed(engine, [hit("a")] * 8, trk=track(2), t0=1.0, dt=1.0)  # t = 1..8 s
     assert [i for i, frame in enumerate(late) if frame] == [4]  # t = 5 s
@@ -336,7 +336,7 @@ def test_list_labels_and_allow_never_alerts(kind, expected_labels):
 
 
 def test_decision_carries_person_score_and_margin():
-    engine = RulesEngine(RulesConfig(min_hits=1, confirm_hits=2), [person("a")])
+    engine = RulesEngine(RulesConfig(match_threshold=0.5, min_hits=1, confirm_hits=2), [person("a")])
     cam, trk = camera(), track(3)
     (d,) = engine.decide(cam, trk, hit("a", score=0.71, margin=0.2), FRAME, 0.0, MONDAY_NOON)
     assert (d.kind, d.camera, d.track_id, d.person.id, d.score, d.margin) == (DecisionKind.ALERT, "cam1", 3, "a",
@@ -364,3 +364,8 @@ def test_allow_listed_person_is_not_unknown():
     rules = RULES.model_copy(update={"unknown_events": True})
     got = feed(RulesEngine(rules, [person("a", kind=ListKind.ALLOW)]), [hit("a")] * 6)
     assert got == [[]] * 6
+
+
+def test_engine_refuses_an_unresolved_threshold():
+    with pytest.raises(ValueError, match="match_threshold"):
+        RulesEngine(RulesConfig(match_threshold=None), [person("a")])

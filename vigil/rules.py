@@ -321,6 +321,8 @@ class RulesEngine:
         """``vote_window_hits``: count the confirm vote share over the last N votes only (None: whole track)."""
         if vote_window_hits is not None and vote_window_hits < 1:
             raise ValueError("vote_window_hits must be >= 1")
+        if rules.match_threshold is None:
+            raise ValueError("rules.match_threshold is unresolved: pass the rules through runtime.effective_rules first")
         self.rules = rules
         self.vote_window_hits = vote_window_hits
         self._people: dict[str, Person] = {}
