@@ -1,5 +1,8 @@
 """User-facing errors: one clear line naming the file, row or field; the CLI prints it and exits non-zero."""
 
+import sys
+from collections.abc import Callable
+
 
 class VigilError(Exception):
     """An error caused by the user's input (config, watchlist, image, video, model file, camera).
@@ -15,3 +18,15 @@ class ModelError(VigilError):
 
 class ConfigError(VigilError):
     """A config or watchlist file is missing or invalid."""
+
+
+def run_reporting_errors(body: Callable[[], int | None]) -> int:
+    """Run a command's ``body``; a :class:`VigilError` becomes ``error: <its line>`` on stderr and exit code 2.
+
+    For ``main()`` functions of offline pipelines, so a bad input ends in one line, not a traceback.
+    """
+    try:
+        return body() or 0
+    except VigilError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -89,20 +89,28 @@ def _to_faces(boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray, scale: flo
     return faces
 
 
-class ScrfdTeacher:
-    """SCRFD (InsightFace) with keypoints: anchor-free distance decode, 2 anchors per location."""
+class _OnnxTeacher:
+    """Common set-up of the onnxruntime teachers: a letterbox onto a fixed square ``canvas``."""
 
-    strides = (8, 16, 32)
-    anchors_per_location = 2
     canvas = 640
 
-    def __init__(self, model_path: Path, name: str, input_size: int = 640, score_thr: float = 0.3, nms_thr: float = 0.4, threads: int = 1):
+    def __init__(self, model_path: Path, name: str, input_size: int, score_thr: float, nms_thr: float, threads: int):
         self.name = name
         self.input_size = min(int(input_size), self.canvas)
         self.score_thr = score_thr
         self.nms_thr = nms_thr
         self._session = _ort_session(Path(model_path), threads)
         self._input_name = self._session.get_inputs()[0].name
+
+
+class ScrfdTeacher(_OnnxTeacher):
+    """SCRFD (InsightFace) with keypoints: anchor-free distance decode, 2 anchors per location."""
+
+    strides = (8, 16, 32)
+    anchors_per_location = 2
+
+    def __init__(self, model_path: Path, name: str, input_size: int = 640, score_thr: float = 0.3, nms_thr: float = 0.4, threads: int = 1):
+        super().__init__(model_path, name, input_size, score_thr, nms_thr, threads)
         self._centres = {s: self._anchor_centres(s) for s in self.strides}
 
     def _anchor_centres(self, stride: int) -> np.ndarray:
@@ -135,7 +143,7 @@ class ScrfdTeacher:
         return nms_faces(faces, self.nms_thr)
 
 
-class Yolov5FaceTeacher:
+class Yolov5FaceTeacher(_OnnxTeacher):
     """yolov5n-0.5-face: raw heads (B, 3, ny, nx, 16) = xywh, obj, 10 landmarks, cls."""
 
     strides = (8, 16, 32)
@@ -144,15 +152,9 @@ class Yolov5FaceTeacher:
         ((23, 29), (43, 55), (73, 105)),
         ((146, 217), (231, 300), (335, 433)),
     )
-    canvas = 640
 
     def __init__(self, model_path: Path, name: str = "yolov5n_face", input_size: int = 640, score_thr: float = 0.3, nms_thr: float = 0.45, threads: int = 1):
-        self.name = name
-        self.input_size = min(int(input_size), self.canvas)
-        self.score_thr = score_thr
-        self.nms_thr = nms_thr
-        self._session = _ort_session(Path(model_path), threads)
-        self._input_name = self._session.get_inputs()[0].name
+        super().__init__(model_path, name, input_size, score_thr, nms_thr, threads)
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
         """Faces in ``image_bgr`` (H x W x 3 uint8 BGR), boxes and landmarks in its pixels."""

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vigil.errors import VigilError
+from vigil.errors import VigilError, run_reporting_errors
 from vigil.paths import data_path, repo_root
 
 CHIP_SIZE = 150
@@ -309,23 +309,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--landmarks-only", action="store_true", help="stop after the landmark cache")
     args = ap.parse_args(argv)
-    try:
-        root = args.root or data_path("celeba299")
-        weights = args.weights or data_path("weights", YUNET_FILE)
-        out = _abs(args.out)
-        landmarks = detect_landmarks(root, weights, out / "landmarks.json")
-        print(f"faces found: {len(landmarks['faces'])}, no face: {len(landmarks['missing'])}")
-        if args.landmarks_only:
-            return 0
-        template, chip_size = load_template(_abs(args.template))
-        chips, meta = build_chips(root, landmarks, template, chip_size, args.val_fraction, args.seed)
-        save_cache(out, chips, meta)
-        pack = save_carry_pack(_abs(args.carry), chips, meta, args.jpeg_quality)
-        print(json.dumps(meta["counts"]))
-        print(f"chips: {out / 'chips.npy'}; carry pack: {pack} ({pack.stat().st_size / 2**20:.1f} MiB)")
-    except VigilError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(lambda: _build_chip_cache(args))
+
+
+def _build_chip_cache(args: argparse.Namespace) -> int:
+    root = args.root or data_path("celeba299")
+    weights = args.weights or data_path("weights", YUNET_FILE)
+    out = _abs(args.out)
+    landmarks = detect_landmarks(root, weights, out / "landmarks.json")
+    print(f"faces found: {len(landmarks['faces'])}, no face: {len(landmarks['missing'])}")
+    if args.landmarks_only:
+        return 0
+    template, chip_size = load_template(_abs(args.template))
+    chips, meta = build_chips(root, landmarks, template, chip_size, args.val_fraction, args.seed)
+    save_cache(out, chips, meta)
+    pack = save_carry_pack(_abs(args.carry), chips, meta, args.jpeg_quality)
+    print(json.dumps(meta["counts"]))
+    print(f"chips: {out / 'chips.npy'}; carry pack: {pack} ({pack.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
 

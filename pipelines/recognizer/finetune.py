@@ -34,11 +34,12 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from vigil.errors import VigilError
+from vigil.errors import VigilError, run_reporting_errors
 from vigil.paths import repo_root
 
 REGIME_NAMES = ("a_frozen", "b_last_stages", "c_full", "d_lora")
@@ -824,42 +825,42 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
-    try:
-        import cv2
+    return run_reporting_errors(lambda: _run_finetune(args, log))
 
-        cv2.setNumThreads(0)  # before any cv2 call: a cv2 thread pool in this process can deadlock forked workers
-        torch = _torch()
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        overrides = {
-            "train": {"epochs": args.epochs, "max_steps": args.max_steps, "time_budget_s": args.time_budget_s,
-                      "batch_size": args.batch_size, "num_workers": args.workers, "cache_views": args.cache_views},
-            "data": {"val_max_chips": args.val_max_chips, "chips": [args.chips] if args.chips else None},
-        }
-        if args.write_json:
-            args.write_json.parent.mkdir(parents=True, exist_ok=True)
-            args.write_json.write_text(json.dumps(_read_mapping(args.config), indent=1))
-            return 0
-        cfg = load_config(args.config, overrides)
-        if args.out:
-            cfg = FinetuneConfig(**{**{f.name: getattr(cfg, f.name) for f in fields(cfg)}, "out": args.out})
-        names = list(cfg.regimes) if args.regime == "all" else args.regime.split(",")
-        for n in names:
-            cfg.regime(n)
-        if args.collect_into:
-            summary = collect(_opt_path(cfg.out), args.collect_into, names)
-            print(json.dumps({k: v.get("best", v) if isinstance(v, dict) else v for k, v in summary.items()}, indent=1)[:4000])
-            return 0
-        device = resolve_device(args.device)
-        prep = prepare(cfg, device, log)
-        summary = {}
-        for n in names:
-            r = run_regime(cfg, n, prep, device, args.resume, not args.no_export, log)
-            summary[n] = {"best_epoch": r["best_epoch"], "stop_reason": r["stop_reason"], **{k: r["best"][k] for k in r["best"] if k.endswith(("auc", "accuracy", "1e-3"))}}
-        print(json.dumps(summary, indent=1))
-    except VigilError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def _run_finetune(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    import cv2
+
+    cv2.setNumThreads(0)  # before any cv2 call: a cv2 thread pool in this process can deadlock forked workers
+    torch = _torch()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {
+        "train": {"epochs": args.epochs, "max_steps": args.max_steps, "time_budget_s": args.time_budget_s,
+                  "batch_size": args.batch_size, "num_workers": args.workers, "cache_views": args.cache_views},
+        "data": {"val_max_chips": args.val_max_chips, "chips": [args.chips] if args.chips else None},
+    }
+    if args.write_json:
+        args.write_json.parent.mkdir(parents=True, exist_ok=True)
+        args.write_json.write_text(json.dumps(_read_mapping(args.config), indent=1))
+        return 0
+    cfg = load_config(args.config, overrides)
+    if args.out:
+        cfg = FinetuneConfig(**{**{f.name: getattr(cfg, f.name) for f in fields(cfg)}, "out": args.out})
+    names = list(cfg.regimes) if args.regime == "all" else args.regime.split(",")
+    for n in names:
+        cfg.regime(n)
+    if args.collect_into:
+        summary = collect(_opt_path(cfg.out), args.collect_into, names)
+        print(json.dumps({k: v.get("best", v) if isinstance(v, dict) else v for k, v in summary.items()}, indent=1)[:4000])
+        return 0
+    device = resolve_device(args.device)
+    prep = prepare(cfg, device, log)
+    summary = {}
+    for n in names:
+        r = run_regime(cfg, n, prep, device, args.resume, not args.no_export, log)
+        summary[n] = {"best_epoch": r["best_epoch"], "stop_reason": r["stop_reason"], **{k: r["best"][k] for k in r["best"] if k.endswith(("auc", "accuracy", "1e-3"))}}
+    print(json.dumps(summary, indent=1))
     return 0
 
 

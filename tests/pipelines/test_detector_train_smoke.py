@@ -48,17 +48,21 @@ def make_dataset(root: Path, n_train: int = 8, n_val: int = 2) -> Path:
     return write_data_yaml(root)
 
 
-def test_one_epoch_cpu_training_writes_a_small_5_keypoint_model(tmp_path):
+def smoke_train(data: Path, runs: Path, name: str, *init: str) -> Path:
     from pipelines.detector import train
 
-    data = make_dataset(tmp_path / "data")
-    run_dir = train.main(
+    return train.main(
         [
-            "--data", str(data), "--route", "scratch", "--device", "cpu", "--epochs", "1", "--imgsz", str(SIZE),
-            "--batch", "4", "--workers", "0", "--project", str(tmp_path / "runs"), "--name", "smoke",
+            "--data", str(data), *init, "--device", "cpu", "--epochs", "1", "--imgsz", str(SIZE),
+            "--batch", "4", "--workers", "0", "--project", str(runs), "--name", name,
             "--set", "conf=0.25", "max_det=50",
         ]
     )  # fmt: skip
+
+
+def test_one_epoch_cpu_training_writes_a_small_5_keypoint_model(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    run_dir = smoke_train(data, tmp_path / "runs", "smoke", "--route", "scratch")
     last = run_dir / "weights" / "last.pt"
     assert last.is_file()
     assert last.stat().st_size <= 8 * 1024 * 1024
@@ -68,6 +72,19 @@ def test_one_epoch_cpu_training_writes_a_small_5_keypoint_model(tmp_path):
     assert model.task == "pose"
     assert list(model.model.model[-1].kpt_shape) == [5, 3]
     assert model.names == {0: "face"}
+
+    # Continuing from a checkpoint that remembers another task (the transfer source is a 'detect' model)
+    # must still train the pose task: Ultralytics would otherwise take the checkpoint's task.
+    import torch
+
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    checkpoint["train_args"]["task"] = "detect"
+    detect_tagged = tmp_path / "detect_tagged.pt"
+    torch.save(checkpoint, detect_tagged)
+    continued = smoke_train(data, tmp_path / "runs", "continued", "--init", str(detect_tagged))
+    trained = torch.load(continued / "weights" / "last.pt", map_location="cpu", weights_only=False)
+    assert trained["train_args"]["task"] == "pose"
+    assert YOLO(str(continued / "weights" / "last.pt")).task == "pose"
 
 
 def test_weight_selection_copies_a_consistent_channel_subset():
