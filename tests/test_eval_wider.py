@@ -59,10 +59,20 @@ def oracle(data_yaml: Path, shift_px: float = 0.0):
     return detect
 
 
-def test_split_images_pairs_images_with_label_paths(dataset):
-    items = split_images(dataset)
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute yaml path", "relative yaml path"])
+def test_split_images_pairs_images_with_label_paths(dataset, relative, monkeypatch):
+    if relative:  # as in the documented command: --data ../shared/data/wider200/data.yaml
+        monkeypatch.chdir(dataset.parent / "images")
+    items = split_images(Path("../data.yaml") if relative else dataset)
     assert [item.image_path.name for item in items] == ["a.jpg", "b.png", "broken.jpg", "c.jpg"]
     assert items[0].label_path == dataset.parent / "labels" / "val" / "a.txt"
+
+
+def test_path_key_is_relative_to_the_yaml(tmp_path, dataset):
+    other = tmp_path / "elsewhere" / "data.yaml"
+    other.parent.mkdir()
+    other.write_text("path: ../\nval: images/val\n")
+    assert [item.image_path.name for item in split_images(other)][:2] == ["a.jpg", "b.png"]
 
 
 @pytest.mark.parametrize(

@@ -67,9 +67,7 @@ def split_images(data_yaml: Path, split: str = "val") -> list[LabelledImage]:
         raise VigilError(f"{data_yaml}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict) or not data.get(split):
         raise VigilError(f"{data_yaml}: no '{split}' split listed")
-    root = Path(data["path"]) if data.get("path") else data_yaml.parent
-    if not root.is_absolute():
-        root = (data_yaml.parent / root).resolve()
+    root = (data_yaml.parent / str(data.get("path") or ".")).resolve()  # an absolute path key wins the join
     entries = data[split] if isinstance(data[split], list) else [data[split]]
     images: list[Path] = []
     for entry in entries:
