@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from vigil.embed import OnnxEmbedder
+from vigil.embed import OnnxEmbedder, usable_providers
 from vigil.errors import ModelError
 
 SIZE, DIM = 8, 4
@@ -107,3 +107,21 @@ def test_bad_model_file_is_one_line_model_error(tmp_path, make):
         OnnxEmbedder(path)
     message = str(info.value)
     assert str(path) in message and "\n" not in message
+
+
+CUDA, TRT, CPU = "CUDAExecutionProvider", "TensorrtExecutionProvider", "CPUExecutionProvider"
+
+
+@pytest.mark.parametrize(
+    "wanted, available, driver, expected",
+    [
+        ((CUDA, CPU), (CUDA, CPU), True, [CUDA, CPU]),
+        ((CUDA, CPU), (CUDA, CPU), False, [CPU]),  # onnxruntime-gpu on a machine without an NVIDIA driver
+        ((TRT, CUDA, CPU), (TRT, CUDA, CPU), False, [CPU]),
+        ((CUDA, CPU), (CPU,), True, [CPU]),  # CPU-only onnxruntime
+        ((CUDA,), (CPU,), False, [CPU]),  # nothing usable: CPU anyway
+        (("OpenVINOExecutionProvider", CPU), ("OpenVINOExecutionProvider", CPU), False, ["OpenVINOExecutionProvider", CPU]),
+    ],
+)
+def test_usable_providers(wanted, available, driver, expected):
+    assert usable_providers(wanted, available, driver) == expected

@@ -19,6 +19,28 @@ DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 CPU_PROVIDER = "CPUExecutionProvider"
 
 
+def usable_providers(wanted: Sequence[str], available: Sequence[str], cuda_driver: bool) -> list[str]:
+    """The ``wanted`` providers this machine can run, in order; CPU when none.
+
+    onnxruntime-gpu lists CUDA (and TensorRT) as available even without an NVIDIA driver, then logs a red error
+    when the session is created: without ``libcuda`` those providers are dropped up front.
+    """
+    gpu_only = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+    usable = [p for p in wanted if p in available and (cuda_driver or p not in gpu_only)]
+    return usable or [CPU_PROVIDER]
+
+
+def cuda_driver_present() -> bool:
+    """True when the NVIDIA driver library (``libcuda.so.1``) loads."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
@@ -59,8 +81,7 @@ class OnnxEmbedder:
     def _create_session(self, providers: list[str]):
         import onnxruntime as ort
 
-        available = set(ort.get_available_providers())
-        wanted = [p for p in providers if p in available] or [CPU_PROVIDER]
+        wanted = usable_providers(providers, ort.get_available_providers(), cuda_driver_present())
         try:
             return ort.InferenceSession(str(self.model_path), providers=wanted)
         except Exception as exc:  # onnxruntime raises several exception types for bad files and providers

@@ -21,8 +21,12 @@ def run_cli(args: argparse.Namespace) -> int:
 def check_providers() -> int:
     import onnxruntime
 
+    from vigil.embed import DEFAULT_PROVIDERS, cuda_driver_present, usable_providers
+
     providers = onnxruntime.get_available_providers()
-    print(f"onnxruntime {onnxruntime.__version__}: providers {', '.join(providers)}")
+    driver = cuda_driver_present()
+    print(f"onnxruntime {onnxruntime.__version__}: providers {', '.join(providers)}; NVIDIA driver {'yes' if driver else 'no'}")
+    print(f"recognizer will run on: {usable_providers(DEFAULT_PROVIDERS, providers, driver)[0]}")
     try:
         import torch
 
