@@ -15,7 +15,7 @@ def require_data(*parts: str):
     return data_path(*parts)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data():
     """A callable fixture: ``shared_data("lfw")`` gives the path or skips the test."""
     return require_data
