@@ -70,7 +70,8 @@ class OnnxEmbedder:
         self._session = self._create_session(list(providers))
         self.provider: str = self._session.get_providers()[0]
         if providers and self.provider != providers[0]:
-            self._log.warning(
+            expected = self._usable_first != providers[0]  # e.g. no NVIDIA driver: expected, not a fault
+            (self._log.info if expected else self._log.warning)(
                 "embedder %s: asked for %s, running on %s", self.model_path.name, providers[0], self.provider
             )
         self._input_name, self.input_size = self._read_input()
@@ -82,6 +83,7 @@ class OnnxEmbedder:
         import onnxruntime as ort
 
         wanted = usable_providers(providers, ort.get_available_providers(), cuda_driver_present())
+        self._usable_first = wanted[0]
         try:
             return ort.InferenceSession(str(self.model_path), providers=wanted)
         except Exception as exc:  # onnxruntime raises several exception types for bad files and providers
