@@ -102,7 +102,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     ):
         b = bsub.add_parser(name, help=help_text)
         b.add_argument("--json", type=Path, required=True)
-        b.add_argument("--model", type=Path)
+        b.add_argument("--model", type=Path, help="the model to measure (embed: a recognizer; detect, pipeline: a detector)")
         b.add_argument("--config", type=Path)
         b.add_argument("--video", type=Path, help="pipeline: the video to run (default: the shared Hamilton clip)")
         b.add_argument("--device", default="auto", help="cpu | cuda | auto")

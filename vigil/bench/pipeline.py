@@ -43,6 +43,8 @@ def _resized(frame: Frame, height: int) -> Frame:
 
 def run_cli(args: argparse.Namespace) -> int:
     config = load_config_or_default(args.config)
+    if args.model is not None:  # --model: the detector to measure in the pipeline
+        config = config.model_copy(update={"detector": config.detector.model_copy(update={"model": Path(args.model).resolve()})})
     video = args.video or data_path("video", "short_hamilton_clip.mp4")
     watchlist = args.watchlist or repo_root() / "examples/hamilton/watchlist.yaml"
     models = resolve_models(config)
