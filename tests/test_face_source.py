@@ -119,3 +119,64 @@ def test_lfw_protocol_end_to_end_with_fakes(tmp_path, monkeypatch):
         assert report["pairs"] == 8 and len(report["fold_accuracies"]) == 2
         assert report["accuracy_mean"] == 1.0 and report["auc"] == 1.0
         assert out.with_suffix(".png").is_file()
+
+
+class CountingDetector:
+    def __init__(self) -> None:
+        self.images_seen = 0
+
+    def __call__(self, images):
+        self.images_seen += len(images)
+        return _detect_unless_flat(images)
+
+
+@pytest.mark.parametrize(
+    "reopen_label, reopen_min_score, detections_expected",
+    [
+        ("det@1", 0.3, 0),  # same detector and min_score: every face comes from the file
+        ("det@2", 0.3, 3),  # another detector: the file is not used
+        ("det@1", 0.5, 3),  # another min_score: not used either
+    ],
+)
+def test_detection_cache_reuses_faces_only_for_the_same_detector(tmp_path, reopen_label, reopen_min_score, detections_expected):
+    images = {"a": _image((200, 30, 30)), "b": _image((30, 200, 30)), "flat": _image((90, 90, 90), textured=False)}
+    keys = list(images)
+    first_detector = CountingDetector()
+    cache = fs.DetectionCache(tmp_path / "det.npz", "det@1", 0.3)
+    source = fs.FaceSource(first_detector, Aligner(TEMPLATE, 150), fallback="centre", cache=cache)
+    first = source.chips([images[k] for k in keys], keys)
+    cache.save()
+    assert first_detector.images_seen == 3
+
+    detector = CountingDetector()
+    reopened = fs.DetectionCache(tmp_path / "det.npz", reopen_label, reopen_min_score)
+    again = fs.FaceSource(detector, Aligner(TEMPLATE, 150), fallback="centre", min_score=reopen_min_score, cache=reopened)
+    second = again.chips([images[k] for k in keys], keys)
+    assert detector.images_seen == detections_expected
+    assert [r.found for r in second] == [r.found for r in first] == [True, True, False]
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a.chip, b.chip)
+
+
+def test_lfw_second_run_takes_detections_from_the_cache(tmp_path, monkeypatch):
+    lfw_dir = tmp_path / "lfw"
+    colours = {"Red_One": (30, 30, 220), "Green_Two": (30, 220, 30)}
+    for name, colour in colours.items():
+        (lfw_dir / name).mkdir(parents=True)
+        for n in (1, 2):
+            cv2.imwrite(str(lfw_dir / name / f"{name}_{n:04d}.jpg"), _image(colour))
+    (lfw_dir / "pairs.txt").write_text("2\t1\nRed_One\t1\t2\nRed_One\t1\tGreen_Two\t1\nGreen_Two\t1\t2\nGreen_Two\t2\tRed_One\t2\n")
+    detector = CountingDetector()
+    parts = fs.RecognizerParts(Aligner(TEMPLATE, 150), CountingEmbedder(), "fake@0", tmp_path / "fake.onnx")
+    monkeypatch.setattr(lfw_mod, "build_recognizer", lambda model: parts)
+    monkeypatch.setattr(lfw_mod, "build_detector", lambda detector_path: (detector, "fake-det"))
+    reports = []
+    for _ in range(2):
+        out = tmp_path / "lfw.json"
+        args = argparse.Namespace(lfw_dir=lfw_dir, degraded=False, model=None, detector=None, json=out,
+                                  detections_cache=tmp_path / "cache")
+        assert lfw_mod.run_cli(args) == 0
+        reports.append(json.loads(out.read_text()))
+    assert detector.images_seen == 4  # the second run detected nothing
+    assert [r["detections_from_cache"] for r in reports] == [0, 4]
+    assert reports[0]["accuracy_mean"] == reports[1]["accuracy_mean"] and reports[0]["auc"] == reports[1]["auc"]

@@ -67,6 +67,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     lfw.add_argument("--model", type=Path, help="recognizer ONNX (default: the shipped one)")
     lfw.add_argument("--detector", type=Path, help="detector model (default: the shipped one)")
     lfw.add_argument("--lfw-dir", type=Path, help="default: <data>/lfw")
+    lfw.add_argument("--detections-cache", type=Path, help="folder that keeps the detections, to compare recognizers on the same faces")
     lfw.add_argument("--json", type=Path, required=True)
     lfw.set_defaults(func=_handler("vigil.eval.lfw"))
 

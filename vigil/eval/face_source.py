@@ -18,7 +18,10 @@ No confident face:
 :mod:`vigil.eval.degrade_lfw` for the numbers of that run.
 
 Embeddings are cached in memory only, per (image key, detector label, model label/checksum), by
-:class:`ImageEmbedder`; chips are not kept (7,700 chips of 150 x 150 would be 0.5 GB).
+:class:`ImageEmbedder`; chips are not kept (7,700 chips of 150 x 150 would be 0.5 GB). Detections can be kept on
+disk by :class:`DetectionCache` (the chosen face per image key, one ``.npz`` per detector, variant and
+``min_score``), so that several recognizers are compared on exactly the same faces without running the detector
+again: detection is most of an LFW evaluation's time on a CPU.
 """
 
 from __future__ import annotations
@@ -120,24 +123,94 @@ def per_image(detect_one: DetectOne) -> DetectBatch:
     return detect_batch
 
 
+class DetectionCache:
+    """The chosen face (or none) per image key, kept in one ``.npz`` file.
+
+    The file records the detector label and ``min_score`` it was made with; a file made with others is not used
+    (it is replaced on :meth:`save`). Keys must encode the image variant (``"degraded:Name/Name_0001.jpg"``).
+    """
+
+    def __init__(self, path: Path, detector_label: str, min_score: float) -> None:
+        self.path = Path(path)
+        self.detector_label = detector_label
+        self.min_score = float(min_score)
+        self._faces: dict[str, Face | None] = {}
+        self.loaded = self._load()
+
+    def _load(self) -> int:
+        if not self.path.is_file():
+            return 0
+        with np.load(self.path, allow_pickle=False) as data:
+            if str(data["detector_label"]) != self.detector_label or float(data["min_score"]) != self.min_score:
+                return 0
+            for key, found, box, score, landmarks in zip(data["keys"], data["found"], data["boxes"], data["scores"], data["landmarks"]):
+                self._faces[str(key)] = Face(box=box.astype(np.float32), score=float(score), landmarks=landmarks.astype(np.float32)) if found else None
+        return len(self._faces)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._faces
+
+    def get(self, key: str) -> Face | None:
+        return self._faces[key]
+
+    def put(self, key: str, face: Face | None) -> None:
+        self._faces[key] = face
+
+    def save(self) -> None:
+        keys = list(self._faces)
+        faces = [self._faces[k] for k in keys]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.stem + ".tmp.npz")
+        np.savez(
+            tmp,
+            keys=np.array(keys, dtype=str),
+            found=np.array([f is not None for f in faces], dtype=bool),
+            boxes=np.array([f.box if f is not None else np.zeros(4) for f in faces], dtype=np.float32).reshape(-1, 4),
+            scores=np.array([f.score if f is not None else 0.0 for f in faces], dtype=np.float32),
+            landmarks=np.array([f.landmarks if f is not None else np.zeros((5, 2)) for f in faces], dtype=np.float32).reshape(-1, 5, 2),
+            detector_label=np.array(self.detector_label),
+            min_score=np.array(self.min_score),
+        )
+        tmp.replace(self.path)
+
+
 class FaceSource:
     """Detect, choose one face per image, align it (see the module docstring for the rules)."""
 
-    def __init__(self, detect_batch: DetectBatch, aligner: AlignerLike, fallback: Fallback, min_score: float = DEFAULT_MIN_SCORE) -> None:
+    def __init__(
+        self,
+        detect_batch: DetectBatch,
+        aligner: AlignerLike,
+        fallback: Fallback,
+        min_score: float = DEFAULT_MIN_SCORE,
+        cache: DetectionCache | None = None,
+    ) -> None:
         if fallback not in ("centre", "skip"):
             raise ValueError(f"fallback must be 'centre' or 'skip', got {fallback!r}")
         self.detect_batch = detect_batch
         self.aligner = aligner
         self.fallback = fallback
         self.min_score = min_score
+        self.cache = cache
 
-    def chips(self, images: list[np.ndarray]) -> list[ChipResult]:
-        detections = self.detect_batch(images) if images else []
-        if len(detections) != len(images):
-            raise RuntimeError(f"detector returned {len(detections)} results for {len(images)} images")
+    def chosen_faces(self, images: list[np.ndarray], keys: Sequence[str] | None = None) -> list[Face | None]:
+        """The chosen face per image (None: no confident face); from the cache where ``keys`` are cached."""
+        use_cache = self.cache is not None and keys is not None
+        cached = [k in self.cache for k in keys] if use_cache else [False] * len(images)
+        todo = [i for i, hit in enumerate(cached) if not hit]
+        detections = self.detect_batch([images[i] for i in todo]) if todo else []
+        if len(detections) != len(todo):
+            raise RuntimeError(f"detector returned {len(detections)} results for {len(todo)} images")
+        chosen: list[Face | None] = [self.cache.get(keys[i]) if hit else None for i, hit in enumerate(cached)]
+        for i, faces in zip(todo, detections):
+            chosen[i] = choose_face(faces, images[i].shape, self.min_score)
+            if use_cache:
+                self.cache.put(keys[i], chosen[i])
+        return chosen
+
+    def chips(self, images: list[np.ndarray], keys: Sequence[str] | None = None) -> list[ChipResult]:
         results = []
-        for image, faces in zip(images, detections):
-            face = choose_face(faces, image.shape, self.min_score)
+        for image, face in zip(images, self.chosen_faces(images, keys)):
             if face is not None:
                 results.append(ChipResult(self.aligner.align(image, face).chip, face, True))
             elif self.fallback == "centre":
@@ -183,7 +256,7 @@ class ImageEmbedder:
         return {k: self._cache[self._key(k)] for k in image_keys}
 
     def _embed_batch(self, keys: list[str], images: list[np.ndarray]) -> None:
-        results = self.source.chips(images)
+        results = self.source.chips(images, keys)
         with_chip = [i for i, r in enumerate(results) if r.chip is not None]
         vectors = self.embedder.embed(np.stack([results[i].chip for i in with_chip])) if with_chip else np.zeros((0, 0), np.float32)
         by_index = dict(zip(with_chip, vectors))

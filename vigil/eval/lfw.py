@@ -1,7 +1,11 @@
 """`vigil eval lfw`: the LFW View 2 protocol (10 folds, threshold fitted on nine, tested on the tenth) on clean or
 degraded LFW, through the runtime path: detector -> 5-point aligner -> ONNX embedder -> cosine.
 
-    vigil eval lfw [--degraded] [--model PATH] [--detector PATH] [--lfw-dir DIR] --json OUT
+    vigil eval lfw [--degraded] [--model PATH] [--detector PATH] [--lfw-dir DIR] [--detections-cache DIR] --json OUT
+
+``--detections-cache DIR`` keeps the chosen face per image in DIR (one file per variant and detector, see
+:class:`vigil.eval.face_source.DetectionCache`): the next run with the same detector aligns from it instead of
+detecting again, so several recognizers are compared on the same faces in a fraction of the time.
 
 Writes OUT (JSON) and OUT with ``.png`` (ROC). Report keys: ``accuracy_mean``, ``accuracy_std`` (population std of
 the 10 fold accuracies), ``fold_accuracies``, ``fold_thresholds``, ``tar_at_far_1e-3`` (on all 6,000 pairs, see
@@ -14,6 +18,7 @@ was found: aligned at LFW's mean landmark position instead, see :mod:`vigil.eval
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -21,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from vigil.eval import degrade_lfw
-from vigil.eval.face_source import DEFAULT_MIN_SCORE, FaceSource, ImageEmbedder, build_detector, build_recognizer, read_image
+from vigil.eval.face_source import DEFAULT_MIN_SCORE, DetectionCache, FaceSource, ImageEmbedder, build_detector, build_recognizer, read_image
 from vigil.eval.report import write_report
 from vigil.eval.verification import RocCurve, cosine_scores, kfold_accuracy, parse_lfw_pairs, roc_curve, tar_at_far
 from vigil.paths import data_path
@@ -51,17 +56,24 @@ def evaluate_lfw(
     model_label: str,
     batch_size: int = 32,
     min_score: float = DEFAULT_MIN_SCORE,
+    detections_cache: Path | None = None,
 ) -> tuple[dict, RocCurve]:
     """Run the protocol; returns (report dict, ROC). ``detect_batch``: ``list[image] -> list[list[Face]]``."""
     started = time.monotonic()
     lfw_dir = Path(lfw_dir)
     variant = "degraded" if degraded else "clean"
     pairs = parse_lfw_pairs(lfw_dir / PAIRS_FILE)
-    source = FaceSource(detect_batch, aligner, fallback="centre", min_score=min_score)
+    cache = None
+    if detections_cache is not None:
+        cache_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"lfw-{variant}-{detector_label}-min{min_score}") + ".npz"
+        cache = DetectionCache(Path(detections_cache) / cache_name, detector_label, min_score)
+    source = FaceSource(detect_batch, aligner, fallback="centre", min_score=min_score, cache=cache)
     images = ImageEmbedder(source, embedder, detector_label, model_label, batch_size=batch_size)
     keys1 = [f"{variant}:{p.path1}" for p in pairs]
     keys2 = [f"{variant}:{p.path2}" for p in pairs]
     embedded = images.embed(keys1 + keys2, lfw_loader(lfw_dir, degraded), progress=f"lfw {variant}")
+    if cache is not None:
+        cache.save()
     scores = cosine_scores(np.stack([embedded[k].vector for k in keys1]), np.stack([embedded[k].vector for k in keys2]))
     labels = np.array([p.same for p in pairs])
     folds = kfold_accuracy(scores, labels, np.array([p.fold for p in pairs]))
@@ -88,6 +100,7 @@ def evaluate_lfw(
         "degradation": degrade_lfw.VERSION if degraded else None,
         "face_choice": f"confident face (score >= {min_score}) nearest the image centre; else LFW mean landmarks",
         "lfw_dir": str(lfw_dir),
+        "detections_from_cache": 0 if cache is None else cache.loaded,
         "seconds": round(time.monotonic() - started, 1),
     }
     return report, roc
@@ -115,6 +128,7 @@ def run_cli(args: argparse.Namespace) -> int:
         aligner=recognizer.aligner,
         embedder=recognizer.embedder,
         model_label=recognizer.label,
+        detections_cache=getattr(args, "detections_cache", None),
     )
     write_lfw_report(args.json, report, roc)
     print(
