@@ -5,7 +5,7 @@ stream with every listed person, so the runtime needs a lower false-match rate: 
 of LFW images (every image of the sampled people), scores *all* cross-identity pairs (millions) and all
 same-identity pairs, and reports the cosine threshold at FAR 1e-3, 1e-4 and 1e-5 with the TAR at each.
 
-    python -m pipelines.recognizer.calibrate --people 600 --json work/recognizer/calibration.json
+    python -m pipelines.recognizer.calibrate --people 1000 [--model M] [--detections-cache DIR] --json work/recognizer/calibration.json
 
 The JSON's ``thresholds`` feed the manifest's ``match_threshold`` (by hand, with the command in the source note).
 LFW here is evaluation data only: nothing is trained on it.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -55,15 +56,22 @@ def pair_scores(vectors: np.ndarray, identities: np.ndarray) -> tuple[np.ndarray
     return sims[upper & same], sims[upper & ~same]
 
 
-def calibrate(lfw_dir: Path, people: int, seed: int) -> dict:
-    from vigil.eval.face_source import FaceSource, ImageEmbedder, build_detector, build_recognizer, read_image
+def calibrate(lfw_dir: Path, people: int, seed: int, model: Path | None = None, detections_cache: Path | None = None) -> dict:
+    """Thresholds at TARGET_FARS for ``model`` (default: the manifest's recognizer) through vigil's own path."""
+    from vigil.eval.face_source import DEFAULT_MIN_SCORE, DetectionCache, FaceSource, ImageEmbedder, build_detector, build_recognizer, read_image
 
     images = sample_images(lfw_dir, people, seed)
-    recognizer = build_recognizer(None)
+    recognizer = build_recognizer(model)
     detect_batch, detector_label = build_detector(None)
-    source = FaceSource(detect_batch, recognizer.aligner, fallback="skip")
+    cache = None
+    if detections_cache is not None:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"calibrate-{people}-{seed}-{detector_label}") + ".npz"
+        cache = DetectionCache(Path(detections_cache) / name, detector_label, DEFAULT_MIN_SCORE)
+    source = FaceSource(detect_batch, recognizer.aligner, fallback="skip", cache=cache)
     embedder = ImageEmbedder(source, recognizer.embedder, detector_label, recognizer.label)
     embedded = embedder.embed([rel for _, rel in images], lambda rel: read_image(lfw_dir / rel), progress="calibrate")
+    if cache is not None:
+        cache.save()
     kept = [(who, embedded[rel].vector) for who, rel in images if embedded[rel].vector is not None]
     vectors = np.stack([v for _, v in kept]).astype(np.float32)
     genuine, impostor = pair_scores(vectors, np.array([who for who, _ in kept]))
@@ -82,11 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lfw", type=Path, default=None, help="LFW folder (default: <data>/lfw)")
     ap.add_argument("--people", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", type=Path, default=None, help="recognizer ONNX or manifest name (default: the shipped default)")
+    ap.add_argument("--detections-cache", type=Path, default=None, help="folder that keeps the detections between runs")
     ap.add_argument("--json", type=Path, required=True)
     args = ap.parse_args(argv)
 
     def body() -> int:
-        report = calibrate(args.lfw or data_path("lfw"), args.people, args.seed)
+        report = calibrate(args.lfw or data_path("lfw"), args.people, args.seed, args.model, args.detections_cache)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1))
         for row in report["thresholds"]:
