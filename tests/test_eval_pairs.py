@@ -117,14 +117,17 @@ def test_missing_image_raises_vigil_error(tmp_path, pairs_root, fake_models):
         pairs_mod.run_cli(_args(pairs_root, csv_path, tmp_path / "r.json"))
 
 
-def _args(root: Path, csv_path: Path, out: Path):
+def _args(root: Path, csv_path: Path, out: Path, model: Path | None = None):
     import argparse
 
-    return argparse.Namespace(root=root, pairs=csv_path, json=out, model=None, detector=None)
+    return argparse.Namespace(root=root, pairs=csv_path, json=out, model=model, detector=None)
 
 
-def test_real_models_same_pairs_score_higher(tmp_path, pairs_root):
-    """With the shipped detector and recognizer (skipped until models/manifest.yaml lists both)."""
+@pytest.mark.parametrize("recognizer_file", [None, "recognizer/dlib-resnet-v1-int8.onnx"])
+def test_real_models_same_pairs_score_higher(tmp_path, pairs_root, recognizer_file):
+    """With the shipped detector and each shipped recognizer (None: the default; skipped until the manifest lists them)."""
+    from vigil.paths import models_dir
+
     from vigil.models import ModelRegistry
 
     try:
@@ -135,6 +138,7 @@ def test_real_models_same_pairs_score_higher(tmp_path, pairs_root):
     a1, a2, b1, b2 = IMAGES
     csv_path = _csv(tmp_path, [f"{a1},{a2},1", f"{b1},{b2},1", f"{a1},{b1},0", f"{a2},{b2},0"])
     out = tmp_path / "real.json"
-    assert pairs_mod.run_cli(_args(pairs_root, csv_path, out)) == 0
+    model = None if recognizer_file is None else models_dir() / recognizer_file
+    assert pairs_mod.run_cli(_args(pairs_root, csv_path, out, model)) == 0
     report = json.loads(out.read_text())
     assert report["pairs_scored"] == 4 and report["auc"] == 1.0
