@@ -109,7 +109,7 @@ def test_lfw_protocol_end_to_end_with_fakes(tmp_path, monkeypatch):
     monkeypatch.setattr(lfw_mod, "build_detector", lambda detector: (_detect_unless_flat, "fake-det"))
     out = tmp_path / "lfw.json"
     for degraded in (False, True):
-        args = argparse.Namespace(lfw_dir=tmp_path, degraded=degraded, model=None, detector=None, json=out)
+        args = argparse.Namespace(lfw_dir=tmp_path, degraded=degraded, model=None, detector=None, json=out, detections_cache=None)
         assert lfw_mod.run_cli(args) == 0
         report = json.loads(out.read_text())
         for key in ("accuracy_mean", "accuracy_std", "tar_at_far_1e-3", "variant", "model", "detector", "auc",

@@ -67,10 +67,13 @@ class OnnxEmbedder:
         self._log = logger or logging.getLogger("vigil.embed")
         if not self.model_path.is_file():
             raise ModelError(f"{self.model_path}: model file not found")
-        self._session = self._create_session(list(providers))
+        import onnxruntime as ort
+
+        wanted = usable_providers(list(providers), ort.get_available_providers(), cuda_driver_present())
+        self._session = self._create_session(wanted)
         self.provider: str = self._session.get_providers()[0]
         if providers and self.provider != providers[0]:
-            expected = self._usable_first != providers[0]  # e.g. no NVIDIA driver: expected, not a fault
+            expected = wanted[0] != providers[0]  # e.g. no NVIDIA driver: expected, not a fault
             (self._log.info if expected else self._log.warning)(
                 "embedder %s: asked for %s, running on %s", self.model_path.name, providers[0], self.provider
             )
@@ -79,11 +82,10 @@ class OnnxEmbedder:
         self._log.info("embedder %s: provider %s, input %dx%d, dim %d",
                        self.model_path.name, self.provider, self.input_size, self.input_size, self.dim)
 
-    def _create_session(self, providers: list[str]):
+    def _create_session(self, wanted: list[str]):
+        """A session on ``wanted`` (already filtered by :func:`usable_providers`), else on the CPU."""
         import onnxruntime as ort
 
-        wanted = usable_providers(providers, ort.get_available_providers(), cuda_driver_present())
-        self._usable_first = wanted[0]
         try:
             return ort.InferenceSession(str(self.model_path), providers=wanted)
         except Exception as exc:  # onnxruntime raises several exception types for bad files and providers

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -63,10 +62,8 @@ def calibrate(lfw_dir: Path, people: int, seed: int, model: Path | None = None, 
     images = sample_images(lfw_dir, people, seed)
     recognizer = build_recognizer(model)
     detect_batch, detector_label = build_detector(None)
-    cache = None
-    if detections_cache is not None:
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"calibrate-{people}-{seed}-{detector_label}") + ".npz"
-        cache = DetectionCache(Path(detections_cache) / name, detector_label, DEFAULT_MIN_SCORE)
+    run_name = f"calibrate-{people}-{seed}"
+    cache = None if detections_cache is None else DetectionCache.in_folder(detections_cache, run_name, detector_label, DEFAULT_MIN_SCORE)
     source = FaceSource(detect_batch, recognizer.aligner, fallback="skip", cache=cache)
     embedder = ImageEmbedder(source, recognizer.embedder, detector_label, recognizer.label)
     embedded = embedder.embed([rel for _, rel in images], lambda rel: read_image(lfw_dir / rel), progress="calibrate")

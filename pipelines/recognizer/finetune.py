@@ -811,6 +811,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--workers", type=int)
     ap.add_argument("--cache-views", type=int, help="regime a on CPU: degraded views cached per chip")
+    ap.add_argument("--select-metric", choices=SELECT_METRICS, help="validation metric for the best checkpoint and early stopping")
     ap.add_argument("--val-max-chips", type=int)
     ap.add_argument("--chips", help="chip cache folder or carry pack (overrides data.chips)")
     ap.add_argument("--out", help="output folder (overrides out)")
@@ -837,7 +838,8 @@ def _run_finetune(args: argparse.Namespace, log: Callable[[str], None]) -> int:
         torch.set_num_threads(args.threads)
     overrides = {
         "train": {"epochs": args.epochs, "max_steps": args.max_steps, "time_budget_s": args.time_budget_s,
-                  "batch_size": args.batch_size, "num_workers": args.workers, "cache_views": args.cache_views},
+                  "batch_size": args.batch_size, "num_workers": args.workers, "cache_views": args.cache_views,
+                  "select_metric": args.select_metric},
         "data": {"val_max_chips": args.val_max_chips, "chips": [args.chips] if args.chips else None},
     }
     if args.write_json:

@@ -35,7 +35,7 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def load_row(name: str, metrics: dict | None, lfw: Path) -> RegimeRow:
+def load_row(name: str, metrics: dict | None, validation: dict, lfw: Path) -> RegimeRow:
     """One row; for the source model ``metrics`` is None and ``validation`` is the epoch-0 (source) evaluation."""
     speeds = [h["train_samples_per_s"] for h in (metrics or {}).get("history", []) if "train_samples_per_s" in h]
     return RegimeRow(
@@ -44,27 +44,19 @@ def load_row(name: str, metrics: dict | None, lfw: Path) -> RegimeRow:
         best_epoch=None if metrics is None else metrics["best_epoch"],
         train_wall_s=None if metrics is None else metrics["train_wall_s"],
         samples_per_s=sum(speeds) / len(speeds) if speeds else None,
-        val_clean_auc=None,
-        val_degraded_auc=None,
+        val_clean_auc=validation.get("clean_auc"),
+        val_degraded_auc=validation.get("degraded_auc"),
         lfw_clean=_read_json(lfw / f"{name}_clean.json"),
         lfw_degraded=_read_json(lfw / f"{name}_degraded.json"),
     )
-
-
-def with_validation(row: RegimeRow, validation: dict) -> RegimeRow:
-    from dataclasses import replace
-
-    return replace(row, val_clean_auc=validation.get("clean_auc"), val_degraded_auc=validation.get("degraded_auc"))
 
 
 def build_rows(runs: Path, lfw: Path, names: list[str]) -> list[RegimeRow]:
     """The source row (its validation: epoch 0 of the first regime that has one) and one row per regime (best epoch)."""
     metrics = {n: _read_json(runs / n / "metrics.json") for n in names}
     source_val = next((m["history"][0] for m in metrics.values() if m and m.get("history")), {})
-    rows = [with_validation(load_row(SOURCE, None, lfw), source_val)]
-    for name in names:
-        m = metrics[name]
-        rows.append(with_validation(load_row(name, m, lfw), (m or {}).get("best", {})))
+    rows = [load_row(SOURCE, None, source_val, lfw)]
+    rows += [load_row(name, m, (m or {}).get("best", {}), lfw) for name, m in metrics.items()]
     return rows
 
 

@@ -26,6 +26,7 @@ again: detection is most of an LFW evaluation's time on a CPU.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,12 @@ class DetectionCache:
         self.min_score = float(min_score)
         self._faces: dict[str, Face | None] = {}
         self.loaded = self._load()
+
+    @classmethod
+    def in_folder(cls, folder: Path, run_name: str, detector_label: str, min_score: float) -> "DetectionCache":
+        """The cache file for one run (``run_name`` names the image set, e.g. ``lfw-degraded``) and detector in ``folder``."""
+        file_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{run_name}-{detector_label}-min{min_score}") + ".npz"
+        return cls(Path(folder) / file_name, detector_label, min_score)
 
     def _load(self) -> int:
         if not self.path.is_file():

@@ -18,7 +18,6 @@ was found: aligned at LFW's mean landmark position instead, see :mod:`vigil.eval
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -63,10 +62,7 @@ def evaluate_lfw(
     lfw_dir = Path(lfw_dir)
     variant = "degraded" if degraded else "clean"
     pairs = parse_lfw_pairs(lfw_dir / PAIRS_FILE)
-    cache = None
-    if detections_cache is not None:
-        cache_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"lfw-{variant}-{detector_label}-min{min_score}") + ".npz"
-        cache = DetectionCache(Path(detections_cache) / cache_name, detector_label, min_score)
+    cache = None if detections_cache is None else DetectionCache.in_folder(detections_cache, f"lfw-{variant}", detector_label, min_score)
     source = FaceSource(detect_batch, aligner, fallback="centre", min_score=min_score, cache=cache)
     images = ImageEmbedder(source, embedder, detector_label, model_label, batch_size=batch_size)
     keys1 = [f"{variant}:{p.path1}" for p in pairs]
@@ -128,7 +124,7 @@ def run_cli(args: argparse.Namespace) -> int:
         aligner=recognizer.aligner,
         embedder=recognizer.embedder,
         model_label=recognizer.label,
-        detections_cache=getattr(args, "detections_cache", None),
+        detections_cache=args.detections_cache,
     )
     write_lfw_report(args.json, report, roc)
     print(
