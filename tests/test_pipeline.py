@@ -11,9 +11,12 @@ from vigil.alerts import AlertDispatcher, JsonlSink
 from vigil.config import RulesConfig, TrackerConfig
 from vigil.pipeline import WatchPipeline
 from vigil.rules import Gallery, RulesEngine
-from vigil.types import AlignedFace, Embedding, Face, Frame, ListKind, Observation, Person
+from vigil.embed_schedule import EmbedSchedule
+from vigil.types import AlignedFace, Embedding, Face, Frame, ListKind, Person
 
 DIM = 8
+# A frontal face's five points inside a 60 x 72 box (eyes, nose, mouth corners), offset by the box corner
+FRONTAL_LANDMARKS = np.array([[18, 28], [42, 28], [30, 42], [20, 56], [40, 56]], np.float32)
 
 
 def unit(vector) -> np.ndarray:
@@ -35,45 +38,59 @@ PEOPLE = [
 
 
 class ScriptedAnalyzer:
-    """Each frame's image carries the identity to show in pixel (0, 0): 0 none, 1 ann, 2 bob, 3 cat, 9 stranger."""
+    """Each frame's image carries the identity to show in pixel (0, 0): 0 none, 1 ann, 2 bob, 3 cat, 9 stranger;
+    pixel (0, 1) is the face's detector score in percent (default 90)."""
 
     def __init__(self, width_px: float = 60.0) -> None:
         self.width_px = width_px
+        self.embedded_frames: list[int] = []
 
-    def observe(self, images):
+    def detect(self, images):
         out = []
         for image in images:
-            code = int(image[0, 0, 0])
-            if code == 0:
+            if int(image[0, 0, 0]) == 0:
                 out.append([])
                 continue
-            vector = unit(basis(code - 1) + 0.1 * basis(5)) if code != 9 else unit(basis(6) + basis(7))
             box = np.array([100, 50, 100 + self.width_px, 50 + self.width_px * 1.2], np.float32)
-            face = Face(box, 0.9, np.zeros((5, 2), np.float32))
-            embedding = Embedding(AlignedFace(face, np.zeros((8, 8, 3), np.uint8), 0.8), vector)
-            out.append([Observation(face, embedding if self.width_px >= 20 else None)])
+            score = int(image[0, 1, 0]) / 100 if image[0, 1, 0] else 0.9
+            out.append([Face(box, score, FRONTAL_LANDMARKS + box[:2])])
         return out
 
+    def recognisable(self, face) -> bool:
+        return face.width_px >= 20
 
-def frames_showing(codes: list[int], camera: str = "cam") -> list[Frame]:
+    def embed_faces(self, items):
+        embeddings = []
+        for image, face in items:
+            code = int(image[0, 0, 0])
+            self.embedded_frames.append(int(image[0, 2, 0]))
+            vector = unit(basis(code - 1) + 0.1 * basis(5)) if code != 9 else unit(basis(6) + basis(7))
+            embeddings.append(Embedding(AlignedFace(face, np.zeros((8, 8, 3), np.uint8), 0.8), vector))
+        return embeddings
+
+
+def frames_showing(codes: list[int], camera: str = "cam", scores: list[int] | None = None) -> list[Frame]:
     frames = []
     for index, code in enumerate(codes):
         image = np.zeros((240, 320, 3), np.uint8)
         image[0, 0, 0] = code
+        image[0, 1, 0] = scores[index] if scores else 0
+        image[0, 2, 0] = index
         frames.append(Frame(camera, index, index / 30.0, index / 30.0, image))
     return frames
 
 
-def run_pipeline(tmp_path, codes, rules=None, width_px=60.0):
+def run_pipeline(tmp_path, codes, rules=None, width_px=60.0, schedule=None, scores=None):
     rules = rules or RulesConfig(match_threshold=0.5, margin=0.05, min_hits=2, confirm_hits=4, cooldown_s=60)
     events_path = tmp_path / "events.jsonl"
     dispatcher = AlertDispatcher([JsonlSink(events_path)])
     pipeline = WatchPipeline(
         ScriptedAnalyzer(width_px), Gallery.from_people(PEOPLE), RulesEngine(rules, PEOPLE), dispatcher, {},
-        TrackerConfig(), tmp_path / "data",
+        TrackerConfig(), tmp_path / "data", embed_schedule=schedule or EmbedSchedule(),
     )  # fmt: skip
+    frames = frames_showing(codes, "cam", scores)
     for start in range(0, len(codes), 4):
-        pipeline.process(frames_showing(codes, "cam")[start : start + 4])
+        pipeline.process(frames[start : start + 4])
     pipeline.close()
     return [json.loads(line) for line in events_path.read_text().splitlines()], pipeline
 
@@ -111,3 +128,26 @@ def test_faces_below_min_size_are_tracked_but_never_alerted(tmp_path):
     events, pipeline = run_pipeline(tmp_path, [1] * 8, width_px=12.0)
     assert events == []
     assert pipeline.counters.faces == 8
+
+
+SCHEDULE_CASES = [
+    ("every frame when the interval is 1", EmbedSchedule(0, 1, 0.1), None, list(range(12))),
+    ("first hits every frame, then every 4th frame", EmbedSchedule(3, 4, 0.1), None, [0, 1, 2, 6, 10]),
+    ("a clearly better face is embedded at once", EmbedSchedule(3, 4, 0.1), [55] * 4 + [95] * 8, [0, 1, 2, 4, 8]),
+    ("a slightly better face waits for the interval", EmbedSchedule(3, 4, 0.1), [85] * 4 + [90] * 8, [0, 1, 2, 6, 10]),
+]
+
+
+@pytest.mark.parametrize("case, schedule, scores, expected", SCHEDULE_CASES, ids=[c[0] for c in SCHEDULE_CASES])
+def test_embed_schedule_picks_which_frames_of_a_track_are_embedded(tmp_path, case, schedule, scores, expected):
+    _, pipeline = run_pipeline(tmp_path, [9] * 12, schedule=schedule, scores=scores)
+    assert pipeline.analyzer.embedded_frames == expected
+    assert pipeline.counters.embeddings == len(expected)
+    assert pipeline.counters.embeddings_skipped == 12 - len(expected)
+
+
+def test_scheduled_embedding_still_alerts_in_the_same_frames(tmp_path):
+    every_frame, _ = run_pipeline(tmp_path / "a", [1] * 40, schedule=EmbedSchedule(0, 1, 0.1))
+    scheduled, _ = run_pipeline(tmp_path / "b", [1] * 40, schedule=EmbedSchedule(5, 10, 0.1))
+    stages = [(e["stage"], e["frame_index"]) for e in scheduled]
+    assert stages == [(e["stage"], e["frame_index"]) for e in every_frame] == [("provisional", 1), ("confirmed", 3)]

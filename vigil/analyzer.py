@@ -40,7 +40,11 @@ class StageTimes:
 
 
 class FaceAnalyzer:
-    """Runs the face stages on a batch of frames; faces narrower than ``min_face_px`` are not embedded."""
+    """Runs the face stages on a batch of frames; faces narrower than ``min_face_px`` are not embedded.
+
+    ``observe`` runs all three stages on every face (enrollment, evaluation). The watch pipeline calls ``detect`` and
+    ``embed_faces`` separately, because it tracks faces first and embeds only those its schedule asks for.
+    """
 
     def __init__(self, detector: Detector, aligner: Aligner, embedder: Embedder, min_face_px: int) -> None:
         self.detector = detector
@@ -49,30 +53,38 @@ class FaceAnalyzer:
         self.min_face_px = min_face_px
         self.times = StageTimes()
 
-    def observe(self, images: list[np.ndarray]) -> list[list[Observation]]:
-        """Every detected face of every image, one list per image in input order; faces at least ``min_face_px``
-        wide carry an embedding, smaller ones only their box (the tracker still follows them)."""
+    def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
+        """Every detected face of every image, one list per image in input order."""
         if not images:
             return []
         start = time.perf_counter()
         faces_per_image = self.detector.detect(images)
         self.times.add("detect", time.perf_counter() - start)
+        self.times.frames += len(images)
+        return faces_per_image
 
+    def recognisable(self, face: Face) -> bool:
+        """Whether ``face`` is wide enough (``min_face_px``) to be worth embedding."""
+        return face.width_px >= self.min_face_px
+
+    def embed_faces(self, items: list[tuple[np.ndarray, Face]]) -> list[Embedding]:
+        """Align and embed each (image, face) pair, all in one batch; one embedding per pair, in order."""
         start = time.perf_counter()
-        to_embed: list[tuple[int, int, AlignedFace]] = []
-        for image_index, (image, faces) in enumerate(zip(images, faces_per_image)):
-            for face_index, face in enumerate(faces):
-                if face.width_px >= self.min_face_px:
-                    to_embed.append((image_index, face_index, self.aligner.align(image, face)))
+        aligned = [self.aligner.align(image, face) for image, face in items]
         self.times.add("align", time.perf_counter() - start)
 
         start = time.perf_counter()
-        vectors = self._embed([aligned for _, _, aligned in to_embed])
+        vectors = self._embed(aligned)
         self.times.add("embed", time.perf_counter() - start)
+        self.times.faces += len(aligned)
+        return [Embedding(chip, vector) for chip, vector in zip(aligned, vectors)]
 
-        embeddings = {(i, j): Embedding(aligned, vector) for (i, j, aligned), vector in zip(to_embed, vectors)}
-        self.times.frames += len(images)
-        self.times.faces += len(to_embed)
+    def observe(self, images: list[np.ndarray]) -> list[list[Observation]]:
+        """Every detected face of every image, one list per image in input order; faces at least ``min_face_px``
+        wide carry an embedding, smaller ones only their box."""
+        faces_per_image = self.detect(images)
+        wanted = [(i, j) for i, faces in enumerate(faces_per_image) for j, face in enumerate(faces) if self.recognisable(face)]
+        embeddings = dict(zip(wanted, self.embed_faces([(images[i], faces_per_image[i][j]) for i, j in wanted])))
         return [
             [Observation(face, embeddings.get((i, j))) for j, face in enumerate(faces)]
             for i, faces in enumerate(faces_per_image)

@@ -35,7 +35,7 @@ class AnnotatedVideoWriter:
                 self._labels[(event.camera, event.track_id)] = (f"{person} ({event.stage.value})", colour)
         for update in result.updates:
             label, colour = self._labels.get((result.frame.camera, update.track.track_id), ("", COLOUR_TRACK))
-            draw_face(image, update.observation.face.box, update.observation.face.landmarks, update.track.track_id, label, colour)
+            draw_face(image, update.face.box, update.face.landmarks, update.track.track_id, label, colour)
         self._writer.write(image)
 
     def close(self) -> None:

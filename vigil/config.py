@@ -102,6 +102,12 @@ class RecognizerConfig(StrictModel):
         default=["CUDAExecutionProvider", "CPUExecutionProvider"], min_length=1
     )
     batch_size: int = Field(default=64, ge=1, le=1024)
+    # When a tracked face is (re-)embedded (vigil/embed_schedule.py): every frame for a track's first
+    # `embed_every_frame_hits` embeddings, then every `reembed_interval_frames` frames or when the face's quality
+    # beats the track's best by `reembed_quality_gain`. reembed_interval_frames: 1 embeds every face of every frame.
+    embed_every_frame_hits: int = Field(default=30, ge=0, le=100_000)
+    reembed_interval_frames: int = Field(default=10, ge=1, le=100_000)
+    reembed_quality_gain: Fraction = 0.1
 
 
 class TrackerConfig(StrictModel):

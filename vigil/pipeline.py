@@ -1,27 +1,34 @@
 """Wires the stages: frames -> faces + embeddings -> tracks -> decisions -> alerts -> sinks.
 
 ``WatchPipeline.process(frames)`` is the whole per-batch step used by both ``vigil run`` (frames from several
-cameras, batched) and ``vigil process`` (frames of a file, in order). It owns one tracker per camera, the rules
-engine and the sinks; it does no I/O of its own except saving snapshots through the alert factory.
+cameras, batched) and ``vigil process`` (frames of a file, in order). It owns one tracker per camera, the embed
+schedule's per-track state, the rules engine and the sinks; it does no I/O of its own except saving snapshots
+through the alert factory.
+
+Order within a batch: detect (one batch) -> track each frame (boxes only) -> embed the tracked faces that
+``vigil.embed_schedule`` picks (one batch across frames and cameras) -> per frame, in order: fold each embedding
+into its track, match the track against the gallery, let the rules decide.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from vigil.align import face_quality
 from vigil.analyzer import FaceAnalyzer
 from vigil.config import CameraConfig, TrackerConfig
 from vigil.alerts import Event, event_from_decision, new_event_id, save_snapshot
+from vigil.embed_schedule import EmbedSchedule, TrackEmbedState, record_embed, should_embed
 from vigil.rules import Decision, Gallery, RulesEngine, match_embedding
-from vigil.track import FaceTracker, TrackUpdate
-from vigil.types import Alert, Frame, Track
+from vigil.track import FaceTracker, TrackUpdate, add_embedding
+from vigil.types import Alert, Face, Frame
 
 SNAPSHOT_MARGIN = 0.25  # fraction of the box size added around a face in its snapshot
 
@@ -39,7 +46,9 @@ class EventSink(Protocol):
 @dataclass
 class PipelineCounters:
     frames: int = 0
-    faces: int = 0
+    faces: int = 0  # detected faces
+    embeddings: int = 0  # faces embedded (recognisable and picked by the embed schedule)
+    embeddings_skipped: int = 0  # recognisable tracked faces the schedule did not embed
     alerts: int = 0
     unknown_events: int = 0
     track_seconds: float = 0.0
@@ -81,6 +90,7 @@ class WatchPipeline:
         snapshot_dir: Path | None,
         frame_rate: float = 30.0,
         logger: logging.Logger | None = None,
+        embed_schedule: EmbedSchedule | None = None,
     ) -> None:
         self.analyzer = analyzer
         self.gallery = gallery
@@ -91,30 +101,60 @@ class WatchPipeline:
         self.snapshot_dir = snapshot_dir
         self.frame_rate = frame_rate
         self.log = logger or logging.getLogger("vigil.pipeline")
+        self.embed_schedule = embed_schedule or EmbedSchedule()
         self.trackers: dict[str, FaceTracker] = {}
+        self.embed_states: dict[tuple[str, int], TrackEmbedState] = {}
         self.counters = PipelineCounters()
 
     def process(self, frames: list[Frame]) -> list[FrameResult]:
-        """Run detect/align/embed on the batch, then track and decide frame by frame, in order."""
-        observations = self.analyzer.observe([frame.image for frame in frames])
+        """Detect on the batch, track frame by frame, embed the tracked faces the schedule asks for (one batch),
+        then fold the embeddings into their tracks and decide, frame by frame, in order."""
+        faces_per_frame = self.analyzer.detect([frame.image for frame in frames])
+        updates_per_frame = [self._track(frame, faces) for frame, faces in zip(frames, faces_per_frame)]
+        updates_per_frame = self._embed_scheduled(frames, updates_per_frame)
         results = []
-        for frame, frame_observations in zip(frames, observations):
-            start = time.perf_counter()
-            tracker = self._tracker(frame.camera)
-            updates = tracker.update(frame_observations, frame.index, frame.mono_ts_s)
-            for track in tracker.expire(frame.mono_ts_s):
-                self.rules.forget(frame.camera, track.track_id)
-            self.counters.track_seconds += time.perf_counter() - start
+        for frame, updates, faces in zip(frames, updates_per_frame, faces_per_frame):
             results.append(FrameResult(frame, updates, self._decide(frame, updates)))
             self.counters.frames += 1
-            self.counters.faces += len(frame_observations)
+            self.counters.faces += len(faces)
         return results
 
-    def _tracker(self, camera: str) -> FaceTracker:
-        tracker = self.trackers.get(camera)
+    def _track(self, frame: Frame, faces: list[Face]) -> list[TrackUpdate]:
+        start = time.perf_counter()
+        tracker = self.trackers.get(frame.camera)
         if tracker is None:
-            tracker = self.trackers[camera] = FaceTracker(camera, self.tracker_cfg, self.frame_rate)
-        return tracker
+            tracker = self.trackers[frame.camera] = FaceTracker(frame.camera, self.tracker_cfg, self.frame_rate)
+        updates = tracker.update(faces, frame.index, frame.mono_ts_s)
+        for track in tracker.expire(frame.mono_ts_s):
+            self.rules.forget(frame.camera, track.track_id)
+            self.embed_states.pop((frame.camera, track.track_id), None)
+        self.counters.track_seconds += time.perf_counter() - start
+        return updates
+
+    def _embed_scheduled(self, frames: list[Frame], updates_per_frame: list[list[TrackUpdate]]) -> list[list[TrackUpdate]]:
+        """The same updates, with an embedding on those the schedule picked (recognisable faces only)."""
+        wanted = [
+            (i, j)
+            for i, (frame, updates) in enumerate(zip(frames, updates_per_frame))
+            for j, update in enumerate(updates)
+            if self.analyzer.recognisable(update.face) and self._wants_embedding(frame, update)
+        ]
+        embeddings = self.analyzer.embed_faces([(frames[i].image, updates_per_frame[i][j].face) for i, j in wanted])
+        self.counters.embeddings += len(wanted)
+        chosen = dict(zip(wanted, embeddings))
+        return [
+            [replace(update, embedding=chosen.get((i, j))) for j, update in enumerate(updates)]
+            for i, updates in enumerate(updates_per_frame)
+        ]
+
+    def _wants_embedding(self, frame: Frame, update: TrackUpdate) -> bool:
+        state = self.embed_states.setdefault((frame.camera, update.track.track_id), TrackEmbedState())
+        quality = face_quality(update.face, frame.image.shape)
+        if not should_embed(self.embed_schedule, state, frame.index, quality):
+            self.counters.embeddings_skipped += 1
+            return False
+        record_embed(state, frame.index, quality)
+        return True
 
     def _decide(self, frame: Frame, updates: list[TrackUpdate]) -> list[Event]:
         start = time.perf_counter()
@@ -122,27 +162,29 @@ class WatchPipeline:
         events = []
         now_wall = datetime.now().astimezone()
         for update in updates:
-            if update.observation.embedding is None or update.track.embedding is None:
-                continue  # too small to recognise: tracked, not voted
+            if update.embedding is None:
+                continue  # too small to recognise, or not scheduled: tracked, not voted
+            add_embedding(update.track, update.embedding)
             match = match_embedding(update.track.embedding, self.gallery)
-            quality = update.observation.embedding.aligned.quality
             decisions = self.rules.decide(
-                camera, update.track, match, frame.image.shape, frame.mono_ts_s, now_wall, quality
-            )
-            events.extend(self._to_event(decision, frame, update.track) for decision in decisions)
+                camera, update.track, match, frame.image.shape, frame.mono_ts_s, now_wall,
+                update.embedding.aligned.quality, box=update.face.box,
+            )  # fmt: skip
+            events.extend(self._to_event(decision, frame, update) for decision in decisions)
         self.counters.decide_seconds += time.perf_counter() - start
         for event in events:
             self._count(event)
             self.sink.emit(event)
         return events
 
-    def _to_event(self, decision: Decision, frame: Frame, track: Track) -> Event:
+    def _to_event(self, decision: Decision, frame: Frame, update: TrackUpdate) -> Event:
         event_id = new_event_id()
         snapshot = None
+        box = update.face.box
         if self.snapshot_dir is not None:
-            snapshot = save_snapshot(self.snapshot_dir, event_id, crop_with_margin(frame.image, track.box, SNAPSHOT_MARGIN))
+            snapshot = save_snapshot(self.snapshot_dir, event_id, crop_with_margin(frame.image, box, SNAPSHOT_MARGIN))
         return event_from_decision(
-            decision, bbox=track.box, frame_index=frame.index, video_ts_s=frame.video_ts_s,
+            decision, bbox=box, frame_index=frame.index, video_ts_s=frame.video_ts_s,
             snapshot=snapshot, event_id=event_id,
         )  # fmt: skip
 

@@ -347,11 +347,13 @@ class RulesEngine:
         now_mono_s: float,
         now_wall: datetime,
         quality: float | None = None,
+        box: np.ndarray | None = None,
     ) -> list[Decision]:
         """Count one hit of ``track`` (with its gallery ``match``) and return the alerts due now (usually none).
 
         ``frame_shape``: (height, width[, channels]) in pixels; ``now_mono_s``: monotonic seconds; ``now_wall``:
-        local wall-clock time for schedules; ``quality``: this hit's face quality in [0, 1] (None: not gated).
+        local wall-clock time for schedules; ``quality``: this hit's face quality in [0, 1] (None: not gated);
+        ``box``: this hit's face box for the zone test (default: the track's last box).
         """
         state = self._state(camera.name, track.track_id)
         state.last_mono_s = now_mono_s
@@ -362,7 +364,7 @@ class RulesEngine:
         state.add_vote(vote)
         if vote is not None:
             state.last_scores[vote] = (match.score, match.margin)
-        if not (is_active(camera.schedule, now_wall) and in_zones(track.box, camera.zones, frame_shape)):
+        if not (is_active(camera.schedule, now_wall) and in_zones(track.box if box is None else box, camera.zones, frame_shape)):
             return []
         decisions = [
             decision

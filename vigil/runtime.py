@@ -11,6 +11,7 @@ from pathlib import Path
 
 from vigil.analyzer import FaceAnalyzer
 from vigil.config import RulesConfig, VigilConfig, load_config
+from vigil.embed_schedule import EmbedSchedule
 from vigil.errors import ConfigError
 from vigil.models import ModelRegistry, ModelSpec
 from vigil.rules import Gallery, RulesEngine
@@ -94,6 +95,16 @@ def effective_rules(config: VigilConfig, models: LoadedModels) -> RulesConfig:
             f"rules.match_threshold: not set, and {models.recognizer.path} has no calibrated match_threshold in the manifest"
         )
     return config.rules.model_copy(update={"match_threshold": float(calibrated)})
+
+
+def build_embed_schedule(config: VigilConfig) -> EmbedSchedule:
+    """The recognizer section's re-embedding policy as the pipeline's value object."""
+    recognizer = config.recognizer
+    return EmbedSchedule(
+        every_frame_hits=recognizer.embed_every_frame_hits,
+        interval_frames=recognizer.reembed_interval_frames,
+        quality_gain=recognizer.reembed_quality_gain,
+    )
 
 
 def build_rules(config: VigilConfig, enrollment: EnrollmentResult, models: LoadedModels) -> tuple[Gallery, RulesEngine]:

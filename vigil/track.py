@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from vigil.config import TrackerConfig
-from vigil.types import Observation, Track
+from vigil.types import Embedding, Face, Track
 
 
 class _Detections:
@@ -36,10 +36,11 @@ class _Detections:
 
 @dataclass(frozen=True)
 class TrackUpdate:
-    """A track matched to an observation in this frame."""
+    """A track matched to a face in this frame, with the face's embedding when it was embedded."""
 
     track: Track
-    observation: Observation
+    face: Face
+    embedding: Embedding | None = None
 
 
 def embedding_weight(quality: float) -> float:
@@ -66,34 +67,34 @@ class FaceTracker:
         self._tracker = BYTETracker(args)
         self._tracks: dict[int, Track] = {}
 
-    def update(self, observations: list[Observation], frame_index: int, mono_ts_s: float) -> list[TrackUpdate]:
-        """Associate this frame's faces with tracks; returns the tracks that got a face in this frame."""
-        if observations:
-            boxes = np.stack([o.face.box for o in observations])
-            scores = np.array([o.face.score for o in observations], dtype=np.float32)
+    def update(self, faces: list[Face], frame_index: int, mono_ts_s: float) -> list[TrackUpdate]:
+        """Associate this frame's faces with tracks; returns the tracks that got a face in this frame.
+
+        Tracking uses boxes only; embeddings are folded in afterwards with :func:`add_embedding`.
+        """
+        if faces:
+            boxes = np.stack([face.box for face in faces])
+            scores = np.array([face.score for face in faces], dtype=np.float32)
         else:
             boxes, scores = np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
         rows = self._tracker.update(_Detections(boxes, scores))
         updates = []
         for row in rows:
             track_id, det_index = int(row[4]), int(row[7])
-            if not 0 <= det_index < len(observations):
+            if not 0 <= det_index < len(faces):
                 continue
-            observation = observations[det_index]
-            track = self._touch(track_id, observation, frame_index, mono_ts_s)
-            updates.append(TrackUpdate(track, observation))
+            face = faces[det_index]
+            updates.append(TrackUpdate(self._touch(track_id, face, frame_index, mono_ts_s), face))
         return updates
 
-    def _touch(self, track_id: int, observation: Observation, frame_index: int, mono_ts_s: float) -> Track:
+    def _touch(self, track_id: int, face: Face, frame_index: int, mono_ts_s: float) -> Track:
         track = self._tracks.get(track_id)
         if track is None:
-            track = Track(self.camera, track_id, observation.face.box, frame_index, frame_index, mono_ts_s)
+            track = Track(self.camera, track_id, face.box, frame_index, frame_index, mono_ts_s)
             self._tracks[track_id] = track
-        track.box = observation.face.box
+        track.box = face.box
         track.last_frame_index = frame_index
         track.last_mono_ts_s = mono_ts_s
-        if observation.embedding is not None:
-            add_embedding(track, observation)
         return track
 
     def expire(self, now_mono_s: float) -> list[Track]:
@@ -108,10 +109,8 @@ class FaceTracker:
         return list(self._tracks.values())
 
 
-def add_embedding(track: Track, observation: Observation) -> None:
+def add_embedding(track: Track, embedding: Embedding) -> None:
     """Fold one frame's embedding into the track: weighted sum, hit count, best chip for the snapshot."""
-    embedding = observation.embedding
-    assert embedding is not None
     weight = embedding_weight(embedding.aligned.quality)
     vector = embedding.vector.astype(np.float32)
     track.embedding_sum = vector * weight if track.embedding_sum is None else track.embedding_sum + vector * weight

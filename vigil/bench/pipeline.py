@@ -20,7 +20,7 @@ from vigil.bench.report import save_report
 from vigil.capture import FileSource
 from vigil.paths import data_path, repo_root
 from vigil.pipeline import WatchPipeline
-from vigil.runtime import build_analyzer, build_rules, enroll, load_config_or_default, resolve_models
+from vigil.runtime import build_analyzer, build_embed_schedule, build_rules, enroll, load_config_or_default, resolve_models
 from vigil.types import Frame
 
 
@@ -51,7 +51,9 @@ def run_cli(args: argparse.Namespace) -> int:
     analyzer = build_analyzer(config, models)
     gallery, rules = build_rules(config, enroll(config, watchlist, analyzer, models), models)
     analyzer.times = type(analyzer.times)()  # enrollment is not part of the benchmark
-    pipeline = WatchPipeline(analyzer, gallery, rules, NullSink(), {}, config.tracker, None)
+    pipeline = WatchPipeline(
+        analyzer, gallery, rules, NullSink(), {}, config.tracker, None, embed_schedule=build_embed_schedule(config)
+    )
     report = measure(pipeline, Path(video), args.height, config.detector.batch_size, args.seconds)
     report.update(model_detector=str(models.detector.path), model_recognizer=str(models.recognizer.path),
                   embed_provider=getattr(analyzer.embedder, "provider", "?"), host=platform.node(),
@@ -89,6 +91,8 @@ def measure(pipeline: WatchPipeline, video: Path, height: int, batch_size: int, 
         "frames": frames,
         "frame_height": height,
         "faces": pipeline.counters.faces,
+        "faces_embedded": pipeline.counters.embeddings,
+        "faces_not_reembedded": pipeline.counters.embeddings_skipped,
         "ms_per_frame": {k: round(1000 * v / max(frames, 1), 2) for k, v in stages.items()},
         "fps_per_stage": {k: round(frames / v, 1) if v > 0 else None for k, v in stages.items()},
         "end_to_end_fps": round(frames / pipeline_s, 2) if pipeline_s else None,

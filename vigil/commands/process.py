@@ -17,7 +17,7 @@ from vigil.capture import FileSource
 from vigil.config import AlertsConfig, JsonlSinkConfig, VigilConfig
 from vigil.errors import VigilError
 from vigil.pipeline import WatchPipeline
-from vigil.runtime import build_analyzer, build_rules, enroll, load_config_or_default, resolve_models
+from vigil.runtime import build_analyzer, build_embed_schedule, build_rules, enroll, load_config_or_default, resolve_models
 
 log = logging.getLogger("vigil.process")
 
@@ -28,6 +28,7 @@ class VideoSummary:
     frames: int
     seconds: float
     faces: int
+    embedded: int
     alerts: dict[str, int]
 
     @property
@@ -68,7 +69,7 @@ def run_cli(args: argparse.Namespace) -> int:
         for video in args.videos:
             pipeline = WatchPipeline(
                 analyzer, gallery, rules, dispatcher, {}, config.tracker,
-                config.data_dir if config.alerts.snapshots else None,
+                config.data_dir if config.alerts.snapshots else None, embed_schedule=build_embed_schedule(config),
             )  # fmt: skip
             summaries.append(process_video(pipeline, video, config.detector.batch_size, args))
     finally:
@@ -100,7 +101,9 @@ def process_video(pipeline: WatchPipeline, video: Path, batch_size: int, args: a
                 writer.close()
         seconds = time.perf_counter() - start
     counters = pipeline.counters
-    return VideoSummary(video, counters.frames, seconds, counters.faces, dict(counters.alerts_by_person))
+    return VideoSummary(
+        video, counters.frames, seconds, counters.faces, counters.embeddings, dict(counters.alerts_by_person)
+    )
 
 
 def _batches(frames, size: int):
@@ -115,10 +118,12 @@ def _batches(frames, size: int):
 
 
 def format_summary(summaries: list[VideoSummary], stage_seconds: dict[str, float]) -> str:
-    lines = [f"{'video':<32} {'frames':>7} {'seconds':>8} {'fps':>7} {'faces':>7}  alerts"]
+    lines = [f"{'video':<32} {'frames':>7} {'seconds':>8} {'fps':>7} {'faces':>7} {'embedded':>8}  alerts"]
     for s in summaries:
         alerts = ", ".join(f"{k}={v}" for k, v in sorted(s.alerts.items())) or "none"
-        lines.append(f"{s.video.name[:32]:<32} {s.frames:>7} {s.seconds:>8.1f} {s.fps:>7.1f} {s.faces:>7}  {alerts}")
+        lines.append(
+            f"{s.video.name[:32]:<32} {s.frames:>7} {s.seconds:>8.1f} {s.fps:>7.1f} {s.faces:>7} {s.embedded:>8}  {alerts}"
+        )
     total_frames = sum(s.frames for s in summaries)
     if total_frames:
         per_stage = ", ".join(f"{k} {1000 * v / total_frames:.1f} ms/frame" for k, v in stage_seconds.items())

@@ -19,7 +19,7 @@ from vigil.capture import CameraSource, CameraStats
 from vigil.config import VigilConfig, load_config
 from vigil.errors import ConfigError
 from vigil.pipeline import WatchPipeline
-from vigil.runtime import build_analyzer, build_rules, enroll, resolve_models
+from vigil.runtime import build_analyzer, build_embed_schedule, build_rules, enroll, resolve_models
 
 log = logging.getLogger("vigil.run")
 IDLE_WAIT_S = 0.01  # wait when no camera had a frame, so the loop never spins
@@ -38,7 +38,7 @@ def run_cli(args: argparse.Namespace) -> int:
     dispatcher = AlertDispatcher.from_config(config.alerts, config.data_dir)
     pipeline = WatchPipeline(
         analyzer, gallery, rules, dispatcher, {c.name: c for c in config.cameras}, config.tracker,
-        config.data_dir if config.alerts.snapshots else None,
+        config.data_dir if config.alerts.snapshots else None, embed_schedule=build_embed_schedule(config),
     )  # fmt: skip
     stop = threading.Event()
     _install_signal_handlers(stop)
