@@ -11,9 +11,11 @@ Regimes (``regimes:`` in the YAML):
 * ``d_lora``        backbone frozen, LoRA (low-rank residual convs, merged at export) on the stages' convs + projection.
 
 Loss per batch (train identities of the CelebA chips, each sample degraded by ``degrade.Degrader``):
-``margin-CE(head(e_deg), y) + consistency_weight * (1 - cos(e_clean, src_clean)) + distill_weight * (1 - cos(e_deg, src_clean))``
+``margin-CE(head(e_deg), y) + consistency_weight * (1 - cos(e_clean, src_clean)) + distill_weight * (1 - cos(e_deg, src_clean))
++ relational_weight * mean_{i != j} (cos(e_deg_i, e_deg_j) - cos(src_clean_i, src_clean_j))^2``
 where ``e_*`` are the fine-tuned embeddings of the degraded / clean view and ``src_clean`` is the frozen source
-model's embedding of the clean view (the anti-forgetting term). AdamW, linear warm-up then cosine decay.
+model's embedding of the clean view (the anti-forgetting term); the relational term keeps the batch's pairwise
+similarities (mostly impostor pairs) where the source model puts them on clean faces. AdamW, linear warm-up then cosine decay.
 
 Validation (each epoch, on the VALIDATION identities only; never LFW): embeddings of the clean chips and of one
 fixed, seeded degraded view of each chip; all pairs among them: ``clean`` (clean vs clean), ``degraded`` (degraded
@@ -89,6 +91,7 @@ class LossConfig:
     margin: float = 0.3
     consistency_weight: float = 1.0
     distill_weight: float = 0.0
+    relational_weight: float = 0.0
     head_init: str = "centroids"  # or "random"
 
 
@@ -355,6 +358,23 @@ class StepResult:
     cls: float
     consistency: float
     distill: float
+    relational: float
+
+
+def relational_loss(embeddings, source):
+    """Mean squared difference between the pairwise cosine similarities of ``embeddings`` (B, D) and those of the
+    source model's unit embeddings ``source`` (B, D), over the B*(B-1) ordered pairs i != j.
+
+    It keeps the fine-tuned model's similarity *structure* (above all the impostor pairs, the low-FAR tail a
+    watchlist threshold lives in) where the source model had it, which the per-sample consistency term does not.
+    """
+    torch = _torch()
+    import torch.nn.functional as F
+
+    e = F.normalize(embeddings.float(), dim=1)
+    s = F.normalize(source.float(), dim=1)
+    off_diagonal = ~torch.eye(len(e), dtype=torch.bool, device=e.device)
+    return ((e @ e.T - s @ s.T)[off_diagonal] ** 2).mean()
 
 
 def train_step(model, head, optimizer, batch, src_table, loss_cfg: LossConfig, device, amp: bool = False, grad_clip: float = 0.0, scheduler=None, cached=None) -> StepResult:
@@ -387,7 +407,8 @@ def train_step(model, head, optimizer, batch, src_table, loss_cfg: LossConfig, d
     cls = F.cross_entropy(head(e_deg, labels), labels)
     cons = (1 - F.cosine_similarity(e_clean.float(), src, dim=1)).mean() if e_clean is not None else cls.new_zeros(())
     dist = (1 - F.cosine_similarity(e_deg, src, dim=1)).mean()
-    loss = cls + loss_cfg.consistency_weight * cons + loss_cfg.distill_weight * dist
+    rel = relational_loss(e_deg, src) if loss_cfg.relational_weight > 0 and len(labels) > 1 else cls.new_zeros(())
+    loss = cls + loss_cfg.consistency_weight * cons + loss_cfg.distill_weight * dist + loss_cfg.relational_weight * rel
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
@@ -395,7 +416,7 @@ def train_step(model, head, optimizer, batch, src_table, loss_cfg: LossConfig, d
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
-    return StepResult(*(float(t.detach()) for t in (loss, cls, cons, dist)))
+    return StepResult(*(float(t.detach()) for t in (loss, cls, cons, dist, rel)))
 
 
 class _null:
@@ -673,7 +694,7 @@ def run_regime(cfg: FinetuneConfig, name: str, prep: Prepared, device, resume: b
             break
         epoch = state["epoch"] + 1
         sampler.set_epoch(epoch)
-        sums, n_steps, n_samples, t_epoch = np.zeros(4), 0, 0, time.monotonic()
+        sums, n_steps, n_samples, t_epoch = np.zeros(5), 0, 0, time.monotonic()
         batches = loader if loader is not None else _cached_batches(sampler, prep, cached, epoch, torch)
         out_of_time = False
         for batch in batches:
@@ -681,7 +702,7 @@ def run_regime(cfg: FinetuneConfig, name: str, prep: Prepared, device, resume: b
             if cached is not None:
                 batch, view = batch
             r = train_step(model, head, optimizer, batch, prep.src_table, cfg.loss, device, tc.amp, tc.grad_clip, scheduler, view)
-            sums += (r.loss, r.cls, r.consistency, r.distill)
+            sums += (r.loss, r.cls, r.consistency, r.distill, r.relational)
             n_steps += 1
             n_samples += len(batch[2])
             state["global_step"] += 1
@@ -697,7 +718,7 @@ def run_regime(cfg: FinetuneConfig, name: str, prep: Prepared, device, resume: b
         state["epoch"] = epoch
         row = {"epoch": epoch, "step": state["global_step"], "train_samples_per_s": n_samples / max(train_s, 1e-9),
                "loss": sums[0] / max(n_steps, 1), "loss_cls": sums[1] / max(n_steps, 1), "loss_consistency": sums[2] / max(n_steps, 1),
-               "loss_distill": sums[3] / max(n_steps, 1), "lr": _group_lr(optimizer, "new"),
+               "loss_distill": sums[3] / max(n_steps, 1), "loss_relational": sums[4] / max(n_steps, 1), "lr": _group_lr(optimizer, "new"),
                "partial_epoch": n_steps < steps_per_epoch, **metrics}
         state["history"].append(row)
         guard_ok = tc.clean_guard is None or metrics["clean_auc"] >= state["history"][0]["clean_auc"] - tc.clean_guard

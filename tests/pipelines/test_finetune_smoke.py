@@ -20,6 +20,7 @@ from pipelines.recognizer.finetune import (  # noqa: E402
     lr_lambda,
     pair_metrics,
     param_groups,
+    relational_loss,
     train_step,
 )
 from pipelines.recognizer.heads import MarginHead  # noqa: E402
@@ -165,3 +166,31 @@ def test_chip_pack_round_trip_and_identity_split(tmp_path):
     assert (len(train.identities), len(held.identities)) == (17, 3)
     assert set(train.identities).isdisjoint(held.identities)
     assert train.labels.max() == 16 and held.labels.max() == 2
+
+
+ROTATION = [[0.6, -0.8], [0.8, 0.6]]
+
+
+@pytest.mark.parametrize(
+    "embeddings, source, expected",
+    [
+        ([[1, 0], [0, 1], [0.6, 0.8]], [[1, 0], [0, 1], [0.6, 0.8]], 0.0),  # same similarities
+        ([[1, 0], [0, 1], [0.6, 0.8]], (np.array([[1, 0], [0, 1], [0.6, 0.8]]) @ ROTATION).tolist(), 0.0),  # rotation
+        ([[1, 0], [0, 1]], [[1, 0], [1, 0]], 1.0),  # cos 0 where the source has 1
+        ([[2, 0], [0, 3]], [[1, 0], [0.6, 0.8]], 0.36),  # scale-free: cos 0 vs 0.6
+    ],
+)
+def test_relational_loss(embeddings, source, expected):
+    got = relational_loss(torch.tensor(embeddings, dtype=torch.float32), torch.tensor(source, dtype=torch.float32))
+    assert float(got) == pytest.approx(expected, abs=1e-6)
+
+
+def test_train_step_reports_the_relational_term_when_weighted():
+    model = build_model(_backbone("tiny"), load_config(CONFIG).regime("c_full"))
+    head = MarginHead(2, 128, "arcface", 32.0, 0.3)
+    optimizer = torch.optim.AdamW(param_groups(model, head, load_config(CONFIG).regime("c_full"), TrainConfig()), lr=1e-3)
+    batch, src = _batch(4, 24, 2)
+    off = train_step(model, head, optimizer, batch, src, LossConfig(relational_weight=0.0), torch.device("cpu"))
+    on = train_step(model, head, optimizer, batch, src, LossConfig(relational_weight=1.0), torch.device("cpu"))
+    assert off.relational == 0.0 and on.relational > 0.0
+    assert on.loss == pytest.approx(on.cls + on.consistency + on.relational, rel=1e-5)
