@@ -833,6 +833,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int)
     ap.add_argument("--cache-views", type=int, help="regime a on CPU: degraded views cached per chip")
     ap.add_argument("--select-metric", choices=SELECT_METRICS, help="validation metric for the best checkpoint and early stopping")
+    ap.add_argument("--consistency-weight", type=float, help="overrides loss.consistency_weight")
+    ap.add_argument("--relational-weight", type=float, help="overrides loss.relational_weight")
     ap.add_argument("--val-max-chips", type=int)
     ap.add_argument("--chips", help="chip cache folder or carry pack (overrides data.chips)")
     ap.add_argument("--out", help="output folder (overrides out)")
@@ -862,6 +864,7 @@ def _run_finetune(args: argparse.Namespace, log: Callable[[str], None]) -> int:
                   "batch_size": args.batch_size, "num_workers": args.workers, "cache_views": args.cache_views,
                   "select_metric": args.select_metric},
         "data": {"val_max_chips": args.val_max_chips, "chips": [args.chips] if args.chips else None},
+        "loss": {"consistency_weight": args.consistency_weight, "relational_weight": args.relational_weight},
     }
     if args.write_json:
         args.write_json.parent.mkdir(parents=True, exist_ok=True)
