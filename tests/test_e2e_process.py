@@ -52,12 +52,6 @@ def test_hamilton_clip_alerts_lin_manuel_confirmed_and_nothing_false(hamilton_sc
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 3 target not met yet: with the source recognizer at its FAR 1e-4 threshold (0.943), Lin-Manuel's "
-    "40-47 px face in the wide shot (frames 0-19) scores 0.936-0.938, so he is confirmed only in the close-up "
-    "(frame 105, 3.5 s); strict: this fails once the target is met, so the mark must then be removed",
-)
 def test_hamilton_clip_confirms_lin_manuel_within_1_s_of_a_40_px_face(hamilton_score):
     _, score = hamilton_score
     lin = next(p for p in score.people if p.person_id == "lin-manuel-miranda")

@@ -1,7 +1,7 @@
 """Ship a trained detector: strip the checkpoint, export ONNX with dynamic shapes, register both in the manifest.
 
     YOLO_OFFLINE=1 python -m pipelines.detector.export --weights work/detector/cpu_runs/RUN/weights/last.pt \\
-        --name vigil-face-n-cpu320 --imgsz 480 [--default-onnx]
+        --name vigil-face-n-cpu480 --imgsz 480 [--default-onnx]
 
 Writes ``models/detector/<name>.pt`` (optimizer stripped; Ultralytics keeps fp16 weights) and ``<name>.onnx``
 (Ultralytics export, ``dynamic=True``: any batch, height and width, so a 16:9 frame is letterboxed to 480x288 as

@@ -55,13 +55,17 @@ def pair_scores(vectors: np.ndarray, identities: np.ndarray) -> tuple[np.ndarray
     return sims[upper & same], sims[upper & ~same]
 
 
-def calibrate(lfw_dir: Path, people: int, seed: int, model: Path | None = None, detections_cache: Path | None = None) -> dict:
-    """Thresholds at TARGET_FARS for ``model`` (default: the manifest's recognizer) through vigil's own path."""
+def calibrate(
+    lfw_dir: Path, people: int, seed: int, model: Path | None = None, detections_cache: Path | None = None,
+    detector: Path | None = None,
+) -> dict:
+    """Thresholds at TARGET_FARS for ``model`` (default: the manifest's recognizer) through vigil's own path, with
+    ``detector`` (default: the manifest's) finding and aligning the faces."""
     from vigil.eval.face_source import DEFAULT_MIN_SCORE, DetectionCache, FaceSource, ImageEmbedder, build_detector, build_recognizer, read_image
 
     images = sample_images(lfw_dir, people, seed)
     recognizer = build_recognizer(model)
-    detect_batch, detector_label = build_detector(None)
+    detect_batch, detector_label = build_detector(detector)
     run_name = f"calibrate-{people}-{seed}"
     cache = None if detections_cache is None else DetectionCache.in_folder(detections_cache, run_name, detector_label, DEFAULT_MIN_SCORE)
     source = FaceSource(detect_batch, recognizer.aligner, fallback="skip", cache=cache)
@@ -88,12 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--people", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", type=Path, default=None, help="recognizer ONNX or manifest name (default: the shipped default)")
+    ap.add_argument("--detector", type=Path, default=None, help="detector model or manifest name (default: the shipped default)")
     ap.add_argument("--detections-cache", type=Path, default=None, help="folder that keeps the detections between runs")
     ap.add_argument("--json", type=Path, required=True)
     args = ap.parse_args(argv)
 
     def body() -> int:
-        report = calibrate(args.lfw or data_path("lfw"), args.people, args.seed, args.model, args.detections_cache)
+        report = calibrate(args.lfw or data_path("lfw"), args.people, args.seed, args.model, args.detections_cache, args.detector)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1))
         for row in report["thresholds"]:
