@@ -5,9 +5,9 @@
 
 Writes ``models/detector/<name>.pt`` (optimizer stripped; Ultralytics keeps fp16 weights) and ``<name>.onnx``
 (Ultralytics export, ``dynamic=True``: any batch, height and width, so a 16:9 frame is letterboxed to 480x288 as
-with the .pt). The ONNX file stores its float weights as fp16 with a Cast to fp32 in front of each, which halves the
-file (12.4 -> 6.2 MB) at no cost in accuracy: the .pt's weights already are fp16, and onnxruntime folds the casts
-once at load, so inference stays fp32. Both files go into ``models/manifest.yaml`` with their sha256; the manifest's
+with the .pt). The ONNX file stores its float weights as fp16 with a Cast to fp32 in front of each (the
+recognizer converter's ``weights_to_fp16``), which halves the file (12.4 -> 6.2 MB) at no cost in accuracy: the .pt's
+weights already are fp16, and onnxruntime folds the casts once at load, so inference stays fp32. Both files go into ``models/manifest.yaml`` with their sha256; the manifest's
 default detector is left as it is unless ``--default-onnx`` is given. The model card is written by hand.
 """
 
@@ -22,32 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.manifest import add_entry
+from pipelines.recognizer.convert import weights_to_fp16
 from vigil.errors import run_reporting_errors, VigilError
 from vigil.paths import models_dir
+from vigil.types import LANDMARK_FLIP_INDEX, LANDMARK_NAMES
 
 LOG = logging.getLogger("export")
-KEYPOINTS = ["eye_left", "eye_right", "nose", "mouth_left", "mouth_right"]
-FLIP_IDX = [1, 0, 2, 4, 3]
-
-
-def store_initializers_fp16(model):
-    """The same ONNX graph with every fp32 initializer stored as fp16 and cast back to fp32 by a Cast node."""
-    import onnx
-    from onnx import numpy_helper
-
-    graph = model.graph
-    casts = []
-    for init in graph.initializer:
-        if init.data_type != onnx.TensorProto.FLOAT:
-            continue
-        name = init.name
-        half = numpy_helper.to_array(init).astype(np.float16)
-        init.CopyFrom(numpy_helper.from_array(half, name=f"{name}_fp16"))
-        casts.append(onnx.helper.make_node("Cast", [f"{name}_fp16"], [name], to=onnx.TensorProto.FLOAT, name=f"{name}_cast"))
-    nodes = casts + list(graph.node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    return model
 
 
 def export_onnx(weights: Path, out: Path, imgsz: int) -> Path:
@@ -63,7 +43,8 @@ def export_onnx(weights: Path, out: Path, imgsz: int) -> Path:
         copy = Path(tmp) / "model.pt"
         shutil.copy(weights, copy)
         exported = Path(YOLO(str(copy)).export(format="onnx", dynamic=True, imgsz=imgsz, simplify=False))
-        model = store_initializers_fp16(onnx.load(str(exported)))
+        model = onnx.load(str(exported))
+        weights_to_fp16(model)
         onnx.checker.check_model(model)
         onnx.save(model, str(out))
     return out
@@ -117,8 +98,8 @@ def register(root: Path, name: str, imgsz: int, default_onnx: bool) -> None:
     common = {
         "architecture": "YOLOv8n-pose, 1 class (face), 5 keypoints",
         "input_size": [imgsz, imgsz],
-        "keypoints": KEYPOINTS,
-        "flip_idx": FLIP_IDX,
+        "keypoints": list(LANDMARK_NAMES),
+        "flip_idx": list(LANDMARK_FLIP_INDEX),
         "card": f"detector/{name}.md",
     }
     add_entry(root, name, "detector", f"detector/{name}.pt", {"format": "ultralytics", **common}, make_default=False)
