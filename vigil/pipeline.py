@@ -165,6 +165,8 @@ class WatchPipeline:
             if update.embedding is None:
                 continue  # too small to recognise, or not scheduled: tracked, not voted
             add_embedding(update.track, update.embedding)
+            if update.track.embedding is None:
+                continue  # the weighted sum cancelled to zero: nothing to match yet
             match = match_embedding(update.track.embedding, self.gallery)
             decisions = self.rules.decide(
                 camera, update.track, match, frame.image.shape, frame.mono_ts_s, now_wall,
