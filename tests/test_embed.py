@@ -36,6 +36,30 @@ def tiny_model(path: Path, input_type: int = TensorProto.UINT8) -> Path:
     return path
 
 
+def tiny_left_half_model(path: Path) -> Path:
+    """Like tiny_model but from the LEFT half of the chip only: not mirror-invariant, so flip averaging shows."""
+    nodes = [
+        helper.make_node("Cast", ["chips"], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["left"]),
+        helper.make_node("ReduceMean", ["left"], ["means"], axes=[1, 2], keepdims=0),
+        helper.make_node("MatMul", ["means", "w"], ["embeddings"]),
+    ]
+    consts = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("starts", [0]), ("ends", [SIZE // 2]), ("axes", [2]))]
+    graph = helper.make_graph(
+        nodes, "tiny_left", [helper.make_tensor_value_info("chips", TensorProto.UINT8, ["N", SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["N", DIM])],
+        [numpy_helper.from_array(WEIGHTS, "w"), *consts],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
 def expected(chips: np.ndarray) -> np.ndarray:
     raw = chips.astype(np.float32).mean(axis=(1, 2)) @ WEIGHTS
     return raw / np.linalg.norm(raw, axis=1, keepdims=True)
@@ -125,3 +149,18 @@ CUDA, TRT, CPU = "CUDAExecutionProvider", "TensorrtExecutionProvider", "CPUExecu
 )
 def test_usable_providers(wanted, available, driver, expected):
     assert usable_providers(wanted, available, driver) == expected
+
+
+@pytest.mark.parametrize("n, batch_size", [(1, 64), (5, 2), (5, 1), (9, 4)])
+def test_flip_average_is_the_normalised_sum_of_chip_and_mirror(tmp_path, n, batch_size):
+    path = tiny_left_half_model(tmp_path / "left.onnx")
+    batch = chips(n, seed=10 + n)
+    left = _unit(batch[:, :, : SIZE // 2].astype(np.float32).mean(axis=(1, 2)) @ WEIGHTS)
+    right_mirrored = _unit(batch[:, :, SIZE // 2 :].astype(np.float32).mean(axis=(1, 2)) @ WEIGHTS)
+    plain = OnnxEmbedder(path, batch_size=batch_size).embed(batch)
+    flipped = OnnxEmbedder(path, batch_size=batch_size, flip_average=True).embed(batch)
+    np.testing.assert_allclose(plain, left, atol=1e-5)
+    np.testing.assert_allclose(flipped, _unit(left + right_mirrored), atol=1e-5)
+    mirrored_input = OnnxEmbedder(path, batch_size=batch_size, flip_average=True).embed(np.ascontiguousarray(batch[:, :, ::-1]))
+    np.testing.assert_allclose(mirrored_input, flipped, atol=1e-5)  # mirror-invariant
+    assert not np.allclose(plain, flipped, atol=1e-3)  # and it really changed the embedding

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vigil.config import RulesConfig, VigilConfig
+from vigil.config import RecognizerConfig, RulesConfig, VigilConfig
 from vigil.errors import ConfigError
 from vigil.models import ModelSpec
 from vigil.runtime import LoadedModels, effective_rules
@@ -19,18 +19,30 @@ def models_with(extra: dict) -> LoadedModels:
     return LoadedModels(detector=spec("detector"), recognizer=spec("recognizer"))
 
 
+BOTH = {"match_threshold": 0.93, "match_threshold_flip_average": 0.95}
 CASES = [
-    ("config wins", 0.7, {"match_threshold": 0.93}, 0.7),
-    ("calibrated default", None, {"match_threshold": 0.93}, 0.93),
+    ("config wins", 0.7, True, BOTH, 0.7),
+    ("config wins without flip", 0.7, False, BOTH, 0.7),
+    ("calibrated, flip-averaged", None, True, BOTH, 0.95),
+    ("calibrated, single chip", None, False, BOTH, 0.93),
 ]
 
 
-@pytest.mark.parametrize("case, configured, extra, expected", CASES, ids=[c[0] for c in CASES])
-def test_effective_threshold(case, configured, extra, expected):
-    config = VigilConfig(rules=RulesConfig(match_threshold=configured))
+@pytest.mark.parametrize("case, configured, flip, extra, expected", CASES, ids=[c[0] for c in CASES])
+def test_effective_threshold(case, configured, flip, extra, expected):
+    config = VigilConfig(rules=RulesConfig(match_threshold=configured), recognizer=RecognizerConfig(flip_average=flip))
     assert effective_rules(config, models_with(extra)).match_threshold == pytest.approx(expected)
 
 
-def test_no_threshold_anywhere_is_a_config_error():
-    with pytest.raises(ConfigError, match="rules.match_threshold"):
-        effective_rules(VigilConfig(), models_with({}))
+@pytest.mark.parametrize(
+    "flip, extra, message",
+    [
+        (True, {}, "no calibrated flip-averaged"),
+        (True, {"match_threshold": 0.93}, "no calibrated flip-averaged"),  # never borrows the other mode's value
+        (False, {"match_threshold_flip_average": 0.95}, "no calibrated single-chip"),
+    ],
+)
+def test_no_threshold_for_the_mode_is_a_config_error(flip, extra, message):
+    config = VigilConfig(recognizer=RecognizerConfig(flip_average=flip))
+    with pytest.raises(ConfigError, match=f"rules.match_threshold.*{message}"):
+        effective_rules(config, models_with(extra))

@@ -69,6 +69,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     lfw.add_argument("--lfw-dir", type=Path, help="default: <data>/lfw")
     lfw.add_argument("--detections-cache", type=Path, help="folder that keeps the detections, to compare recognizers on the same faces")
     lfw.add_argument("--json", type=Path, required=True)
+    lfw.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=True,
+                     help="embed each face with its mirror image, as the runtime does by default (recognizer.flip_average)")
     lfw.set_defaults(func=_handler("vigil.eval.lfw"))
 
     pairs = esub.add_parser("pairs", help="verification pairs from a CSV img1,img2,same")
@@ -77,6 +79,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     pairs.add_argument("--model", type=Path)
     pairs.add_argument("--detector", type=Path)
     pairs.add_argument("--json", type=Path, required=True)
+    pairs.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=True,
+                       help="embed each face with its mirror image, as the runtime does by default (recognizer.flip_average)")
     pairs.set_defaults(func=_handler("vigil.eval.pairs"))
 
     wider = esub.add_parser("wider", help="detector AP on a YOLO-format WIDER FACE sample")
@@ -108,6 +112,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         b.add_argument("--video", type=Path, help="pipeline: the video to run (default: the shared Hamilton clip)")
         b.add_argument("--device", default="auto", help="cpu | cuda | auto")
         b.add_argument("--seconds", type=float, default=10.0, help="time budget per measurement")
+        if name == "embed":
+            b.add_argument("--flip-average", action="store_true",
+                           help="each face with its mirror image, as the runtime's default (recognizer.flip_average): "
+                                "faces/s counts faces, not network passes")
         if name == "pipeline":
             b.add_argument("--watchlist", type=Path, help="default: examples/hamilton/watchlist.yaml")
             b.add_argument("--height", type=int, default=720, help="resize frames to this height first (0: as is)")

@@ -3,6 +3,11 @@
 The model contract (pipelines/recognizer/convert.py writes it): input uint8 [N, S, S, 3] BGR chips with dynamic
 N, output float32 [N, D] embeddings, L2-normalised inside the graph. The embedder re-normalises anyway.
 The checksum is verified by vigil.models before an embedder is built.
+
+``flip_average``: each chip is embedded together with its mirror image and the two unit vectors are summed and
+re-normalised (test-time flip augmentation; the alignment template is left-right symmetric, so the mirror is an
+aligned face too). Twice the network work per face; the embedding becomes mirror-invariant. Cosine scales shift,
+so a model's calibrated threshold for this mode is its own manifest key (vigil.models.calibrated_match_threshold).
 """
 
 from __future__ import annotations
@@ -59,11 +64,13 @@ class OnnxEmbedder:
         providers: Sequence[str] = DEFAULT_PROVIDERS,
         batch_size: int = 64,
         logger: logging.Logger | None = None,
+        flip_average: bool = False,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         self.model_path = Path(model_path)
         self.batch_size = int(batch_size)
+        self.flip_average = bool(flip_average)
         self._log = logger or logging.getLogger("vigil.embed")
         if not self.model_path.is_file():
             raise ModelError(f"{self.model_path}: model file not found")
@@ -79,8 +86,9 @@ class OnnxEmbedder:
             )
         self._input_name, self.input_size = self._read_input()
         self.dim: int = self._read_dim()
-        self._log.info("embedder %s: provider %s, input %dx%d, dim %d",
-                       self.model_path.name, self.provider, self.input_size, self.input_size, self.dim)
+        self._log.info("embedder %s: provider %s, input %dx%d, dim %d%s",
+                       self.model_path.name, self.provider, self.input_size, self.input_size, self.dim,
+                       ", flip-averaged" if self.flip_average else "")
 
     def _create_session(self, wanted: list[str]):
         """A session on ``wanted`` (already filtered by :func:`usable_providers`), else on the CPU."""
@@ -135,10 +143,17 @@ class OnnxEmbedder:
             raise ValueError(f"chips must be uint8 [N,{s},{s},3], got {got}")
         if len(chips) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        parts = [
-            self._run(np.ascontiguousarray(chips[i : i + self.batch_size]))
-            for i in range(0, len(chips), self.batch_size)
-        ]
-        vectors = np.concatenate(parts).astype(np.float32, copy=False)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.maximum(norms, 1e-12)
+        # with flip averaging a run holds a chunk and its mirror: at most batch_size chips per call either way
+        step = max(1, self.batch_size // 2) if self.flip_average else self.batch_size
+        parts = [self._embed_chunk(np.ascontiguousarray(chips[i : i + step])) for i in range(0, len(chips), step)]
+        return _unit_rows(np.concatenate(parts).astype(np.float32, copy=False))
+
+    def _embed_chunk(self, chips: np.ndarray) -> np.ndarray:
+        if not self.flip_average:
+            return self._run(chips)
+        both = _unit_rows(self._run(np.concatenate([chips, chips[:, :, ::-1]])))
+        return both[: len(chips)] + both[len(chips) :]
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

@@ -156,3 +156,13 @@ class ModelRegistry:
             alignment_template=base.alignment_template,
             colour_order=base.colour_order,
         )
+
+
+def calibrated_match_threshold(spec: ModelSpec, flip_average: bool) -> float | None:
+    """The recognizer's calibrated cosine threshold for the embedding mode (None when the manifest has none).
+
+    Manifest keys: ``match_threshold`` (one embedding per chip) and ``match_threshold_flip_average`` (chip and
+    mirror averaged, vigil.embed.OnnxEmbedder's ``flip_average``).
+    """
+    value = spec.extra.get("match_threshold_flip_average" if flip_average else "match_threshold")
+    return None if value is None else float(value)

@@ -13,7 +13,7 @@ from vigil.analyzer import FaceAnalyzer
 from vigil.config import RulesConfig, VigilConfig, load_config
 from vigil.embed_schedule import EmbedSchedule
 from vigil.errors import ConfigError
-from vigil.models import ModelRegistry, ModelSpec
+from vigil.models import ModelRegistry, ModelSpec, calibrated_match_threshold
 from vigil.rules import Gallery, RulesEngine
 from vigil.watchlist import EmbeddingCache, EnrollmentResult, Enroller, load_watchlist
 
@@ -62,6 +62,7 @@ def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
         models.recognizer.path,
         providers=tuple(config.recognizer.providers),
         batch_size=config.recognizer.batch_size,
+        flip_average=config.recognizer.flip_average,
     )
     return FaceAnalyzer(detector, aligner, embedder, config.detector.min_face_px)
 
@@ -71,7 +72,8 @@ def enroll(
 ) -> EnrollmentResult:
     """Embed the watchlist photos (cached in the data folder under the models' checksums)."""
     watchlist = load_watchlist(watchlist_path)
-    model_key = f"{models.recognizer.sha256 or models.recognizer.path}:{models.detector.sha256 or models.detector.path}"
+    model_key = (f"{models.recognizer.sha256 or models.recognizer.path}:{models.detector.sha256 or models.detector.path}"
+                 f"{':flip' if config.recognizer.flip_average else ''}")
     cache = EmbeddingCache(config.data_dir / "enroll_cache.json", model_key)
     result = Enroller(analyzer, cache, config.detector.min_face_px).enroll(watchlist, strict=strict)
     log.info(
@@ -89,10 +91,12 @@ def effective_rules(config: VigilConfig, models: LoadedModels) -> RulesConfig:
     """
     if config.rules.match_threshold is not None:
         return config.rules
-    calibrated = models.recognizer.extra.get("match_threshold")
+    flip = config.recognizer.flip_average
+    calibrated = calibrated_match_threshold(models.recognizer, flip)
     if calibrated is None:
+        mode = "flip-averaged (recognizer.flip_average: true)" if flip else "single-chip"
         raise ConfigError(
-            f"rules.match_threshold: not set, and {models.recognizer.path} has no calibrated match_threshold in the manifest"
+            f"rules.match_threshold: not set, and {models.recognizer.path} has no calibrated {mode} match threshold in the manifest"
         )
     return config.rules.model_copy(update={"match_threshold": float(calibrated)})
 

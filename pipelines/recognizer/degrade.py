@@ -4,6 +4,8 @@ A random camera model applied per sample, in the order a real camera applies it:
 
 1. horizontal flip (landmark-symmetric template, so a flipped chip is still aligned);
 2. misalignment: rotation, scale and shift of the chip (the runtime's landmarks are off on small faces);
+   head turn: the chip seen as a plane rotated about its vertical axis (a homography; off by default);
+   occlusion: a hand, scarf, mask or object over part of the face, mostly its lower half (off by default);
 3. photometric: gamma, contrast and brightness; grayscale (night IR);
 4. resolution: the chip is resized so the FACE is ``face_px`` wide (16-48 px; the face spans
    ``face_width_in_chip_px`` of the chip) with a random down-sampling filter;
@@ -37,6 +39,11 @@ class DegradeConfig:
     rotation_deg: float = 8.0
     scale_frac: float = 0.06
     shift_px: float = 4.0
+    p_yaw: float = 0.0
+    yaw_deg: float = 25.0  # out-of-plane turn, +/-
+    p_occlude: float = 0.0
+    occlude_area_frac: tuple[float, float] = (0.08, 0.30)  # of the chip
+    p_occlude_lower: float = 0.7  # share of occluders centred in the lower half (hand at the chin, mask, scarf)
     p_photometric: float = 0.7
     gamma: tuple[float, float] = (0.6, 1.6)
     contrast: tuple[float, float] = (0.7, 1.15)
@@ -108,6 +115,12 @@ class Degrader:
         size = img.shape[1], img.shape[0]
         if rng.random() < c.p_misalign:
             img = self._misalign(img, rng)
+        # head turn and occlusion draw from the generator only when enabled, so configs without them
+        # reproduce the degraded views of runs made before they existed
+        if c.p_yaw > 0 and rng.random() < c.p_yaw:
+            img = self._turn(img, rng)
+        if c.p_occlude > 0 and rng.random() < c.p_occlude:
+            img = self._occlude(img, rng)
         img = img.astype(np.float32)
         if rng.random() < c.p_photometric:
             img = self._photometric(img, rng)
@@ -140,6 +153,39 @@ class Degrader:
         m = self._cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
         m[:, 2] += rng.uniform(-c.shift_px, c.shift_px, size=2)
         return self._cv2.warpAffine(img, m, (w, h), flags=self._cv2.INTER_LINEAR, borderMode=self._cv2.BORDER_REFLECT101)
+
+    def _turn(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Rotate the chip plane by a random yaw about its vertical axis: H = K R K^-1, focal length = chip width."""
+        h, w = img.shape[:2]
+        theta = np.deg2rad(rng.uniform(-self.config.yaw_deg, self.config.yaw_deg))
+        k = np.array([[w, 0, w / 2], [0, w, h / 2], [0, 0, 1]], np.float64)
+        r = np.array([[np.cos(theta), 0, np.sin(theta)], [0, 1, 0], [-np.sin(theta), 0, np.cos(theta)]])
+        homography = k @ r @ np.linalg.inv(k)
+        return self._cv2.warpPerspective(img, homography, (w, h), flags=self._cv2.INTER_LINEAR,
+                                         borderMode=self._cv2.BORDER_REFLECT101)
+
+    def _occlude(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Paint a textured ellipse or rectangle of random colour over ``occlude_area_frac`` of the chip."""
+        c = self.config
+        h, w = img.shape[:2]
+        area = rng.uniform(*c.occlude_area_frac) * h * w
+        aspect = rng.uniform(0.5, 2.0)  # width / height
+        half_w, half_h = np.sqrt(area * aspect) / 2, np.sqrt(area / aspect) / 2
+        low = rng.random() < c.p_occlude_lower
+        cy = rng.uniform(0.6, 0.95) * h if low else rng.uniform(0.1, 0.95) * h
+        cx = rng.uniform(0.2, 0.8) * w
+        mask = np.zeros((h, w), np.uint8)
+        centre, axes = (int(round(cx)), int(round(cy))), (max(1, int(half_w)), max(1, int(half_h)))
+        if rng.random() < 0.5:
+            self._cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
+        else:
+            self._cv2.rectangle(mask, (centre[0] - axes[0], centre[1] - axes[1]), (centre[0] + axes[0], centre[1] + axes[1]), 255, -1)
+        colour = rng.uniform(20, 230, size=3)
+        texture = rng.normal(0.0, rng.uniform(2, 20), size=(h, w, 1))
+        shading = np.linspace(-1, 1, h)[:, None, None] * rng.uniform(-25, 25)
+        patch = np.clip(colour[None, None, :] + texture + shading, 0, 255).astype(img.dtype)
+        soft = self._cv2.GaussianBlur(mask, (0, 0), 1.0).astype(np.float32)[..., None] / 255.0
+        return (img * (1 - soft) + patch * soft).astype(img.dtype)
 
     def _photometric(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         c = self.config

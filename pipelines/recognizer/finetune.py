@@ -822,6 +822,22 @@ def _fmt(m: dict) -> str:
 # ----------------------------------------------------------------------------------------------- CLI
 
 
+def parse_key_values(items: list[str], option: str) -> dict:
+    """``["a=1", "b=[2, 3]"]`` -> ``{"a": 1, "b": [2, 3]}`` (values read as YAML); a malformed item names the option."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise VigilError(f"{option} {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise VigilError(f"{option} {item!r}: the value is not valid YAML") from None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", type=Path, default=Path("pipelines/recognizer/config/finetune.yaml"))
@@ -835,6 +851,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--select-metric", choices=SELECT_METRICS, help="validation metric for the best checkpoint and early stopping")
     ap.add_argument("--consistency-weight", type=float, help="overrides loss.consistency_weight")
     ap.add_argument("--relational-weight", type=float, help="overrides loss.relational_weight")
+    ap.add_argument("--distill-weight", type=float, help="overrides loss.distill_weight")
+    ap.add_argument("--degrade", action="append", default=[], metavar="KEY=VALUE",
+                    help="overrides one degrade.KEY of the config (YAML value), e.g. --degrade p_occlude=0.3; repeatable")
     ap.add_argument("--val-max-chips", type=int)
     ap.add_argument("--chips", help="chip cache folder or carry pack (overrides data.chips)")
     ap.add_argument("--out", help="output folder (overrides out)")
@@ -864,7 +883,9 @@ def _run_finetune(args: argparse.Namespace, log: Callable[[str], None]) -> int:
                   "batch_size": args.batch_size, "num_workers": args.workers, "cache_views": args.cache_views,
                   "select_metric": args.select_metric},
         "data": {"val_max_chips": args.val_max_chips, "chips": [args.chips] if args.chips else None},
-        "loss": {"consistency_weight": args.consistency_weight, "relational_weight": args.relational_weight},
+        "loss": {"consistency_weight": args.consistency_weight, "relational_weight": args.relational_weight,
+                 "distill_weight": args.distill_weight},
+        "degrade": parse_key_values(args.degrade, "--degrade"),
     }
     if args.write_json:
         args.write_json.parent.mkdir(parents=True, exist_ok=True)

@@ -79,3 +79,27 @@ def test_unknown_config_key_is_rejected(bad):
 def test_from_dict_turns_lists_into_tuples():
     cfg = DegradeConfig.from_dict({"jpeg_quality": [20, 30]})
     assert cfg.jpeg_quality == (20, 30)
+
+
+NOTHING_ELSE = dict(p_clean=0.0, p_flip=0.0, p_misalign=0.0, p_photometric=0.0, p_gray=0.0, p_downscale=0.0,
+                    p_gaussian_blur=0.0, p_motion_blur=0.0, p_noise=0.0, p_jpeg=0.0)
+
+
+@pytest.mark.parametrize(
+    "override, changed_frac_range, lower_share_min",
+    [
+        ({}, (0.0, 0.0), None),  # pose and occlusion are off by default: the chip passes unchanged
+        ({"p_occlude": 1.0, "occlude_area_frac": (0.1, 0.1), "p_occlude_lower": 1.0}, (0.05, 0.2), 0.8),
+        ({"p_occlude": 1.0, "occlude_area_frac": (0.25, 0.3)}, (0.15, 0.4), None),
+        ({"p_yaw": 1.0, "yaw_deg": 25.0}, (0.2, 1.0), None),
+    ],
+)
+def test_head_turn_and_occlusion(override, changed_frac_range, lower_share_min):
+    chips = _chips(20)
+    out = Degrader(DegradeConfig(**{**NOTHING_ELSE, **override})).degrade_batch(chips, seed=2)
+    changed = np.any(out != chips, axis=3)  # (N, H, W)
+    frac = changed.mean(axis=(1, 2))
+    assert changed_frac_range[0] <= frac.min() and frac.max() <= changed_frac_range[1]
+    if lower_share_min is not None:
+        lower = changed[:, changed.shape[1] // 2:].sum() / max(1, changed.sum())
+        assert lower >= lower_share_min

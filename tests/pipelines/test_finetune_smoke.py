@@ -20,6 +20,7 @@ from pipelines.recognizer.finetune import (  # noqa: E402
     lr_lambda,
     pair_metrics,
     param_groups,
+    parse_key_values,
     relational_loss,
     train_step,
 )
@@ -194,3 +195,41 @@ def test_train_step_reports_the_relational_term_when_weighted():
     on = train_step(model, head, optimizer, batch, src, LossConfig(relational_weight=1.0), torch.device("cpu"))
     assert off.relational == 0.0 and on.relational > 0.0
     assert on.loss == pytest.approx(on.cls + on.consistency + on.relational, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "items, expected",
+    [
+        ([], {}),
+        (["p_occlude=0.3"], {"p_occlude": 0.3}),
+        (["occlude_area_frac=[0.1, 0.2]", " p_yaw = 1"], {"occlude_area_frac": [0.1, 0.2], "p_yaw": 1}),
+        (["p_yaw"], "expected KEY=VALUE"),
+        (["=0.2"], "expected KEY=VALUE"),
+        (["p_yaw=[0.1"], "not valid YAML"),
+    ],
+)
+def test_parse_key_values(items, expected):
+    from vigil.errors import VigilError
+
+    if isinstance(expected, str):
+        with pytest.raises(VigilError, match=expected):
+            parse_key_values(items, "--degrade")
+    else:
+        assert parse_key_values(items, "--degrade") == expected
+
+
+@pytest.mark.parametrize(
+    "degrade, error",
+    [
+        ({"p_occlude": 0.3, "p_yaw": 0.3}, None),
+        ({"p_ocluded": 0.3}, "degrade: .*p_ocluded"),
+    ],
+)
+def test_degrade_overrides_are_validated_at_load(degrade, error):
+    from vigil.errors import VigilError
+
+    if error is None:
+        assert load_config(CONFIG, {"degrade": degrade}).degrade["p_occlude"] == 0.3
+    else:
+        with pytest.raises(VigilError, match=error):
+            load_config(CONFIG, {"degrade": degrade})

@@ -52,7 +52,7 @@ def _devices(device: str) -> list[str]:
     return ["cpu", "cuda"] if device == "auto" else [device]
 
 
-def _embedder(path: Path, device: str, batch: int):
+def _embedder(path: Path, device: str, batch: int, flip_average: bool = False):
     """An OnnxEmbedder on exactly that device, or None when the provider is not usable here."""
     import onnxruntime as ort
 
@@ -66,7 +66,9 @@ def _embedder(path: Path, device: str, batch: int):
                 ort.preload_dlls()
             except Exception as exc:  # missing CUDA/cuDNN libraries: the session below falls back and we report it
                 log.debug("preload_dlls: %s", exc)
-    embedder = OnnxEmbedder(path, providers=[PROVIDERS[device]], batch_size=batch, logger=log)
+    # flip averaging runs a face and its mirror in one call: batch_size 2 x batch keeps `batch` faces per call
+    embedder = OnnxEmbedder(path, providers=[PROVIDERS[device]], batch_size=batch * (2 if flip_average else 1), logger=log,
+                            flip_average=flip_average)
     return embedder if embedder.provider == PROVIDERS[device] else None
 
 
@@ -125,12 +127,12 @@ def host_info() -> dict:
     }
 
 
-def run_bench(model: Path | None, device: str, seconds: float) -> dict:
+def run_bench(model: Path | None, device: str, seconds: float, flip_average: bool = False) -> dict:
     path, sha = _model(model)
     results, unavailable = [], []
     for dev in _devices(device):
         for batch in BATCH_SIZES:
-            embedder = _embedder(path, dev, batch)
+            embedder = _embedder(path, dev, batch, flip_average)
             if embedder is None:
                 unavailable.append(dev)
                 break
@@ -144,6 +146,7 @@ def run_bench(model: Path | None, device: str, seconds: float) -> dict:
         "benchmark": "embed",
         "model": str(path),
         "model_sha256": sha,
+        "flip_average": flip_average,
         "input": "random uint8 BGR chips, S x S x 3 (S = the model's input size)",
         "seconds_per_measurement": seconds,
         "results": results,
@@ -153,6 +156,6 @@ def run_bench(model: Path | None, device: str, seconds: float) -> dict:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    report = run_bench(args.model, args.device, float(args.seconds))
+    report = run_bench(args.model, args.device, float(args.seconds), bool(args.flip_average))
     save_report(report, args.json)
     return 0

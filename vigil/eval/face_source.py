@@ -290,11 +290,14 @@ class RecognizerParts:
     path: Path
 
 
-def build_recognizer(model: Path | None, batch_size: int = 32, template: np.ndarray | None = None) -> RecognizerParts:
+def build_recognizer(
+    model: Path | None, batch_size: int = 32, template: np.ndarray | None = None, flip_average: bool = False
+) -> RecognizerParts:
     """Recognizer from ``models/manifest.yaml`` (the default one when ``model`` is None) or a user ONNX.
 
     ``template`` ((5, 2) chip pixels) overrides the manifest's alignment template; the chip size is the model's
     input size. The checksum is verified for manifest models and computed for the label otherwise.
+    ``flip_average``: the runtime's test-time flip (vigil.embed); the label gets ``+flip``.
     """
     from vigil.align import Aligner
     from vigil.embed import OnnxEmbedder
@@ -311,10 +314,11 @@ def build_recognizer(model: Path | None, batch_size: int = 32, template: np.ndar
         path, sha = Path(model) if model else None, None
         if path is None:
             raise ValueError("a model path is needed with an explicit template")
-    embedder = OnnxEmbedder(path, batch_size=batch_size)
+    embedder = OnnxEmbedder(path, batch_size=batch_size, flip_average=flip_average)
     sha = sha or sha256_of(path)
     aligner = Aligner(np.asarray(template, dtype=np.float32), embedder.input_size)
-    return RecognizerParts(aligner=aligner, embedder=embedder, label=f"{path.stem}@{sha[:12]}", path=path)
+    label = f"{path.stem}@{sha[:12]}{'+flip' if flip_average else ''}"
+    return RecognizerParts(aligner=aligner, embedder=embedder, label=label, path=path)
 
 
 def build_detector(detector: Path | None, min_score: float = DEFAULT_MIN_SCORE, batch_size: int = 16) -> tuple[DetectBatch, str]:
