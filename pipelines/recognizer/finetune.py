@@ -45,7 +45,9 @@ from vigil.errors import VigilError, run_reporting_errors
 from vigil.paths import repo_root
 
 REGIME_NAMES = ("a_frozen", "b_last_stages", "c_full", "d_lora")
-SELECT_METRICS = ("degraded_auc", "degraded_tar_at_far_1e-3", "degraded_balanced_accuracy", "mixed_auc", "clean_auc")
+SELECT_METRICS = (
+    "degraded_auc", "degraded_tar_at_far_1e-3", "degraded_balanced_accuracy", "mixed_auc", "mixed_tar_at_far_1e-3", "clean_auc",
+)  # mixed: clean view of one chip against the degraded view of another (the watchlist case)
 
 
 # ------------------------------------------------------------------------------------------- config
