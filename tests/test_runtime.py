@@ -9,7 +9,7 @@ import pytest
 from vigil.config import RecognizerConfig, RulesConfig, VigilConfig
 from vigil.errors import ConfigError
 from vigil.models import ModelSpec
-from vigil.runtime import LoadedModels, effective_rules
+from vigil.runtime import LoadedModels, effective_rules, enrolment_cache_key
 
 
 def models_with(extra: dict) -> LoadedModels:
@@ -46,3 +46,30 @@ def test_no_threshold_for_the_mode_is_a_config_error(flip, extra, message):
     config = VigilConfig(recognizer=RecognizerConfig(flip_average=flip))
     with pytest.raises(ConfigError, match=f"rules.match_threshold.*{message}"):
         effective_rules(config, models_with(extra))
+
+
+TEMPLATE_A = [[45.5, 45.1], [102.6, 45.1], [73.5, 75.7], [51.6, 101.7], [98.9, 101.1]]
+TEMPLATE_B = [[44.5, 45.8], [104.5, 45.8], [74.5, 81.4], [49.4, 105.1], [99.6, 105.1]]
+
+
+def _models(template, recognizer_sha="r1", detector_sha="d1") -> LoadedModels:
+    def spec(kind, sha):
+        return ModelSpec("m", kind, Path("m.onnx"), sha, (150, 150), "onnx", alignment_template=template)
+
+    return LoadedModels(detector=spec("detector", detector_sha), recognizer=spec("recognizer", recognizer_sha))
+
+
+@pytest.mark.parametrize(
+    "other, flip, same_key",
+    [
+        (_models(TEMPLATE_A), True, True),
+        (_models(TEMPLATE_B), True, False),  # a new alignment template re-embeds the watchlist photos
+        (_models(TEMPLATE_A), False, False),  # so does the flip mode
+        (_models(TEMPLATE_A, recognizer_sha="r2"), True, False),
+        (_models(TEMPLATE_A, detector_sha="d2"), True, False),
+    ],
+)
+def test_enrolment_cache_key_changes_with_whatever_changes_an_embedding(other, flip, same_key):
+    base = enrolment_cache_key(VigilConfig(), _models(TEMPLATE_A))
+    key = enrolment_cache_key(VigilConfig(recognizer=RecognizerConfig(flip_average=flip)), other)
+    assert (key == base) is same_key

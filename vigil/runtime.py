@@ -9,6 +9,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from vigil.analyzer import FaceAnalyzer
 from vigil.config import RulesConfig, VigilConfig, load_config
 from vigil.embed_schedule import EmbedSchedule
@@ -67,14 +69,23 @@ def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
     return FaceAnalyzer(detector, aligner, embedder, config.detector.min_face_px)
 
 
+def enrolment_cache_key(config: VigilConfig, models: LoadedModels) -> str:
+    """Everything that changes a photo's embedding: both models' checksums, the alignment template, the flip mode."""
+    import hashlib
+
+    template = models.recognizer.alignment_template
+    template_text = "none" if template is None else ",".join(f"{v:.3f}" for v in np.asarray(template, dtype=float).ravel())
+    return (f"{models.recognizer.sha256 or models.recognizer.path}:{models.detector.sha256 or models.detector.path}"
+            f":template-{hashlib.sha256(template_text.encode()).hexdigest()[:12]}"
+            f"{':flip' if config.recognizer.flip_average else ''}")
+
+
 def enroll(
     config: VigilConfig, watchlist_path: Path, analyzer: FaceAnalyzer, models: LoadedModels, strict: bool = False
 ) -> EnrollmentResult:
     """Embed the watchlist photos (cached in the data folder under the models' checksums)."""
     watchlist = load_watchlist(watchlist_path)
-    model_key = (f"{models.recognizer.sha256 or models.recognizer.path}:{models.detector.sha256 or models.detector.path}"
-                 f"{':flip' if config.recognizer.flip_average else ''}")
-    cache = EmbeddingCache(config.data_dir / "enroll_cache.json", model_key)
+    cache = EmbeddingCache(config.data_dir / "enroll_cache.json", enrolment_cache_key(config, models))
     result = Enroller(analyzer, cache, config.detector.min_face_px).enroll(watchlist, strict=strict)
     log.info(
         "%s: %d people enrolled (%d photos embedded, %d from cache, %d skipped)",

@@ -28,9 +28,25 @@ from pipelines.recognizer.parity import CHIP_SIZE, DlibReference, cosines, lfw_s
 from vigil.align import BORDER_MODES, align_face
 from vigil.errors import VigilError
 from vigil.paths import data_path
-from vigil.types import LANDMARK_NAMES
+from vigil.types import LANDMARK_FLIP_INDEX, LANDMARK_NAMES
 
 YUNET_FILE = ("weights", "face_detection_yunet_2026may.onnx")
+
+
+def symmetrize(template: np.ndarray, chip_size: int = CHIP_SIZE) -> np.ndarray:
+    """The template averaged with its own mirror image (x -> chip_size - 1 - x, left and right points swapped), so
+    that the mirror of an aligned chip is an aligned chip too (the runtime's flip averaging relies on it)."""
+    template = np.asarray(template, dtype=np.float64)
+    mirrored = template[list(LANDMARK_FLIP_INDEX)].copy()
+    mirrored[:, 0] = chip_size - 1 - mirrored[:, 0]
+    return (template + mirrored) / 2
+
+
+def nearest_box_centre(centres: np.ndarray, box_xyxy: np.ndarray) -> int | None:
+    """Index of the centre (N, 2) nearest ``box_xyxy``'s centre, None when it is more than half the box width away."""
+    distances = np.linalg.norm(np.asarray(centres, dtype=np.float64) - (box_xyxy[:2] + box_xyxy[2:]) / 2, axis=1)
+    best = int(np.argmin(distances))
+    return None if distances[best] > 0.5 * (box_xyxy[2] - box_xyxy[0]) else best
 
 
 class YuNet:
@@ -49,13 +65,24 @@ class YuNet:
         _, faces = self.detector.detect(image_bgr)
         if faces is None or len(faces) == 0:
             return None
-        centre = (box_xyxy[:2] + box_xyxy[2:]) / 2
-        centres = faces[:, :2] + faces[:, 2:4] / 2
-        distances = np.linalg.norm(centres - centre, axis=1)
-        best = int(np.argmin(distances))
-        if distances[best] > 0.5 * (box_xyxy[2] - box_xyxy[0]):
+        best = nearest_box_centre(faces[:, :2] + faces[:, 2:4] / 2, box_xyxy)
+        return None if best is None else faces[best, 4:14].reshape(5, 2).astype(np.float64)
+
+
+class VigilLandmarks:
+    """vigil's own detector (default: the manifest's) as the landmark source: the face nearest a given box."""
+
+    def __init__(self, detector: Path | None = None) -> None:
+        from vigil.eval.face_source import build_detector
+
+        self.detect_batch, self.label = build_detector(detector)
+
+    def landmarks_near(self, image_bgr: np.ndarray, box_xyxy: np.ndarray) -> np.ndarray | None:
+        faces = self.detect_batch([image_bgr])[0]
+        if not faces:
             return None
-        return faces[best, 4:14].reshape(5, 2).astype(np.float64)
+        best = nearest_box_centre(np.array([(f.box[:2] + f.box[2:]) / 2 for f in faces]), box_xyxy)
+        return None if best is None else np.asarray(faces[best].landmarks, dtype=np.float64)
 
 
 def _rect_xyxy(rect) -> np.ndarray:
@@ -142,17 +169,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-images", type=int, default=200, help="other LFW images for the alignment parity")
     parser.add_argument("--onnx", type=Path, default=Path("work/recognizer/dlib-resnet-v1.onnx"))
     parser.add_argument("--json", type=Path, default=Path("work/recognizer/template.json"))
+    parser.add_argument("--landmarks", choices=("yunet", "vigil"), default="yunet",
+                        help="landmark source: the YuNet teacher (how the shipped template was made) or vigil's own detector")
+    parser.add_argument("--symmetric", action="store_true", help="average the template with its mirror image (see symmetrize)")
+    parser.add_argument("--compare-shipped", action="store_true",
+                        help="also measure the alignment parity with the manifest's current template, same landmarks")
     args = parser.parse_args(argv)
     try:
         files = lfw_sample(2 * max(args.images, args.eval_images))
-        ref, yunet = DlibReference(), YuNet()
-        derived = derive_template(ref, yunet, files[0::2][: args.images])
-        template = derived["template"]
-        parity = None
+        ref = DlibReference()
+        source = YuNet() if args.landmarks == "yunet" else VigilLandmarks()
+        derived = derive_template(ref, source, files[0::2][: args.images])
+        template = symmetrize(derived["template"]) if args.symmetric else derived["template"]
+        parity, shipped_parity = None, None
         if args.eval_images > 0:
             if not args.onnx.is_file():
                 raise VigilError(f"{args.onnx}: not found (run python -m pipelines.recognizer.convert first)")
-            parity = alignment_parity(ref, yunet, files[1::2][: args.eval_images], template, args.onnx)
+            eval_files = files[1::2][: args.eval_images]
+            parity = alignment_parity(ref, source, eval_files, template, args.onnx)
+            if args.compare_shipped:
+                from vigil.models import ModelRegistry
+
+                shipped = np.asarray(ModelRegistry().default("recognizer").alignment_template, dtype=np.float64)
+                shipped_parity = alignment_parity(ref, source, eval_files, shipped, args.onnx)
     except VigilError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -160,13 +199,17 @@ def main(argv: list[str] | None = None) -> int:
         "chip_size": CHIP_SIZE,
         "order": list(LANDMARK_NAMES),
         "template": np.round(template, 3).tolist(),
+        "symmetric": bool(args.symmetric),
+        "template_as_measured": np.round(derived["template"], 3).tolist(),
         "std": np.round(derived["std"], 3).tolist(),
         "images_used": derived["used"],
         "images_skipped": derived["skipped"],
-        "teacher": "YuNet face_detection_yunet_2026may.onnx via cv2.FaceDetectorYN",
+        "landmarks": "YuNet face_detection_yunet_2026may.onnx via cv2.FaceDetectorYN" if args.landmarks == "yunet"
+        else f"vigil detector {source.label}",
         "chip_geometry": "dlib.get_face_chip_details(shape_5pt, 150, 0.25)",
         "matrix_check_mean_abs_diff": derived["matrix_check_mean_abs_diff"],
         "alignment_parity_vs_dlib_chip": parity,
+        "alignment_parity_shipped_template": shipped_parity,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
@@ -174,11 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, (x, y), (sx, sy) in zip(LANDMARK_NAMES, report["template"], report["std"]):
         print(f"  {name:12s} {x:8.3f} {y:8.3f}   std {sx:.2f} {sy:.2f}")
     print(f"our warp with dlib's matrix vs dlib's chip: mean |diff| {report['matrix_check_mean_abs_diff']:.2f} (0-255)")
-    for mode, stats in (parity or {}).items():
-        print(
-            f"our aligner ({mode}) vs dlib chip, cosine: mean {stats['mean']:.4f} min {stats['min']:.4f} "
-            f"p05 {stats['p05']:.4f} (n={stats['count']})"
-        )
+    for label, table in (("derived template", parity), ("shipped template", shipped_parity)):
+        for mode, stats in (table or {}).items():
+            print(
+                f"{label}: our aligner ({mode}) vs dlib chip, cosine: mean {stats['mean']:.4f} min {stats['min']:.4f} "
+                f"p05 {stats['p05']:.4f} (n={stats['count']})"
+            )
     print(f"saved {args.json}")
     return 0
 
