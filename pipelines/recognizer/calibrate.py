@@ -144,19 +144,14 @@ class EmbeddedSet:
 def embed_variant(lfw_dir: Path, images: list[tuple[str, str]], recognizer, detector_parts, detections_cache: Path | None,
                   run_name: str, degraded: bool) -> EmbeddedSet:
     """Detect, align and embed every image (degraded-LFW version when ``degraded``); faces not found are skipped."""
-    from vigil.eval import degrade_lfw
-    from vigil.eval.face_source import DEFAULT_MIN_SCORE, DetectionCache, FaceSource, ImageEmbedder, read_image
+    from vigil.eval.face_source import DEFAULT_MIN_SCORE, DetectionCache, FaceSource, ImageEmbedder
+    from vigil.eval.lfw import load_lfw_image
 
     detect_batch, detector_label = detector_parts
     cache = None if detections_cache is None else DetectionCache.in_folder(detections_cache, run_name, detector_label, DEFAULT_MIN_SCORE)
     source = FaceSource(detect_batch, recognizer.aligner, fallback="skip", cache=cache)
     embedder = ImageEmbedder(source, recognizer.embedder, detector_label, recognizer.label)
-
-    def load(rel: str) -> np.ndarray:
-        image = read_image(lfw_dir / rel)
-        return degrade_lfw.degrade_lfw_image(image, rel) if degraded else image
-
-    embedded = embedder.embed([rel for _, rel in images], load, progress=run_name)
+    embedded = embedder.embed([rel for _, rel in images], lambda rel: load_lfw_image(lfw_dir, rel, degraded), progress=run_name)
     if cache is not None:
         cache.save()
     kept = [(who, rel, embedded[rel].vector) for who, rel in images if embedded[rel].vector is not None]

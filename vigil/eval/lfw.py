@@ -34,15 +34,15 @@ PAIRS_FILE = "pairs.txt"
 TARGET_FAR = 1e-3
 
 
+def load_lfw_image(lfw_dir: Path, rel: str, degraded: bool) -> np.ndarray:
+    """The LFW image at ``rel`` (relative to ``lfw_dir``), its degraded-LFW version when ``degraded``."""
+    image = read_image(Path(lfw_dir) / rel)
+    return degrade_lfw.degrade_lfw_image(image, rel) if degraded else image
+
+
 def lfw_loader(lfw_dir: Path, degraded: bool) -> Callable[[str], np.ndarray]:
     """``key -> image``: keys are ``"<variant>:<relative path>"``; degraded images go through degrade_lfw."""
-
-    def load(key: str) -> np.ndarray:
-        rel = key.split(":", 1)[1]
-        image = read_image(lfw_dir / rel)
-        return degrade_lfw.degrade_lfw_image(image, rel) if degraded else image
-
-    return load
+    return lambda key: load_lfw_image(lfw_dir, key.split(":", 1)[1], degraded)
 
 
 def evaluate_lfw(
