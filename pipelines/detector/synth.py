@@ -140,27 +140,54 @@ def make_background(rng: np.random.Generator, size: int, bank: Bank) -> np.ndarr
 # ---------------------------------------------------------------- face layouts
 
 
-def face_widths(rng: np.random.Generator, size: int) -> list[tuple[float, float, float]]:
+@dataclass(frozen=True)
+class LayoutProfile:
+    """Face sizes and counts a scene's layout draws from (px on the scene canvas).
+
+    ``default`` is the recipe of the shipped detector's data. ``crowd`` is for small-face training: denser
+    scatters and crowd rows of 6-48 px faces (WIDER-like: most crowd faces are under 16 px at 416 px) and
+    fewer scenes of large faces.
+    """
+
+    scatter_px: tuple[float, float] = (12.0, 80.0)  # log-uniform face width of a scatter
+    scatter_count: tuple[int, int] = (5, 45)  # faces planned per scatter, [low, high)
+    row_top_px: tuple[float, float] = (10.0, 22.0)  # face width at the top of crowd rows
+    row_bottom_px: tuple[float, float] = (30.0, 80.0)  # face width at the bottom
+    p_scatter: float = 0.4
+    p_rows: float = 0.4  # the rest: a few larger faces
+
+
+LAYOUT_PROFILES = {
+    "default": LayoutProfile(),
+    "crowd": LayoutProfile(scatter_px=(6.0, 40.0), scatter_count=(20, 120), row_top_px=(6.0, 12.0), row_bottom_px=(16.0, 48.0), p_scatter=0.45, p_rows=0.45),
+}
+
+
+def face_widths(rng: np.random.Generator, size: int, profile: LayoutProfile = LAYOUT_PROFILES["default"]) -> list[tuple[float, float, float]]:
     """Planned (face width px, centre x, centre y) for one scene; the pasting step may drop some."""
     mode = rng.random()
-    if mode < 0.4:  # scatter, small faces more likely (log-uniform 12-80 px)
-        n = int(rng.integers(5, 45))
-        widths = np.exp(rng.uniform(np.log(12), np.log(80), n))
+    if mode < profile.p_scatter:  # scatter, small faces more likely (log-uniform)
+        n = int(rng.integers(*profile.scatter_count))
+        widths = np.exp(rng.uniform(np.log(profile.scatter_px[0]), np.log(profile.scatter_px[1]), n))
         return [(float(w), float(rng.uniform(0, size)), float(rng.uniform(0, size))) for w in widths]
-    if mode < 0.8:  # crowd rows: small at the top, larger at the bottom
-        plan = []
-        w_top, w_bottom = rng.uniform(10, 22), rng.uniform(30, 80)
-        y = rng.uniform(0, 0.15) * size
-        while y < size:
-            w = w_top + (w_bottom - w_top) * (y / size)
-            x = rng.uniform(-0.5, 1.0) * w
-            while x < size:
-                plan.append((float(w * rng.uniform(0.85, 1.15)), float(x), float(y + rng.normal(0, 0.15 * w))))
-                x += w * rng.uniform(1.15, 2.2)
-            y += w * rng.uniform(1.4, 2.2)
-        return plan
+    if mode < profile.p_scatter + profile.p_rows:  # crowd rows: small at the top, larger at the bottom
+        return _crowd_rows(rng, size, rng.uniform(*profile.row_top_px), rng.uniform(*profile.row_bottom_px))
     n = int(rng.integers(1, 7))  # a few larger faces
     return [(float(rng.uniform(40, 120)), float(rng.uniform(0, size)), float(rng.uniform(0, size))) for _ in range(n)]
+
+
+def _crowd_rows(rng: np.random.Generator, size: int, w_top: float, w_bottom: float) -> list[tuple[float, float, float]]:
+    """Rows of faces growing linearly from ``w_top`` to ``w_bottom`` px down the canvas."""
+    plan = []
+    y = rng.uniform(0, 0.15) * size
+    while y < size:
+        w = w_top + (w_bottom - w_top) * (y / size)
+        x = rng.uniform(-0.5, 1.0) * w
+        while x < size:
+            plan.append((float(w * rng.uniform(0.85, 1.15)), float(x), float(y + rng.normal(0, 0.15 * w))))
+            x += w * rng.uniform(1.15, 2.2)
+        y += w * rng.uniform(1.4, 2.2)
+    return plan
 
 
 def feather_mask(h: int, w: int, box: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -267,13 +294,13 @@ def degrade(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]
 # ---------------------------------------------------------------- scenes
 
 
-def make_scene(bank: Bank, seed: int, split: str, index: int, size: int) -> tuple[np.ndarray, list[Face], int]:
-    """One scene: (image, faces, JPEG quality). Deterministic in (seed, split, index)."""
+def make_scene(bank: Bank, seed: int, split: str, index: int, size: int, profile: LayoutProfile = LAYOUT_PROFILES["default"]) -> tuple[np.ndarray, list[Face], int]:
+    """One scene: (image, faces, JPEG quality). Deterministic in (seed, split, index, profile)."""
     rng = np.random.default_rng([seed, 0 if split == "train" else 1, index])
     canvas = make_background(rng, size, bank)
     faces: list[Face] = []
     occupied: list[np.ndarray] = []
-    for width, cx, cy in face_widths(rng, size):
+    for width, cx, cy in face_widths(rng, size, profile):
         src = bank.faces[int(rng.integers(len(bank.faces)))]
         face = paste_face(canvas, src, width, cx, cy, occupied, rng)
         if face is not None:
@@ -282,9 +309,9 @@ def make_scene(bank: Bank, seed: int, split: str, index: int, size: int) -> tupl
     return image, faces, quality
 
 
-def _write_scenes(job: tuple[str, int, str, list[int], int, str]) -> int:
+def _write_scenes(job: tuple[str, int, str, list[int], int, str, str]) -> int:
     """Write the scenes ``indices`` of one split (one job per chunk: the bank is read once per chunk)."""
-    bank_dir, seed, split, indices, size, out = job
+    bank_dir, seed, split, indices, size, out, profile = job
     import cv2
 
     from pipelines.detector.build_dataset import label_lines
@@ -292,8 +319,8 @@ def _write_scenes(job: tuple[str, int, str, list[int], int, str]) -> int:
     bank = load_bank(Path(bank_dir), split)
     n_faces = 0
     for index in indices:
-        image, faces, quality = make_scene(bank, seed, split, index, size)
-        stem = f"synth_{split}_{index:06d}"
+        image, faces, quality = make_scene(bank, seed, split, index, size, LAYOUT_PROFILES[profile])
+        stem = f"synth_{split}_{index:06d}" if profile == "default" else f"synth{profile}_{split}_{index:06d}"
         cv2.imwrite(str(Path(out) / "images" / split / f"{stem}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, quality])
         lines = label_lines(faces, size, size, min_side_px=2.0)
         (Path(out) / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + "\n")
@@ -301,7 +328,7 @@ def _write_scenes(job: tuple[str, int, str, list[int], int, str]) -> int:
     return n_faces
 
 
-def generate(bank_dir: Path, out: Path, counts: dict[str, int], seed: int, size: int, workers: int) -> dict[str, int]:
+def generate(bank_dir: Path, out: Path, counts: dict[str, int], seed: int, size: int, workers: int, profile: str = "default") -> dict[str, int]:
     """Write ``counts[split]`` scenes per split; returns faces written per split."""
     import multiprocessing as mp
 
@@ -316,7 +343,7 @@ def generate(bank_dir: Path, out: Path, counts: dict[str, int], seed: int, size:
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
         chunk = 50
-        jobs = [(str(bank_dir), seed, split, list(range(i, min(n, i + chunk))), size, str(out)) for i in range(0, n, chunk)]
+        jobs = [(str(bank_dir), seed, split, list(range(i, min(n, i + chunk))), size, str(out), profile) for i in range(0, n, chunk)]
         start = time.monotonic()
         if workers > 1:
             with mp.get_context("fork").Pool(workers) as pool:
@@ -337,9 +364,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=640, help="scene side, px")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--profile", choices=sorted(LAYOUT_PROFILES), default="default", help="face sizes and density (crowd: 6-48 px, dense; file names synthcrowd_*)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    generate(args.bank, args.out, {"train": args.train, "val": args.val}, args.seed, args.size, args.workers)
+    generate(args.bank, args.out, {"train": args.train, "val": args.val}, args.seed, args.size, args.workers, args.profile)
     write_data_yaml(args.out)
 
 

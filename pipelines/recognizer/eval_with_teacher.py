@@ -14,7 +14,10 @@ face choice and fallback as ``vigil eval lfw`` (:mod:`vigil.eval.face_source`), 
 
 Teachers (``--teacher``): ``yunet`` (default; cv2.FaceDetectorYN, the image's longer side scaled to
 ``--teacher-size`` px, default 320, for clean and degraded images alike), ``scrfd_2.5g``, ``scrfd_500m``,
-``yolov5n_face``.
+``yolov5n_face``, and ``dlib``: the source model's own reference path (dlib's HOG detector, upsample 1, its 5-point
+shape predictor and ``get_face_chip`` geometry), expressed as the five template points mapped back into the image,
+so vigil's aligner cuts dlib's own chip. That row is the ceiling of the source model on this copy of LFW with the
+alignment it was trained for.
 """
 
 from __future__ import annotations
@@ -81,13 +84,40 @@ def measure_lfw_geometry(lfw_dir: Path, teacher_name: str, limit: int | None) ->
     }
 
 
-def _teacher_detector(name: str, size: int):
+def _teacher_detector(name: str, size: int, template: np.ndarray):
     """A batch detect callable (one teacher call per image) from the shared teacher weights, and its label."""
     from pipelines.detector.teachers import load_teacher
     from vigil.eval.face_source import per_image
 
+    if name == "dlib":
+        return per_image(dlib_chip_faces(template)), "dlib:hog+shape_predictor_5+get_face_chip"
     teacher = load_teacher(name, data_dir(), input_size=size, threads=1)
     return per_image(teacher.detect), f"teacher:{name}@{size}"
+
+
+def template_in_image(image_to_chip: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """(5, 2) image points that a 2x3 similarity ``image_to_chip`` sends onto ``template`` (chip px)."""
+    linear, offset = image_to_chip[:, :2], image_to_chip[:, 2]
+    return ((np.asarray(template, np.float64) - offset) @ np.linalg.inv(linear).T).astype(np.float32)
+
+
+def dlib_chip_faces(template: np.ndarray):
+    """``image_bgr -> list[Face]`` with dlib's detection and chip geometry as landmarks for ``template``."""
+    from pipelines.recognizer.parity import DlibReference
+    from vigil.types import Face
+
+    ref = DlibReference()
+
+    def detect(image_bgr: np.ndarray) -> list[Face]:
+        rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
+        faces = []
+        for rect in ref.detector(rgb, 1):
+            shape = ref.predictor(rgb, rect)
+            box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], np.float32)
+            faces.append(Face(box=box, score=1.0, landmarks=template_in_image(ref.chip_transform(shape), template)))
+        return faces
+
+    return detect
 
 
 def _read_template(path: Path | None) -> np.ndarray | None:
@@ -104,8 +134,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from vigil.eval.face_source import build_recognizer
     from vigil.eval.lfw import evaluate_lfw, write_lfw_report
 
-    detect_batch, detector_label = _teacher_detector(args.teacher, args.teacher_size)
-    recognizer = build_recognizer(args.model, batch_size=args.batch_size, template=_read_template(args.template))
+    recognizer = build_recognizer(args.model, batch_size=args.batch_size, template=_read_template(args.template), flip_average=args.flip_average)
+    detect_batch, detector_label = _teacher_detector(args.teacher, args.teacher_size, np.asarray(recognizer.aligner.template))
     report, roc = evaluate_lfw(
         lfw_dir=args.lfw_dir or data_path("lfw"),
         degraded=args.degraded,
@@ -146,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--teacher-size", type=int, default=DEFAULT_TEACHER_SIZE, help="px the image's longer side is scaled to")
     ev.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE if DEFAULT_TEMPLATE.is_file() else None,
                     help="alignment template JSON (default: work/recognizer/template.json when present, else the manifest's)")
+    ev.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=True,
+                    help="test-time flip averaging, the runtime default (--no-flip-average: one chip per face)")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--lfw-dir", type=Path)
     ev.add_argument("--json", type=Path, required=True)

@@ -116,3 +116,25 @@ def test_pad_add_is_dlibs_add_prev(a_shape, b_shape, out_shape):
     cb, hb, wb = b_shape[1:]
     assert torch.all(out[:, :min(c, cb), :min(h, hb), :min(w, wb)] == 3)  # overlap, top-left aligned
     assert float(out.sum()) == float(a.sum() + b.sum())  # zero padding adds nothing else
+
+
+def test_dlib_landmark_source_makes_vigils_aligner_cut_dlibs_chip(lfw_chips):
+    """eval_with_teacher --teacher dlib: the template points mapped into the image reproduce dlib's own chip."""
+    from pipelines.recognizer.eval_with_teacher import dlib_chip_faces
+    from pipelines.recognizer.parity import lfw_sample
+    from vigil.align import Aligner
+    from vigil.eval.face_source import read_image
+
+    template = np.array([[44.48, 45.798], [104.52, 45.798], [74.5, 81.358], [49.43, 105.122], [99.57, 105.122]])
+    detect, aligner = dlib_chip_faces(template), Aligner(template=template, chip_size=150)
+    ours = []
+    for path in lfw_sample(FACES + 2):
+        image = read_image(path)
+        faces = detect(image)
+        if faces and len(ours) < FACES:
+            ours.append(aligner.align(image, max(faces, key=lambda f: f.width_px)).chip[:, :, ::-1].astype(float))
+    dlib_chips = lfw_chips[0].astype(float)
+    diffs = [np.abs(a - b).mean() for a, b in zip(ours, dlib_chips)]
+    shifted = [np.abs(np.roll(a, 2, axis=1) - b).mean() for a, b in zip(ours, dlib_chips)]
+    assert len(ours) == FACES
+    assert max(diffs) < 1.0 and min(shifted) > 2 * max(diffs)  # interpolation only; a 2 px shift is far worse

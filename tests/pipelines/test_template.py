@@ -38,3 +38,21 @@ def test_symmetrized_template_is_its_own_mirror_image(template):
     assert sym[2, 0] == pytest.approx(74.5)  # the nose on the chip's vertical axis (150 px chip)
     assert sym[0, 0] + sym[1, 0] == pytest.approx(149.0) and sym[0, 1] == pytest.approx(sym[1, 1])
     assert np.abs(sym - np.array(template)).max() < 3.0  # a small correction, not a different template
+
+
+TEMPLATE = np.array([[44.48, 45.798], [104.52, 45.798], [74.5, 81.358], [49.43, 105.122], [99.57, 105.122]])
+
+
+@pytest.mark.parametrize(
+    ("scale", "angle_deg", "shift"),
+    [(1.0, 0.0, (0.0, 0.0)), (0.6, 12.0, (-40.0, 15.0)), (2.5, -30.0, (100.0, -7.0)), (0.35, 180.0, (3.0, 3.0))],
+)
+def test_template_in_image_is_sent_onto_the_template(scale, angle_deg, shift):
+    from pipelines.recognizer.eval_with_teacher import template_in_image
+
+    a = np.deg2rad(angle_deg)
+    image_to_chip = np.hstack([scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]), np.array(shift)[:, None]])
+    points = template_in_image(image_to_chip, TEMPLATE)
+    assert np.allclose(points @ image_to_chip[:, :2].T + image_to_chip[:, 2], TEMPLATE, atol=1e-3)
+    if (scale, angle_deg) != (1.0, 0.0):
+        assert not np.allclose(points, TEMPLATE, atol=1.0)
