@@ -328,13 +328,21 @@ def _write_scenes(job: tuple[str, int, str, list[int], int, str, str]) -> int:
     return n_faces
 
 
-def generate(bank_dir: Path, out: Path, counts: dict[str, int], seed: int, size: int, workers: int, profile: str = "default") -> dict[str, int]:
-    """Write ``counts[split]`` scenes per split; returns faces written per split."""
+def run_jobs(write_chunk, jobs: list, workers: int) -> int:
+    """Run ``write_chunk`` over ``jobs`` (in ``workers`` forked processes when > 1); returns the sum of results."""
     import multiprocessing as mp
 
     import cv2
 
     cv2.setNumThreads(1)
+    if workers <= 1:
+        return int(sum(write_chunk(job) for job in jobs))
+    with mp.get_context("fork").Pool(workers) as pool:
+        return int(sum(pool.imap_unordered(write_chunk, jobs)))
+
+
+def generate(bank_dir: Path, out: Path, counts: dict[str, int], seed: int, size: int, workers: int, profile: str = "default") -> dict[str, int]:
+    """Write ``counts[split]`` scenes per split; returns faces written per split."""
     faces: dict[str, int] = {}
     for split, n in counts.items():
         if n <= 0:
@@ -345,12 +353,7 @@ def generate(bank_dir: Path, out: Path, counts: dict[str, int], seed: int, size:
         chunk = 50
         jobs = [(str(bank_dir), seed, split, list(range(i, min(n, i + chunk))), size, str(out), profile) for i in range(0, n, chunk)]
         start = time.monotonic()
-        if workers > 1:
-            with mp.get_context("fork").Pool(workers) as pool:
-                per_job = list(pool.imap_unordered(_write_scenes, jobs))
-        else:
-            per_job = [_write_scenes(j) for j in jobs]
-        faces[split] = int(sum(per_job))
+        faces[split] = run_jobs(_write_scenes, jobs, workers)
         LOG.info("%s: %d scenes, %d faces in %.0f s", split, n, faces[split], time.monotonic() - start)
     return faces
 

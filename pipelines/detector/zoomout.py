@@ -141,21 +141,16 @@ def _write_scenes(job: tuple[str, int, str, list[int], int]) -> int:
 
 def generate(dataset: Path, counts: dict[str, int], seed: int, size: int, workers: int) -> dict[str, int]:
     """Write ``counts[split]`` scenes per split into ``dataset``; returns faces written per split."""
-    import multiprocessing as mp
+    from pipelines.detector.synth import run_jobs
 
-    import cv2
-
-    cv2.setNumThreads(1)
     written: dict[str, int] = {}
     for split, n in counts.items():
-        if n <= 0:
-            continue
-        list_photos(dataset, split)  # fail early with a clear message
-        jobs = [(str(dataset), seed, split, list(range(i, min(n, i + 50))), size) for i in range(0, n, 50)]
-        start = time.monotonic()
-        with mp.get_context("fork").Pool(max(1, workers)) as pool:
-            written[split] = int(sum(pool.imap_unordered(_write_scenes, jobs)))
-        LOG.info("%s: %d scenes, %d faces in %.0f s", split, n, written[split], time.monotonic() - start)
+        if n > 0:
+            list_photos(dataset, split)  # fail early with a clear message
+            start = time.monotonic()
+            jobs = [(str(dataset), seed, split, list(range(i, min(n, i + 50))), size) for i in range(0, n, 50)]
+            written[split] = run_jobs(_write_scenes, jobs, workers)
+            LOG.info("%s: %d scenes, %d faces in %.0f s", split, n, written[split], time.monotonic() - start)
     return written
 
 
