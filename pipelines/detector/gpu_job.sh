@@ -10,7 +10,8 @@
 # Knobs (environment): ROUTE=transfer|scratch  TIME_H=auto (hours of training, Ultralytics time=; auto = what is
 # left of TOTAL_S=560 seconds after the setup, minus 75 s for start-up and the final validation)  EPOCHS (used
 # when TIME_H is empty)  INIT=<checkpoint> (start from these weights with a fresh schedule: the way to continue
-# in a second call, e.g. INIT=work/carry/detdata/prev_best.pt)  SYNTH_TRAIN=10000 SYNTH_VAL=300  BATCH=64 WORKERS=12
+# in a second call, e.g. INIT=work/carry/detdata/prev_best.pt)  SYNTH_TRAIN=10000 SYNTH_VAL=300
+# ZOOMOUT_TRAIN=3000 ZOOMOUT_VAL=100 (zoomout.py: whole real photos shrunk to 6-40 px faces; 0 = none)  BATCH=64 WORKERS=12
 # IMGSZ=640 DEVICE=0 FRACTION=1.0 NAME=gpu_$ROUTE CACHE=ram (empty for none)
 set -euo pipefail
 CARRY=${CARRY:-work/carry}
@@ -25,6 +26,8 @@ INIT=${INIT:-}
 SYNTH_TRAIN=${SYNTH_TRAIN:-10000}
 SYNTH_VAL=${SYNTH_VAL:-300}
 SYNTH_WORKERS=${SYNTH_WORKERS:-$(nproc)}
+ZOOMOUT_TRAIN=${ZOOMOUT_TRAIN:-3000}
+ZOOMOUT_VAL=${ZOOMOUT_VAL:-100}
 BATCH=${BATCH:-64}
 WORKERS=${WORKERS:-12}
 IMGSZ=${IMGSZ:-640}
@@ -58,6 +61,10 @@ tar -xzf "$CARRY/detdata/real.tar.gz" -C "$WORK"
 tar -xzf "$CARRY/detdata/bank.tar.gz" -C "$WORK"
 stamp "synthesising $SYNTH_TRAIN + $SYNTH_VAL scenes with $SYNTH_WORKERS workers"
 $PY -m pipelines.detector.synth --bank "$WORK/bank" --out "$WORK/dataset" --train "$SYNTH_TRAIN" --val "$SYNTH_VAL" --workers "$SYNTH_WORKERS"
+if [ "$ZOOMOUT_TRAIN" -gt 0 ]; then
+  stamp "zooming out $ZOOMOUT_TRAIN + $ZOOMOUT_VAL scenes of real photos"
+  $PY -m pipelines.detector.zoomout --dataset "$WORK/dataset" --train "$ZOOMOUT_TRAIN" --val "$ZOOMOUT_VAL" --workers "$SYNTH_WORKERS"
+fi
 stamp "dataset: $(ls "$WORK/dataset/images/train" | wc -l) train, $(ls "$WORK/dataset/images/val" | wc -l) val images"
 
 if [ "$TIME_H" = "auto" ]; then
