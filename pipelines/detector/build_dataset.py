@@ -182,20 +182,24 @@ def write_landmarks(items: list[LabelledImage], prefix: str, path: Path) -> int:
     return len(table)
 
 
-def write_data_yaml(dataset: Path) -> Path:
-    """data.yaml for Ultralytics pose training (absolute ``path`` to ``dataset``)."""
-    import yaml
-
-    cfg = {
+def data_yaml_config(dataset: Path, train: str = "images/train") -> dict:
+    """The Ultralytics pose data config of ``dataset`` (absolute ``path``; ``train`` a folder or an image list)."""
+    return {
         "path": str(dataset.resolve()),
-        "train": "images/train",
+        "train": train,
         "val": "images/val",
         "kpt_shape": [5, 3],
         "flip_idx": list(LANDMARK_FLIP_INDEX),
         "names": {0: "face"},
     }
+
+
+def write_data_yaml(dataset: Path) -> Path:
+    """data.yaml for Ultralytics pose training (absolute ``path`` to ``dataset``)."""
+    import yaml
+
     path = dataset / "data.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    path.write_text(yaml.safe_dump(data_yaml_config(dataset), sort_keys=False))
     return path
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.detector.build_dataset import write_data_yaml
+from pipelines.detector.build_dataset import data_yaml_config
 from vigil.errors import VigilError
 from vigil.paths import repo_root
 
@@ -71,10 +71,8 @@ def write_mix(dataset: Path, takes: dict[str, int], seed: int, name: str) -> Pat
     chosen = select_images(files, takes, seed)
     listing = dataset / f"{name}.txt"
     listing.write_text("".join(f"./images/train/{p.name}\n" for p in chosen))
-    cfg = yaml.safe_load(write_data_yaml(dataset).read_text())
-    cfg["train"] = listing.name
     out = dataset / f"{name}.yaml"
-    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out.write_text(yaml.safe_dump(data_yaml_config(dataset, train=listing.name), sort_keys=False))
     return out
 
 

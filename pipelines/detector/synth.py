@@ -309,23 +309,27 @@ def make_scene(bank: Bank, seed: int, split: str, index: int, size: int, profile
     return image, faces, quality
 
 
-def _write_scenes(job: tuple[str, int, str, list[int], int, str, str]) -> int:
-    """Write the scenes ``indices`` of one split (one job per chunk: the bank is read once per chunk)."""
-    bank_dir, seed, split, indices, size, out, profile = job
+def write_scene(dataset: Path, split: str, stem: str, image: np.ndarray, faces: list[Face], quality: int) -> int:
+    """Write a square scene as ``<dataset>/images/<split>/<stem>.jpg`` and its pose labels; returns faces labelled."""
     import cv2
 
     from pipelines.detector.build_dataset import label_lines
 
+    cv2.imwrite(str(dataset / "images" / split / f"{stem}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    lines = label_lines(faces, image.shape[1], image.shape[0], min_side_px=2.0)
+    (dataset / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+    return len(lines)
+
+
+def _write_scenes(job: tuple[str, int, str, list[int], int, str, str]) -> int:
+    """Write the scenes ``indices`` of one split (one job per chunk: the bank is read once per chunk)."""
+    bank_dir, seed, split, indices, size, out, profile = job
     bank = load_bank(Path(bank_dir), split)
-    n_faces = 0
-    for index in indices:
-        image, faces, quality = make_scene(bank, seed, split, index, size, LAYOUT_PROFILES[profile])
-        stem = f"synth_{split}_{index:06d}" if profile == "default" else f"synth{profile}_{split}_{index:06d}"
-        cv2.imwrite(str(Path(out) / "images" / split / f"{stem}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        lines = label_lines(faces, size, size, min_side_px=2.0)
-        (Path(out) / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + "\n")
-        n_faces += len(lines)
-    return n_faces
+    prefix = "synth" if profile == "default" else f"synth{profile}"
+    return sum(
+        write_scene(Path(out), split, f"{prefix}_{split}_{index:06d}", *make_scene(bank, seed, split, index, size, LAYOUT_PROFILES[profile]))
+        for index in indices
+    )
 
 
 def run_jobs(write_chunk, jobs: list, workers: int) -> int:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.detector.mix import source_of
 from vigil.errors import VigilError
 from vigil.paths import repo_root
 from vigil.types import Face
@@ -75,12 +76,12 @@ def _read_photo(path: Path):
     """(image, faces) of a labelled dataset photo; faces with NaN landmarks where the label has none."""
     import cv2
 
-    from vigil.eval.wider import _label_path, read_labels
+    from vigil.eval.wider import label_path, read_labels
 
     image = cv2.imread(str(path))
     if image is None:
         return None, []
-    truth = read_labels(_label_path(path), image.shape[1], image.shape[0])
+    truth = read_labels(label_path(path), image.shape[1], image.shape[0])
     lms = truth.landmarks if truth.landmarks is not None else np.full((len(truth.boxes), 5, 2), np.nan)
     return image, [Face(box=b.astype(np.float32), score=1.0, landmarks=lm.astype(np.float32)) for b, lm in zip(truth.boxes, lms)]
 
@@ -115,28 +116,19 @@ def make_scene(photos: list[Path], seed: int, split: str, index: int, size: int)
 def list_photos(dataset: Path, split: str) -> list[Path]:
     """The split's real photos (CelebA, LFW, video frames), sorted."""
     folder = dataset / "images" / split
-    photos = sorted(p for p in folder.glob("*.jpg") if p.name.split("_", 1)[0] in PHOTO_SOURCES)
+    photos = sorted(p for p in folder.glob("*.jpg") if source_of(p) in PHOTO_SOURCES)
     if not photos:
         raise VigilError(f"{folder}: no real photos ({', '.join(PHOTO_SOURCES)}) to zoom out")
     return photos
 
 
 def _write_scenes(job: tuple[str, int, str, list[int], int]) -> int:
-    import cv2
-
-    from pipelines.detector.build_dataset import label_lines
+    """Write the scenes ``indices`` of one split (one job per chunk: the photo list is read once per chunk)."""
+    from pipelines.detector.synth import write_scene
 
     dataset, seed, split, indices, size = job
     photos = list_photos(Path(dataset), split)
-    n_faces = 0
-    for index in indices:
-        image, faces, quality = make_scene(photos, seed, split, index, size)
-        stem = f"zoomout_{split}_{index:06d}"
-        cv2.imwrite(str(Path(dataset) / "images" / split / f"{stem}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        lines = label_lines(faces, size, size, min_side_px=2.0)
-        (Path(dataset) / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + "\n")
-        n_faces += len(lines)
-    return n_faces
+    return sum(write_scene(Path(dataset), split, f"zoomout_{split}_{index:06d}", *make_scene(photos, seed, split, index, size)) for index in indices)
 
 
 def generate(dataset: Path, counts: dict[str, int], seed: int, size: int, workers: int) -> dict[str, int]:

@@ -74,7 +74,7 @@ def split_images(data_yaml: Path, split: str = "val") -> list[LabelledImage]:
         images.extend(_images_of(root / str(entry), data_yaml))
     if not images:
         raise VigilError(f"{data_yaml}: split '{split}' has no images")
-    return [LabelledImage(path, _label_path(path)) for path in sorted(set(images))]
+    return [LabelledImage(path, label_path(path)) for path in sorted(set(images))]
 
 
 def _images_of(entry: Path, data_yaml: Path) -> list[Path]:
@@ -86,7 +86,8 @@ def _images_of(entry: Path, data_yaml: Path) -> list[Path]:
     raise VigilError(f"{data_yaml}: split entry {entry} is neither a folder nor a .txt image list")
 
 
-def _label_path(image_path: Path) -> Path:
+def label_path(image_path: Path) -> Path:
+    """The YOLO label file of a dataset image: the last ``images`` folder in its path becomes ``labels``, ``.txt``."""
     parts = list(image_path.parts)
     for i in range(len(parts) - 1, -1, -1):
         if parts[i] == "images":
