@@ -11,7 +11,7 @@ Regimes (``regimes:`` in the YAML):
 * ``d_lora``        backbone frozen, LoRA (low-rank residual convs, merged at export) on the stages' convs + projection.
 
 Loss per batch (train identities of the CelebA chips, each sample degraded by ``degrade.Degrader``):
-``margin-CE(head(e_deg), y) + consistency_weight * (1 - cos(e_clean, src_clean)) + distill_weight * (1 - cos(e_deg, src_clean))
+``margin_weight * margin-CE(head(e_deg), y) + consistency_weight * (1 - cos(e_clean, src_clean)) + distill_weight * (1 - cos(e_deg, src_clean))
 + relational_weight * mean_{i != j} (cos(e_deg_i, e_deg_j) - cos(src_clean_i, src_clean_j))^2``
 where ``e_*`` are the fine-tuned embeddings of the degraded / clean view and ``src_clean`` is the frozen source
 model's embedding of the clean view (the anti-forgetting term); the relational term keeps the batch's pairwise
@@ -89,6 +89,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class LossConfig:
     head: str = "arcface"
+    margin_weight: float = 1.0  # 0: no identity loss at all (pure distillation towards the source; the head is unused)
     scale: float = 32.0
     margin: float = 0.3
     consistency_weight: float = 1.0
@@ -406,11 +407,11 @@ def train_step(model, head, optimizer, batch, src_table, loss_cfg: LossConfig, d
         else:
             e_deg, e_clean = model(chips_to_input(degraded, device)), None
     e_deg = e_deg.float()
-    cls = F.cross_entropy(head(e_deg, labels), labels)
+    cls = F.cross_entropy(head(e_deg, labels), labels) if loss_cfg.margin_weight > 0 else e_deg.new_zeros(())
     cons = (1 - F.cosine_similarity(e_clean.float(), src, dim=1)).mean() if e_clean is not None else cls.new_zeros(())
     dist = (1 - F.cosine_similarity(e_deg, src, dim=1)).mean()
     rel = relational_loss(e_deg, src) if loss_cfg.relational_weight > 0 and len(labels) > 1 else cls.new_zeros(())
-    loss = cls + loss_cfg.consistency_weight * cons + loss_cfg.distill_weight * dist + loss_cfg.relational_weight * rel
+    loss = loss_cfg.margin_weight * cls + loss_cfg.consistency_weight * cons + loss_cfg.distill_weight * dist + loss_cfg.relational_weight * rel
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
@@ -854,6 +855,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--consistency-weight", type=float, help="overrides loss.consistency_weight")
     ap.add_argument("--relational-weight", type=float, help="overrides loss.relational_weight")
     ap.add_argument("--distill-weight", type=float, help="overrides loss.distill_weight")
+    ap.add_argument("--margin-weight", type=float, help="overrides loss.margin_weight (0: distillation only, no identity loss)")
     ap.add_argument("--degrade", action="append", default=[], metavar="KEY=VALUE",
                     help="overrides one degrade.KEY of the config (YAML value), e.g. --degrade p_occlude=0.3; repeatable")
     ap.add_argument("--val-max-chips", type=int)
@@ -886,7 +888,7 @@ def _run_finetune(args: argparse.Namespace, log: Callable[[str], None]) -> int:
                   "select_metric": args.select_metric},
         "data": {"val_max_chips": args.val_max_chips, "chips": [args.chips] if args.chips else None},
         "loss": {"consistency_weight": args.consistency_weight, "relational_weight": args.relational_weight,
-                 "distill_weight": args.distill_weight},
+                 "distill_weight": args.distill_weight, "margin_weight": args.margin_weight},
         "degrade": parse_key_values(args.degrade, "--degrade"),
     }
     if args.write_json:

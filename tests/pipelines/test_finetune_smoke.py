@@ -197,6 +197,23 @@ def test_train_step_reports_the_relational_term_when_weighted():
     assert on.loss == pytest.approx(on.cls + on.consistency + on.relational, rel=1e-5)
 
 
+@pytest.mark.parametrize("margin_weight, head_learns", [(1.0, True), (0.0, False)])
+def test_margin_weight_zero_trains_by_distillation_alone(margin_weight, head_learns):
+    regime = load_config(CONFIG).regime("c_full")
+    torch.manual_seed(0)
+    model = build_model(_backbone("tiny"), regime)
+    head = MarginHead(2, 128, "arcface", 32.0, 0.3)
+    optimizer = torch.optim.AdamW(param_groups(model, head, regime, TrainConfig(lr=1e-2, head_lr=1e-2)), lr=1e-2)
+    head_before = [p.detach().clone() for p in head.parameters()]
+    trunk_before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    batch, src = _batch(4, 24, 2)
+    r = train_step(model, head, optimizer, batch, src, LossConfig(margin_weight=margin_weight, distill_weight=1.0), torch.device("cpu"))
+    assert (r.cls > 0) == head_learns
+    assert r.loss == pytest.approx(margin_weight * r.cls + r.consistency + r.distill, rel=1e-5)
+    assert any(not torch.equal(p, b) for p, b in zip(head.parameters(), head_before)) == head_learns
+    assert any(not torch.equal(v, trunk_before[k]) for k, v in model.named_parameters())  # the embedding still learns
+
+
 @pytest.mark.parametrize(
     "items, expected",
     [
