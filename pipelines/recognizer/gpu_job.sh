@@ -12,7 +12,9 @@
 # Knobs (environment): FT_EPOCHS (default: the config's), FT_MAX_STEPS, FT_TIME_BUDGET_S=330 (per regime),
 # FT_WORKERS=3 (data workers per regime), FT_BATCH, FT_REGIMES="a_frozen b_last_stages c_full d_lora",
 # FT_PARALLEL=1 (0: one regime after the other), FT_DEVICE=auto, FT_CHIPS (chip pack), FT_VAL_MAX (val chips),
-# FT_RUN_DIR=/tmp/vigil_ft (checkpoints; FT_RESUME=1 continues them on the same machine), PY=python3.
+# FT_RUN_DIR=/tmp/vigil_ft (checkpoints; FT_RESUME=1 continues them on the same machine), PY=python3,
+# FT_EXTRA (more finetune flags, e.g. the CPU's best distillation-only recipe: FT_EXTRA="--margin-weight 0
+# --distill-weight 10 --consistency-weight 50 --relational-weight 50 --select-metric degraded_tar_at_far_1e-3").
 set -euo pipefail
 PY=${PY:-python3}
 CONFIG_YAML=pipelines/recognizer/config/finetune.yaml
@@ -60,6 +62,7 @@ args=(--config "$CONFIG" --out "$RUN_DIR" --device "${FT_DEVICE:-auto}" --worker
 [ -n "${FT_CHIPS:-}" ] && args+=(--chips "$FT_CHIPS")
 [ -n "${FT_VAL_MAX:-}" ] && args+=(--val-max-chips "$FT_VAL_MAX")
 [ -n "${FT_RESUME:-}" ] && args+=(--resume)
+if [ -n "${FT_EXTRA:-}" ]; then read -ra extra <<< "$FT_EXTRA"; args+=("${extra[@]}"); fi
 stamp "config $CONFIG; regimes: $REGIMES; parallel=$PARALLEL; ${args[*]}"
 
 failed=0
