@@ -12,7 +12,8 @@ Regimes (``regimes:`` in the YAML):
 
 Loss per batch (train identities of the CelebA chips, each sample degraded by ``degrade.Degrader``):
 ``margin_weight * margin-CE(head(e_deg), y) + consistency_weight * (1 - cos(e_clean, src_clean)) + distill_weight * (1 - cos(e_deg, src_clean))
-+ relational_weight * mean_{i != j} (cos(e_deg_i, e_deg_j) - cos(src_clean_i, src_clean_j))^2``
++ relational_weight * mean_{i != j} (cos(e_deg_i, e_deg_j) - cos(src_clean_i, src_clean_j))^2
++ mixed_relational_weight * mean_{i != j} (cos(e_deg_i, e_clean_j) - cos(src_clean_i, src_clean_j))^2``
 where ``e_*`` are the fine-tuned embeddings of the degraded / clean view and ``src_clean`` is the frozen source
 model's embedding of the clean view (the anti-forgetting term); the relational term keeps the batch's pairwise
 similarities (mostly impostor pairs) where the source model puts them on clean faces. AdamW, linear warm-up then cosine decay.
@@ -95,6 +96,7 @@ class LossConfig:
     consistency_weight: float = 1.0
     distill_weight: float = 0.0
     relational_weight: float = 0.0
+    mixed_relational_weight: float = 0.0  # the same between degraded and clean views (needs the clean view: not a_frozen's cache)
     head_init: str = "centroids"  # or "random"
 
 
@@ -362,6 +364,7 @@ class StepResult:
     consistency: float
     distill: float
     relational: float
+    mixed_relational: float
 
 
 def relational_loss(embeddings, source):
@@ -371,13 +374,21 @@ def relational_loss(embeddings, source):
     It keeps the fine-tuned model's similarity *structure* (above all the impostor pairs, the low-FAR tail a
     watchlist threshold lives in) where the source model had it, which the per-sample consistency term does not.
     """
+    return cross_relational_loss(embeddings, embeddings, source)
+
+
+def cross_relational_loss(queries, references, source):
+    """Like ``relational_loss`` but between two views: cos(queries_i, references_j) against the source's
+    cos(source_i, source_j), i != j. With degraded queries and clean references it holds the watchlist case (a
+    degraded probe against a clean reference photo of someone else) at the source's clean impostor scores."""
     torch = _torch()
     import torch.nn.functional as F
 
-    e = F.normalize(embeddings.float(), dim=1)
+    q = F.normalize(queries.float(), dim=1)
+    r = F.normalize(references.float(), dim=1)
     s = F.normalize(source.float(), dim=1)
-    off_diagonal = ~torch.eye(len(e), dtype=torch.bool, device=e.device)
-    return ((e @ e.T - s @ s.T)[off_diagonal] ** 2).mean()
+    off_diagonal = ~torch.eye(len(q), dtype=torch.bool, device=q.device)
+    return ((q @ r.T - s @ s.T)[off_diagonal] ** 2).mean()
 
 
 def train_step(model, head, optimizer, batch, src_table, loss_cfg: LossConfig, device, amp: bool = False, grad_clip: float = 0.0, scheduler=None, cached=None) -> StepResult:
@@ -411,7 +422,10 @@ def train_step(model, head, optimizer, batch, src_table, loss_cfg: LossConfig, d
     cons = (1 - F.cosine_similarity(e_clean.float(), src, dim=1)).mean() if e_clean is not None else cls.new_zeros(())
     dist = (1 - F.cosine_similarity(e_deg, src, dim=1)).mean()
     rel = relational_loss(e_deg, src) if loss_cfg.relational_weight > 0 and len(labels) > 1 else cls.new_zeros(())
-    loss = loss_cfg.margin_weight * cls + loss_cfg.consistency_weight * cons + loss_cfg.distill_weight * dist + loss_cfg.relational_weight * rel
+    use_mixed = loss_cfg.mixed_relational_weight > 0 and e_clean is not None and len(labels) > 1
+    mixed = cross_relational_loss(e_deg, e_clean, src) if use_mixed else cls.new_zeros(())
+    loss = (loss_cfg.margin_weight * cls + loss_cfg.consistency_weight * cons + loss_cfg.distill_weight * dist
+            + loss_cfg.relational_weight * rel + loss_cfg.mixed_relational_weight * mixed)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
@@ -419,7 +433,7 @@ def train_step(model, head, optimizer, batch, src_table, loss_cfg: LossConfig, d
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
-    return StepResult(*(float(t.detach()) for t in (loss, cls, cons, dist, rel)))
+    return StepResult(*(float(t.detach()) for t in (loss, cls, cons, dist, rel, mixed)))
 
 
 class _null:
@@ -697,7 +711,7 @@ def run_regime(cfg: FinetuneConfig, name: str, prep: Prepared, device, resume: b
             break
         epoch = state["epoch"] + 1
         sampler.set_epoch(epoch)
-        sums, n_steps, n_samples, t_epoch = np.zeros(5), 0, 0, time.monotonic()
+        sums, n_steps, n_samples, t_epoch = np.zeros(6), 0, 0, time.monotonic()
         batches = loader if loader is not None else _cached_batches(sampler, prep, cached, epoch, torch)
         out_of_time = False
         for batch in batches:
@@ -705,7 +719,7 @@ def run_regime(cfg: FinetuneConfig, name: str, prep: Prepared, device, resume: b
             if cached is not None:
                 batch, view = batch
             r = train_step(model, head, optimizer, batch, prep.src_table, cfg.loss, device, tc.amp, tc.grad_clip, scheduler, view)
-            sums += (r.loss, r.cls, r.consistency, r.distill, r.relational)
+            sums += (r.loss, r.cls, r.consistency, r.distill, r.relational, r.mixed_relational)
             n_steps += 1
             n_samples += len(batch[2])
             state["global_step"] += 1
@@ -721,7 +735,8 @@ def run_regime(cfg: FinetuneConfig, name: str, prep: Prepared, device, resume: b
         state["epoch"] = epoch
         row = {"epoch": epoch, "step": state["global_step"], "train_samples_per_s": n_samples / max(train_s, 1e-9),
                "loss": sums[0] / max(n_steps, 1), "loss_cls": sums[1] / max(n_steps, 1), "loss_consistency": sums[2] / max(n_steps, 1),
-               "loss_distill": sums[3] / max(n_steps, 1), "loss_relational": sums[4] / max(n_steps, 1), "lr": _group_lr(optimizer, "new"),
+               "loss_distill": sums[3] / max(n_steps, 1), "loss_relational": sums[4] / max(n_steps, 1),
+               "loss_mixed_relational": sums[5] / max(n_steps, 1), "lr": _group_lr(optimizer, "new"),
                "partial_epoch": n_steps < steps_per_epoch, **metrics}
         state["history"].append(row)
         guard_ok = tc.clean_guard is None or metrics["clean_auc"] >= state["history"][0]["clean_auc"] - tc.clean_guard
@@ -855,6 +870,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--consistency-weight", type=float, help="overrides loss.consistency_weight")
     ap.add_argument("--relational-weight", type=float, help="overrides loss.relational_weight")
     ap.add_argument("--distill-weight", type=float, help="overrides loss.distill_weight")
+    ap.add_argument("--mixed-relational-weight", type=float, help="overrides loss.mixed_relational_weight")
     ap.add_argument("--margin-weight", type=float, help="overrides loss.margin_weight (0: distillation only, no identity loss)")
     ap.add_argument("--degrade", action="append", default=[], metavar="KEY=VALUE",
                     help="overrides one degrade.KEY of the config (YAML value), e.g. --degrade p_occlude=0.3; repeatable")
@@ -888,7 +904,8 @@ def _run_finetune(args: argparse.Namespace, log: Callable[[str], None]) -> int:
                   "select_metric": args.select_metric},
         "data": {"val_max_chips": args.val_max_chips, "chips": [args.chips] if args.chips else None},
         "loss": {"consistency_weight": args.consistency_weight, "relational_weight": args.relational_weight,
-                 "distill_weight": args.distill_weight, "margin_weight": args.margin_weight},
+                 "distill_weight": args.distill_weight, "margin_weight": args.margin_weight,
+                 "mixed_relational_weight": args.mixed_relational_weight},
         "degrade": parse_key_values(args.degrade, "--degrade"),
     }
     if args.write_json:

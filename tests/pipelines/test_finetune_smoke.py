@@ -16,6 +16,7 @@ from pipelines.recognizer.finetune import (  # noqa: E402
     LossConfig,
     TrainConfig,
     build_model,
+    cross_relational_loss,
     load_config,
     lr_lambda,
     pair_metrics,
@@ -184,6 +185,32 @@ ROTATION = [[0.6, -0.8], [0.8, 0.6]]
 def test_relational_loss(embeddings, source, expected):
     got = relational_loss(torch.tensor(embeddings, dtype=torch.float32), torch.tensor(source, dtype=torch.float32))
     assert float(got) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "queries, references, source, expected",
+    [
+        ([[1, 0], [0, 1]], [[1, 0], [0, 1]], [[1, 0], [0, 1]], 0.0),  # same structure as the source
+        ([[1, 0], [0, 1]], [[0, 1], [1, 0]], [[1, 0], [0, 1]], 1.0),  # q0 meets r1 at cos 1 where the source has 0
+        ([[1, 0], [1, 0]], [[0, 1], [0, 1]], [[1, 0], [1, 0]], 1.0),  # cos 0 across views where the source has 1
+        ([[3, 0], [0, 2]], [[1, 0], [0.6, 0.8]], [[1, 0], [0, 1]], 0.18),  # scale-free; only i != j counts: (0.6^2 + 0) / 2
+    ],
+)
+def test_cross_relational_loss(queries, references, source, expected):
+    t = lambda x: torch.tensor(x, dtype=torch.float32)  # noqa: E731
+    assert float(cross_relational_loss(t(queries), t(references), t(source))) == pytest.approx(expected, abs=1e-6)
+
+
+def test_train_step_reports_the_mixed_relational_term_when_weighted():
+    regime = load_config(CONFIG).regime("c_full")
+    model = build_model(_backbone("tiny"), regime)
+    head = MarginHead(2, 128, "arcface", 32.0, 0.3)
+    optimizer = torch.optim.AdamW(param_groups(model, head, regime, TrainConfig()), lr=1e-3)
+    batch, src = _batch(4, 24, 2)
+    off = train_step(model, head, optimizer, batch, src, LossConfig(), torch.device("cpu"))
+    on = train_step(model, head, optimizer, batch, src, LossConfig(mixed_relational_weight=2.0), torch.device("cpu"))
+    assert off.mixed_relational == 0.0 and on.mixed_relational > 0.0
+    assert on.loss == pytest.approx(on.cls + on.consistency + 2.0 * on.mixed_relational, rel=1e-5)
 
 
 def test_train_step_reports_the_relational_term_when_weighted():
