@@ -96,7 +96,7 @@ class LossConfig:
     consistency_weight: float = 1.0
     distill_weight: float = 0.0
     relational_weight: float = 0.0
-    mixed_relational_weight: float = 0.0  # the same between degraded and clean views (needs the clean view: not a_frozen's cache)
+    mixed_relational_weight: float = 0.0  # the same between degraded and clean views (clean reference vs degraded probe)
     head_init: str = "centroids"  # or "random"
 
 
@@ -412,7 +412,7 @@ def train_step(model, head, optimizer, batch, src_table, loss_cfg: LossConfig, d
                 with torch.no_grad():
                     d = model.backbone(chips_to_input(degraded, device))
             e_deg, e_clean = model.projection(d.float()), model.projection(src)
-        elif loss_cfg.consistency_weight > 0:
+        elif loss_cfg.consistency_weight > 0 or loss_cfg.mixed_relational_weight > 0:  # the clean view is needed
             e = model(chips_to_input(torch.cat([degraded, clean]), device))
             e_deg, e_clean = e[: len(labels)], e[len(labels) :]
         else:
@@ -422,8 +422,8 @@ def train_step(model, head, optimizer, batch, src_table, loss_cfg: LossConfig, d
     cons = (1 - F.cosine_similarity(e_clean.float(), src, dim=1)).mean() if e_clean is not None else cls.new_zeros(())
     dist = (1 - F.cosine_similarity(e_deg, src, dim=1)).mean()
     rel = relational_loss(e_deg, src) if loss_cfg.relational_weight > 0 and len(labels) > 1 else cls.new_zeros(())
-    use_mixed = loss_cfg.mixed_relational_weight > 0 and e_clean is not None and len(labels) > 1
-    mixed = cross_relational_loss(e_deg, e_clean, src) if use_mixed else cls.new_zeros(())
+    use_mixed = loss_cfg.mixed_relational_weight > 0 and len(labels) > 1
+    mixed = cross_relational_loss(e_deg, e_clean.float(), src) if use_mixed else cls.new_zeros(())
     loss = (loss_cfg.margin_weight * cls + loss_cfg.consistency_weight * cons + loss_cfg.distill_weight * dist
             + loss_cfg.relational_weight * rel + loss_cfg.mixed_relational_weight * mixed)
     optimizer.zero_grad(set_to_none=True)

@@ -201,27 +201,25 @@ def test_cross_relational_loss(queries, references, source, expected):
     assert float(cross_relational_loss(t(queries), t(references), t(source))) == pytest.approx(expected, abs=1e-6)
 
 
-def test_train_step_reports_the_mixed_relational_term_when_weighted():
+@pytest.mark.parametrize(
+    "term, weights, consistency_weight",
+    [
+        ("relational", {"relational_weight": 1.0}, 1.0),
+        ("mixed_relational", {"mixed_relational_weight": 2.0}, 1.0),
+        ("mixed_relational", {"mixed_relational_weight": 2.0}, 0.0),  # the clean view is embedded for it alone
+    ],
+)
+def test_train_step_reports_a_relational_term_when_weighted(term, weights, consistency_weight):
     regime = load_config(CONFIG).regime("c_full")
     model = build_model(_backbone("tiny"), regime)
     head = MarginHead(2, 128, "arcface", 32.0, 0.3)
     optimizer = torch.optim.AdamW(param_groups(model, head, regime, TrainConfig()), lr=1e-3)
     batch, src = _batch(4, 24, 2)
-    off = train_step(model, head, optimizer, batch, src, LossConfig(), torch.device("cpu"))
-    on = train_step(model, head, optimizer, batch, src, LossConfig(mixed_relational_weight=2.0), torch.device("cpu"))
-    assert off.mixed_relational == 0.0 and on.mixed_relational > 0.0
-    assert on.loss == pytest.approx(on.cls + on.consistency + 2.0 * on.mixed_relational, rel=1e-5)
-
-
-def test_train_step_reports_the_relational_term_when_weighted():
-    model = build_model(_backbone("tiny"), load_config(CONFIG).regime("c_full"))
-    head = MarginHead(2, 128, "arcface", 32.0, 0.3)
-    optimizer = torch.optim.AdamW(param_groups(model, head, load_config(CONFIG).regime("c_full"), TrainConfig()), lr=1e-3)
-    batch, src = _batch(4, 24, 2)
-    off = train_step(model, head, optimizer, batch, src, LossConfig(relational_weight=0.0), torch.device("cpu"))
-    on = train_step(model, head, optimizer, batch, src, LossConfig(relational_weight=1.0), torch.device("cpu"))
-    assert off.relational == 0.0 and on.relational > 0.0
-    assert on.loss == pytest.approx(on.cls + on.consistency + on.relational, rel=1e-5)
+    off = train_step(model, head, optimizer, batch, src, LossConfig(consistency_weight=consistency_weight), torch.device("cpu"))
+    on = train_step(model, head, optimizer, batch, src, LossConfig(consistency_weight=consistency_weight, **weights), torch.device("cpu"))
+    weight = next(iter(weights.values()))
+    assert getattr(off, term) == 0.0 and getattr(on, term) > 0.0
+    assert on.loss == pytest.approx(on.cls + consistency_weight * on.consistency + weight * getattr(on, term), rel=1e-5)
 
 
 @pytest.mark.parametrize("margin_weight, head_learns", [(1.0, True), (0.0, False)])
