@@ -145,6 +145,35 @@ class Degrader:
             img = self._cv2.resize(img, size, interpolation=up)
         return img
 
+    def degrade_scene(self, image: np.ndarray, face_width_px: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        """A whole photo as a distant CCTV camera would record it: (small degraded image, scale applied).
+
+        The photo is shrunk so its face (``face_width_px`` wide in ``image``) is ``face_px`` wide, with steps 3 and
+        5-7 of the camera model (photometric, grey, blur, noise, JPEG) and **no** up-sampling: the runtime's
+        detector and aligner see the small image, as they would a far-away face (``scene_views``). Flip,
+        misalignment and the chip-only steps are left out: the detector's own landmarks supply the misalignment.
+        """
+        c = self.config
+        img = image.astype(np.float32)
+        if rng.random() < c.p_photometric:
+            img = self._photometric(img, rng)
+        if rng.random() < c.p_gray:
+            gray = img[..., 0] * 0.114 + img[..., 1] * 0.587 + img[..., 2] * 0.299
+            img = np.repeat(gray[..., None], 3, axis=2)
+        img = np.clip(img, 0, 255).astype(np.uint8)
+        scale = float(rng.uniform(*c.face_px)) / max(float(face_width_px), 1.0)
+        size = (max(8, int(round(image.shape[1] * scale))), max(8, int(round(image.shape[0] * scale))))
+        down = self._down[DOWN_INTERPOLATIONS[rng.integers(len(DOWN_INTERPOLATIONS))]]
+        img = self._cv2.resize(img, size, interpolation=down)
+        img = self._blur(img, rng)
+        if rng.random() < c.p_noise:
+            img = self._noise(img, rng)
+        if rng.random() < c.p_jpeg:
+            quality = int(rng.integers(c.jpeg_quality[0], c.jpeg_quality[1] + 1))
+            _, buf = self._cv2.imencode(".jpg", img, [self._cv2.IMWRITE_JPEG_QUALITY, quality])
+            img = self._cv2.imdecode(buf, self._cv2.IMREAD_COLOR)
+        return img, size[0] / image.shape[1]
+
     def _misalign(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         c = self.config
         h, w = img.shape[:2]

@@ -85,6 +85,7 @@ class TrainConfig:
     num_workers: int = 4
     amp: bool = True  # bf16 autocast on CUDA only
     cache_views: int = 0  # regime a on CPU: precompute this many degraded views' frozen embeddings per chip
+    p_scene_view: float = 0.5  # with data.scene_views: share of samples whose degraded view is a scene view
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class DataConfig:
     source_onnx: str | None = "work/recognizer/dlib-resnet-v1-fp32.onnx"  # CPU only: frozen embeddings via onnxruntime
     val_seed: int = 1234
     val_max_chips: int | None = None
+    scene_views: str | None = None  # folder from pipelines.recognizer.scene_views: runtime-path chips (see prepare)
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,8 @@ def load_config(path: Path, overrides: dict | None = None) -> FinetuneConfig:
     )
     if cfg.train.select_metric not in SELECT_METRICS:
         raise VigilError(f"{path}: train.select_metric must be one of {SELECT_METRICS}")
+    if not 0.0 <= cfg.train.p_scene_view <= 1.0:
+        raise VigilError(f"{path}: train.p_scene_view must be in [0, 1], got {cfg.train.p_scene_view}")
     return cfg
 
 
@@ -308,15 +312,33 @@ def chips_to_input(chips_u8, device):
     return x.contiguous(memory_format=_torch().channels_last)
 
 
+@dataclass(frozen=True)
+class SceneViewSource:
+    """Runtime-path degraded chips of the train chips (``scene_views``): ``views`` (K, N, S, S, 3), ``found`` (K, N),
+    used for a sample with probability ``p`` when the chip has a found view."""
+
+    views: np.ndarray
+    found: np.ndarray
+    p: float
+
+    def pick(self, i: int, rng: np.random.Generator) -> np.ndarray | None:
+        """A found view of chip ``i`` (uniform over its found views) with probability ``p``, else None."""
+        usable = np.flatnonzero(self.found[:, i])
+        if len(usable) == 0 or rng.random() >= self.p:
+            return None
+        return self.views[int(usable[rng.integers(len(usable))]), i]
+
+
 class TrainViews:
     """Map-style dataset over sample ids ``uid = epoch * N + i``: (degraded chip, clean chip, label, i, flipped).
 
-    The degraded view of ``uid`` is a function of (seed, uid) only, so workers and resumes reproduce it.
+    The degraded view of ``uid`` is a function of (seed, uid) only, so workers and resumes reproduce it: either a
+    scene view (``scenes``, flipped with ``degrade.p_flip``) or ``degrader``'s view of the clean chip.
     The clean view is the chip flipped the same way as the degraded one.
     """
 
-    def __init__(self, chips: np.ndarray, labels: np.ndarray, degrader, seed: int) -> None:
-        self.chips, self.labels, self.degrader, self.seed = chips, labels, degrader, seed
+    def __init__(self, chips: np.ndarray, labels: np.ndarray, degrader, seed: int, scenes: SceneViewSource | None = None) -> None:
+        self.chips, self.labels, self.degrader, self.seed, self.scenes = chips, labels, degrader, seed, scenes
 
     def __len__(self) -> int:
         return len(self.chips)
@@ -324,7 +346,12 @@ class TrainViews:
     def __getitem__(self, uid: int):
         i = int(uid) % len(self.chips)
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, int(uid)])
-        degraded, flipped = self.degrader.degrade_ex(self.chips[i], rng)
+        scene = None if self.scenes is None else self.scenes.pick(i, rng)  # no draw without scenes: old runs reproduce
+        if scene is not None:
+            flipped = bool(rng.random() < self.degrader.config.p_flip)
+            degraded = scene[:, ::-1] if flipped else scene
+        else:
+            degraded, flipped = self.degrader.degrade_ex(self.chips[i], rng)
         clean = self.chips[i][:, ::-1] if flipped else self.chips[i]
         return np.ascontiguousarray(degraded), np.ascontiguousarray(clean), int(self.labels[i]), i, int(flipped)
 
@@ -582,6 +609,8 @@ class Prepared:
     num_classes: int
     chips_path: str
     timings_s: dict
+    train_scenes: SceneViewSource | None = None
+    val_degraded_from_scenes: int = 0  # validation chips whose degraded view is a scene view (the rest: Degrader)
 
 
 def prepare(cfg: FinetuneConfig, device, log) -> Prepared:
@@ -597,7 +626,15 @@ def prepare(cfg: FinetuneConfig, device, log) -> Prepared:
     if cfg.data.val_max_chips is not None and len(val.chips) > cfg.data.val_max_chips:
         keep = np.sort(np.random.default_rng(cfg.seed).choice(len(val.chips), cfg.data.val_max_chips, replace=False))
         val = type(val)(val.chips[keep], val.labels[keep], val.identities, val.split[keep], [val.files[i] for i in keep])
+    train_scenes, val_from_scenes = None, 0
+    if cfg.data.scene_views:
+        train, val, train_scenes, val_scene = _with_scene_views(_opt_path(cfg.data.scene_views), train, val, cfg.train.p_scene_view)
     val_degraded = Degrader(DegradeConfig.from_dict(cfg.val_degrade)).degrade_batch(val.chips, cfg.data.val_seed)
+    if cfg.data.scene_views:
+        val_from_scenes = int(val_scene.found[0].sum())
+        val_degraded[val_scene.found[0]] = val_scene.views[0][val_scene.found[0]]
+        log(f"scene views {cfg.data.scene_views}: train chips with a found view {int(train_scenes.found.any(axis=0).sum())}/{len(train.chips)}, "
+            f"validation degraded views from scenes {val_from_scenes}/{len(val.chips)}")
     log(f"chips {chips_path}: train {len(train.chips)} chips / {len(train.identities)} ids, val {len(val.chips)} chips / {len(val.identities)} ids")
     t1 = time.monotonic()
     source = FrozenSource(load_source_backbone(cfg).to(device).to(memory_format=torch.channels_last), device, _opt_path(cfg.data.source_onnx))
@@ -608,7 +645,21 @@ def prepare(cfg: FinetuneConfig, device, log) -> Prepared:
     return Prepared(
         train.chips, train.labels, val.chips, val_degraded, val.labels, torch.from_numpy(src).to(device),
         src_val_clean, src_val_deg, len(train.identities), str(chips_path), {"load_s": t1 - t0, "source_embed_s": t2 - t1},
+        train_scenes, val_from_scenes,
     )
+
+
+def _with_scene_views(folder: Path, train, val, p: float):
+    """Replace both splits' clean chips by the scene-view folder's (the runtime's detector + template) and return
+    (train, val, the train chips' SceneViewSource, the validation chips' SceneViews)."""
+    from dataclasses import replace
+
+    from pipelines.recognizer import scene_views
+
+    views = scene_views.load(folder)
+    tv, vv = views.take(train.files), views.take(val.files)
+    train, val = replace(train, chips=tv.clean), replace(val, chips=vv.clean)
+    return train, val, SceneViewSource(np.ascontiguousarray(tv.views), tv.found, p), vv
 
 
 def _opt_path(p: str | None) -> Path | None:
@@ -696,7 +747,7 @@ def run_regime(cfg: FinetuneConfig, name: str, prep: Prepared, device, resume: b
     loader = None
     if cached is None:
         loader = torch.utils.data.DataLoader(
-            TrainViews(prep.train_chips, prep.train_labels, degrader, cfg.seed), batch_sampler=sampler,
+            TrainViews(prep.train_chips, prep.train_labels, degrader, cfg.seed, prep.train_scenes), batch_sampler=sampler,
             num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0, pin_memory=str(device).startswith("cuda"),
             worker_init_fn=_worker_init,
         )
@@ -762,6 +813,7 @@ def run_regime(cfg: FinetuneConfig, name: str, prep: Prepared, device, resume: b
         "train_config": asdict(tc), "loss_config": asdict(cfg.loss), "degrade": cfg.degrade,
         "train_wall_s": time.monotonic() - t_start, "cached_views": tc.cache_views if cached is not None else 0,
         "validation": "all pairs among the CelebA validation identities' chips (never LFW)",
+        "scene_views": cfg.data.scene_views, "val_degraded_from_scenes": prep.val_degraded_from_scenes,
     }
     if export:
         result["onnx"] = str(export_best(out_dir))
@@ -876,6 +928,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="overrides one degrade.KEY of the config (YAML value), e.g. --degrade p_occlude=0.3; repeatable")
     ap.add_argument("--val-max-chips", type=int)
     ap.add_argument("--chips", help="chip cache folder or carry pack (overrides data.chips)")
+    ap.add_argument("--scene-views", help="scene-view folder (pipelines.recognizer.scene_views; overrides data.scene_views)")
+    ap.add_argument("--p-scene-view", type=float, help="share of samples trained on a scene view (overrides train.p_scene_view)")
     ap.add_argument("--out", help="output folder (overrides out)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
@@ -901,8 +955,9 @@ def _run_finetune(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     overrides = {
         "train": {"epochs": args.epochs, "max_steps": args.max_steps, "time_budget_s": args.time_budget_s,
                   "batch_size": args.batch_size, "num_workers": args.workers, "cache_views": args.cache_views,
-                  "select_metric": args.select_metric},
-        "data": {"val_max_chips": args.val_max_chips, "chips": [args.chips] if args.chips else None},
+                  "select_metric": args.select_metric, "p_scene_view": args.p_scene_view},
+        "data": {"val_max_chips": args.val_max_chips, "chips": [args.chips] if args.chips else None,
+                 "scene_views": args.scene_views},
         "loss": {"consistency_weight": args.consistency_weight, "relational_weight": args.relational_weight,
                  "distill_weight": args.distill_weight, "margin_weight": args.margin_weight,
                  "mixed_relational_weight": args.mixed_relational_weight},
