@@ -108,7 +108,7 @@ class DataConfig:
     source_onnx: str | None = "work/recognizer/dlib-resnet-v1-fp32.onnx"  # CPU only: frozen embeddings via onnxruntime
     val_seed: int = 1234
     val_max_chips: int | None = None
-    scene_views: str | None = None  # folder from pipelines.recognizer.scene_views: runtime-path chips (see prepare)
+    scene_views: tuple[str, ...] = ()  # folders from pipelines.recognizer.scene_views (views concatenated; see prepare)
 
 
 @dataclass(frozen=True)
@@ -628,7 +628,8 @@ def prepare(cfg: FinetuneConfig, device, log) -> Prepared:
         val = type(val)(val.chips[keep], val.labels[keep], val.identities, val.split[keep], [val.files[i] for i in keep])
     train_scenes, val_from_scenes = None, 0
     if cfg.data.scene_views:
-        train, val, train_scenes, val_scene = _with_scene_views(_opt_path(cfg.data.scene_views), train, val, cfg.train.p_scene_view)
+        folders = [_opt_path(f) for f in ((cfg.data.scene_views,) if isinstance(cfg.data.scene_views, str) else cfg.data.scene_views)]
+        train, val, train_scenes, val_scene = _with_scene_views(folders, train, val, cfg.train.p_scene_view)
     val_degraded = Degrader(DegradeConfig.from_dict(cfg.val_degrade)).degrade_batch(val.chips, cfg.data.val_seed)
     if cfg.data.scene_views:
         val_from_scenes = int(val_scene.found[0].sum())
@@ -649,14 +650,15 @@ def prepare(cfg: FinetuneConfig, device, log) -> Prepared:
     )
 
 
-def _with_scene_views(folder: Path, train, val, p: float):
-    """Replace both splits' clean chips by the scene-view folder's (the runtime's detector + template) and return
-    (train, val, the train chips' SceneViewSource, the validation chips' SceneViews)."""
+def _with_scene_views(folders: list[Path], train, val, p: float):
+    """Replace both splits' clean chips by the scene-view folders' (the runtime's detector + template) and return
+    (train, val, the train chips' SceneViewSource, the validation chips' SceneViews); the folders' views are
+    concatenated, and validation uses the first view."""
     from dataclasses import replace
 
     from pipelines.recognizer import scene_views
 
-    views = scene_views.load(folder)
+    views = scene_views.concat_views([scene_views.load(f) for f in folders])
     tv, vv = views.take(train.files), views.take(val.files)
     train, val = replace(train, chips=tv.clean), replace(val, chips=vv.clean)
     return train, val, SceneViewSource(np.ascontiguousarray(tv.views), tv.found, p), vv
@@ -928,7 +930,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="overrides one degrade.KEY of the config (YAML value), e.g. --degrade p_occlude=0.3; repeatable")
     ap.add_argument("--val-max-chips", type=int)
     ap.add_argument("--chips", help="chip cache folder or carry pack (overrides data.chips)")
-    ap.add_argument("--scene-views", help="scene-view folder (pipelines.recognizer.scene_views; overrides data.scene_views)")
+    ap.add_argument("--scene-views", nargs="+", help="scene-view folder(s) (pipelines.recognizer.scene_views; overrides data.scene_views)")
     ap.add_argument("--p-scene-view", type=float, help="share of samples trained on a scene view (overrides train.p_scene_view)")
     ap.add_argument("--out", help="output folder (overrides out)")
     ap.add_argument("--device", default="auto")

@@ -112,8 +112,9 @@ class _Stage:
         return out, found
 
 
-def build_scene_views(photos: list[np.ndarray], entries: list[dict], stage: _Stage, views: int, seed: int, first_index: int = 0) -> SceneViews:
-    """Scene views of a list of photos (``entries``: their known landmark entries, ``face_width_px`` included)."""
+def build_scene_views(photos: list[np.ndarray], entries: list[dict], stage: _Stage, views: int, seed: int, first_index: int = 0, first_view: int = 0) -> SceneViews:
+    """Scene views ``first_view .. first_view + views - 1`` of a list of photos (``entries``: their known landmark
+    entries, ``face_width_px`` included); view k of a photo is the same whichever run makes it."""
     n = len(photos)
     size = stage.aligner.chip_size
     clean = np.zeros((n, size, size, 3), np.uint8)
@@ -126,7 +127,7 @@ def build_scene_views(photos: list[np.ndarray], entries: list[dict], stage: _Sta
     for k in range(views):
         small, want = [], []
         for i, (photo, entry) in enumerate(zip(photos, entries)):
-            rng = np.random.default_rng(view_seed(seed, k, first_index + i))
+            rng = np.random.default_rng(view_seed(seed, first_view + k, first_index + i))
             image, scale = stage.degrader.degrade_scene(photo, entry["face_width_px"], rng)
             small.append(image)
             want.append(known_face(entry, scale))
@@ -143,6 +144,15 @@ def save(folder: Path, sv: SceneViews, meta: dict) -> None:
     for name in ("clean", "views", "found", "clean_found"):
         np.save(folder / f"{name}.npy", getattr(sv, name))
     (folder / "meta.json").write_text(json.dumps({**meta, "files": sv.files}, indent=1))
+
+
+def concat_views(parts: list[SceneViews]) -> SceneViews:
+    """Several folders' views of the same chips as one (clean chips from the first); VigilError if the files differ."""
+    for part in parts[1:]:
+        if part.files != parts[0].files:
+            raise VigilError("scene views: folders list different photos (build them from the same chip set)")
+    return SceneViews(parts[0].clean, np.concatenate([p.views for p in parts]), np.concatenate([p.found for p in parts]),
+                      parts[0].clean_found, parts[0].files)
 
 
 def load(folder: Path) -> SceneViews:
@@ -171,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--views", type=int, default=3, help="degraded views per photo")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--first-view", type=int, default=0, help="number of the first view made (more views for an existing folder)")
     ap.add_argument("--batch", type=int, default=32, help="photos per detector call")
     ap.add_argument("--limit", type=int, default=None, help="only the first N photos (a quick look)")
     ap.add_argument("--max-error-frac", type=float, default=MAX_ERROR_FRAC)
@@ -212,7 +223,7 @@ def _build(args: argparse.Namespace) -> int:
             if image is None:
                 raise VigilError(f"{root / e['file']}: cannot decode image")
             photos.append(image)
-        parts.append(build_scene_views(photos, batch, stage, args.views, args.seed, first_index=start))
+        parts.append(build_scene_views(photos, batch, stage, args.views, args.seed, first_index=start, first_view=args.first_view))
         done = start + len(batch)
         if done % (args.batch * 20) < args.batch or done == len(entries):
             print(f"  {done}/{len(entries)} photos ({time.monotonic() - t0:.0f} s)", flush=True)
@@ -224,7 +235,7 @@ def _build(args: argparse.Namespace) -> int:
     counts = {"photos": len(sv.files), "views": args.views, "clean_found": int(sv.clean_found.sum()),
               "found_per_view": sv.found.sum(axis=1).tolist(), "found_fraction": round(float(sv.found.mean()), 4),
               "wall_s": round(time.monotonic() - t0, 1)}
-    save(_abs(args.out), sv, {**info, "seed": args.seed, "max_error_frac": args.max_error_frac, "counts": counts})
+    save(_abs(args.out), sv, {**info, "seed": args.seed, "first_view": args.first_view, "max_error_frac": args.max_error_frac, "counts": counts})
     print(json.dumps(counts))
     return 0
 

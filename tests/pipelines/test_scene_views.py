@@ -132,8 +132,23 @@ def test_with_scene_views_replaces_clean_chips_in_each_splits_order(tmp_path):
     old = np.zeros((2, 8, 8, 3), np.uint8)
     train = ChipSet(old, np.array([0, 1]), ["x", "y"], np.array(["train"] * 2), ["d", "b"])
     val = ChipSet(old, np.array([0, 0]), ["z"], np.array(["val"] * 2), ["c", "a"])
-    train2, val2, scenes, val_scene = _with_scene_views(tmp_path / "sv", train, val, 0.5)
+    train2, val2, scenes, val_scene = _with_scene_views([tmp_path / "sv"], train, val, 0.5)
     assert [int(c[0, 0, 0]) for c in train2.chips] == [40, 20] and [int(c[0, 0, 0]) for c in val2.chips] == [30, 10]
     assert scenes.found.tolist() == [[True, False], [False, False]] and scenes.p == 0.5
     assert int(scenes.views[0, 0, 0, 0, 0]) == 41 and val_scene.found[0].tolist() == [True, True]
     assert train2.files == ["d", "b"] and train2.labels.tolist() == [0, 1]
+
+
+def test_more_views_later_match_one_run_and_concatenate():
+    from pipelines.recognizer.scene_views import concat_views
+
+    photos, entries = [_photo(i) for i in range(2)], [_entry(i) for i in range(2)]
+    stage = _Stage(_FakeDetector(100, False), Aligner(TEMPLATE, 150), Degrader(DegradeConfig(face_px=(16.0, 48.0))), 0.5)
+    both = build_scene_views(photos, entries, stage, views=2, seed=3)
+    first = build_scene_views(photos, entries, stage, views=1, seed=3)
+    second = build_scene_views(photos, entries, stage, views=1, seed=3, first_view=1)
+    assert not np.array_equal(first.views[0], second.views[0])
+    assert np.array_equal(concat_views([first, second]).views, both.views)
+    other = SceneViews(first.clean, first.views, first.found, first.clean_found, ["x", "y"])
+    with pytest.raises(VigilError, match="different photos"):
+        concat_views([first, other])
