@@ -858,6 +858,22 @@ def export_best(out_dir: Path) -> Path:
     return export_onnx(model.eval(), out_dir / "model.onnx", fp16_weights=True, metadata={"vigil.finetune_regime": out_dir.name})
 
 
+def export_last(cfg: FinetuneConfig, name: str) -> Path:
+    """ONNX of a regime's *last* checkpoint (``last.pt``: the equal-budget end point, whatever the selection picked)
+    -> ``<out>/<name>/model_last.onnx``."""
+    torch = _torch()
+    from pipelines.recognizer.convert import export_onnx
+
+    out_dir = _opt_path(cfg.out) / name
+    if not (out_dir / "last.pt").is_file():
+        raise VigilError(f"{out_dir / 'last.pt'}: no checkpoint (train the regime first)")
+    model = build_model(load_source_backbone(cfg), cfg.regime(name))
+    ck = torch.load(out_dir / "last.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(ck["model"])
+    meta = {"vigil.finetune_regime": name, "vigil.finetune_epoch": str(ck["state"]["epoch"])}
+    return export_onnx(model.to_plain(), out_dir / "model_last.onnx", fp16_weights=True, metadata=meta)
+
+
 def collect(run_dir: Path, dest: Path, names: list[str]) -> dict:
     """Gather finished regimes for shipping back from a GPU run (at most len(names) + 2 files):
 
@@ -939,6 +955,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-export", action="store_true")
     ap.add_argument("--write-json", type=Path, help="write the config as JSON here and exit")
     ap.add_argument("--collect-into", type=Path, help="gather finished regimes of --out into this folder and exit")
+    ap.add_argument("--export-last", action="store_true", help="export each regime's last checkpoint (model_last.onnx) and exit")
     args = ap.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -975,6 +992,10 @@ def _run_finetune(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     names = list(cfg.regimes) if args.regime == "all" else args.regime.split(",")
     for n in names:
         cfg.regime(n)
+    if args.export_last:
+        for n in names:
+            log(f"[{n}] last checkpoint -> {export_last(cfg, n)}")
+        return 0
     if args.collect_into:
         summary = collect(_opt_path(cfg.out), args.collect_into, names)
         print(json.dumps({k: v.get("best", v) if isinstance(v, dict) else v for k, v in summary.items()}, indent=1)[:4000])

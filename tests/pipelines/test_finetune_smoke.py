@@ -275,3 +275,31 @@ def test_degrade_overrides_are_validated_at_load(degrade, error):
     else:
         with pytest.raises(VigilError, match=error):
             load_config(CONFIG, {"degrade": degrade})
+
+
+@pytest.mark.parametrize("regime_name", ["c_full", "d_lora"])
+def test_export_last_writes_the_last_checkpoint_not_the_source(tmp_path, monkeypatch, regime_name):
+    """``--export-last``: the ONNX of last.pt (LoRA merged, projection folded) embeds like the trained model."""
+    import dataclasses
+
+    ort = pytest.importorskip("onnxruntime")
+    from pipelines.recognizer import finetune
+
+    cfg = dataclasses.replace(load_config(CONFIG), out=str(tmp_path))
+    monkeypatch.setattr(finetune, "load_source_backbone", lambda _cfg: _backbone("dlib"))
+    model = build_model(_backbone("dlib"), cfg.regime(regime_name))
+    with torch.no_grad():  # stand-in for training: move every trainable tensor
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.02 * torch.randn_like(p))
+    (tmp_path / regime_name).mkdir()
+    torch.save({"model": model.state_dict(), "state": {"epoch": 3}}, tmp_path / regime_name / "last.pt")
+    path = finetune.export_last(cfg, regime_name)
+    chip = np.random.default_rng(1).integers(0, 256, size=(1, 150, 150, 3), dtype=np.uint8)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"chips": chip})[0]
+    with torch.no_grad():
+        expect = torch.nn.functional.normalize(model(torch.from_numpy(chip).permute(0, 3, 1, 2).flip(1).float()), dim=1).numpy()
+        source = torch.nn.functional.normalize(_backbone("dlib")(torch.from_numpy(chip).permute(0, 3, 1, 2).flip(1).float()), dim=1).numpy()
+    assert float((got * expect).sum()) > 0.999  # fp16 weights in the file
+    assert float((got * source).sum()) < float((got * expect).sum())
