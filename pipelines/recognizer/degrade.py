@@ -121,25 +121,13 @@ class Degrader:
             img = self._turn(img, rng)
         if c.p_occlude > 0 and rng.random() < c.p_occlude:
             img = self._occlude(img, rng)
-        img = img.astype(np.float32)
-        if rng.random() < c.p_photometric:
-            img = self._photometric(img, rng)
-        if rng.random() < c.p_gray:
-            gray = img[..., 0] * 0.114 + img[..., 1] * 0.587 + img[..., 2] * 0.299
-            img = np.repeat(gray[..., None], 3, axis=2)
-        img = np.clip(img, 0, 255).astype(np.uint8)
+        img = self._light(img, rng)
         if rng.random() < c.p_downscale:
             width = max(4, int(round(size[0] * rng.uniform(*c.face_px) / c.face_width_in_chip_px)))
             height = max(4, int(round(width * size[1] / size[0])))
             down = self._down[DOWN_INTERPOLATIONS[rng.integers(len(DOWN_INTERPOLATIONS))]]
             img = self._cv2.resize(img, (width, height), interpolation=down)
-        img = self._blur(img, rng)
-        if rng.random() < c.p_noise:
-            img = self._noise(img, rng)
-        if rng.random() < c.p_jpeg:
-            quality = int(rng.integers(c.jpeg_quality[0], c.jpeg_quality[1] + 1))
-            _, buf = self._cv2.imencode(".jpg", img, [self._cv2.IMWRITE_JPEG_QUALITY, quality])
-            img = self._cv2.imdecode(buf, self._cv2.IMREAD_COLOR)
+        img = self._sensor(img, rng)
         if (img.shape[1], img.shape[0]) != size:
             up = self._up[UP_INTERPOLATIONS[rng.integers(len(UP_INTERPOLATIONS))]]
             img = self._cv2.resize(img, size, interpolation=up)
@@ -154,17 +142,27 @@ class Degrader:
         misalignment and the chip-only steps are left out: the detector's own landmarks supply the misalignment.
         """
         c = self.config
-        img = image.astype(np.float32)
+        img = self._light(image, rng)
+        scale = float(rng.uniform(*c.face_px)) / max(float(face_width_px), 1.0)
+        size = (max(8, int(round(image.shape[1] * scale))), max(8, int(round(image.shape[0] * scale))))
+        down = self._down[DOWN_INTERPOLATIONS[rng.integers(len(DOWN_INTERPOLATIONS))]]
+        img = self._sensor(self._cv2.resize(img, size, interpolation=down), rng)
+        return img, size[0] / image.shape[1]
+
+    def _light(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Step 3: photometric change and grey (IR), uint8 in and out."""
+        c = self.config
+        img = img.astype(np.float32)
         if rng.random() < c.p_photometric:
             img = self._photometric(img, rng)
         if rng.random() < c.p_gray:
             gray = img[..., 0] * 0.114 + img[..., 1] * 0.587 + img[..., 2] * 0.299
             img = np.repeat(gray[..., None], 3, axis=2)
-        img = np.clip(img, 0, 255).astype(np.uint8)
-        scale = float(rng.uniform(*c.face_px)) / max(float(face_width_px), 1.0)
-        size = (max(8, int(round(image.shape[1] * scale))), max(8, int(round(image.shape[0] * scale))))
-        down = self._down[DOWN_INTERPOLATIONS[rng.integers(len(DOWN_INTERPOLATIONS))]]
-        img = self._cv2.resize(img, size, interpolation=down)
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+    def _sensor(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Steps 5-7 at the reduced resolution: blur, noise, JPEG."""
+        c = self.config
         img = self._blur(img, rng)
         if rng.random() < c.p_noise:
             img = self._noise(img, rng)
@@ -172,7 +170,7 @@ class Degrader:
             quality = int(rng.integers(c.jpeg_quality[0], c.jpeg_quality[1] + 1))
             _, buf = self._cv2.imencode(".jpg", img, [self._cv2.IMWRITE_JPEG_QUALITY, quality])
             img = self._cv2.imdecode(buf, self._cv2.IMREAD_COLOR)
-        return img, size[0] / image.shape[1]
+        return img
 
     def _misalign(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         c = self.config
