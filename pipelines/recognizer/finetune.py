@@ -729,6 +729,8 @@ def run_regime(cfg: FinetuneConfig, name: str, prep: Prepared, device, resume: b
     frozen = model.trunk_frozen()
     cached = None
     if frozen and tc.cache_views > 0:
+        if prep.train_scenes is not None:
+            raise VigilError(f"[{name}] train.cache_views caches Degrader views only: set it to 0 with data.scene_views")
         source = FrozenSource(model.backbone, device, _opt_path(cfg.data.source_onnx))
         cached = cache_degraded_views(prep, cfg, tc.cache_views, source, degrader, log)
     log(f"[{name}] trainable parameters {trainable}, steps/epoch {steps_per_epoch}, total steps {total_steps}, device {device}")
