@@ -81,3 +81,10 @@ def test_bad_config_gives_one_line_naming_file_and_key(tmp_path, case, text, exp
 def test_missing_config_file_names_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("given, relative", [("work/recognizer/x", True), ("/abs/x", False)])
+def test_repo_path_anchors_only_relative_paths(given, relative):
+    from vigil.paths import repo_path, repo_root
+
+    assert repo_path(given) == (repo_root() / given if relative else Path(given))

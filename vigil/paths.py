@@ -13,6 +13,12 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def repo_path(path: str | Path) -> Path:
+    """``path`` as given when absolute, else relative to the repo root (pipelines' defaults such as ``work/...``)."""
+    path = Path(path)
+    return path if path.is_absolute() else repo_root() / path
+
+
 def models_dir() -> Path:
     """The shipped models folder (``models/`` beside the package)."""
     return repo_root() / "models"

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from vigil.errors import VigilError, run_reporting_errors
-from vigil.paths import data_path, repo_root
+from vigil.paths import data_path, repo_path
 
 CHIP_SIZE = 150
 YUNET_FILE = "face_detection_yunet_2026may.onnx"
@@ -293,10 +293,6 @@ def load_chip_set(path: Path) -> ChipSet:
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-def _abs(p: Path) -> Path:
-    return p if p.is_absolute() else repo_root() / p
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", type=Path, default=None, help="CelebA folder (default: <data>/celeba299)")
@@ -315,15 +311,15 @@ def main(argv: list[str] | None = None) -> int:
 def _build_chip_cache(args: argparse.Namespace) -> int:
     root = args.root or data_path("celeba299")
     weights = args.weights or data_path("weights", YUNET_FILE)
-    out = _abs(args.out)
+    out = repo_path(args.out)
     landmarks = detect_landmarks(root, weights, out / "landmarks.json")
     print(f"faces found: {len(landmarks['faces'])}, no face: {len(landmarks['missing'])}")
     if args.landmarks_only:
         return 0
-    template, chip_size = load_template(_abs(args.template))
+    template, chip_size = load_template(repo_path(args.template))
     chips, meta = build_chips(root, landmarks, template, chip_size, args.val_fraction, args.seed)
     save_cache(out, chips, meta)
-    pack = save_carry_pack(_abs(args.carry), chips, meta, args.jpeg_quality)
+    pack = save_carry_pack(repo_path(args.carry), chips, meta, args.jpeg_quality)
     print(json.dumps(meta["counts"]))
     print(f"chips: {out / 'chips.npy'}; carry pack: {pack} ({pack.stat().st_size / 2**20:.1f} MiB)")
     return 0

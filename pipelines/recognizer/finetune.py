@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from vigil.errors import VigilError, run_reporting_errors
-from vigil.paths import repo_root
+from vigil.paths import repo_path
 
 REGIME_NAMES = ("a_frozen", "b_last_stages", "c_full", "d_lora")
 SELECT_METRICS = (
@@ -570,7 +570,7 @@ def resolve_device(name: str):
 
 def _first_existing(candidates: tuple[str, ...], what: str) -> Path:
     for c in candidates:
-        p = Path(c) if Path(c).is_absolute() else repo_root() / c
+        p = repo_path(c)
         if p.exists():
             return p
     raise VigilError(f"{what}: none of {list(candidates)} exists")
@@ -667,7 +667,7 @@ def _with_scene_views(folders: list[Path], train, val, p: float):
 def _opt_path(p: str | None) -> Path | None:
     if not p:
         return None
-    return Path(p) if Path(p).is_absolute() else repo_root() / p
+    return repo_path(p)
 
 
 def cache_degraded_views(prep: Prepared, cfg: FinetuneConfig, views: int, source: FrozenSource, degrader, log) -> tuple[np.ndarray, np.ndarray]:

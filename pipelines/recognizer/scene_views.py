@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from vigil.errors import VigilError, run_reporting_errors
-from vigil.paths import data_path, repo_root
+from vigil.paths import data_path, repo_path
 from vigil.types import Face
 
 DEFAULT_OUT = Path("work/recognizer/scene_views")
@@ -170,10 +170,6 @@ def load(folder: Path) -> SceneViews:
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-def _abs(p: Path) -> Path:
-    return p if p.is_absolute() else repo_root() / p
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--chips", type=Path, default=DEFAULT_CHIPS, help="chip cache folder (meta.json + landmarks.json)")
@@ -205,7 +201,7 @@ def _stage(max_error_frac: float) -> tuple[_Stage, dict]:
 def _build(args: argparse.Namespace) -> int:
     import cv2
 
-    chips_dir, root = _abs(args.chips), args.root or data_path("celeba299")
+    chips_dir, root = repo_path(args.chips), args.root or data_path("celeba299")
     meta_file, landmarks_file = chips_dir / "meta.json", chips_dir / "landmarks.json"
     for f in (meta_file, landmarks_file):
         if not f.is_file():
@@ -235,7 +231,7 @@ def _build(args: argparse.Namespace) -> int:
     counts = {"photos": len(sv.files), "views": args.views, "clean_found": int(sv.clean_found.sum()),
               "found_per_view": sv.found.sum(axis=1).tolist(), "found_fraction": round(float(sv.found.mean()), 4),
               "wall_s": round(time.monotonic() - t0, 1)}
-    save(_abs(args.out), sv, {**info, "seed": args.seed, "first_view": args.first_view, "max_error_frac": args.max_error_frac, "counts": counts})
+    save(repo_path(args.out), sv, {**info, "seed": args.seed, "first_view": args.first_view, "max_error_frac": args.max_error_frac, "counts": counts})
     print(json.dumps(counts))
     return 0
 
