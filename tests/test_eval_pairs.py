@@ -123,7 +123,8 @@ def _args(root: Path, csv_path: Path, out: Path, model: Path | None = None):
     return argparse.Namespace(root=root, pairs=csv_path, json=out, model=model, detector=None, flip_average=True)
 
 
-@pytest.mark.parametrize("recognizer_file", [None, "recognizer/dlib-resnet-v1.onnx", "recognizer/dlib-resnet-v1-scene-int8.onnx"])
+@pytest.mark.parametrize("recognizer_file", [None, "recognizer/dlib-resnet-v1.onnx", "recognizer/dlib-resnet-v1-scene-int8.onnx",
+                                             "recognizer/sface-2021dec.onnx", "recognizer/dlib-scene-sface.yaml"])
 def test_real_models_same_pairs_score_higher(tmp_path, pairs_root, recognizer_file):
     """With the shipped detector and each shipped recognizer (None: the default; skipped until the manifest lists them)."""
     from vigil.paths import models_dir

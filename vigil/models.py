@@ -134,6 +134,14 @@ class ModelRegistry:
         verify_checksum(spec)
         return spec
 
+    def named(self, name: str, kind: ModelKind, where: str = "") -> ModelSpec:
+        """The manifest entry ``name`` (of ``kind``), checksum verified; ModelError naming ``where`` otherwise."""
+        spec = self._specs.get(name)
+        if spec is None or spec.kind != kind:
+            raise ModelError(f"{where or self.manifest_path}: no {kind} named {name!r} in {self.manifest_path}")
+        verify_checksum(spec)
+        return spec
+
     def _lookup_by_path(self, path: Path) -> ModelSpec | None:
         resolved = path.resolve()
         for spec in self._specs.values():
@@ -143,6 +151,10 @@ class ModelRegistry:
 
     def _user_spec(self, kind: ModelKind, path: Path) -> ModelSpec:
         base = self.default(kind)
+        if base.format == "ensemble":  # a single user ONNX borrows the settings of the ensemble's first member
+            from vigil.ensemble import read_members
+
+            base = self.named(read_members(base.path)[0].model, kind, where=str(base.path))
         self.log.warning("%s: not in %s, no checksum to verify; using %s's settings", path, self.manifest_path, base.name)
         fmt = "onnx" if path.suffix.lower() == ".onnx" else base.format
         return ModelSpec(

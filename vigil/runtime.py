@@ -46,7 +46,7 @@ def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
     """Detector + aligner + embedder as the config says (heavy imports happen here, not at import time)."""
     from vigil.align import Aligner
     from vigil.detect import FaceDetector
-    from vigil.embed import OnnxEmbedder
+    from vigil.embed import build_embedder
 
     detector = FaceDetector(
         models.detector.path,
@@ -60,8 +60,8 @@ def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
     if template is None:
         raise ConfigError(f"{models.recognizer.path}: the manifest gives no alignment_template for this recognizer")
     aligner = Aligner(template, models.recognizer.input_size[0])
-    embedder = OnnxEmbedder(
-        models.recognizer.path,
+    embedder = build_embedder(
+        models.recognizer,
         providers=tuple(config.recognizer.providers),
         batch_size=config.recognizer.batch_size,
         flip_average=config.recognizer.flip_average,

@@ -129,13 +129,22 @@ class FinetuneConfig:
 
 
 def _build(cls, values: dict | None, where: str):
-    """Dataclass ``cls`` from a mapping; unknown keys -> VigilError naming ``where.key``; lists -> tuples."""
+    """Dataclass ``cls`` from a mapping; unknown keys -> VigilError naming ``where.key``; lists -> tuples, and a
+    single string for a list field (``scene_views: work/x``) -> a one-item tuple, not a tuple of characters."""
     values = dict(values or {})
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise VigilError(f"{where}: unknown key(s) {unknown}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    return cls(**{k: _as_field_value(v, known[k]) for k, v in values.items()})
+
+
+def _as_field_value(value, field):
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, str) and isinstance(field.default, tuple):
+        return (value,)
+    return value
 
 
 def _read_mapping(path: Path) -> dict:
@@ -628,7 +637,7 @@ def prepare(cfg: FinetuneConfig, device, log) -> Prepared:
         val = type(val)(val.chips[keep], val.labels[keep], val.identities, val.split[keep], [val.files[i] for i in keep])
     train_scenes, val_from_scenes = None, 0
     if cfg.data.scene_views:
-        folders = [_opt_path(f) for f in ((cfg.data.scene_views,) if isinstance(cfg.data.scene_views, str) else cfg.data.scene_views)]
+        folders = [_opt_path(f) for f in cfg.data.scene_views]
         train, val, train_scenes, val_scene = _with_scene_views(folders, train, val, cfg.train.p_scene_view)
     val_degraded = Degrader(DegradeConfig.from_dict(cfg.val_degrade)).degrade_batch(val.chips, cfg.data.val_seed)
     if cfg.data.scene_views:

@@ -277,6 +277,20 @@ def test_degrade_overrides_are_validated_at_load(degrade, error):
             load_config(CONFIG, {"degrade": degrade})
 
 
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ({"scene_views": "work/a"}, ("work/a",)),  # one YAML string: one folder, not a tuple of characters
+        ({"scene_views": ["work/a", "work/b"]}, ("work/a", "work/b")),
+        ({"chips": "work/c"}, ("work/c",)),
+        ({"val_max_chips": 7}, 7),
+    ],
+)
+def test_data_lists_accept_a_single_string(data, expected):
+    cfg = load_config(CONFIG, {"data": data})
+    assert getattr(cfg.data, next(iter(data))) == expected
+
+
 @pytest.mark.parametrize("regime_name", ["c_full", "d_lora"])
 def test_export_last_writes_the_last_checkpoint_not_the_source(tmp_path, monkeypatch, regime_name):
     """``--export-last``: the ONNX of last.pt (LoRA merged, projection folded) embeds like the trained model."""

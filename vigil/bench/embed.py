@@ -33,17 +33,18 @@ MIN_CALLS = 3
 log = logging.getLogger("vigil.bench.embed")
 
 
-def _model(path: Path | None) -> tuple[Path, str]:
-    """(model path, sha256): the manifest's default recognizer, or ``path`` (verified when the manifest lists it)."""
-    from vigil.models import ModelRegistry, sha256_of
+def _model(path: Path | None):
+    """(spec, sha256): the manifest's default recognizer, or ``path`` (verified when the manifest lists it)."""
+    from vigil.models import ModelRegistry, ModelSpec, sha256_of
 
     try:
         spec = ModelRegistry().resolve("recognizer", path)
-        return spec.path, spec.sha256 or sha256_of(spec.path)
+        return spec, spec.sha256 or sha256_of(spec.path)
     except ModelError:
         if path is None or not Path(path).is_file():
             raise
-    return Path(path), sha256_of(Path(path))  # a user model with no manifest to compare against
+    user = ModelSpec(name=Path(path).stem, kind="recognizer", path=Path(path), sha256=None, input_size=(0, 0), format="onnx")
+    return user, sha256_of(Path(path))  # a user model with no manifest to compare against
 
 
 def _devices(device: str) -> list[str]:
@@ -52,11 +53,11 @@ def _devices(device: str) -> list[str]:
     return ["cpu", "cuda"] if device == "auto" else [device]
 
 
-def _embedder(path: Path, device: str, batch: int, flip_average: bool = False):
-    """An OnnxEmbedder on exactly that device, or None when the provider is not usable here."""
+def _embedder(spec, device: str, batch: int, flip_average: bool = False):
+    """The spec's embedder on exactly that device, or None when the provider is not usable here."""
     import onnxruntime as ort
 
-    from vigil.embed import OnnxEmbedder
+    from vigil.embed import build_embedder
 
     if device == "cuda":
         if PROVIDERS["cuda"] not in ort.get_available_providers():
@@ -67,8 +68,8 @@ def _embedder(path: Path, device: str, batch: int, flip_average: bool = False):
             except Exception as exc:  # missing CUDA/cuDNN libraries: the session below falls back and we report it
                 log.debug("preload_dlls: %s", exc)
     # flip averaging runs a face and its mirror in one call: batch_size 2 x batch keeps `batch` faces per call
-    embedder = OnnxEmbedder(path, providers=[PROVIDERS[device]], batch_size=batch * (2 if flip_average else 1), logger=log,
-                            flip_average=flip_average)
+    embedder = build_embedder(spec, providers=[PROVIDERS[device]], batch_size=batch * (2 if flip_average else 1), logger=log,
+                              flip_average=flip_average)
     return embedder if embedder.provider == PROVIDERS[device] else None
 
 
@@ -128,11 +129,12 @@ def host_info() -> dict:
 
 
 def run_bench(model: Path | None, device: str, seconds: float, flip_average: bool = False) -> dict:
-    path, sha = _model(model)
+    spec, sha = _model(model)
+    path = spec.path
     results, unavailable = [], []
     for dev in _devices(device):
         for batch in BATCH_SIZES:
-            embedder = _embedder(path, dev, batch, flip_average)
+            embedder = _embedder(spec, dev, batch, flip_average)
             if embedder is None:
                 unavailable.append(dev)
                 break

@@ -300,7 +300,7 @@ def build_recognizer(
     ``flip_average``: the runtime's test-time flip (vigil.embed); the label gets ``+flip``.
     """
     from vigil.align import Aligner
-    from vigil.embed import OnnxEmbedder
+    from vigil.embed import OnnxEmbedder, build_embedder
     from vigil.models import sha256_of
 
     if template is None:
@@ -310,11 +310,12 @@ def build_recognizer(
         path, template, sha = spec.path, spec.alignment_template, spec.sha256
         if template is None:
             raise VigilError(f"{spec.path}: the manifest gives no alignment_template for this recognizer")
+        embedder = build_embedder(spec, batch_size=batch_size, flip_average=flip_average)
     else:
         path, sha = Path(model) if model else None, None
         if path is None:
             raise ValueError("a model path is needed with an explicit template")
-    embedder = OnnxEmbedder(path, batch_size=batch_size, flip_average=flip_average)
+        embedder = OnnxEmbedder(path, batch_size=batch_size, flip_average=flip_average)
     sha = sha or sha256_of(path)
     aligner = Aligner(np.asarray(template, dtype=np.float32), embedder.input_size)
     label = f"{path.stem}@{sha[:12]}{'+flip' if flip_average else ''}"

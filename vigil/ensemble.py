@@ -1,0 +1,167 @@
+"""A recognizer made of several shipped recognizers: one aligned chip in, one concatenated embedding out.
+
+The ensemble is a small YAML file under ``models/recognizer/`` (listed in ``models/manifest.yaml`` with
+``format: ensemble``, its own alignment template and chip size, and checksum-verified like any model file)::
+
+    members:   # manifest names of ONNX recognizers, pinned by checksum
+      - {model: dlib-resnet-v1-scene, weight: 0.72, sha256: f3ce4ab7...}
+      - {model: sface-2021dec, weight: 0.28, sha256: 3e9b28c2...}
+
+The aligner cuts one chip with the ensemble's template. Each member's own chip is a fixed scale-and-shift of it
+(both templates are left-right symmetric, so the similarity between them has no rotation): it is resampled with
+separable area (shrinking) or linear (enlarging) weights, then embedded by the member's ONNX model. The output is
+``concat(sqrt(w_i) * e_i)`` with unit member embeddings ``e_i`` and weights summing to 1, so it has unit norm and
+the cosine of two ensemble embeddings is exactly ``sum_i w_i * cos_i``: a weighted score fusion that keeps the
+embedding stage's contract (chips -> unit vectors) for the matcher, the tracker's votes and the enrolment cache.
+Each member's sha256 is part of the ensemble file, so the ensemble's own checksum (the key of enrolment caches)
+changes whenever a member does, and a member replaced under the same name is refused rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import yaml
+
+from vigil.align import estimate_similarity
+from vigil.errors import ModelError
+
+MAX_ROTATION = 1e-6  # |sin| of the rotation between the ensemble and a member template: must be a pure scale+shift
+WEIGHT_SUM_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One line of the ensemble file: a manifest recognizer and its fusion weight."""
+
+    model: str
+    weight: float
+    sha256: str
+
+
+def read_members(path: Path) -> list[MemberSpec]:
+    """The ``members`` of an ensemble file; ModelError (one line naming the file and field) when invalid."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelError(f"{path}: cannot read ensemble file ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict) or set(raw) != {"members"} or not isinstance(raw["members"], list):
+        raise ModelError(f"{path}: expected exactly one key 'members' (a list), got {sorted(raw) if isinstance(raw, dict) else type(raw).__name__}")
+    members = [_member(path, i, entry) for i, entry in enumerate(raw["members"])]
+    if len(members) < 2:
+        raise ModelError(f"{path}: members: an ensemble needs at least 2 models, got {len(members)}")
+    if len({m.model for m in members}) != len(members):
+        raise ModelError(f"{path}: members: a model is listed twice")
+    total = sum(m.weight for m in members)
+    if abs(total - 1.0) > WEIGHT_SUM_TOLERANCE:
+        raise ModelError(f"{path}: members: weights must sum to 1, got {total:g}")
+    return members
+
+
+def _member(path: Path, index: int, entry) -> MemberSpec:
+    where = f"{path}: members[{index}]"
+    if not isinstance(entry, dict) or set(entry) != {"model", "weight", "sha256"}:
+        raise ModelError(f"{where}: expected keys model, weight and sha256, got {entry!r}")
+    weight = entry["weight"]
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 < float(weight) <= 1.0:
+        raise ModelError(f"{where}.weight: must be a number in (0, 1], got {weight!r}")
+    return MemberSpec(model=str(entry["model"]), weight=float(weight), sha256=str(entry["sha256"]))
+
+
+def resample_matrix(out_size: int, in_size: int, scale: float, shift: float) -> np.ndarray:
+    """(out_size, in_size) weights W with ``out[u] = sum_x W[u, x] * in[x]`` for ``u = scale * x + shift``.
+
+    Pixel centres are at integer coordinates (cv2.warpAffine's convention, which vigil.align uses for templates).
+    Shrinking (scale < 1) averages the input pixels under each output pixel's footprint (area weights, like
+    cv2.INTER_AREA); enlarging interpolates linearly. Samples outside the input repeat its edge (the aligner's
+    ``replicate`` border).
+    """
+    if scale <= 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    centres = (np.arange(out_size, dtype=np.float64) - shift) / scale  # each output pixel's centre, input pixels
+    weights = np.zeros((out_size, in_size), dtype=np.float64)
+    if scale < 1.0:
+        half = 0.5 / scale
+        first, last = int(np.floor(centres.min() - half)), int(np.ceil(centres.max() + half))
+        for x in range(first, last + 1):
+            overlap = np.clip(np.minimum(centres + half, x + 0.5) - np.maximum(centres - half, x - 0.5), 0.0, None)
+            weights[:, min(max(x, 0), in_size - 1)] += overlap
+    else:
+        clipped = np.clip(centres, 0.0, in_size - 1.0)
+        left = np.floor(clipped).astype(int)
+        right = np.minimum(left + 1, in_size - 1)
+        frac = clipped - left
+        weights[np.arange(out_size), left] += 1.0 - frac
+        weights[np.arange(out_size), right] += frac
+    return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+class ChipResampler:
+    """The member chip (size ``member_size``, ``member_template``) from an ensemble chip (``chip_size``, ``template``)."""
+
+    def __init__(self, template: np.ndarray, chip_size: int, member_template: np.ndarray, member_size: int) -> None:
+        matrix = estimate_similarity(np.asarray(template, np.float64), np.asarray(member_template, np.float64))
+        scale = float(np.hypot(matrix[0, 0], matrix[1, 0]))
+        if abs(matrix[1, 0]) > MAX_ROTATION * scale or abs(matrix[0, 1]) > MAX_ROTATION * scale:
+            raise ModelError("ensemble and member templates differ by a rotation: both must be left-right symmetric")
+        self.member_size = int(member_size)
+        self.rows = resample_matrix(member_size, chip_size, scale, float(matrix[1, 2]))
+        self.cols = resample_matrix(member_size, chip_size, scale, float(matrix[0, 2]))
+
+    def __call__(self, chips: np.ndarray) -> np.ndarray:
+        """uint8 [N, S, S, 3] -> uint8 [N, s, s, 3]."""
+        planes = chips.astype(np.float32).transpose(0, 3, 1, 2)  # [N, 3, S, S]
+        out = (self.rows @ planes @ self.cols.T).transpose(0, 2, 3, 1)  # two small matmuls per plane
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+class EnsembleEmbedder:
+    """Same interface as vigil.embed.OnnxEmbedder: ``embed(chips) -> unit vectors``, ``input_size``, ``dim``."""
+
+    def __init__(self, members: Sequence[tuple[float, object, ChipResampler]], chip_size: int,
+                 logger: logging.Logger | None = None) -> None:
+        self._members = list(members)
+        self.input_size = int(chip_size)
+        self.dim = int(sum(embedder.dim for _, embedder, _ in self._members))
+        self.provider = self._members[0][1].provider
+        self.flip_average = self._members[0][1].flip_average
+        (logger or logging.getLogger("vigil.embed")).info(
+            "ensemble embedder: %s, input %dx%d, dim %d", ", ".join(
+                f"{e.model_path.name} x{w:g}" for w, e, _ in self._members), chip_size, chip_size, self.dim)
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        s = self.input_size
+        if not (isinstance(chips, np.ndarray) and chips.dtype == np.uint8 and chips.shape[1:] == (s, s, 3)):
+            got = (getattr(chips, "dtype", type(chips)), getattr(chips, "shape", None))
+            raise ValueError(f"chips must be uint8 [N,{s},{s},3], got {got}")
+        parts = [np.sqrt(weight) * embedder.embed(resample(chips)) for weight, embedder, resample in self._members]
+        vectors = np.concatenate(parts, axis=1).astype(np.float32)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def build_ensemble_embedder(spec, providers, batch_size: int, flip_average: bool, logger=None, registry=None) -> EnsembleEmbedder:
+    """The ensemble of ``spec`` (format ensemble): members resolved by manifest name, checksums verified."""
+    from vigil.embed import OnnxEmbedder
+    from vigil.models import ModelRegistry
+
+    if spec.alignment_template is None:
+        raise ModelError(f"{spec.path}: the manifest gives no alignment_template for this ensemble")
+    registry = registry or ModelRegistry()
+    chip_size = int(spec.input_size[0])
+    members = []
+    for member in read_members(spec.path):
+        member_spec = registry.named(member.model, "recognizer", where=f"{spec.path}: members")
+        if member_spec.format != "onnx" or member_spec.alignment_template is None:
+            raise ModelError(f"{spec.path}: members: {member.model} must be an ONNX recognizer with an alignment_template")
+        if member_spec.sha256 != member.sha256:
+            raise ModelError(f"{spec.path}: members: {member.model} is not the file this ensemble was made with "
+                             f"(sha256 {member_spec.sha256[:12]}..., pinned {member.sha256[:12]}...)")
+        embedder = OnnxEmbedder(member_spec.path, providers=providers, batch_size=batch_size, logger=logger,
+                                flip_average=flip_average, spin_wait=False)
+        resample = ChipResampler(spec.alignment_template, chip_size, member_spec.alignment_template, embedder.input_size)
+        members.append((member.weight, embedder, resample))
+    return EnsembleEmbedder(members, chip_size, logger)
