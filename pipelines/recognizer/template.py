@@ -42,6 +42,32 @@ def symmetrize(template: np.ndarray, chip_size: int = CHIP_SIZE) -> np.ndarray:
     return (template + mirrored) / 2
 
 
+ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]])
+ARCFACE_SIZE = 112
+
+
+def remap_template(points: np.ndarray, from_reference: np.ndarray, to_reference: np.ndarray, chip_size: int) -> np.ndarray:
+    """``points`` moved by the similarity that best maps ``from_reference`` onto ``to_reference``, made symmetric.
+
+    For a recognizer whose template was defined for another landmark convention (SFace's ArcFace template, for
+    MTCNN/YuNet-like landmarks): with ``from_reference`` = the YuNet-landmark dlib template, ``to_reference`` = the
+    ArcFace template and ``points`` = the vigil-landmark dlib template, the result is where vigil's detector's
+    landmarks sit on an ArcFace-aligned face.
+    """
+    from vigil.align import estimate_similarity
+
+    matrix = estimate_similarity(np.asarray(from_reference, np.float64), np.asarray(to_reference, np.float64))
+    return symmetrize(np.asarray(points, np.float64) @ matrix[:, :2].T + matrix[:, 2], chip_size)
+
+
+def _arcface_for_vigil(yunet_json: Path, vigil_json: Path) -> dict:
+    yunet = np.asarray(json.loads(Path(yunet_json).read_text())["template"])
+    vigil = np.asarray(json.loads(Path(vigil_json).read_text())["template"])
+    template = remap_template(vigil, yunet, ARCFACE_112, ARCFACE_SIZE)
+    return {"chip_size": ARCFACE_SIZE, "order": list(LANDMARK_NAMES), "template": np.round(template, 3).tolist(),
+            "from": [str(yunet_json), str(vigil_json)], "reference": "ArcFace 112 px (insightface norm_crop, OpenCV alignCrop)"}
+
+
 def nearest_box_centre(centres: np.ndarray, box_xyxy: np.ndarray) -> int | None:
     """Index of the centre (N, 2) nearest ``box_xyxy``'s centre, None when it is more than half the box width away."""
     distances = np.linalg.norm(np.asarray(centres, dtype=np.float64) - (box_xyxy[:2] + box_xyxy[2:]) / 2, axis=1)
@@ -174,7 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--symmetric", action="store_true", help="average the template with its mirror image (see symmetrize)")
     parser.add_argument("--compare-shipped", action="store_true",
                         help="also measure the alignment parity with the manifest's current template, same landmarks")
+    parser.add_argument("--arcface-from", type=Path, nargs=2, metavar=("YUNET_JSON", "VIGIL_JSON"),
+                        help="instead: the ArcFace 112 px template for vigil's landmarks (remap_template) from the "
+                             "YuNet-landmark and the vigil-landmark dlib templates, written to --json")
     args = parser.parse_args(argv)
+    if args.arcface_from:
+        report = _arcface_for_vigil(*args.arcface_from)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"ArcFace template for vigil landmarks: {report['template']} -> {args.json}")
+        return 0
     try:
         files = lfw_sample(2 * max(args.images, args.eval_images))
         ref = DlibReference()
@@ -190,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.compare_shipped:
                 from vigil.models import ModelRegistry
 
-                shipped = np.asarray(ModelRegistry().default("recognizer").alignment_template, dtype=np.float64)
+                # the dlib template in the manifest (the default recognizer may be an ensemble with its own chip)
+                shipped = np.asarray(ModelRegistry().resolve("recognizer", args.onnx).alignment_template, dtype=np.float64)
                 shipped_parity = alignment_parity(ref, source, eval_files, shipped, args.onnx)
     except VigilError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -56,3 +56,22 @@ def test_template_in_image_is_sent_onto_the_template(scale, angle_deg, shift):
     assert np.allclose(points @ image_to_chip[:, :2].T + image_to_chip[:, 2], TEMPLATE, atol=1e-3)
     if (scale, angle_deg) != (1.0, 0.0):
         assert not np.allclose(points, TEMPLATE, atol=1.0)
+
+
+SYMMETRIC_112 = np.array([[35.0, 50.0], [76.0, 50.0], [55.5, 70.0], [40.0, 90.0], [71.0, 90.0]])
+
+
+@pytest.mark.parametrize(
+    "scale, shift",
+    [(1.0, (0.0, 0.0)), (2.0, (-55.5, -20.0)), (0.5, (27.75, 10.0))],  # identity, and two scale+shift changes
+)
+def test_remap_template_follows_the_reference_similarity(scale, shift):
+    """from_reference -> to_reference is a known scale+shift (mirror-symmetric about x = 55.5 in both frames):
+    the points move by the same map."""
+    from pipelines.recognizer.template import remap_template
+
+    from_reference = (SYMMETRIC_112 - np.array(shift)) / scale + np.array([(1 - 1 / scale) * 55.5 + shift[0] / scale, 0])
+    from_reference[:, 1] = (SYMMETRIC_112[:, 1] - shift[1]) / scale
+    points = from_reference + np.array([0.0, 3.0])  # a landmark convention 3 px lower than the reference's
+    got = remap_template(points, from_reference, SYMMETRIC_112, 112)
+    np.testing.assert_allclose(got, SYMMETRIC_112 + np.array([0.0, 3.0 * scale]), atol=1e-6)

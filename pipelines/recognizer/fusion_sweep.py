@@ -1,0 +1,117 @@
+"""Score fusion of two recognizers on LFW, before building an ensemble (vigil/ensemble.py) of them.
+
+    python -m pipelines.recognizer.fusion_sweep --models models/recognizer/dlib-resnet-v1-scene.onnx \
+        models/recognizer/sface-2021dec.onnx --weights 0.2 0.28 0.35 [--degraded] [--json OUT]
+
+Each model embeds every LFW image through vigil's own path (default detector, the model's manifest template,
+flip-averaged as the runtime does; detections from ``--detections-cache``), once per model and variant: the
+embeddings are kept in ``--cache``. Then, for each weight ``w`` of the SECOND model, the fused pair score
+``(1 - w) cos_1 + w cos_2`` (what an ensemble file with those weights computes) goes through the LFW protocol.
+``--weights`` are chosen before looking: the LFW pairs are the test set, a sweep shows sensitivity, not a tuning.
+The report gives each model alone and each fusion, and the impostor cosine spread of each model (the scale the
+equal-weight rule divides by).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from vigil.errors import run_reporting_errors
+
+DEFAULT_CACHE = Path("work/recognizer/fusion")
+DEFAULT_DETECTIONS = Path("work/recognizer/lfw_det480/detcache")
+
+
+def lfw_embeddings(model: Path, variant: str, detections_cache: Path, cache: Path) -> tuple[list, dict[str, np.ndarray]]:
+    """(pairs, key -> unit embedding) for every LFW image of ``variant``; cached per model checksum and variant."""
+    from vigil.eval import lfw
+    from vigil.eval.face_source import DetectionCache, FaceSource, ImageEmbedder, build_detector, build_recognizer
+    from vigil.eval.verification import parse_lfw_pairs
+    from vigil.paths import data_path
+
+    lfw_dir = data_path("lfw")
+    pairs = parse_lfw_pairs(lfw_dir / lfw.PAIRS_FILE)
+    keys = list(dict.fromkeys([f"{variant}:{p.path1}" for p in pairs] + [f"{variant}:{p.path2}" for p in pairs]))
+    recognizer = build_recognizer(model, flip_average=True)
+    stored = cache / f"{recognizer.label.replace('+', '_')}_{variant}.npz"
+    if stored.is_file():
+        data = np.load(stored)
+        return pairs, dict(zip(data["keys"].tolist(), data["embeddings"]))
+    detect_batch, detector_label = build_detector(None)
+    detections = DetectionCache.in_folder(detections_cache, f"lfw-{variant}", detector_label, lfw.DEFAULT_MIN_SCORE)
+    source = FaceSource(detect_batch, recognizer.aligner, fallback="centre", min_score=lfw.DEFAULT_MIN_SCORE, cache=detections)
+    embedded = ImageEmbedder(source, recognizer.embedder, detector_label, recognizer.label).embed(
+        keys, lfw.lfw_loader(lfw_dir, variant == "degraded"), progress=f"{model.name} {variant}")
+    detections.save()
+    vectors = np.stack([embedded[k].vector for k in keys])
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(stored, keys=np.array(keys), embeddings=vectors)
+    return pairs, dict(zip(keys, vectors))
+
+
+def pair_scores(pairs, embeddings: dict[str, np.ndarray], variant: str) -> np.ndarray:
+    a = np.stack([embeddings[f"{variant}:{p.path1}"] for p in pairs])
+    b = np.stack([embeddings[f"{variant}:{p.path2}"] for p in pairs])
+    return np.sum(a * b, axis=1)
+
+
+def protocol(scores: np.ndarray, pairs) -> dict:
+    """LFW 10-fold accuracy (mean, std in %), TAR at FAR 1e-3 (%), AUC: the same functions as ``vigil eval lfw``."""
+    from vigil.eval.verification import kfold_accuracy, roc_curve, tar_at_far
+
+    labels = np.array([p.same for p in pairs])
+    folds = kfold_accuracy(scores, labels, np.array([p.fold for p in pairs]))
+    return {"accuracy_mean": round(100 * folds.mean, 2), "accuracy_std": round(100 * folds.std, 2),
+            "tar_at_far_1e-3": round(100 * tar_at_far(scores, labels, 1e-3).tar, 2), "auc": round(roc_curve(scores, labels).auc, 5),
+            "fold_accuracies": [round(float(a), 4) for a in folds.fold_accuracies]}
+
+
+def sweep(first: np.ndarray, second: np.ndarray, pairs, weights: list[float]) -> dict:
+    labels = np.array([p.same for p in pairs])
+    report = {"first": protocol(first, pairs), "second": protocol(second, pairs),
+              "impostor_std": [round(float(first[~labels].std()), 4), round(float(second[~labels].std()), 4)]}
+    report["fused"] = {str(w): protocol((1 - w) * first + w * second, pairs) for w in weights}
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", type=Path, nargs=2, required=True, help="two recognizers listed in models/manifest.yaml")
+    ap.add_argument("--weights", type=float, nargs="+", required=True, help="weights of the second model, each in [0, 1]")
+    ap.add_argument("--degraded", action="store_true", help="the seeded surveillance-degraded LFW (vigil eval lfw --degraded)")
+    ap.add_argument("--detections-cache", type=Path, default=DEFAULT_DETECTIONS)
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="embeddings per model and variant")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+
+    def body() -> int:
+        from vigil.errors import VigilError
+
+        if not all(0.0 <= w <= 1.0 for w in args.weights):
+            raise VigilError(f"--weights: each must be in [0, 1], got {args.weights}")
+        variant = "degraded" if args.degraded else "clean"
+        pairs, first = lfw_embeddings(args.models[0], variant, args.detections_cache, args.cache)
+        _, second = lfw_embeddings(args.models[1], variant, args.detections_cache, args.cache)
+        report = {"variant": variant, "models": [str(m) for m in args.models],
+                  **sweep(pair_scores(pairs, first, variant), pair_scores(pairs, second, variant), pairs, args.weights)}
+        for name in ("first", "second"):
+            r = report[name]
+            print(f"{variant} {name:6s}: {r['accuracy_mean']:.2f} +- {r['accuracy_std']:.2f} %, TAR@1e-3 {r['tar_at_far_1e-3']:.2f} %")
+        for w, r in report["fused"].items():
+            print(f"{variant} w={w:5s}: {r['accuracy_mean']:.2f} +- {r['accuracy_std']:.2f} %, TAR@1e-3 {r['tar_at_far_1e-3']:.2f} %")
+        print(f"impostor cosine std {report['impostor_std']}")
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=1))
+        return 0
+
+    return run_reporting_errors(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
