@@ -156,3 +156,11 @@ def test_a_user_onnx_borrows_the_first_members_settings_not_the_ensembles(tmp_pa
     spec = registry.resolve("recognizer", user)
     assert spec.format == "onnx" and spec.input_size == (SIZE, SIZE)
     np.testing.assert_allclose(spec.alignment_template, registry.specs["a"].alignment_template)
+
+
+@pytest.mark.parametrize("shape, dtype", [((2, 8, 8, 3), np.uint8), ((2, 16, 16, 3), np.float32), ((16, 16, 3), np.uint8)])
+def test_ensemble_rejects_chips_of_the_wrong_size_or_type(tmp_path, shape, dtype):
+    registry = _registry(tmp_path)
+    ensemble = build_embedder(registry.default("recognizer"), providers=["CPUExecutionProvider"], registry=registry)
+    with pytest.raises(ValueError, match=r"uint8 \[N,16,16,3\]"):
+        ensemble.embed(np.zeros(shape, dtype))

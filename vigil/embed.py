@@ -151,22 +151,26 @@ class OnnxEmbedder:
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         """uint8 BGR chips [N, S, S, 3] -> float32 [N, D] unit-norm embeddings (N may be 0)."""
-        s = self.input_size
-        if not (isinstance(chips, np.ndarray) and chips.dtype == np.uint8 and chips.shape[1:] == (s, s, 3)):
-            got = (getattr(chips, "dtype", type(chips)), getattr(chips, "shape", None))
-            raise ValueError(f"chips must be uint8 [N,{s},{s},3], got {got}")
+        check_chips(chips, self.input_size)
         if len(chips) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         # with flip averaging a run holds a chunk and its mirror: at most batch_size chips per call either way
         step = max(1, self.batch_size // 2) if self.flip_average else self.batch_size
         parts = [self._embed_chunk(np.ascontiguousarray(chips[i : i + step])) for i in range(0, len(chips), step)]
-        return _unit_rows(np.concatenate(parts).astype(np.float32, copy=False))
+        return unit_rows(np.concatenate(parts).astype(np.float32, copy=False))
 
     def _embed_chunk(self, chips: np.ndarray) -> np.ndarray:
         if not self.flip_average:
             return self._run(chips)
-        both = _unit_rows(self._run(np.concatenate([chips, chips[:, :, ::-1]])))
+        both = unit_rows(self._run(np.concatenate([chips, chips[:, :, ::-1]])))
         return both[: len(chips)] + both[len(chips) :]
+
+
+def check_chips(chips, size: int) -> None:
+    """ValueError unless ``chips`` is a uint8 array [N, size, size, 3] (the embedding stage's input)."""
+    if not (isinstance(chips, np.ndarray) and chips.dtype == np.uint8 and chips.shape[1:] == (size, size, 3)):
+        got = (getattr(chips, "dtype", type(chips)), getattr(chips, "shape", None))
+        raise ValueError(f"chips must be uint8 [N,{size},{size},3], got {got}")
 
 
 def build_embedder(
@@ -186,5 +190,5 @@ def build_embedder(
     return OnnxEmbedder(spec.path, providers=providers, batch_size=batch_size, logger=logger, flip_average=flip_average)
 
 
-def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

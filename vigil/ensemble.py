@@ -134,13 +134,11 @@ class EnsembleEmbedder:
                 f"{e.model_path.name} x{w:g}" for w, e, _ in self._members), chip_size, chip_size, self.dim)
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
-        s = self.input_size
-        if not (isinstance(chips, np.ndarray) and chips.dtype == np.uint8 and chips.shape[1:] == (s, s, 3)):
-            got = (getattr(chips, "dtype", type(chips)), getattr(chips, "shape", None))
-            raise ValueError(f"chips must be uint8 [N,{s},{s},3], got {got}")
+        from vigil.embed import check_chips, unit_rows
+
+        check_chips(chips, self.input_size)
         parts = [np.sqrt(weight) * embedder.embed(resample(chips)) for weight, embedder, resample in self._members]
-        vectors = np.concatenate(parts, axis=1).astype(np.float32)
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return unit_rows(np.concatenate(parts, axis=1).astype(np.float32))
 
 
 def build_ensemble_embedder(spec, providers, batch_size: int, flip_average: bool, logger=None, registry=None) -> EnsembleEmbedder:

@@ -3,9 +3,9 @@
     python -m pipelines.recognizer.fusion_sweep --models models/recognizer/dlib-resnet-v1-scene.onnx \
         models/recognizer/sface-2021dec.onnx --weights 0.2 0.28 0.35 [--degraded] [--json OUT]
 
-Each model embeds every LFW image through vigil's own path (default detector, the model's manifest template,
-flip-averaged as the runtime does; detections from ``--detections-cache``), once per model and variant: the
-embeddings are kept in ``--cache``. Then, for each weight ``w`` of the SECOND model, the fused pair score
+Each model embeds every LFW image through vigil's own path (``vigil.eval.lfw.embed_lfw``, as ``vigil eval lfw``:
+default detector, the model's manifest template, flip-averaged as the runtime does; detections from
+``--detections-cache``), once per model and variant: its pair scores are kept in ``--cache``. Then, for each weight ``w`` of the SECOND model, the fused pair score
 ``(1 - w) cos_1 + w cos_2`` (what an ensemble file with those weights computes) goes through the LFW protocol.
 ``--weights`` are chosen before looking: the LFW pairs are the test set, a sweep shows sensitivity, not a tuning.
 The report gives each model alone and each fusion, and the impostor cosine spread of each model (the scale the
@@ -27,37 +27,25 @@ DEFAULT_CACHE = Path("work/recognizer/fusion")
 DEFAULT_DETECTIONS = Path("work/recognizer/lfw_det480/detcache")
 
 
-def lfw_embeddings(model: Path, variant: str, detections_cache: Path, cache: Path) -> tuple[list, dict[str, np.ndarray]]:
-    """(pairs, key -> unit embedding) for every LFW image of ``variant``; cached per model checksum and variant."""
+def pair_scores(model: Path, variant: str, detections_cache: Path, cache: Path) -> tuple[list, np.ndarray]:
+    """(LFW pairs, each pair's cosine) for ``model`` through ``vigil.eval.lfw.embed_lfw``; cached per model checksum."""
     from vigil.eval import lfw
-    from vigil.eval.face_source import DetectionCache, FaceSource, ImageEmbedder, build_detector, build_recognizer
-    from vigil.eval.verification import parse_lfw_pairs
+    from vigil.eval.face_source import build_detector, build_recognizer
+    from vigil.eval.verification import cosine_scores, parse_lfw_pairs
     from vigil.paths import data_path
 
     lfw_dir = data_path("lfw")
-    pairs = parse_lfw_pairs(lfw_dir / lfw.PAIRS_FILE)
-    keys = list(dict.fromkeys([f"{variant}:{p.path1}" for p in pairs] + [f"{variant}:{p.path2}" for p in pairs]))
     recognizer = build_recognizer(model, flip_average=True)
-    stored = cache / f"{recognizer.label.replace('+', '_')}_{variant}.npz"
+    stored = cache / f"{recognizer.label.replace('+', '_')}_{variant}_scores.npy"
     if stored.is_file():
-        data = np.load(stored)
-        return pairs, dict(zip(data["keys"].tolist(), data["embeddings"]))
+        return parse_lfw_pairs(lfw_dir / lfw.PAIRS_FILE), np.load(stored)
     detect_batch, detector_label = build_detector(None)
-    detections = DetectionCache.in_folder(detections_cache, f"lfw-{variant}", detector_label, lfw.DEFAULT_MIN_SCORE)
-    source = FaceSource(detect_batch, recognizer.aligner, fallback="centre", min_score=lfw.DEFAULT_MIN_SCORE, cache=detections)
-    embedded = ImageEmbedder(source, recognizer.embedder, detector_label, recognizer.label).embed(
-        keys, lfw.lfw_loader(lfw_dir, variant == "degraded"), progress=f"{model.name} {variant}")
-    detections.save()
-    vectors = np.stack([embedded[k].vector for k in keys])
+    embedded = lfw.embed_lfw(lfw_dir, variant == "degraded", detect_batch, detector_label, recognizer.aligner,
+                             recognizer.embedder, recognizer.label, detections_cache=detections_cache)
+    scores = cosine_scores(embedded.first, embedded.second)
     cache.mkdir(parents=True, exist_ok=True)
-    np.savez(stored, keys=np.array(keys), embeddings=vectors)
-    return pairs, dict(zip(keys, vectors))
-
-
-def pair_scores(pairs, embeddings: dict[str, np.ndarray], variant: str) -> np.ndarray:
-    a = np.stack([embeddings[f"{variant}:{p.path1}"] for p in pairs])
-    b = np.stack([embeddings[f"{variant}:{p.path2}"] for p in pairs])
-    return np.sum(a * b, axis=1)
+    np.save(stored, scores)
+    return embedded.pairs, scores
 
 
 def protocol(scores: np.ndarray, pairs) -> dict:
@@ -95,10 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         if not all(0.0 <= w <= 1.0 for w in args.weights):
             raise VigilError(f"--weights: each must be in [0, 1], got {args.weights}")
         variant = "degraded" if args.degraded else "clean"
-        pairs, first = lfw_embeddings(args.models[0], variant, args.detections_cache, args.cache)
-        _, second = lfw_embeddings(args.models[1], variant, args.detections_cache, args.cache)
-        report = {"variant": variant, "models": [str(m) for m in args.models],
-                  **sweep(pair_scores(pairs, first, variant), pair_scores(pairs, second, variant), pairs, args.weights)}
+        pairs, first = pair_scores(args.models[0], variant, args.detections_cache, args.cache)
+        _, second = pair_scores(args.models[1], variant, args.detections_cache, args.cache)
+        report = {"variant": variant, "models": [str(m) for m in args.models], **sweep(first, second, pairs, args.weights)}
         for name in ("first", "second"):
             r = report[name]
             print(f"{variant} {name:6s}: {r['accuracy_mean']:.2f} +- {r['accuracy_std']:.2f} %, TAR@1e-3 {r['tar_at_far_1e-3']:.2f} %")

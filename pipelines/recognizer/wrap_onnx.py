@@ -62,28 +62,12 @@ def _prefix_nodes(source_input: str, rgb: bool, mean: float, std: float):
     return nodes, inits
 
 
-def _weights_to_fp16(graph) -> int:
-    """Float32 initialisers (> 1 element) -> float16 + Cast nodes; returns how many were converted."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    casts, converted = [], 0
-    for init in list(graph.initializer):
-        if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) <= 1:
-            continue
-        array = numpy_helper.to_array(init)
-        name = init.name
-        init.CopyFrom(numpy_helper.from_array(array.astype(np.float16), f"{name}_fp16"))
-        casts.append(helper.make_node("Cast", [f"{name}_fp16"], [name], to=TensorProto.FLOAT))
-        converted += 1
-    for node in reversed(casts):
-        graph.node.insert(0, node)
-    return converted
-
-
 def wrap(model_in: Path, model_out: Path, rgb: bool, mean: float = 0.0, std: float = 1.0, fp16_weights: bool = False):
     """Write the wrapped model; returns (chip size S, embedding size D)."""
     import onnx
     from onnx import TensorProto, helper
+
+    from pipelines.recognizer.convert import weights_to_fp16
 
     model = onnx.load(str(model_in))
     graph = model.graph
@@ -106,7 +90,7 @@ def wrap(model_in: Path, model_out: Path, rgb: bool, mean: float = 0.0, std: flo
     graph.output.extend([helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [BATCH_DIM, dim])])
     del graph.value_info[:]  # shapes inferred for batch 1 would contradict the symbolic batch
     if fp16_weights:
-        _weights_to_fp16(graph)
+        weights_to_fp16(model)  # the converter's: the same fp16-with-Cast storage as every shipped model
     onnx.checker.check_model(model)
     model_out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(model_out))

@@ -48,7 +48,7 @@ def test_wrapped_model_keeps_the_contract_and_the_embedding(tmp_path, rgb, mean,
     np.testing.assert_allclose(ours, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=atol)
     np.testing.assert_allclose(reference_embeddings(source, chips, rgb, mean, std), ours, atol=atol)
     stored = {i.name: i.data_type for i in onnx.load(str(tmp_path / "out.onnx")).graph.initializer}
-    assert stored.get("w_fp16" if fp16 else "w") == (TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT)
+    assert stored.get("w__fp16" if fp16 else "w") == (TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT)
 
 
 def test_two_data_inputs_are_refused(tmp_path):

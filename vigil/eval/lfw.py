@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +28,7 @@ import numpy as np
 from vigil.eval import degrade_lfw
 from vigil.eval.face_source import DEFAULT_MIN_SCORE, DetectionCache, FaceSource, ImageEmbedder, build_detector, build_recognizer, read_image
 from vigil.eval.report import write_report
-from vigil.eval.verification import RocCurve, cosine_scores, kfold_accuracy, parse_lfw_pairs, roc_curve, tar_at_far
+from vigil.eval.verification import RocCurve, VerificationPair, cosine_scores, kfold_accuracy, parse_lfw_pairs, roc_curve, tar_at_far
 from vigil.paths import data_path
 
 PAIRS_FILE = "pairs.txt"
@@ -43,6 +44,53 @@ def load_lfw_image(lfw_dir: Path, rel: str, degraded: bool) -> np.ndarray:
 def lfw_loader(lfw_dir: Path, degraded: bool) -> Callable[[str], np.ndarray]:
     """``key -> image``: keys are ``"<variant>:<relative path>"``; degraded images go through degrade_lfw."""
     return lambda key: load_lfw_image(lfw_dir, key.split(":", 1)[1], degraded)
+
+
+@dataclass(frozen=True)
+class LfwEmbeddings:
+    """Every LFW pair's two embeddings through one detector + aligner + embedder (rows follow ``pairs``)."""
+
+    pairs: list[VerificationPair]
+    first: np.ndarray  # [P, D] embedding of each pair's first image
+    second: np.ndarray  # [P, D] ... and of its second
+    faces_not_found: int  # images aligned at LFW's mean landmarks because no confident face was found
+    images: int
+    detections_from_cache: int
+
+
+def embed_lfw(
+    lfw_dir: Path,
+    degraded: bool,
+    detect_batch,
+    detector_label: str,
+    aligner,
+    embedder,
+    model_label: str,
+    batch_size: int = 32,
+    min_score: float = DEFAULT_MIN_SCORE,
+    detections_cache: Path | None = None,
+) -> LfwEmbeddings:
+    """Embed each LFW image once (``detect_batch``: ``list[image] -> list[list[Face]]``); see :func:`evaluate_lfw`."""
+    lfw_dir = Path(lfw_dir)
+    variant = "degraded" if degraded else "clean"
+    pairs = parse_lfw_pairs(lfw_dir / PAIRS_FILE)
+    cache = None if detections_cache is None else DetectionCache.in_folder(detections_cache, f"lfw-{variant}", detector_label, min_score)
+    source = FaceSource(detect_batch, aligner, fallback="centre", min_score=min_score, cache=cache)
+    images = ImageEmbedder(source, embedder, detector_label, model_label, batch_size=batch_size)
+    keys1 = [f"{variant}:{p.path1}" for p in pairs]
+    keys2 = [f"{variant}:{p.path2}" for p in pairs]
+    embedded = images.embed(keys1 + keys2, lfw_loader(lfw_dir, degraded), progress=f"lfw {variant}")
+    if cache is not None:
+        cache.save()
+    unique = dict.fromkeys(keys1 + keys2)
+    return LfwEmbeddings(
+        pairs=pairs,
+        first=np.stack([embedded[k].vector for k in keys1]),
+        second=np.stack([embedded[k].vector for k in keys2]),
+        faces_not_found=int(sum(not embedded[k].found for k in unique)),
+        images=len(unique),
+        detections_from_cache=0 if cache is None else cache.loaded,
+    )
 
 
 def evaluate_lfw(
@@ -61,16 +109,10 @@ def evaluate_lfw(
     started = time.monotonic()
     lfw_dir = Path(lfw_dir)
     variant = "degraded" if degraded else "clean"
-    pairs = parse_lfw_pairs(lfw_dir / PAIRS_FILE)
-    cache = None if detections_cache is None else DetectionCache.in_folder(detections_cache, f"lfw-{variant}", detector_label, min_score)
-    source = FaceSource(detect_batch, aligner, fallback="centre", min_score=min_score, cache=cache)
-    images = ImageEmbedder(source, embedder, detector_label, model_label, batch_size=batch_size)
-    keys1 = [f"{variant}:{p.path1}" for p in pairs]
-    keys2 = [f"{variant}:{p.path2}" for p in pairs]
-    embedded = images.embed(keys1 + keys2, lfw_loader(lfw_dir, degraded), progress=f"lfw {variant}")
-    if cache is not None:
-        cache.save()
-    scores = cosine_scores(np.stack([embedded[k].vector for k in keys1]), np.stack([embedded[k].vector for k in keys2]))
+    embedded = embed_lfw(lfw_dir, degraded, detect_batch, detector_label, aligner, embedder, model_label,
+                         batch_size, min_score, detections_cache)
+    pairs = embedded.pairs
+    scores = cosine_scores(embedded.first, embedded.second)
     labels = np.array([p.same for p in pairs])
     folds = kfold_accuracy(scores, labels, np.array([p.fold for p in pairs]))
     tar = tar_at_far(scores, labels, TARGET_FAR)
@@ -87,8 +129,8 @@ def evaluate_lfw(
         "auc": round(roc.auc, 6),
         "fold_accuracies": [round(float(a), 6) for a in folds.fold_accuracies],
         "fold_thresholds": [round(float(t), 6) for t in folds.fold_thresholds],
-        "faces_not_found": int(sum(not embedded[k].found for k in dict.fromkeys(keys1 + keys2))),
-        "images": len(dict.fromkeys(keys1 + keys2)),
+        "faces_not_found": embedded.faces_not_found,
+        "images": embedded.images,
         "pairs": len(pairs),
         "pairs_same": int(labels.sum()),
         "mean_score_same": round(float(scores[labels].mean()), 6),
@@ -96,7 +138,7 @@ def evaluate_lfw(
         "degradation": degrade_lfw.VERSION if degraded else None,
         "face_choice": f"confident face (score >= {min_score}) nearest the image centre; else LFW mean landmarks",
         "lfw_dir": str(lfw_dir),
-        "detections_from_cache": 0 if cache is None else cache.loaded,
+        "detections_from_cache": embedded.detections_from_cache,
         "seconds": round(time.monotonic() - started, 1),
     }
     return report, roc
