@@ -4,8 +4,8 @@ The ensemble is a small YAML file under ``models/recognizer/`` (listed in ``mode
 ``format: ensemble``, its own alignment template and chip size, and checksum-verified like any model file)::
 
     members:   # manifest names of ONNX recognizers, pinned by checksum
-      - {model: dlib-resnet-v1-scene, weight: 0.72, sha256: f3ce4ab7...}
-      - {model: sface-2021dec, weight: 0.28, sha256: 3e9b28c2...}
+      - {model: dlib-resnet-v1-scene, weight: 0.68, sha256: f3ce4ab7...}
+      - {model: sface-2021dec, weight: 0.32, sha256: 12eb2704...}
 
 The aligner cuts one chip with the ensemble's template. Each member's own chip is a fixed scale-and-shift of it
 (both templates are left-right symmetric, so the similarity between them has no rotation): it is resampled with

@@ -26,6 +26,7 @@ log = logging.getLogger("vigil.runtime")
 class LoadedModels:
     detector: ModelSpec
     recognizer: ModelSpec
+    recognizer_members: tuple[ModelSpec, ...] = ()  # an ensemble's members: their templates shape its embedding too
 
 
 def load_config_or_default(path: Path | None) -> VigilConfig:
@@ -35,11 +36,14 @@ def load_config_or_default(path: Path | None) -> VigilConfig:
 
 def resolve_models(config: VigilConfig, registry: ModelRegistry | None = None) -> LoadedModels:
     """Find (and checksum-verify) the detector and recognizer the config asks for."""
+    from vigil.ensemble import read_members
+
     registry = registry or ModelRegistry()
-    return LoadedModels(
-        detector=registry.resolve("detector", config.detector.model),
-        recognizer=registry.resolve("recognizer", config.recognizer.model),
-    )
+    recognizer = registry.resolve("recognizer", config.recognizer.model)
+    members = () if recognizer.format != "ensemble" else tuple(
+        registry.named(member.model, "recognizer", where=f"{recognizer.path}: members") for member in read_members(recognizer.path))
+    return LoadedModels(detector=registry.resolve("detector", config.detector.model), recognizer=recognizer,
+                        recognizer_members=members)
 
 
 def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
@@ -70,11 +74,13 @@ def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
 
 
 def enrolment_cache_key(config: VigilConfig, models: LoadedModels) -> str:
-    """Everything that changes a photo's embedding: both models' checksums, the alignment template, the flip mode."""
+    """Everything that changes a photo's embedding: both models' checksums, the alignment templates (an ensemble's
+    and its members'), the flip mode."""
     import hashlib
 
-    template = models.recognizer.alignment_template
-    template_text = "none" if template is None else ",".join(f"{v:.3f}" for v in np.asarray(template, dtype=float).ravel())
+    templates = [spec.alignment_template for spec in (models.recognizer, *models.recognizer_members)]
+    template_text = ";".join("none" if template is None else ",".join(f"{v:.3f}" for v in np.asarray(template, dtype=float).ravel())
+                             for template in templates)
     return (f"{models.recognizer.sha256 or models.recognizer.path}:{models.detector.sha256 or models.detector.path}"
             f":template-{hashlib.sha256(template_text.encode()).hexdigest()[:12]}"
             f"{':flip' if config.recognizer.flip_average else ''}")

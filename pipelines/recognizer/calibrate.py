@@ -12,7 +12,8 @@ each degraded-LFW image (:mod:`vigil.eval.degrade_lfw`: face 24-40 px, blur, JPE
 the threshold and TAR describe a CCTV-like probe against a good reference; ``--at-threshold T`` adds TAR and FAR at a
 fixed operating point (default: the model's calibrated threshold from the manifest).
 
-The JSON's ``thresholds`` feed the manifest's ``match_threshold`` (by hand, with the command in the source note).
+The JSON's ``thresholds`` (and the command that made it) feed the manifest's ``match_threshold`` fields:
+``python -m pipelines.manifest thresholds --name NAME --flip FLIP.json --single SINGLE.json``.
 LFW here is evaluation data only: nothing is trained on it.
 """
 
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         report = calibrate(args.lfw or data_path("lfw"), args.people, args.seed, args.model, args.detections_cache, args.detector, args.probes, args.at_threshold,
                            args.flip_average)
+        report["command"] = " ".join(["python -m pipelines.recognizer.calibrate", *(sys.argv[1:] if argv is None else argv)])
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1))
         for row in report["thresholds"]:

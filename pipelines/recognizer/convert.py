@@ -28,6 +28,8 @@ from vigil.errors import VigilError
 OPSET = 17
 INPUT_NAME = "chips"
 OUTPUT_NAME = "embeddings"
+INT8_MIN_ELEMENTS = 1_000_000  # matrices_to_int8: only the big fully connected weights
+INT8_SCALE_SUFFIX = "__int8_row_scale"
 FP16_MIN_ELEMENTS = 16  # smaller float initializers (scalars, shapes) stay float32
 
 
@@ -58,8 +60,8 @@ def weights_to_fp16(onnx_model) -> int:
     casts = []
     converted = 0
     for init in graph.initializer:
-        if init.data_type != onnx.TensorProto.FLOAT:
-            continue
+        if init.data_type != onnx.TensorProto.FLOAT or init.name.endswith(INT8_SCALE_SUFFIX):
+            continue  # an int8 matrix's row scales stay float32
         values = numpy_helper.to_array(init)
         if values.size < FP16_MIN_ELEMENTS:
             continue
@@ -71,6 +73,35 @@ def weights_to_fp16(onnx_model) -> int:
     nodes = casts + list(graph.node)
     del graph.node[:]
     graph.node.extend(nodes)
+    return converted
+
+
+def matrices_to_int8(onnx_model, min_elements: int = INT8_MIN_ELEMENTS) -> list[str]:
+    """Store each 2-D float32 initializer of >= ``min_elements`` values (a fully connected layer's weight) as int8
+    with one float32 scale per row (symmetric, ``scale = max|row| / 127``) and ``Cast -> Mul`` nodes that rebuild the
+    float32 matrix; returns the names converted. Computation stays float32 (onnxruntime folds the two nodes into a
+    constant when the session loads); only the stored precision changes, per output row of a ``Gemm(transB=1)``.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = onnx_model.graph
+    nodes, converted = [], []
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) != 2 or int(np.prod(init.dims)) < min_elements:
+            continue
+        values = numpy_helper.to_array(init).astype(np.float32)
+        scale = np.maximum(np.abs(values).max(axis=1, keepdims=True), np.finfo(np.float32).tiny) / 127.0
+        quantised = np.clip(np.rint(values / scale), -127, 127).astype(np.int8)
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(quantised, name=f"{name}__int8"))
+        graph.initializer.append(numpy_helper.from_array(scale.astype(np.float32), name=f"{name}{INT8_SCALE_SUFFIX}"))
+        nodes += [helper.make_node("Cast", [f"{name}__int8"], [f"{name}__int8_float"], to=onnx.TensorProto.FLOAT, name=f"{name}__cast"),
+                  helper.make_node("Mul", [f"{name}__int8_float", f"{name}{INT8_SCALE_SUFFIX}"], [name], name=f"{name}__dequantise")]
+        converted.append(name)
+    all_nodes = nodes + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(all_nodes)
     return converted
 
 

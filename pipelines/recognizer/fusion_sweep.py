@@ -1,15 +1,21 @@
 """Score fusion of two recognizers on LFW, before building an ensemble (vigil/ensemble.py) of them.
 
     python -m pipelines.recognizer.fusion_sweep --models models/recognizer/dlib-resnet-v1-scene.onnx \
-        models/recognizer/sface-2021dec.onnx --weights 0.2 0.28 0.35 [--degraded] [--json OUT]
+        models/recognizer/sface-2021dec.onnx --weights 0.2 0.32 0.4 [--degraded] [--json OUT]
+    python -m pipelines.recognizer.fusion_sweep --celeba-val --models A B [--json OUT]   # the weight
 
 Each model embeds every LFW image through vigil's own path (``vigil.eval.lfw.embed_lfw``, as ``vigil eval lfw``:
 default detector, the model's manifest template, flip-averaged as the runtime does; detections from
 ``--detections-cache``), once per model and variant: its pair scores are kept in ``--cache``. Then, for each weight ``w`` of the SECOND model, the fused pair score
 ``(1 - w) cos_1 + w cos_2`` (what an ensemble file with those weights computes) goes through the LFW protocol.
 ``--weights`` are chosen before looking: the LFW pairs are the test set, a sweep shows sensitivity, not a tuning.
-The report gives each model alone and each fusion, and the impostor cosine spread of each model (the scale the
-equal-weight rule divides by).
+The report gives each model alone and each fusion, and the impostor cosine spread of each model on the LFW pairs.
+
+The ensemble's weight comes from elsewhere: ``--celeba-val`` embeds the CelebA validation identities' photos (the
+fine-tuning split: ``faces_dataset.validation_identities``, 15 %, seed 0; never trained on, never LFW) with each
+model through the same path, and reports each model's impostor cosine spread over all their different-person
+pairs, and the equal-weight (z-normalised) fusion weight of the second model, ``std_1 / (std_1 + std_2)``: each
+cosine divided by its own impostor spread, then averaged.
 """
 
 from __future__ import annotations
@@ -48,6 +54,38 @@ def pair_scores(model: Path, variant: str, detections_cache: Path, cache: Path) 
     return embedded.pairs, scores
 
 
+def celeba_val_impostor_std(model: Path, detections_cache: Path, val_fraction: float = 0.15, seed: int = 0) -> dict:
+    """``model``'s cosine spread over all different-person pairs of the CelebA validation identities' photos."""
+    from pipelines.recognizer.faces_dataset import list_photos, validation_identities
+    from vigil.eval.face_source import DEFAULT_MIN_SCORE, DetectionCache, FaceSource, ImageEmbedder, build_detector, build_recognizer, read_image
+    from vigil.paths import data_path
+
+    root = data_path("celeba299")
+    rels = [p.relative_to(root).as_posix() for p in list_photos(root)]
+    val_ids = validation_identities([r.split("/")[0] for r in rels], val_fraction, seed)
+    rels = [r for r in rels if r.split("/")[0] in val_ids]
+    recognizer = build_recognizer(model, flip_average=True)
+    detect_batch, detector_label = build_detector(None)
+    cache = DetectionCache.in_folder(detections_cache, "celeba-val", detector_label, DEFAULT_MIN_SCORE)
+    source = FaceSource(detect_batch, recognizer.aligner, fallback="skip", min_score=DEFAULT_MIN_SCORE, cache=cache)
+    embedded = ImageEmbedder(source, recognizer.embedder, detector_label, recognizer.label).embed(
+        rels, lambda rel: read_image(root / rel), progress=f"celeba val {Path(model).name}")
+    cache.save()
+    kept = [r for r in rels if embedded[r].vector is not None]
+    vectors = np.stack([embedded[r].vector for r in kept])
+    people = np.array([r.split("/")[0] for r in kept])
+    upper = np.triu(np.ones((len(kept), len(kept)), dtype=bool), k=1)
+    impostor = (vectors @ vectors.T)[upper & (people[:, None] != people[None, :])]
+    return {"photos": len(kept), "skipped_no_face": len(rels) - len(kept), "identities": len(set(people)),
+            "impostor_pairs": int(impostor.size), "impostor_mean": round(float(impostor.mean()), 4),
+            "impostor_std": round(float(impostor.std()), 4)}
+
+
+def equal_weight(first_std: float, second_std: float) -> float:
+    """The second model's weight when each cosine is divided by its impostor spread and the two are averaged."""
+    return round(first_std / (first_std + second_std), 2)
+
+
 def protocol(scores: np.ndarray, pairs) -> dict:
     """LFW 10-fold accuracy (mean, std in %), TAR at FAR 1e-3 (%), AUC: the same functions as ``vigil eval lfw``."""
     from vigil.eval.verification import kfold_accuracy, roc_curve, tar_at_far
@@ -70,7 +108,9 @@ def sweep(first: np.ndarray, second: np.ndarray, pairs, weights: list[float]) ->
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", type=Path, nargs=2, required=True, help="two recognizers listed in models/manifest.yaml")
-    ap.add_argument("--weights", type=float, nargs="+", required=True, help="weights of the second model, each in [0, 1]")
+    ap.add_argument("--weights", type=float, nargs="+", default=[], help="weights of the second model, each in [0, 1]")
+    ap.add_argument("--celeba-val", action="store_true",
+                    help="instead of LFW: each model's impostor spread on the CelebA validation identities, and the equal weight")
     ap.add_argument("--degraded", action="store_true", help="the seeded surveillance-degraded LFW (vigil eval lfw --degraded)")
     ap.add_argument("--detections-cache", type=Path, default=DEFAULT_DETECTIONS)
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="embeddings per model and variant")
@@ -80,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from vigil.errors import VigilError
 
-        if not all(0.0 <= w <= 1.0 for w in args.weights):
+        if args.celeba_val:
+            return _celeba_weight(args)
+        if not args.weights or not all(0.0 <= w <= 1.0 for w in args.weights):
             raise VigilError(f"--weights: each must be in [0, 1], got {args.weights}")
         variant = "degraded" if args.degraded else "clean"
         pairs, first = pair_scores(args.models[0], variant, args.detections_cache, args.cache)
@@ -98,6 +140,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_reporting_errors(body)
+
+
+def _celeba_weight(args: argparse.Namespace) -> int:
+    spreads = [celeba_val_impostor_std(model, args.detections_cache) for model in args.models]
+    report = {"set": "celeba299 validation identities (faces_dataset split, 15 %, seed 0)", "models": [str(m) for m in args.models],
+              "per_model": spreads, "equal_weight_second": equal_weight(spreads[0]["impostor_std"], spreads[1]["impostor_std"])}
+    for model, spread in zip(args.models, spreads):
+        print(f"{model.name}: {spread['photos']} photos of {spread['identities']} people, impostor cosine "
+              f"{spread['impostor_mean']:.4f} +- {spread['impostor_std']:.4f} ({spread['impostor_pairs']} pairs)")
+    print(f"equal-weight fusion: second model weight {report['equal_weight_second']}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0
 
 
 if __name__ == "__main__":

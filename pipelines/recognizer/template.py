@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -46,26 +47,64 @@ ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.736
 ARCFACE_SIZE = 112
 
 
-def remap_template(points: np.ndarray, from_reference: np.ndarray, to_reference: np.ndarray, chip_size: int) -> np.ndarray:
-    """``points`` moved by the similarity that best maps ``from_reference`` onto ``to_reference``, made symmetric.
+def arcface_template() -> np.ndarray:
+    """The ArcFace 112 px template made symmetric (the runtime's flip averaging needs a symmetric template).
 
-    For a recognizer whose template was defined for another landmark convention (SFace's ArcFace template, for
-    MTCNN/YuNet-like landmarks): with ``from_reference`` = the YuNet-landmark dlib template, ``to_reference`` = the
-    ArcFace template and ``points`` = the vigil-landmark dlib template, the result is where vigil's detector's
-    landmarks sit on an ArcFace-aligned face.
+    Measured better for SFace than the ArcFace template re-expressed through a YuNet -> vigil landmark similarity
+    (the first shipped choice): vigil's detector was pseudo-labelled from ArcFace-convention teachers, so its
+    landmarks already sit where ArcFace's template expects them (LFW numbers in models/recognizer/sface-2021dec.md).
     """
+    return symmetrize(ARCFACE_112, ARCFACE_SIZE)
+
+
+@dataclass(frozen=True)
+class EnsembleChip:
+    """An ensemble chip: its size and template, and where each member's chip lies in it (x0, y0, x1, y1)."""
+
+    chip_size: int
+    template: np.ndarray
+    member_boxes: dict[str, tuple[float, float, float, float]]
+
+
+def member_box(template: np.ndarray, member_template: np.ndarray, member_size: int) -> tuple[float, float, float, float]:
+    """The region of the ensemble chip (pixel-centre coordinates, edges of the outer pixels) that a member's
+    ``member_size`` chip covers, given the ensemble ``template`` and the member's template (scale + shift only)."""
     from vigil.align import estimate_similarity
 
-    matrix = estimate_similarity(np.asarray(from_reference, np.float64), np.asarray(to_reference, np.float64))
-    return symmetrize(np.asarray(points, np.float64) @ matrix[:, :2].T + matrix[:, 2], chip_size)
+    matrix = estimate_similarity(np.asarray(template, np.float64), np.asarray(member_template, np.float64))
+    scale = float(np.hypot(matrix[0, 0], matrix[1, 0]))
+    x0, y0 = (-0.5 - matrix[0, 2]) / scale, (-0.5 - matrix[1, 2]) / scale
+    side = member_size / scale
+    return (round(x0, 3), round(y0, 3), round(x0 + side, 3), round(y0 + side, 3))
 
 
-def _arcface_for_vigil(yunet_json: Path, vigil_json: Path) -> dict:
-    yunet = np.asarray(json.loads(Path(yunet_json).read_text())["template"])
-    vigil = np.asarray(json.loads(Path(vigil_json).read_text())["template"])
-    template = remap_template(vigil, yunet, ARCFACE_112, ARCFACE_SIZE)
-    return {"chip_size": ARCFACE_SIZE, "order": list(LANDMARK_NAMES), "template": np.round(template, 3).tolist(),
-            "from": [str(yunet_json), str(vigil_json)], "reference": "ArcFace 112 px (insightface norm_crop, OpenCV alignCrop)"}
+def ensemble_chip(anchor_template: np.ndarray, factor: int, chip_size: int,
+                  members: dict[str, tuple[np.ndarray, int]]) -> EnsembleChip:
+    """The ensemble template: the anchor member's template at ``factor`` x (pixel centres: factor * x + (factor - 1)
+    / 2, so the anchor's chip is the exact factor x factor average of a block of the ensemble chip), shifted by
+    whole pixels so that the union of all members' chips is centred in a ``chip_size`` chip.
+
+    ValueError when the union does not fit: the chip must then be bigger.
+    """
+    base = factor * np.asarray(anchor_template, np.float64) + (factor - 1) / 2
+    boxes = np.array([member_box(base, t, size) for t, size in members.values()])
+    low, high = boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)  # union, before the shift
+    if np.any(high - low > chip_size + 1e-6):
+        raise ValueError(f"members' chips span {np.round(high - low, 1).tolist()} px: more than a {chip_size} px chip")
+    shift = np.round((chip_size - (high - low)) / 2 - (low + 0.5))
+    template = base + shift
+    return EnsembleChip(chip_size, template, {name: member_box(template, t, size) for name, (t, size) in members.items()})
+
+
+def _ensemble_report(names: list[str], factor: int, chip_size: int) -> dict:
+    from vigil.models import ModelRegistry
+
+    registry = ModelRegistry()
+    specs = [registry.named(name, "recognizer", where="--ensemble") for name in names]
+    members = {spec.name: (np.asarray(spec.alignment_template, np.float64), int(spec.input_size[0])) for spec in specs}
+    chip = ensemble_chip(members[specs[0].name][0], factor, chip_size, members)
+    return {"chip_size": chip.chip_size, "order": list(LANDMARK_NAMES), "template": np.round(chip.template, 3).tolist(),
+            "anchor": specs[0].name, "factor": factor, "member_boxes": chip.member_boxes}
 
 
 def nearest_box_centre(centres: np.ndarray, box_xyxy: np.ndarray) -> int | None:
@@ -200,15 +239,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--symmetric", action="store_true", help="average the template with its mirror image (see symmetrize)")
     parser.add_argument("--compare-shipped", action="store_true",
                         help="also measure the alignment parity with the manifest's current template, same landmarks")
-    parser.add_argument("--arcface-from", type=Path, nargs=2, metavar=("YUNET_JSON", "VIGIL_JSON"),
-                        help="instead: the ArcFace 112 px template for vigil's landmarks (remap_template) from the "
-                             "YuNet-landmark and the vigil-landmark dlib templates, written to --json")
+    parser.add_argument("--arcface", action="store_true",
+                        help="instead: write the symmetric ArcFace 112 px template (arcface_template) to --json")
+    parser.add_argument("--ensemble", nargs="+", metavar="MODEL",
+                        help="instead: the template of an ensemble chip for these manifest recognizers (the first is "
+                             "the anchor, cut at --factor x), written to --json with where each member's chip lies")
+    parser.add_argument("--factor", type=int, default=2, help="--ensemble: the anchor member's chip scale")
+    parser.add_argument("--chip-size", type=int, default=256, help="--ensemble: the ensemble chip's size")
     args = parser.parse_args(argv)
-    if args.arcface_from:
-        report = _arcface_for_vigil(*args.arcface_from)
+    if args.arcface or args.ensemble:
+        try:
+            report = _ensemble_report(args.ensemble, args.factor, args.chip_size) if args.ensemble else {
+                "chip_size": ARCFACE_SIZE, "order": list(LANDMARK_NAMES), "template": np.round(arcface_template(), 3).tolist(),
+                "reference": "ArcFace 112 px (insightface norm_crop, OpenCV alignCrop), made symmetric"}
+        except (VigilError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
-        print(f"ArcFace template for vigil landmarks: {report['template']} -> {args.json}")
+        print(f"template {report['template']} ({report['chip_size']} px) -> {args.json}")
+        for name, box in report.get("member_boxes", {}).items():
+            print(f"  {name}: chip covers x {box[0]:.1f}-{box[2]:.1f}, y {box[1]:.1f}-{box[3]:.1f}")
         return 0
     try:
         files = lfw_sample(2 * max(args.images, args.eval_images))

@@ -8,7 +8,9 @@ one output ``embeddings`` float32 [N, D], L2-normalised, dynamic batch. Typical 
 RGB with a fixed batch of 1 and return raw vectors, so the wrapper adds in front ``Cast -> Transpose to NCHW ->
 (BGR->RGB) -> (x - mean) / std`` and behind ``LpNormalization``, and makes the batch dimension symbolic.
 ``--fp16-weights`` stores float initialisers as float16 with a Cast back to float32 (half the file, computed in
-fp32, the same scheme as the converted dlib models); check its parity with ``--check``.
+fp32, the same scheme as the converted dlib models); ``--int8-matrices`` stores the big fully connected weights as
+int8 with a float scale per row (``convert.matrices_to_int8``; SFace's 50,176 x 128 FC is two thirds of its
+weights). Check parity with ``--check`` (random chips) and on real faces with ``vigil eval lfw``.
 """
 
 from __future__ import annotations
@@ -62,12 +64,13 @@ def _prefix_nodes(source_input: str, rgb: bool, mean: float, std: float):
     return nodes, inits
 
 
-def wrap(model_in: Path, model_out: Path, rgb: bool, mean: float = 0.0, std: float = 1.0, fp16_weights: bool = False):
+def wrap(model_in: Path, model_out: Path, rgb: bool, mean: float = 0.0, std: float = 1.0, fp16_weights: bool = False,
+         int8_matrices: bool = False):
     """Write the wrapped model; returns (chip size S, embedding size D)."""
     import onnx
     from onnx import TensorProto, helper
 
-    from pipelines.recognizer.convert import weights_to_fp16
+    from pipelines.recognizer.convert import matrices_to_int8, weights_to_fp16
 
     model = onnx.load(str(model_in))
     graph = model.graph
@@ -89,6 +92,8 @@ def wrap(model_in: Path, model_out: Path, rgb: bool, mean: float = 0.0, std: flo
     del graph.output[:]
     graph.output.extend([helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [BATCH_DIM, dim])])
     del graph.value_info[:]  # shapes inferred for batch 1 would contradict the symbolic batch
+    if int8_matrices:
+        matrices_to_int8(model)  # first: the big FC weights as int8 + row scales; fp16 then takes the rest
     if fp16_weights:
         weights_to_fp16(model)  # the converter's: the same fp16-with-Cast storage as every shipped model
     onnx.checker.check_model(model)
@@ -123,12 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mean", type=float, default=0.0, help="subtracted from 0-255 pixels (0: the model does it)")
     ap.add_argument("--std", type=float, default=1.0, help="pixels are divided by this after --mean")
     ap.add_argument("--fp16-weights", action="store_true", help="store weights as float16 (computed in float32)")
+    ap.add_argument("--int8-matrices", action="store_true",
+                    help="store big fully connected weights as int8 with a scale per row (computed in float32)")
     ap.add_argument("--check", type=int, default=16, help="random chips to compare against the source model (0: skip)")
     args = ap.parse_args(argv)
     try:
         if not args.model.is_file():
             raise VigilError(f"{args.model}: model file not found")
-        size, dim = wrap(args.model, args.out, args.rgb, args.mean, args.std, args.fp16_weights)
+        size, dim = wrap(args.model, args.out, args.rgb, args.mean, args.std, args.fp16_weights, args.int8_matrices)
         print(f"{args.out}: chips uint8 [N,{size},{size},3] BGR -> embeddings [N,{dim}] (L2-normalised)")
         if args.check:
             from vigil.embed import OnnxEmbedder

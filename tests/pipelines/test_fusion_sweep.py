@@ -43,3 +43,16 @@ def test_fused_accuracy(weight, expected_accuracy):
 def test_weight_outside_0_1_is_one_line_error(tmp_path, capsys):
     code = main(["--models", str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), "--weights", "1.5"])
     assert code == 2 and "--weights" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "first_std, second_std, expected",
+    [(0.1, 0.1, 0.5), (0.05, 0.15, 0.25), (0.15, 0.05, 0.75), (0.0734, 0.1889, 0.28)],  # equal spreads: equal weights
+)
+def test_equal_weight_divides_each_score_by_its_spread(first_std, second_std, expected):
+    from pipelines.recognizer.fusion_sweep import equal_weight
+
+    w = equal_weight(first_std, second_std)
+    assert w == pytest.approx(expected, abs=0.005)
+    # the fused score (1 - w) cos_1 + w cos_2 is proportional to cos_1 / std_1 + cos_2 / std_2
+    assert (1 - w) * first_std == pytest.approx(w * second_std, rel=0.03)

@@ -59,16 +59,49 @@ def test_template_in_image_is_sent_onto_the_template(scale, angle_deg, shift):
 
 
 SYMMETRIC_112 = np.array([[35.0, 50.0], [76.0, 50.0], [55.5, 70.0], [40.0, 90.0], [71.0, 90.0]])
+DLIB_150 = TEMPLATE  # the dlib member's (symmetric) template
 
 
-@pytest.mark.parametrize("scale, shift_y", [(1.0, 0.0), (2.0, -20.0), (0.5, 10.0)])  # identity, two scale+shift changes
-def test_remap_template_follows_the_reference_similarity(scale, shift_y):
-    """to_reference = scale * from_reference + shift (a similarity that keeps the mirror axis x = 55.5): points
-    3 px below the from_reference land 3 * scale px below the to_reference."""
-    from pipelines.recognizer.template import remap_template
+def test_arcface_template_is_symmetric_and_close_to_arcface():
+    from pipelines.recognizer.template import ARCFACE_112, arcface_template, symmetrize
 
-    shift = np.array([55.5 * (1 - scale), shift_y])
-    from_reference = (SYMMETRIC_112 - shift) / scale
-    points = from_reference + np.array([0.0, 3.0])
-    got = remap_template(points, from_reference, SYMMETRIC_112, 112)
-    np.testing.assert_allclose(got, SYMMETRIC_112 + np.array([0.0, 3.0 * scale]), atol=1e-6)
+    template = arcface_template()
+    assert np.allclose(template, symmetrize(template, 112))
+    assert template[2, 0] == pytest.approx(55.5)
+    assert np.abs(template - ARCFACE_112).max() < 1.0
+
+
+@pytest.mark.parametrize(
+    ("template", "member_template", "member_size", "expected"),
+    [
+        (SYMMETRIC_112, SYMMETRIC_112, 112, (-0.5, -0.5, 111.5, 111.5)),  # the same chip
+        (2 * SYMMETRIC_112 + 0.5, SYMMETRIC_112, 112, (-0.5, -0.5, 223.5, 223.5)),  # an exact 2x2 block per pixel
+        (2 * SYMMETRIC_112 + 0.5 + [16, 5], SYMMETRIC_112, 112, (15.5, 4.5, 239.5, 228.5)),  # shifted
+        (SYMMETRIC_112 + [10, 0], SYMMETRIC_112, 112, (9.5, -0.5, 121.5, 111.5)),
+    ],
+)
+def test_member_box(template, member_template, member_size, expected):
+    from pipelines.recognizer.template import member_box
+
+    assert member_box(template, member_template, member_size) == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.parametrize("chip_size", [240, 256, 300])
+def test_ensemble_chip_centres_every_member_inside_the_chip(chip_size):
+    from pipelines.recognizer.template import ensemble_chip
+
+    chip = ensemble_chip(SYMMETRIC_112, 2, chip_size, {"anchor": (SYMMETRIC_112, 112), "dlib": (DLIB_150, 150)})
+    boxes = np.array(list(chip.member_boxes.values()))
+    assert boxes[:, :2].min() >= -0.5 and boxes[:, 2:].max() <= chip_size - 0.5
+    low, high = boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)
+    assert np.all(np.abs((low + 0.5) - (chip_size - 0.5 - high)) <= 1.0)  # centred to a whole pixel
+    x0, y0, x1, y1 = chip.member_boxes["anchor"]
+    assert (x1 - x0, y1 - y0) == pytest.approx((224.0, 224.0)) and float(x0 + 0.5).is_integer() and float(y0 + 0.5).is_integer()
+    assert chip.template[2, 0] == pytest.approx((chip_size - 1) / 2)  # still symmetric about the chip's axis
+
+
+def test_ensemble_chip_refuses_a_chip_too_small():
+    from pipelines.recognizer.template import ensemble_chip
+
+    with pytest.raises(ValueError, match="more than a 200 px chip"):
+        ensemble_chip(SYMMETRIC_112, 2, 200, {"anchor": (SYMMETRIC_112, 112), "dlib": (DLIB_150, 150)})
