@@ -19,10 +19,12 @@ import pytest
 from vigil.capture import (
     FFMPEG_OPTIONS_ENV,
     CameraSource,
+    FilePacer,
     FileSource,
     LatestFrameQueue,
     RateLimiter,
     ensure_rtsp_over_tcp,
+    file_fps,
     open_capture,
     tcp_endpoint,
 )
@@ -106,6 +108,33 @@ def test_rate_limiter_does_not_burst_after_a_gap() -> None:
     assert [limiter.allow(t) for t in (0.0, 0.1, 0.2)] == [True, True, True]
     # after a minute without frames: one extra frame at most, then the steady 10 fps again
     assert [limiter.allow(t) for t in (60.0, 60.033, 60.066, 60.1, 60.133)] == [True, False, True, False, False]
+
+
+@pytest.mark.parametrize(
+    ("fps", "read_times", "waits"),
+    [
+        (10.0, [0.0, 0.0, 0.05, 0.2], [0.0, 0.1, 0.15, 0.1]),  # due every 0.1 s from the first read (0.0, 0.1, 0.2, 0.3)
+        (25.0, [0.0, 0.04, 0.08], [0.0, 0.0, 0.0]),  # a reader exactly on time never waits
+        (10.0, [0.0, 0.5, 0.5], [0.0, 0.0, 0.0]),  # 0.4 s late: the backlog is read at once (within MAX_LAG_S)
+        (10.0, [0.0, 5.0, 5.0], [0.0, 0.0, 0.1]),  # 4.9 s late (a suspended process): the clock restarts, no burst
+    ],
+)
+def test_file_pacer_plays_at_the_file_rate_with_a_fake_clock(fps, read_times, waits) -> None:
+    pacer = FilePacer(fps)
+    assert [round(pacer.wait_s(t), 6) for t in read_times] == waits
+
+
+@pytest.mark.parametrize(("reported", "played"), [(29.97, 29.97), (0.0, 25.0), (float("nan"), 25.0), (1000.0, 25.0), (1.0, 1.0)])
+def test_file_fps_falls_back_when_the_container_has_no_rate(reported: float, played: float) -> None:
+    assert file_fps(reported) == played
+
+
+@pytest.mark.parametrize(
+    ("source", "is_file"),
+    [("clips/a.mp4", True), ("/videos/a.mp4", True), ("rtsp://h/s", False), ("http://h/v.mjpg", False), ("/dev/video0", False), (0, False)],
+)
+def test_camera_source_kinds(source, is_file: bool) -> None:
+    assert camera("c", source).is_file is is_file
 
 
 @pytest.mark.parametrize(
@@ -259,11 +288,31 @@ def test_camera_latest_frame_queue_counts_drops_and_fps_cap(clip: Path, started)
     assert cam.get(timeout_s=5.0) is not None
     time.sleep(1.0)  # nobody consumes: the queue keeps the newest 2, drops the rest
     stats = cam.stats()
-    assert stats.frames_dropped > 0 and stats.frames_skipped > 0  # (a file "camera" reconnects at each end)
+    assert stats.frames_dropped > 0 and stats.frames_skipped > 0  # the clip plays at 29.97 fps, capped to 20
     delivered = stats.frames_read - stats.frames_skipped
     assert delivered <= 20 * 1.0 + 20 * 1.0  # capped at ~20 fps (generous: decoding started before the sleep)
     first, second = cam.get(0.5), cam.get(0.5)
     assert first is not None and second is not None and second.index == first.index + 1
+
+
+def test_file_camera_plays_at_its_frame_rate_and_loops_without_reconnecting(tmp_path: Path, started, caplog) -> None:
+    import cv2
+
+    path = tmp_path / "ten_frames.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 20.0, (64, 48))
+    for i in range(10):  # half a second at 20 fps
+        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    writer.release()
+    caplog.set_level(logging.DEBUG, logger="vigil.camera.file")
+    cam = started(camera("file", str(path), queue_size=64))
+    time.sleep(1.6)
+    stats = cam.stats()
+    assert 24 <= stats.frames_read <= 40  # ~32 at 20 fps (read as fast as decoding allows: thousands)
+    assert stats.file_loops >= 2 and stats.reconnect_attempts == 0 and stats.connected
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("playing it again" in r.message and r.levelno == logging.INFO for r in caplog.records) == 1
+    indices = [frame.index for frame in iter(lambda: cam.get(0.0), None)]
+    assert indices == list(range(indices[0], indices[0] + len(indices)))  # no gaps across the loop
 
 
 # ---- real RTSP -------------------------------------------------------------------------------------------------

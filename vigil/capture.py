@@ -19,6 +19,10 @@ Cameras (:class:`CameraSource`)
     Frames go to a bounded latest-frame queue of ``queue_size``: when full, the OLDEST frame is dropped and counted
     in ``frames_dropped``. ``fps_cap`` skips frames (``frames_skipped``) to cap the delivered rate.
 
+    A video *file* configured as a camera is played like one: at its own frame rate (:class:`FilePacer`), and from
+    the start again when it ends (one INFO line, then DEBUG), without a reconnect. Read as fast as decoding allows it
+    would be consumed in a fraction of a second and "fail" at its end every time (a warning per loop).
+
 Files (:class:`FileSource`)
     A generator in the caller's thread: every frame, in order, none dropped, one frame in memory at a time.
 
@@ -66,6 +70,7 @@ _PROBE_INTERVAL_S = 0.25  # TCP probe period while a camera's port refuses conne
 _PROBE_TIMEOUT_S = 0.5
 _FPS_WINDOW_S = 5.0  # stats().fps is measured over this many recent seconds
 _REMIND_S = 60.0  # while a camera stays down, one warning per this many seconds (DEBUG in between)
+_FILE_FPS_FALLBACK = 25.0  # a file camera whose container reports no usable frame rate is played at this rate
 
 
 # ---- opening ---------------------------------------------------------------------------------------------------
@@ -154,6 +159,7 @@ class CameraStats:
     reconnect_attempts: int = 0  # opens tried after the first one, successful or not
     reconnects: int = 0  # successful opens after a failure
     stalls: int = 0  # sessions the watchdog abandoned (no frame for stall_timeout_s)
+    file_loops: int = 0  # a file played as a camera: times it reached its end and started again
     last_error: str = ""
     fps: float = 0.0  # frames read per second over the last few seconds
 
@@ -210,6 +216,36 @@ class RateLimiter:
             self.tokens -= 1.0
             return True
         return False
+
+
+class FilePacer:
+    """When to read the next frame of a file played as a live camera, at ``fps`` frames per second.
+
+    ``wait_s(now_s)`` is called before each read and returns how long to wait first. Frames are due every
+    ``1 / fps`` seconds from the first one; a reader that falls more than ``MAX_LAG_S`` behind (a slow disk, a
+    suspended process) restarts the clock instead of bursting through the backlog.
+    """
+
+    MAX_LAG_S = 1.0
+
+    def __init__(self, fps: float) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.period_s = 1.0 / fps
+        self.next_due_s: float | None = None
+
+    def wait_s(self, now_s: float) -> float:
+        if self.next_due_s is None or now_s - self.next_due_s > self.MAX_LAG_S:
+            self.next_due_s = now_s
+        wait = max(self.next_due_s - now_s, 0.0)
+        self.next_due_s += self.period_s
+        return wait
+
+
+def file_fps(reported_fps: float) -> float:
+    """The rate to play a file camera at: the container's frame rate, or ``_FILE_FPS_FALLBACK`` when it reports
+    none (0, NaN) or an implausible one."""
+    return reported_fps if 1.0 <= reported_fps <= 240.0 else _FILE_FPS_FALLBACK
 
 
 @dataclass
@@ -404,11 +440,21 @@ class CameraSource:
         self._down_since_mono_s = None
 
     def _read_frames(self, session: _Session, capture) -> None:
+        import cv2
+
         limiter = RateLimiter(self.camera.fps_cap)
+        pacer = FilePacer(file_fps(capture.get(cv2.CAP_PROP_FPS))) if self.camera.is_file else None
+        frames_this_pass = 0
         while not self._stop.is_set() and not session.cancel.is_set():
+            if pacer is not None and self._stop.wait(pacer.wait_s(time.monotonic())):
+                return
             if not capture.grab():
+                if pacer is not None and frames_this_pass > 0 and self._rewind(capture, frames_this_pass):
+                    frames_this_pass = 0
+                    continue
                 session.error = "read failed or timed out"
                 return
+            frames_this_pass += 1
             now = time.monotonic()
             session.last_progress_mono_s = now
             if not limiter.allow(now):
@@ -419,6 +465,17 @@ class CameraSource:
                 session.error = "frame decode failed"
                 return
             self._publish(session, image, now)
+
+    def _rewind(self, capture, frames: int) -> bool:
+        """A file camera reached its end: seek back to the first frame (True when the seek worked)."""
+        import cv2
+
+        if not capture.set(cv2.CAP_PROP_POS_FRAMES, 0):
+            return False
+        self._count(file_loops=1)
+        level = logging.INFO if self.stats().file_loops == 1 else logging.DEBUG
+        self.log.log(level, "camera %s: end of the file after %d frames: playing it again from the start", self.name, frames)
+        return True
 
     def _publish(self, session: _Session, image: np.ndarray, now: float) -> None:
         with self._lock:

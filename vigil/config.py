@@ -70,6 +70,12 @@ class CameraConfig(StrictModel):
     def is_network(self) -> bool:
         return isinstance(self.source, str) and bool(re.match(r"^(rtsp|rtsps|http|https|rtmp)://", self.source))
 
+    @property
+    def is_file(self) -> bool:
+        """A recorded video file (not a URL, not a /dev/ device): played at its own frame rate and looped
+        (vigil.capture.FilePacer)."""
+        return isinstance(self.source, str) and not self.is_network and not self.source.startswith("/dev/")
+
 
 class ReconnectConfig(StrictModel):
     initial_backoff_s: PositiveSeconds = 0.5
