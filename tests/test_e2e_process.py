@@ -52,6 +52,15 @@ def test_hamilton_clip_alerts_lin_manuel_confirmed_and_nothing_false(hamilton_sc
 
 
 @pytest.mark.slow
+def test_hamilton_clip_confirms_obama_whose_face_continues_lin_manuels_track(hamilton_score):
+    """At the cut to the audience (frame 211) ByteTrack hands Lin-Manuel's box to Obama's face; without the
+    identity gate (vigil.track) Obama's embeddings were folded into Lin-Manuel's track and he was never alerted."""
+    alerts, score = hamilton_score
+    obama = next(p for p in score.people if p.person_id == "obama")
+    assert obama.hit, f"Obama not confirmed; alerts: {alerts}"
+
+
+@pytest.mark.slow
 def test_hamilton_clip_confirms_lin_manuel_within_1_s_of_a_40_px_face(hamilton_score):
     _, score = hamilton_score
     lin = next(p for p in score.people if p.person_id == "lin-manuel-miranda")

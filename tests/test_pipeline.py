@@ -80,13 +80,13 @@ def frames_showing(codes: list[int], camera: str = "cam", scores: list[int] | No
     return frames
 
 
-def run_pipeline(tmp_path, codes, rules=None, width_px=60.0, schedule=None, scores=None):
+def run_pipeline(tmp_path, codes, rules=None, width_px=60.0, schedule=None, scores=None, tracker=None):
     rules = rules or RulesConfig(match_threshold=0.5, margin=0.05, min_hits=2, confirm_hits=4, cooldown_s=60)
     events_path = tmp_path / "events.jsonl"
     dispatcher = AlertDispatcher([JsonlSink(events_path)])
     pipeline = WatchPipeline(
         ScriptedAnalyzer(width_px), Gallery.from_people(PEOPLE), RulesEngine(rules, PEOPLE), dispatcher, {},
-        TrackerConfig(), tmp_path / "data", embed_schedule=schedule or EmbedSchedule(),
+        tracker or TrackerConfig(), tmp_path / "data", embed_schedule=schedule or EmbedSchedule(),
     )  # fmt: skip
     frames = frames_showing(codes, "cam", scores)
     for start in range(0, len(codes), 4):
@@ -101,6 +101,10 @@ CASES = [
     ("allow list never alerts", [3] * 8, []),
     ("stranger never alerts", [9] * 20, []),
     ("one frame is not enough", [1, 0, 0, 0, 0, 0, 0, 0], []),
+    # the same box shows ann, then bob (a scene cut, people crossing): after 3 embeddings that do not match ann's
+    # track, the box gets a new track and bob is alerted on it (with identity_switch_hits: 0 he never is: below)
+    ("a track that passes to another face is split", [1] * 8 + [2] * 8,
+     [("ann", "provisional", 1), ("ann", "confirmed", 3), ("bob", "provisional", 11), ("bob", "confirmed", 13)]),
 ]
 
 
@@ -108,6 +112,16 @@ CASES = [
 def test_alerts_from_scripted_frames(tmp_path, case, codes, expected):
     events, _ = run_pipeline(tmp_path, codes)
     assert [(e["person_id"], e["stage"], e["frame_index"]) for e in events] == expected
+
+
+@pytest.mark.parametrize(
+    ("switch_hits", "expected_tracks", "switches", "held_out"), [(3, {1: "ann", 2: "bob"}, 1, 2), (0, {1: "ann"}, 0, 0)]
+)
+def test_identity_switch_gate(tmp_path, switch_hits, expected_tracks, switches, held_out):
+    events, pipeline = run_pipeline(tmp_path, [1] * 8 + [2] * 8, tracker=TrackerConfig(identity_switch_hits=switch_hits))
+    assert {e["track_id"]: e["person_id"] for e in events} == expected_tracks
+    assert (pipeline.counters.identity_switches, pipeline.counters.embeddings_held_out) == (switches, held_out)
+    assert pipeline.rules.active_tracks == len(pipeline.trackers["cam"].active_tracks)  # the split-off track is forgotten
 
 
 def test_alert_record_has_every_field_and_a_snapshot(tmp_path):

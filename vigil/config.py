@@ -129,6 +129,14 @@ class TrackerConfig(StrictModel):
     match_thresh: Fraction = 0.8
     track_buffer_frames: int = Field(default=30, ge=1, le=10_000)
     max_track_age_s: PositiveSeconds = 5.0
+    identity_switch_hits: int = Field(
+        default=3, ge=0, le=100,
+        description="split a track after this many consecutive embeddings that do not match its own face (0: never)",
+    )
+    identity_min_cosine: Fraction | None = Field(
+        default=None, description="cosine to the track's own face below which an embedding does not match it; None: "
+        "the rules' match threshold (the recognizer's calibrated one), so the scale follows the recognizer",
+    )
 
 
 class RulesConfig(StrictModel):

@@ -27,8 +27,8 @@ from vigil.config import CameraConfig, TrackerConfig
 from vigil.alerts import Event, event_from_decision, new_event_id, save_snapshot
 from vigil.embed_schedule import EmbedSchedule, TrackEmbedState, record_embed, should_embed
 from vigil.rules import Decision, Gallery, RulesEngine, match_embedding
-from vigil.track import FaceTracker, TrackUpdate, add_embedding
-from vigil.types import Alert, Face, Frame
+from vigil.track import FaceTracker, TrackUpdate
+from vigil.types import Alert, Face, Frame, Track
 
 SNAPSHOT_MARGIN = 0.25  # fraction of the box size added around a face in its snapshot
 
@@ -49,6 +49,8 @@ class PipelineCounters:
     faces: int = 0  # detected faces
     embeddings: int = 0  # faces embedded (recognisable and picked by the embed schedule)
     embeddings_skipped: int = 0  # recognisable tracked faces the schedule did not embed
+    embeddings_held_out: int = 0  # embeddings that did not match their track's face (not voted; see vigil.track)
+    identity_switches: int = 0  # tracks split because their box passed to another face
     alerts: int = 0
     unknown_events: int = 0
     track_seconds: float = 0.0
@@ -164,12 +166,12 @@ class WatchPipeline:
         for update in updates:
             if update.embedding is None:
                 continue  # too small to recognise, or not scheduled: tracked, not voted
-            add_embedding(update.track, update.embedding)
-            if update.track.embedding is None:
-                continue  # the weighted sum cancelled to zero: nothing to match yet
-            match = match_embedding(update.track.embedding, self.gallery)
+            track = self._fold(frame.camera, update)
+            if track is None or track.embedding is None:
+                continue  # held out (does not match its track), or the weighted sum cancelled to zero
+            match = match_embedding(track.embedding, self.gallery)
             decisions = self.rules.decide(
-                camera, update.track, match, frame.image.shape, frame.mono_ts_s, now_wall,
+                camera, track, match, frame.image.shape, frame.mono_ts_s, now_wall,
                 update.embedding.aligned.quality, box=update.face.box,
             )  # fmt: skip
             events.extend(self._to_event(decision, frame, update) for decision in decisions)
@@ -178,6 +180,21 @@ class WatchPipeline:
             self._count(event)
             self.sink.emit(event)
         return events
+
+    def _fold(self, camera: str, update: TrackUpdate) -> Track | None:
+        """The track to decide on after folding the update's embedding in; None when it was held out."""
+        min_cosine = self.tracker_cfg.identity_min_cosine
+        if min_cosine is None:
+            min_cosine = self.rules.rules.match_threshold
+        fold = self.trackers[camera].fold(update.track, update.embedding, float(min_cosine))
+        if fold.replaced is not None:
+            self.counters.identity_switches += 1
+            self.rules.forget(camera, fold.replaced.track_id)
+            self.embed_states.pop((camera, fold.replaced.track_id), None)
+            self.log.debug("camera %s: track %d changed identity: new track %d", camera, fold.replaced.track_id, fold.track.track_id)
+        elif not fold.folded:
+            self.counters.embeddings_held_out += 1
+        return fold.track if fold.folded else None
 
     def _to_event(self, decision: Decision, frame: Frame, update: TrackUpdate) -> Event:
         event_id = new_event_id()

@@ -3,6 +3,13 @@
 Each camera gets its own ``FaceTracker``. ByteTrack associates this frame's face boxes with existing tracks; each
 track accumulates a quality-weighted sum of its unit embeddings (quality = face size, detector score, frontality from
 ``AlignedFace.quality``), so the track's embedding gets better as the person comes closer or turns to the camera.
+
+Identity switches: ByteTrack follows boxes, not faces, so a track can pass from one person to another (people
+crossing, a scene cut in edited video). Its aggregate embedding would then keep naming the first person while the
+second is in view: measured on the Hamilton clip, where Obama's face continued Lin-Manuel Miranda's track and was never
+matched. :meth:`FaceTracker.fold` therefore holds out an embedding whose cosine to the track's own face is below
+``identity_min_cosine`` (the recognizer's match threshold: the track would not be accepted as the same person), and
+after ``identity_switch_hits`` such embeddings in a row gives the box a new track that starts from them.
 """
 
 from __future__ import annotations
@@ -48,6 +55,21 @@ def embedding_weight(quality: float) -> float:
     return max(float(quality), 1e-3) ** 2
 
 
+@dataclass(frozen=True)
+class Fold:
+    """What :meth:`FaceTracker.fold` did with one embedding."""
+
+    track: Track  # the track the embedding now belongs to (a new one after a split)
+    folded: bool  # False: held out (it does not match its track; not voted)
+    replaced: Track | None = None  # the track that was split off, when this embedding completed a switch
+
+
+def matches_track(track: Track, vector: np.ndarray, min_cosine: float) -> bool:
+    """Whether an embedding matches its track's own face (True while the track has no embedding yet)."""
+    aggregate = track.embedding
+    return aggregate is None or float(np.dot(aggregate, vector)) >= min_cosine
+
+
 class FaceTracker:
     """ByteTrack on face boxes for one camera, plus the aggregated ``Track`` state per track id."""
 
@@ -65,7 +87,9 @@ class FaceTracker:
         self.camera = camera
         self.cfg = cfg
         self._tracker = BYTETracker(args)
-        self._tracks: dict[int, Track] = {}
+        self._tracks: dict[int, Track] = {}  # by ByteTrack id
+        self._last_id = 0  # vigil's track ids: one per ByteTrack track, and a new one after each identity switch
+        self._successors: dict[int, Track] = {}  # split-off track id -> the track that replaced it
 
     def update(self, faces: list[Face], frame_index: int, mono_ts_s: float) -> list[TrackUpdate]:
         """Associate this frame's faces with tracks; returns the tracks that got a face in this frame.
@@ -87,22 +111,53 @@ class FaceTracker:
             updates.append(TrackUpdate(self._touch(track_id, face, frame_index, mono_ts_s), face))
         return updates
 
-    def _touch(self, track_id: int, face: Face, frame_index: int, mono_ts_s: float) -> Track:
-        track = self._tracks.get(track_id)
+    def _touch(self, box_id: int, face: Face, frame_index: int, mono_ts_s: float) -> Track:
+        track = self._tracks.get(box_id)
         if track is None:
-            track = Track(self.camera, track_id, face.box, frame_index, frame_index, mono_ts_s)
-            self._tracks[track_id] = track
+            track = self._tracks[box_id] = self._new_track(face, frame_index, mono_ts_s)
         track.box = face.box
         track.last_frame_index = frame_index
         track.last_mono_ts_s = mono_ts_s
         return track
 
+    def _new_track(self, face: Face, frame_index: int, mono_ts_s: float) -> Track:
+        self._last_id += 1
+        return Track(self.camera, self._last_id, face.box, frame_index, frame_index, mono_ts_s)
+
+    def fold(self, track: Track, embedding: Embedding, min_cosine: float) -> Fold:
+        """Fold a new embedding into ``track``, hold it out, or split the track (see the module docstring).
+
+        ``track`` may have been split after its update was made (the pipeline tracks a batch of frames before it
+        folds their embeddings): the embedding then goes to the track that replaced it.
+        """
+        while track.track_id in self._successors:
+            track = self._successors[track.track_id]
+        required = self.cfg.identity_switch_hits
+        if required == 0 or matches_track(track, embedding.vector, min_cosine):
+            track.held_out.clear()  # a passing mismatch (a blurred or turned frame): forgotten, not folded
+            add_embedding(track, embedding)
+            return Fold(track, folded=True)
+        track.held_out.append(embedding)
+        if len(track.held_out) < required:
+            return Fold(track, folded=False)
+        box_id = next((key for key, value in self._tracks.items() if value is track), None)
+        successor = self._new_track(embedding.aligned.face, track.last_frame_index, track.last_mono_ts_s)
+        for held in track.held_out:
+            add_embedding(successor, held)
+        track.held_out.clear()
+        if box_id is not None:
+            self._tracks[box_id] = successor
+        self._successors[track.track_id] = successor
+        return Fold(successor, folded=True, replaced=track)
+
     def expire(self, now_mono_s: float) -> list[Track]:
         """Remove and return tracks not seen for ``max_track_age_s``."""
-        stale = [t for t in self._tracks.values() if now_mono_s - t.last_mono_ts_s > self.cfg.max_track_age_s]
-        for track in stale:
-            del self._tracks[track.track_id]
-        return stale
+        stale = {key: t for key, t in self._tracks.items() if now_mono_s - t.last_mono_ts_s > self.cfg.max_track_age_s}
+        for key in stale:
+            del self._tracks[key]
+        gone = {t.track_id for t in stale.values()}
+        self._successors = {old: new for old, new in self._successors.items() if new.track_id not in gone}
+        return list(stale.values())
 
     @property
     def active_tracks(self) -> list[Track]:

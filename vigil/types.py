@@ -120,6 +120,7 @@ class Track:
     best_quality: float = -1.0
     best_chip: np.ndarray | None = None
     match_history: list[str | None] = field(default_factory=list)  # best person per hit
+    held_out: list[Embedding] = field(default_factory=list)  # consecutive embeddings that did not match this track
 
     @property
     def embedding(self) -> np.ndarray | None:

@@ -101,6 +101,8 @@ def process_video(pipeline: WatchPipeline, video: Path, batch_size: int, args: a
                 writer.close()
         seconds = time.perf_counter() - start
     counters = pipeline.counters
+    log.info("%s: %d tracks split on an identity switch, %d embeddings held out (did not match their track)",
+             video.name, counters.identity_switches, counters.embeddings_held_out)
     return VideoSummary(
         video, counters.frames, seconds, counters.faces, counters.embeddings, dict(counters.alerts_by_person)
     )
