@@ -279,7 +279,7 @@ def resolve_paths(config: VigilConfig, base: Path) -> VigilConfig:
     cameras = []
     for camera in config.cameras:
         source = camera.source
-        if isinstance(source, str) and not camera.is_network and not Path(source).is_absolute():
+        if camera.is_file and not Path(source).is_absolute():
             source = str(base / source)
         cameras.append(camera.model_copy(update={"source": source}))
     updates["cameras"] = cameras

@@ -100,6 +100,9 @@ class WatchPipeline:
         self.sink = sink
         self.cameras = cameras
         self.tracker_cfg = tracker_cfg
+        # below this cosine to its own track an embedding does not match it (vigil.track): default, the match threshold
+        identity_min_cosine = tracker_cfg.identity_min_cosine
+        self.identity_min_cosine = float(rules.rules.match_threshold if identity_min_cosine is None else identity_min_cosine)
         self.snapshot_dir = snapshot_dir
         self.frame_rate = frame_rate
         self.log = logger or logging.getLogger("vigil.pipeline")
@@ -183,10 +186,7 @@ class WatchPipeline:
 
     def _fold(self, camera: str, update: TrackUpdate) -> Track | None:
         """The track to decide on after folding the update's embedding in; None when it was held out."""
-        min_cosine = self.tracker_cfg.identity_min_cosine
-        if min_cosine is None:
-            min_cosine = self.rules.rules.match_threshold
-        fold = self.trackers[camera].fold(update.track, update.embedding, float(min_cosine))
+        fold = self.trackers[camera].fold(update.track, update.embedding, self.identity_min_cosine)
         if fold.replaced is not None:
             self.counters.identity_switches += 1
             self.rules.forget(camera, fold.replaced.track_id)

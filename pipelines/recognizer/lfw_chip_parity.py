@@ -43,22 +43,23 @@ def cosine_summary(first: np.ndarray, second: np.ndarray) -> dict:
 def lfw_chips(model: Path, variant: str, images: int, detections_cache: Path) -> np.ndarray:
     """Aligned chips for ``model`` from ``images`` LFW images of ``variant``, through vigil's own path."""
     from vigil.eval import lfw
-    from vigil.eval.face_source import DEFAULT_MIN_SCORE, DetectionCache, FaceSource, build_detector, build_recognizer
+    from vigil.eval.face_source import build_detector, build_recognizer
     from vigil.paths import data_path
 
     lfw_dir = data_path("lfw")
     pairs = lfw.parse_lfw_pairs(lfw_dir / lfw.PAIRS_FILE)
     rels = evenly_spaced(list({p.path1 for p in pairs} | {p.path2 for p in pairs}), images)
-    recognizer = build_recognizer(model, flip_average=False)
+    keys = [f"{variant}:{rel}" for rel in rels]  # the keys vigil eval lfw caches detections under
     detect_batch, label = build_detector(None)
-    cache = DetectionCache.in_folder(detections_cache, f"lfw-{variant}", label, DEFAULT_MIN_SCORE)
-    source = FaceSource(detect_batch, recognizer.aligner, fallback="centre", min_score=DEFAULT_MIN_SCORE, cache=cache)
+    source, cache = lfw.lfw_face_source(variant == "degraded", detect_batch, label,
+                                        build_recognizer(model, flip_average=False).aligner, detections_cache=detections_cache)
+    load = lfw.lfw_loader(lfw_dir, variant == "degraded")
     chips = []
-    for start in range(0, len(rels), 32):
-        batch = rels[start : start + 32]
-        loaded = [lfw.load_lfw_image(lfw_dir, rel, variant == "degraded") for rel in batch]
-        chips += [face.chip for face in source.chips(loaded, [f"{variant}:{rel}" for rel in batch])]
-    cache.save()
+    for start in range(0, len(keys), 32):
+        batch = keys[start : start + 32]
+        chips += [face.chip for face in source.chips([load(key) for key in batch], batch)]
+    if cache is not None:
+        cache.save()
     return np.stack(chips)
 
 

@@ -58,6 +58,16 @@ class LfwEmbeddings:
     detections_from_cache: int
 
 
+def lfw_face_source(
+    degraded: bool, detect_batch, detector_label: str, aligner, min_score: float = DEFAULT_MIN_SCORE,
+    detections_cache: Path | None = None,
+) -> tuple[FaceSource, DetectionCache | None]:
+    """The LFW protocol's face source (no confident face: LFW's mean landmarks) and its detection cache, if any."""
+    variant = "degraded" if degraded else "clean"
+    cache = None if detections_cache is None else DetectionCache.in_folder(detections_cache, f"lfw-{variant}", detector_label, min_score)
+    return FaceSource(detect_batch, aligner, fallback="centre", min_score=min_score, cache=cache), cache
+
+
 def embed_lfw(
     lfw_dir: Path,
     degraded: bool,
@@ -74,8 +84,7 @@ def embed_lfw(
     lfw_dir = Path(lfw_dir)
     variant = "degraded" if degraded else "clean"
     pairs = parse_lfw_pairs(lfw_dir / PAIRS_FILE)
-    cache = None if detections_cache is None else DetectionCache.in_folder(detections_cache, f"lfw-{variant}", detector_label, min_score)
-    source = FaceSource(detect_batch, aligner, fallback="centre", min_score=min_score, cache=cache)
+    source, cache = lfw_face_source(degraded, detect_batch, detector_label, aligner, min_score, detections_cache)
     images = ImageEmbedder(source, embedder, detector_label, model_label, batch_size=batch_size)
     keys1 = [f"{variant}:{p.path1}" for p in pairs]
     keys2 = [f"{variant}:{p.path2}" for p in pairs]
