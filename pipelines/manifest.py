@@ -59,9 +59,10 @@ def threshold_fields(entry: dict, flip_report: dict, single_report: dict) -> dic
         chosen = rows[OPERATING_FAR]
         others = "; ".join(f"FAR {far:.0e}: {row['threshold']:.4f}, TAR {row['tar']:.3f}" for far, row in sorted(rows.items(), reverse=True) if far != OPERATING_FAR)
         fields[key] = round(float(chosen["threshold"]), 4)
+        refiner = ", the landmark refiner" if report.get("refine_landmarks") else " (its own landmarks)"
         fields[f"{key}_source"] = (
             f"cosine at FAR {OPERATING_FAR:.0e} (TAR {chosen['tar']:.3f}) over {report['impostor_pairs']:,} LFW impostor pairs "
-            f"({report['people']} people) through vigil's own detector ({report['detector']}), aligner and the template above, "
+            f"({report['people']} people) through vigil's own detector ({report['detector']}){refiner}, aligner and the template above, "
             f"{mode}: {report.get('command', 'python -m pipelines.recognizer.calibrate')} ({others})")
     return fields
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     add = sub.add_parser("add")
     add.add_argument("--name", required=True)
-    add.add_argument("--kind", choices=["detector", "recognizer"], required=True)
+    add.add_argument("--kind", choices=["detector", "recognizer", "landmarks"], required=True)
     add.add_argument("--file", required=True, help="path relative to models/")
     add.add_argument("--meta", type=Path, help="YAML mapping of the entry's other fields")
     add.add_argument("--default", action="store_true")

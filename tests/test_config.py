@@ -56,6 +56,7 @@ BAD_CONFIGS = [
     ("duplicate cameras", "cameras:\n  - {name: a, source: x}\n  - {name: a, source: y}\n", "repeated: a"),
     ("re-embed interval of zero", "recognizer:\n  reembed_interval_frames: 0\n", "recognizer.reembed_interval_frames"),
     ("imgsz not multiple of 32", "detector:\n  imgsz: 500\n", "detector.imgsz"),
+    ("refine flag not a boolean", "detector:\n  refine_landmarks: maybe\n", "detector.refine_landmarks"),
     ("confirm before provisional", "rules:\n  min_hits: 5\n  confirm_hits: 2\n", "confirm_hits must be >= min_hits"),
     ("zone with two points", "cameras:\n  - {name: a, source: x, zones: [{name: z, points_norm: [[0,0],[1,1]]}]}\n", "cameras[0].zones[0].points_norm"),
     ("zone outside the frame", "cameras:\n  - {name: a, source: x, zones: [{name: z, points_norm: [[0,0],[2,0],[1,1]]}]}\n", "cameras[0].zones[0].points_norm"),

@@ -61,7 +61,7 @@ def pairs_root(tmp_path, shared_data):
 @pytest.fixture
 def fake_models(monkeypatch):
     parts = RecognizerParts(aligner=Aligner(TEMPLATE, 150), embedder=FakeEmbedder(), label="fake@000000000000", path=Path("fake.onnx"))
-    monkeypatch.setattr(pairs_mod, "build_recognizer", lambda model, flip_average: parts)
+    monkeypatch.setattr(pairs_mod, "build_recognizer", lambda model, flip_average, refine_landmarks=False: parts)
     monkeypatch.setattr(pairs_mod, "build_detector", lambda detector: (fake_detect, "fake-detector"))
 
 
@@ -120,7 +120,7 @@ def test_missing_image_raises_vigil_error(tmp_path, pairs_root, fake_models):
 def _args(root: Path, csv_path: Path, out: Path, model: Path | None = None):
     import argparse
 
-    return argparse.Namespace(root=root, pairs=csv_path, json=out, model=model, detector=None, flip_average=True)
+    return argparse.Namespace(root=root, pairs=csv_path, json=out, model=model, detector=None, flip_average=True, refine_landmarks=True)
 
 
 @pytest.mark.parametrize("recognizer_file", [None, "recognizer/dlib-resnet-v1.onnx", "recognizer/dlib-resnet-v1-scene-int8.onnx",

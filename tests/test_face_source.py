@@ -106,12 +106,12 @@ def test_lfw_protocol_end_to_end_with_fakes(tmp_path, monkeypatch):
     )
     parts = fs.RecognizerParts(Aligner(TEMPLATE, 150), CountingEmbedder(), "fake@0", tmp_path / "fake.onnx")
     flips_asked = []
-    monkeypatch.setattr(lfw_mod, "build_recognizer", lambda model, flip_average: flips_asked.append(flip_average) or parts)
+    monkeypatch.setattr(lfw_mod, "build_recognizer", lambda model, flip_average, refine_landmarks=False: flips_asked.append(flip_average) or parts)
     monkeypatch.setattr(lfw_mod, "build_detector", lambda detector: (_detect_unless_flat, "fake-det"))
     out = tmp_path / "lfw.json"
     for degraded in (False, True):
         args = argparse.Namespace(lfw_dir=tmp_path, degraded=degraded, model=None, detector=None, json=out, detections_cache=None,
-                                  flip_average=degraded)
+                                  flip_average=degraded, refine_landmarks=False)
         assert lfw_mod.run_cli(args) == 0
         assert flips_asked[-1] is degraded  # --flip-average / --no-flip-average reaches the recognizer
         report = json.loads(out.read_text())
@@ -171,13 +171,13 @@ def test_lfw_second_run_takes_detections_from_the_cache(tmp_path, monkeypatch):
     (lfw_dir / "pairs.txt").write_text("2\t1\nRed_One\t1\t2\nRed_One\t1\tGreen_Two\t1\nGreen_Two\t1\t2\nGreen_Two\t2\tRed_One\t2\n")
     detector = CountingDetector()
     parts = fs.RecognizerParts(Aligner(TEMPLATE, 150), CountingEmbedder(), "fake@0", tmp_path / "fake.onnx")
-    monkeypatch.setattr(lfw_mod, "build_recognizer", lambda model, flip_average: parts)
+    monkeypatch.setattr(lfw_mod, "build_recognizer", lambda model, flip_average, refine_landmarks=False: parts)
     monkeypatch.setattr(lfw_mod, "build_detector", lambda detector_path: (detector, "fake-det"))
     reports = []
     for _ in range(2):
         out = tmp_path / "lfw.json"
         args = argparse.Namespace(lfw_dir=lfw_dir, degraded=False, model=None, detector=None, json=out,
-                                  detections_cache=tmp_path / "cache", flip_average=True)
+                                  detections_cache=tmp_path / "cache", flip_average=True, refine_landmarks=False)
         assert lfw_mod.run_cli(args) == 0
         reports.append(json.loads(out.read_text()))
     assert detector.images_seen == 4  # the second run detected nothing

@@ -52,12 +52,13 @@ TEMPLATE_A = [[45.5, 45.1], [102.6, 45.1], [73.5, 75.7], [51.6, 101.7], [98.9, 1
 TEMPLATE_B = [[44.5, 45.8], [104.5, 45.8], [74.5, 81.4], [49.4, 105.1], [99.6, 105.1]]
 
 
-def _models(template, recognizer_sha="r1", detector_sha="d1", member_templates=()) -> LoadedModels:
+def _models(template, recognizer_sha="r1", detector_sha="d1", member_templates=(), landmarks_sha: str | None = "l1") -> LoadedModels:
     def spec(kind, sha, template=template):
         return ModelSpec("m", kind, Path("m.onnx"), sha, (150, 150), "onnx", alignment_template=template)
 
     return LoadedModels(detector=spec("detector", detector_sha), recognizer=spec("recognizer", recognizer_sha),
-                        recognizer_members=tuple(spec("recognizer", "x", t) for t in member_templates))
+                        recognizer_members=tuple(spec("recognizer", "x", t) for t in member_templates),
+                        landmarks=None if landmarks_sha is None else spec("landmarks", landmarks_sha, None))
 
 
 @pytest.mark.parametrize(
@@ -69,6 +70,8 @@ def _models(template, recognizer_sha="r1", detector_sha="d1", member_templates=(
         (_models(TEMPLATE_A, recognizer_sha="r2"), True, False),
         (_models(TEMPLATE_A, detector_sha="d2"), True, False),
         (_models(TEMPLATE_A, member_templates=[TEMPLATE_A]), True, False),  # an ensemble of the same file name
+        (_models(TEMPLATE_A, landmarks_sha="l2"), True, False),  # another landmark refiner
+        (_models(TEMPLATE_A, landmarks_sha=None), True, False),  # refinement switched off
     ],
 )
 def test_enrolment_cache_key_changes_with_whatever_changes_an_embedding(other, flip, same_key):
@@ -84,3 +87,38 @@ def test_an_ensemble_members_template_is_part_of_the_enrolment_key(members, same
     (same weights, same ensemble file) must still re-embed the watchlist photos."""
     base = enrolment_cache_key(VigilConfig(), _models(TEMPLATE_A, member_templates=[TEMPLATE_A, TEMPLATE_B]))
     assert (enrolment_cache_key(VigilConfig(), _models(TEMPLATE_A, member_templates=members)) == base) is same_key
+
+
+@pytest.mark.parametrize("refine, expected_name", [(True, "vigil-landmarks-96"), (False, None)])
+def test_resolve_models_loads_the_landmark_refiner_only_when_refinement_is_on(refine, expected_name):
+    from vigil.config import DetectorConfig
+    from vigil.runtime import resolve_models
+
+    models = resolve_models(VigilConfig(detector=DetectorConfig(refine_landmarks=refine)))
+    assert (models.landmarks.name if models.landmarks else None) == expected_name
+
+
+def test_a_missing_landmark_model_is_one_clear_error(tmp_path):
+    from vigil.config import DetectorConfig
+    from vigil.errors import ModelError
+    from vigil.runtime import build_refiner, resolve_models
+
+    missing = tmp_path / "nope.onnx"
+    config = VigilConfig(detector=DetectorConfig(landmark_model=missing))
+    with pytest.raises(ModelError, match="nope.onnx: model file not found"):
+        build_refiner(resolve_models(config), config)
+
+
+def test_a_user_landmark_model_borrows_the_crop_geometry_not_the_checksum(tmp_path):
+    import shutil
+
+    from vigil.config import DetectorConfig
+    from vigil.paths import models_dir
+    from vigil.runtime import build_refiner, resolve_models
+
+    own = tmp_path / "my-landmarks.onnx"
+    shutil.copy(models_dir() / "landmarks" / "vigil-landmarks-96.onnx", own)
+    config = VigilConfig(detector=DetectorConfig(landmark_model=own))
+    models = resolve_models(config)
+    assert models.landmarks.sha256 is None and models.landmarks.extra["crop_context"] == pytest.approx(1.4)
+    assert build_refiner(models, config).crop_px == 96

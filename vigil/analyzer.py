@@ -19,6 +19,10 @@ class Detector(Protocol):
     def detect(self, frames: list[np.ndarray]) -> list[list[Face]]: ...
 
 
+class Refiner(Protocol):
+    def refine(self, items: list[tuple[np.ndarray, Face]]) -> list[Face]: ...
+
+
 class Aligner(Protocol):
     def align(self, image: np.ndarray, face: Face) -> AlignedFace: ...
 
@@ -31,7 +35,7 @@ class Embedder(Protocol):
 class StageTimes:
     """Accumulated wall time per stage (seconds) and counts, for status lines and `vigil bench pipeline`."""
 
-    seconds: dict[str, float] = field(default_factory=lambda: {"detect": 0.0, "align": 0.0, "embed": 0.0})
+    seconds: dict[str, float] = field(default_factory=lambda: {"detect": 0.0, "refine": 0.0, "align": 0.0, "embed": 0.0})
     frames: int = 0
     faces: int = 0
 
@@ -46,11 +50,13 @@ class FaceAnalyzer:
     ``embed_faces`` separately, because it tracks faces first and embeds only those its schedule asks for.
     """
 
-    def __init__(self, detector: Detector, aligner: Aligner, embedder: Embedder, min_face_px: int) -> None:
+    def __init__(self, detector: Detector, aligner: Aligner, embedder: Embedder, min_face_px: int,
+                 refiner: Refiner | None = None) -> None:
         self.detector = detector
         self.aligner = aligner
         self.embedder = embedder
         self.min_face_px = min_face_px
+        self.refiner = refiner
         self.times = StageTimes()
 
     def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
@@ -68,7 +74,12 @@ class FaceAnalyzer:
         return face.width_px >= self.min_face_px
 
     def embed_faces(self, items: list[tuple[np.ndarray, Face]]) -> list[Embedding]:
-        """Align and embed each (image, face) pair, all in one batch; one embedding per pair, in order."""
+        """Refine the landmarks (when a refiner is set), align and embed each (image, face) pair, all in one batch;
+        one embedding per pair, in order. The embedding's face carries the refined landmarks."""
+        if self.refiner is not None and items:
+            start = time.perf_counter()
+            items = [(image, face) for (image, _), face in zip(items, self.refiner.refine(items))]
+            self.times.add("refine", time.perf_counter() - start)
         start = time.perf_counter()
         aligned = [self.aligner.align(image, face) for image, face in items]
         self.times.add("align", time.perf_counter() - start)

@@ -71,6 +71,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     lfw.add_argument("--json", type=Path, required=True)
     lfw.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=True,
                      help="embed each face with its mirror image, as the runtime does by default (recognizer.flip_average)")
+    lfw.add_argument("--refine-landmarks", action=argparse.BooleanOptionalAction, default=True,
+                     help="refine each face's landmarks with the landmark model before aligning, as the runtime does by default (detector.refine_landmarks)")
     lfw.set_defaults(func=_handler("vigil.eval.lfw"))
 
     pairs = esub.add_parser("pairs", help="verification pairs from a CSV img1,img2,same")
@@ -81,6 +83,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     pairs.add_argument("--json", type=Path, required=True)
     pairs.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=True,
                        help="embed each face with its mirror image, as the runtime does by default (recognizer.flip_average)")
+    pairs.add_argument("--refine-landmarks", action=argparse.BooleanOptionalAction, default=True,
+                       help="refine each face's landmarks with the landmark model before aligning, as the runtime does by default (detector.refine_landmarks)")
     pairs.set_defaults(func=_handler("vigil.eval.pairs"))
 
     wider = esub.add_parser("wider", help="detector AP on a YOLO-format WIDER FACE sample")

@@ -100,6 +100,10 @@ class DetectorConfig(StrictModel):
     min_face_px: int = Field(default=20, ge=4, le=1024, description="faces narrower than this are not recognised")
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|\d+)$")
     batch_size: int = Field(default=8, ge=1, le=256)
+    # Landmark refinement (vigil/refine.py): each face about to be embedded gets its five points from our small
+    # crop model (models/landmarks/) instead of the detector's head; the box and score stay the detector's.
+    refine_landmarks: bool = True
+    landmark_model: Path | None = Field(default=None, description="landmark refiner ONNX; default: ours from models/")
 
 
 class RecognizerConfig(StrictModel):

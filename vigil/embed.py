@@ -51,6 +51,23 @@ def _one_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
+def open_session(model_path: Path, wanted: list[str], options, log: logging.Logger, role: str):
+    """An onnxruntime session on ``wanted`` (already filtered by :func:`usable_providers`), else on the CPU;
+    ModelError naming the file when neither loads. ``role`` names the stage in the fallback warning."""
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=wanted)
+    except Exception as exc:  # onnxruntime raises several exception types for bad files and providers
+        if wanted == [CPU_PROVIDER]:
+            raise ModelError(f"{model_path}: cannot load ONNX model ({_one_line(exc)})") from exc
+        log.warning("%s %s: %s failed (%s); falling back to CPU", role, Path(model_path).name, wanted[0], _one_line(exc))
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=[CPU_PROVIDER])
+    except Exception as exc:
+        raise ModelError(f"{model_path}: cannot load ONNX model ({_one_line(exc)})") from exc
+
+
 class OnnxEmbedder:
     """Batched embeddings of aligned chips.
 
@@ -93,20 +110,7 @@ class OnnxEmbedder:
                        ", flip-averaged" if self.flip_average else "")
 
     def _create_session(self, wanted: list[str]):
-        """A session on ``wanted`` (already filtered by :func:`usable_providers`), else on the CPU."""
-        import onnxruntime as ort
-
-        try:
-            return ort.InferenceSession(str(self.model_path), self._session_options(), providers=wanted)
-        except Exception as exc:  # onnxruntime raises several exception types for bad files and providers
-            if wanted == [CPU_PROVIDER]:
-                raise ModelError(f"{self.model_path}: cannot load ONNX model ({_one_line(exc)})") from exc
-            self._log.warning("embedder %s: %s failed (%s); falling back to CPU",
-                              self.model_path.name, wanted[0], _one_line(exc))
-        try:
-            return ort.InferenceSession(str(self.model_path), self._session_options(), providers=[CPU_PROVIDER])
-        except Exception as exc:
-            raise ModelError(f"{self.model_path}: cannot load ONNX model ({_one_line(exc)})") from exc
+        return open_session(self.model_path, wanted, self._session_options(), self._log, "embedder")
 
     def _session_options(self):
         """onnxruntime's CPU threads spin after each run waiting for the next one; two sessions called in turn (the

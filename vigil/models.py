@@ -5,7 +5,7 @@ Manifest shape (one entry per shipped file)::
     defaults: {detector: <name>, recognizer: <name>}
     models:
       <name>:
-        kind: detector | recognizer
+        kind: detector | recognizer | landmarks
         file: detector/<file>          # relative to models/
         sha256: <hex>
         input_size: [W, H]
@@ -35,8 +35,11 @@ import yaml
 from vigil.errors import ModelError
 from vigil.paths import models_dir
 
-ModelKind = Literal["detector", "recognizer"]
+ModelKind = Literal["detector", "recognizer", "landmarks"]
 MANIFEST_NAME = "manifest.yaml"
+# how a model's input is cut, which a user file of the same kind must share (a landmark model's crop); calibrated
+# thresholds are never borrowed
+GEOMETRY_KEYS = ("crop_context", "mirror_average")
 _CHUNK_BYTES = 1 << 20
 
 
@@ -167,6 +170,7 @@ class ModelRegistry:
             embedding_size=base.embedding_size,
             alignment_template=base.alignment_template,
             colour_order=base.colour_order,
+            extra={key: base.extra[key] for key in GEOMETRY_KEYS if key in base.extra},
         )
 
 

@@ -27,6 +27,7 @@ class LoadedModels:
     detector: ModelSpec
     recognizer: ModelSpec
     recognizer_members: tuple[ModelSpec, ...] = ()  # an ensemble's members: their templates shape its embedding too
+    landmarks: ModelSpec | None = None  # the landmark refiner (None: detector.refine_landmarks is off)
 
 
 def load_config_or_default(path: Path | None) -> VigilConfig:
@@ -42,8 +43,9 @@ def resolve_models(config: VigilConfig, registry: ModelRegistry | None = None) -
     recognizer = registry.resolve("recognizer", config.recognizer.model)
     members = () if recognizer.format != "ensemble" else tuple(
         registry.named(member.model, "recognizer", where=f"{recognizer.path}: members") for member in read_members(recognizer.path))
+    landmarks = registry.resolve("landmarks", config.detector.landmark_model) if config.detector.refine_landmarks else None
     return LoadedModels(detector=registry.resolve("detector", config.detector.model), recognizer=recognizer,
-                        recognizer_members=members)
+                        recognizer_members=members, landmarks=landmarks)
 
 
 def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
@@ -70,7 +72,16 @@ def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
         batch_size=config.recognizer.batch_size,
         flip_average=config.recognizer.flip_average,
     )
-    return FaceAnalyzer(detector, aligner, embedder, config.detector.min_face_px)
+    return FaceAnalyzer(detector, aligner, embedder, config.detector.min_face_px, build_refiner(models, config))
+
+
+def build_refiner(models: LoadedModels, config: VigilConfig):
+    """The landmark refiner for ``models.landmarks`` (None when refinement is off)."""
+    from vigil.refine import build_landmark_refiner
+
+    if models.landmarks is None:
+        return None
+    return build_landmark_refiner(models.landmarks, providers=tuple(config.recognizer.providers))
 
 
 def enrolment_cache_key(config: VigilConfig, models: LoadedModels) -> str:
@@ -83,6 +94,7 @@ def enrolment_cache_key(config: VigilConfig, models: LoadedModels) -> str:
                              for template in templates)
     return (f"{models.recognizer.sha256 or models.recognizer.path}:{models.detector.sha256 or models.detector.path}"
             f":template-{hashlib.sha256(template_text.encode()).hexdigest()[:12]}"
+            f"{':landmarks-' + (models.landmarks.sha256 or str(models.landmarks.path))[:12] if models.landmarks else ''}"
             f"{':flip' if config.recognizer.flip_average else ''}")
 
 

@@ -97,7 +97,7 @@ def at_threshold(genuine: np.ndarray, impostor: np.ndarray, threshold: float) ->
 def calibrate(
     lfw_dir: Path, people: int, seed: int, model: Path | None = None, detections_cache: Path | None = None,
     detector: Path | None = None, probes: str = "clean", operating_threshold: float | None = None,
-    flip_average: bool = True,
+    flip_average: bool = True, refine_landmarks: bool = True,
 ) -> dict:
     """Thresholds at TARGET_FARS for ``model`` (default: the manifest's recognizer) through vigil's own path, with
     ``detector`` (default: the manifest's) finding and aligning the faces.
@@ -112,7 +112,7 @@ def calibrate(
     if probes not in PROBE_VARIANTS:
         raise VigilError(f"--probes: expected one of {PROBE_VARIANTS}, got {probes!r}")
     images = sample_images(lfw_dir, people, seed)
-    recognizer = build_recognizer(model, flip_average=flip_average)
+    recognizer = build_recognizer(model, flip_average=flip_average, refine_landmarks=refine_landmarks)
     detector_parts = build_detector(detector)
     gallery = embed_variant(lfw_dir, images, recognizer, detector_parts, detections_cache, f"calibrate-{people}-{seed}", degraded=False)
     if probes == "clean":
@@ -122,7 +122,7 @@ def calibrate(
         probe_set = embed_variant(lfw_dir, images, recognizer, detector_parts, detections_cache, f"calibrate-{people}-{seed}-degraded", degraded=True)
         genuine, impostor = cross_pair_scores(gallery.vectors, gallery.identities, gallery.images,
                                               probe_set.vectors, probe_set.identities, probe_set.images)
-    report = {"model": recognizer.label, "flip_average": flip_average, "detector": detector_parts[1],
+    report = {"model": recognizer.label, "flip_average": flip_average, "refine_landmarks": refine_landmarks, "detector": detector_parts[1],
               "lfw_dir": str(lfw_dir), "people": people,
               "seed": seed, "probes": probes, "images": len(images), "faces_found": len(gallery.vectors),
               "probe_faces_found": len(probe_set.vectors), "genuine_pairs": int(len(genuine)),
@@ -183,12 +183,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="also report TAR/FAR at this cosine (default: the model's match_threshold in the manifest)")
     ap.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=True,
                     help="embed each face with its mirror image (the runtime's default, recognizer.flip_average)")
+    ap.add_argument("--refine-landmarks", action=argparse.BooleanOptionalAction, default=True,
+                    help="refine the landmarks with the landmark model (the runtime's default, detector.refine_landmarks)")
     ap.add_argument("--json", type=Path, required=True)
     args = ap.parse_args(argv)
 
     def body() -> int:
         report = calibrate(args.lfw or data_path("lfw"), args.people, args.seed, args.model, args.detections_cache, args.detector, args.probes, args.at_threshold,
-                           args.flip_average)
+                           args.flip_average, args.refine_landmarks)
         report["command"] = " ".join(["python -m pipelines.recognizer.calibrate", *(sys.argv[1:] if argv is None else argv)])
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1))

@@ -35,6 +35,7 @@ from typing import Callable, Literal, Protocol, Sequence
 import numpy as np
 
 from vigil.errors import VigilError
+from vigil.refine import unrefined
 from vigil.types import Face
 
 LFW_IMAGE_SIZE_PX = 250
@@ -220,9 +221,9 @@ class FaceSource:
         for image, face in zip(images, self.chosen_faces(images, keys)):
             if face is not None:
                 results.append(ChipResult(self.aligner.align(image, face).chip, face, True))
-            elif self.fallback == "centre":
+            elif self.fallback == "centre":  # fixed landmarks by definition: never refined
                 fixed = centre_face(image.shape)
-                results.append(ChipResult(self.aligner.align(image, fixed).chip, fixed, False))
+                results.append(ChipResult(unrefined(self.aligner).align(image, fixed).chip, fixed, False))
             else:
                 results.append(ChipResult(None, None, False))
         return results
@@ -291,13 +292,16 @@ class RecognizerParts:
 
 
 def build_recognizer(
-    model: Path | None, batch_size: int = 32, template: np.ndarray | None = None, flip_average: bool = False
+    model: Path | None, batch_size: int = 32, template: np.ndarray | None = None, flip_average: bool = False,
+    refine_landmarks: bool = False,
 ) -> RecognizerParts:
     """Recognizer from ``models/manifest.yaml`` (the default one when ``model`` is None) or a user ONNX.
 
     ``template`` ((5, 2) chip pixels) overrides the manifest's alignment template; the chip size is the model's
     input size. The checksum is verified for manifest models and computed for the label otherwise.
     ``flip_average``: the runtime's test-time flip (vigil.embed); the label gets ``+flip``.
+    ``refine_landmarks``: the runtime's landmark refiner (vigil.refine, the manifest's default landmark model) runs
+    on each face before it is aligned; the label gets ``+lm<checksum>``.
     """
     from vigil.align import Aligner
     from vigil.embed import OnnxEmbedder, build_embedder
@@ -319,6 +323,13 @@ def build_recognizer(
     sha = sha or sha256_of(path)
     aligner = Aligner(np.asarray(template, dtype=np.float32), embedder.input_size)
     label = f"{path.stem}@{sha[:12]}{'+flip' if flip_average else ''}"
+    if refine_landmarks:
+        from vigil.models import ModelRegistry
+        from vigil.refine import RefiningAligner, build_landmark_refiner
+
+        spec = ModelRegistry().resolve("landmarks", None)
+        aligner = RefiningAligner(aligner, build_landmark_refiner(spec))
+        label += f"+lm{(spec.sha256 or sha256_of(spec.path))[:8]}"
     return RecognizerParts(aligner=aligner, embedder=embedder, label=label, path=path)
 
 

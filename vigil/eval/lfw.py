@@ -165,7 +165,7 @@ def write_lfw_report(json_path: Path, report: dict, roc: RocCurve) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     lfw_dir = Path(args.lfw_dir) if args.lfw_dir else data_path("lfw")
     parse_lfw_pairs(lfw_dir / PAIRS_FILE)  # a bad pairs file fails before any model loads
-    recognizer = build_recognizer(args.model, flip_average=args.flip_average)
+    recognizer = build_recognizer(args.model, flip_average=args.flip_average, refine_landmarks=args.refine_landmarks)
     detect_batch, detector_label = build_detector(args.detector)
     report, roc = evaluate_lfw(
         lfw_dir=lfw_dir,

@@ -133,7 +133,7 @@ def run_cli(args: argparse.Namespace) -> int:
     pairs = parse_pairs_csv(args.pairs)  # a bad CSV fails before any model loads
     if not Path(args.root).is_dir():
         raise VigilError(f"{args.root}: --root is not a folder")
-    recognizer = build_recognizer(args.model, flip_average=args.flip_average)
+    recognizer = build_recognizer(args.model, flip_average=args.flip_average, refine_landmarks=args.refine_landmarks)
     detect_batch, detector_label = build_detector(args.detector)
     source = FaceSource(detect_batch, recognizer.aligner, fallback="skip")
     report, roc = evaluate_pairs(args.root, pairs, args.pairs, source, recognizer.embedder, detector_label, recognizer.label)
