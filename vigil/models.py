@@ -2,7 +2,7 @@
 
 Manifest shape (one entry per shipped file)::
 
-    defaults: {detector: <name>, recognizer: <name>}
+    defaults: {detector: <name>, recognizer: <name>, landmarks: <name>}
     models:
       <name>:
         kind: detector | recognizer | landmarks
@@ -18,6 +18,9 @@ Manifest shape (one entry per shipped file)::
         alignment_template: [[x, y] x 5]   # chip pixels, vigil 5-point order
         # detector only
         keypoints: [eye_left, eye_right, nose, mouth_left, mouth_right]
+        # landmarks (the refiner, vigil/refine.py) only
+        crop_context: 1.4              # crop side / the detector box's longer side
+        mirror_average: true
         card: detector/<name>.md
 """
 
