@@ -114,12 +114,14 @@ class LandmarkRefiner:
         return [Face(box=face.box, score=face.score, landmarks=points_to_frame(p, m)) for (_, face), p, m in zip(items, points, transforms)]
 
 
-def build_landmark_refiner(spec, providers: Sequence[str] = ("CUDAExecutionProvider", "CPUExecutionProvider")) -> LandmarkRefiner:
+def build_landmark_refiner(spec, providers: Sequence[str] | None = None) -> LandmarkRefiner:
     """The refiner for a manifest ``landmarks`` entry (``crop_context``, ``mirror_average`` from the manifest)."""
     context = float(spec.extra.get("crop_context", 0) or 0)
     if context < 1.0:
         raise ModelError(f"{spec.path}: the manifest gives no crop_context (>= 1) for this landmark model")
-    model = OnnxLandmarkModel(spec.path, providers=providers)
+    from vigil.embed import DEFAULT_PROVIDERS
+
+    model = OnnxLandmarkModel(spec.path, providers=DEFAULT_PROVIDERS if providers is None else providers)
     return LandmarkRefiner(model, context=context, mirror=bool(spec.extra.get("mirror_average", True)))
 
 

@@ -20,14 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from vigil.errors import run_reporting_errors
+from vigil.eval.detection_metrics import box_iou
 from vigil.paths import data_path, repo_path
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def match_faces(ours: list, teacher: list, min_iou: float, min_teacher_score: float) -> list[tuple]:
@@ -37,7 +31,7 @@ def match_faces(ours: list, teacher: list, min_iou: float, min_teacher_score: fl
     for face in ours:
         if not confident:
             break
-        overlaps = [box_iou(face.box, t.box) for t in confident]
+        overlaps = box_iou(face.box, np.stack([t.box for t in confident]))[0]
         best = int(np.argmax(overlaps))
         if overlaps[best] >= min_iou:
             pairs.append((face, confident[best]))

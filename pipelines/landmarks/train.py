@@ -59,13 +59,11 @@ def load_samples(labels: Path, root: Path | None = None) -> FaceSamples:
     z = np.load(labels)
     root = root or data_path("celeba299")
     pre, side, teacher, ours, ident = [], [], [], [], []
-    cache: dict[str, np.ndarray] = {}
+    image_key, image = None, None
     for key, box, t, v in zip(z["keys"], z["boxes"], z["teacher"], z["vigil"]):
         key = str(key)
-        image = cache.get(key)
-        if image is None:
-            cache.clear()
-            image = cache[key] = read_image(root / key)
+        if key != image_key:  # the labels list a photo's faces one after another: read each photo once
+            image_key, image = key, read_image(root / key)
         m = crop_transform(box, PRE_PX, PRE_CONTEXT)
         pre.append(cv2.warpAffine(image, m, (PRE_PX, PRE_PX), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
         side.append(m[0, 0] * max(box[2] - box[0], box[3] - box[1]))

@@ -67,22 +67,20 @@ def test_one_epoch_smoke_training(tmp_path: Path):
     """Cartoon faces of 4 identities, exact landmarks as labels: one epoch trains and exports the ONNX contract."""
     import onnxruntime as ort
 
+    from tests.pipelines.test_detector_train_smoke import draw_face
+
     rng = np.random.default_rng(1)
     keys, boxes, points = [], [], []
     for ident in range(4):
         (tmp_path / f"{ident}").mkdir()
         for i in range(5):
             img = np.full((128, 128, 3), 90, np.uint8)
-            cx, cy, w = rng.uniform(50, 78), rng.uniform(50, 78), rng.uniform(36, 50)
-            lms = np.array([[cx - 0.2 * w, cy - 0.1 * w], [cx + 0.2 * w, cy - 0.1 * w], [cx, cy + 0.1 * w], [cx - 0.17 * w, cy + 0.3 * w], [cx + 0.17 * w, cy + 0.3 * w]], np.float32)
-            cv2.ellipse(img, (int(cx), int(cy)), (int(w / 2), int(0.62 * w)), 0, 0, 360, (170, 180, 200), -1)
-            for x, y in lms:
-                cv2.circle(img, (int(x), int(y)), 2, (20, 20, 20), -1)
+            drawn = draw_face(img, rng.uniform(50, 78), rng.uniform(50, 78), rng.uniform(36, 50), rng)
             key = f"{ident}/{i}.jpg"
             cv2.imwrite(str(tmp_path / key), img)
             keys.append(key)
-            boxes.append([cx - w / 2, cy - 0.62 * w, cx + w / 2, cy + 0.62 * w])
-            points.append(lms)
+            boxes.append(drawn.box)
+            points.append(drawn.landmarks)
     labels = tmp_path / "labels.npz"
     np.savez(labels, keys=np.array(keys), boxes=np.array(boxes, np.float32), scores=np.ones(len(keys), np.float32),
              vigil=np.array(points), teacher=np.array(points))
