@@ -130,6 +130,25 @@ def test_bucket_counts_and_recall_by_size():
     assert report.recall_at_operating_threshold == pytest.approx(1 / 3)
     assert report.recall_at_operating_threshold_by_size["lt16"] == pytest.approx(0.5)
     assert report.recall_at_operating_threshold_by_size["gt64"] == pytest.approx(0.0)
+    # at the score floor the big face's low-scoring detection counts: every box but SMALL2 is found
+    assert report.recall_at_score_floor == pytest.approx(2 / 3)
+    assert report.recall_at_score_floor_by_size["lt16"] == pytest.approx(0.5)
+    assert report.recall_at_score_floor_by_size["gt64"] == pytest.approx(1.0)
+    assert math.isnan(report.recall_at_score_floor_by_size["16_32"])  # no box of that size
+
+
+@pytest.mark.parametrize(
+    "detections, floor_recall",
+    [
+        ([], 0.0),
+        ([(A, 0.01)], 0.25),  # any kept score counts
+        ([(A, 0.9), (A, 0.8)], 0.25),  # a duplicate finds no second face
+        ([(A, 0.9), (B, 0.6), (C, 0.3), (D, 0.1), (FAR, 0.99)], 1.0),  # a false positive adds nothing
+    ],
+)
+def test_recall_at_score_floor(detections, floor_recall):
+    report = evaluate_detections([(truth(A, B, C, D), dets(*detections))], operating_threshold=0.5)
+    assert report.recall_at_score_floor == pytest.approx(floor_recall)
 
 
 @pytest.mark.parametrize("threshold, recall", [(0.05, 1.0), (0.25, 0.75), (0.5, 0.5), (0.95, 0.0)])

@@ -11,10 +11,13 @@ that path for each CelebA training photo:
 3. the detected face whose landmarks lie nearest the photo's known landmarks (the chip set's YuNet landmarks,
    scaled) is chosen, if its mean landmark error is under ``max_error_frac`` of the eye distance; otherwise the
    view is marked not found (the runtime would not see that face either: no view is invented for it);
-4. ``vigil.align.Aligner`` warps it to the default recognizer's manifest template, as ``vigil process`` does.
+4. the runtime's landmark refiner (``vigil.refine``, the manifest's default landmark model) gives that face its five
+   points, as ``FaceAnalyzer`` does before it embeds a face (``--no-refine-landmarks``: the detector's own points);
+5. ``vigil.align.Aligner`` warps it to the chip set's template (``meta.json`` of ``--chips``: the template and chip
+   size the chips were cut with, so scene views and clean chips always line up), as ``vigil process`` does.
 
-The clean chip of each photo is made the same way from the original photo (falling back to the YuNet landmarks
-when vigil's detector misses it), so clean and degraded views share the runtime's template.
+The clean chip of each photo is made the same way from the original photo (falling back to the YuNet landmarks,
+never refined, when vigil's detector misses it), so clean and degraded views share the runtime's template.
 
 Outputs in ``--out`` (default ``work/recognizer/scene_views``): ``clean.npy`` uint8 (N, S, S, 3), ``views.npy``
 uint8 (K, N, S, S, 3), ``found.npy`` bool (K, N), ``clean_found.npy`` bool (N,), ``meta.json`` (files in chip-set
@@ -38,6 +41,7 @@ import numpy as np
 
 from vigil.errors import VigilError, run_reporting_errors
 from vigil.paths import data_path, repo_path
+from vigil.refine import unrefined
 from vigil.types import Face
 
 DEFAULT_OUT = Path("work/recognizer/scene_views")
@@ -123,7 +127,7 @@ def build_scene_views(photos: list[np.ndarray], entries: list[dict], stage: _Sta
     expected = [known_face(e) for e in entries]
     chips, clean_found = stage.chips(photos, expected)
     for i, chip in enumerate(chips):
-        clean[i] = chip if chip is not None else stage.aligner.align(photos[i], expected[i]).chip
+        clean[i] = chip if chip is not None else unrefined(stage.aligner).align(photos[i], expected[i]).chip
     for k in range(views):
         small, want = [], []
         for i, (photo, entry) in enumerate(zip(photos, entries)):
@@ -181,21 +185,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32, help="photos per detector call")
     ap.add_argument("--limit", type=int, default=None, help="only the first N photos (a quick look)")
     ap.add_argument("--max-error-frac", type=float, default=MAX_ERROR_FRAC)
+    ap.add_argument("--refine-landmarks", action=argparse.BooleanOptionalAction, default=True,
+                    help="the runtime's landmark refiner gives each detected face its points (default: on, as at runtime)")
     args = ap.parse_args(argv)
     return run_reporting_errors(lambda: _build(args))
 
 
-def _stage(max_error_frac: float) -> tuple[_Stage, dict]:
+def _stage(max_error_frac: float, template: np.ndarray, chip_size: int, refine_landmarks: bool) -> tuple[_Stage, dict]:
+    """Detector, aligner (``template`` at ``chip_size``, refining when asked) and degrader, plus their labels."""
     from pipelines.recognizer.degrade import Degrader
     from vigil.align import Aligner
     from vigil.eval.face_source import build_detector
-    from vigil.models import ModelRegistry
 
     detect_batch, detector_label = build_detector(None, min_score=MIN_SCORE)
-    recognizer = ModelRegistry().default("recognizer")
-    template = np.asarray(recognizer.alignment_template, np.float32)
-    stage = _Stage(detect_batch, Aligner(template, recognizer.input_size[0]), Degrader(), max_error_frac)
-    return stage, {"detector": detector_label, "template": template.tolist(), "recognizer": recognizer.path.name}
+    aligner = Aligner(np.asarray(template, np.float32), int(chip_size))
+    info = {"detector": detector_label, "template": np.asarray(template).tolist(), "chip_size": int(chip_size), "landmarks": None}
+    if refine_landmarks:
+        from vigil.models import ModelRegistry, sha256_of
+        from vigil.refine import RefiningAligner, build_landmark_refiner
+
+        spec = ModelRegistry().resolve("landmarks", None)
+        aligner = RefiningAligner(aligner, build_landmark_refiner(spec))
+        info["landmarks"] = f"{spec.path.name}@{(spec.sha256 or sha256_of(spec.path))[:12]}"
+    return _Stage(detect_batch, aligner, Degrader(), max_error_frac), info
+
+
+def chip_set_geometry(meta: dict, meta_file: Path) -> tuple[np.ndarray, int]:
+    """The (5, 2) template and chip size a chip set was cut with; VigilError naming the file when they are absent."""
+    template = np.asarray(meta.get("template", []), np.float32)
+    if template.shape != (5, 2) or not meta.get("chip_size"):
+        raise VigilError(f"{meta_file}: no template/chip_size (rebuild the chip set with python -m pipelines.recognizer.faces_dataset)")
+    return template, int(meta["chip_size"])
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -206,10 +226,11 @@ def _build(args: argparse.Namespace) -> int:
     for f in (meta_file, landmarks_file):
         if not f.is_file():
             raise VigilError(f"{f}: not found (run python -m pipelines.recognizer.faces_dataset first)")
-    items = json.loads(meta_file.read_text())["items"][: args.limit]
+    meta = json.loads(meta_file.read_text())
+    items = meta["items"][: args.limit]
     faces = json.loads(landmarks_file.read_text())["faces"]
     entries = [{**faces[it["file"]], "file": it["file"], "face_width_px": it["face_width_px"]} for it in items]
-    stage, info = _stage(args.max_error_frac)
+    stage, info = _stage(args.max_error_frac, *chip_set_geometry(meta, meta_file), args.refine_landmarks)
     parts, t0 = [], time.monotonic()
     for start in range(0, len(entries), args.batch):
         batch = entries[start : start + args.batch]

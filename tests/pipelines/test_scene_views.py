@@ -79,6 +79,54 @@ def test_build_scene_views(miss_small, found):
     assert np.array_equal(again.views, sv.views)  # seeded
 
 
+class _ShiftRefiner:
+    """A landmark refiner that moves every point ``dx`` px right: shows whether a chip was refined."""
+
+    def __init__(self, dx: float) -> None:
+        self.dx, self.calls = dx, 0
+
+    def refine(self, items):
+        self.calls += len(items)
+        return [Face(box=f.box, score=f.score, landmarks=f.landmarks + np.float32([self.dx, 0.0])) for _, f in items]
+
+
+@pytest.mark.parametrize("detector_finds, refined", [(True, True), (False, False)])
+def test_scene_views_refine_detected_faces_never_the_fallback(detector_finds, refined):
+    """Detected faces get the runtime refiner's points; the clean chip's YuNet fallback (detector missed) never does."""
+    from vigil.refine import RefiningAligner
+
+    photos, entries = [_photo(7)], [_entry(0)]
+    detector = _FakeDetector(100, miss_small=False) if detector_finds else (lambda images: [[] for _ in images])
+    plain = Aligner(TEMPLATE, 150)
+    refiner = _ShiftRefiner(3.0)
+    stage = _Stage(detector, RefiningAligner(plain, refiner), Degrader(DegradeConfig(face_px=(16.0, 24.0))), 0.5)
+    sv = build_scene_views(photos, entries, stage, views=1, seed=0)
+    unshifted = plain.align(photos[0], _face(LANDMARKS)).chip
+    shifted = plain.align(photos[0], _face(LANDMARKS + np.float32([3.0, 0.0]))).chip
+    assert np.array_equal(sv.clean[0], shifted if refined else unshifted)
+    assert refiner.calls == (2 if detector_finds else 0)  # the clean photo and its one view
+
+
+@pytest.mark.parametrize(
+    "meta, ok",
+    [
+        ({"template": TEMPLATE.tolist(), "chip_size": 150}, True),
+        ({"template": TEMPLATE[:4].tolist(), "chip_size": 150}, False),  # 4 points
+        ({"template": TEMPLATE.tolist()}, False),  # no chip size
+        ({}, False),  # a chip set from before the template was recorded
+    ],
+)
+def test_chip_set_geometry(meta, ok, tmp_path):
+    from pipelines.recognizer.scene_views import chip_set_geometry
+
+    if ok:
+        template, size = chip_set_geometry(meta, tmp_path / "meta.json")
+        assert size == 150 and np.allclose(template, TEMPLATE)
+    else:
+        with pytest.raises(VigilError, match="meta.json"):
+            chip_set_geometry(meta, tmp_path / "meta.json")
+
+
 def test_scene_views_folder_round_trip_and_take(tmp_path):
     rng = np.random.default_rng(0)
     sv = SceneViews(rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8), rng.integers(0, 255, (2, 3, 8, 8, 3), dtype=np.uint8),

@@ -18,7 +18,8 @@ Definitions (all coordinates are pixels of the evaluated image, boxes are x1, y1
   true nor false positive. An unmatched detection is a false positive of the bucket only when its own size falls in
   the bucket (pycocotools' area-range rule); otherwise it is ignored. Over all sizes nothing is ignored.
 * **Recall at the operating threshold**: the share of GT boxes matched at IoU 0.5 by detections scoring at least
-  the threshold.
+  the threshold. **Recall at the score floor**: the same with every detection the caller kept (the end of the
+  precision/recall curve): how many faces the detector can find at all, whatever their score.
 * **Landmark error (NME)**: for each GT with known landmarks matched at IoU 0.5 (at any score), the mean over the
   known points of the Euclidean error divided by ``sqrt(w * h)`` of the GT box. Box size is used rather than the
   inter-ocular distance because most faces here are tiny and often in profile, where the eye distance collapses.
@@ -71,6 +72,8 @@ class DetectionReport:
     recall_at_operating_threshold: float
     operating_threshold: float
     recall_at_operating_threshold_by_size: dict[str, float]
+    recall_at_score_floor: float
+    recall_at_score_floor_by_size: dict[str, float]
     boxes: int
     boxes_by_size: dict[str, int]
     detections: int
@@ -165,6 +168,7 @@ class _Pooled:
     tps: list[list[np.ndarray]]
     positives: int = 0
     recalled_at_operating: int = 0
+    recalled_at_floor: int = 0
 
     @classmethod
     def empty(cls) -> _Pooled:
@@ -194,8 +198,9 @@ def _accumulate_image(truth: ImageTruth, dets: ImageDetections, bucket: str | No
         pooled.scores[t_index].append(scores[counts])
         pooled.tps[t_index].append(matched[counts])
         if t_index == 0:
-            hit = matched & ~matched_ignored & (scores >= operating_threshold)
-            pooled.recalled_at_operating += int(hit.sum())
+            found = matched & ~matched_ignored
+            pooled.recalled_at_operating += int((found & (scores >= operating_threshold)).sum())
+            pooled.recalled_at_floor += int(found.sum())
 
 
 def _landmark_errors(truth: ImageTruth, dets: ImageDetections) -> list[float]:
@@ -240,6 +245,8 @@ def evaluate_detections(pairs: list[tuple[ImageTruth, ImageDetections]], operati
         recall_at_operating_threshold=_ratio(overall.recalled_at_operating, overall.positives),
         operating_threshold=float(operating_threshold),
         recall_at_operating_threshold_by_size={b: _ratio(pooled[b].recalled_at_operating, pooled[b].positives) for b in named},
+        recall_at_score_floor=_ratio(overall.recalled_at_floor, overall.positives),
+        recall_at_score_floor_by_size={b: _ratio(pooled[b].recalled_at_floor, pooled[b].positives) for b in named},
         boxes=overall.positives,
         boxes_by_size={b: pooled[b].positives for b in named},
         detections=int(sum(len(np.asarray(d.scores).reshape(-1)) for _, d in pairs)),

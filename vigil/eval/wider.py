@@ -199,7 +199,8 @@ def _json_safe(value):
 def markdown_table(rows: list[dict]) -> str:
     """A markdown table of evaluation rows (AP and recall in percent)."""
     buckets = list(SIZE_BUCKETS)
-    header = ["model", "imgsz", "AP50", "AP50:95", *[f"AP50 {b}" for b in buckets], "recall@thr", "thr", "NME", "images", "s"]
+    header = ["model", "imgsz", "AP50", "AP50:95", *[f"AP50 {b}" for b in buckets], "recall@thr", "thr",
+              *[f"found {b}" for b in buckets], "NME", "images", "s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [
@@ -210,6 +211,7 @@ def markdown_table(rows: list[dict]) -> str:
             *[_pct(row["ap50_by_size"][b]) for b in buckets],
             _pct(row["recall_at_operating_threshold"]),
             f"{row['operating_threshold']:.2f}",
+            *[_pct(row.get("recall_at_score_floor_by_size", {}).get(b)) for b in buckets],
             "-" if row.get("landmark_nme") is None else f"{row['landmark_nme']:.3f}",
             str(row["images"]),
             f"{row['seconds']:.0f}",
@@ -218,7 +220,8 @@ def markdown_table(rows: list[dict]) -> str:
     counts = rows[0]["boxes_by_size"] if rows else {}
     if counts:
         lines.append("")
-        lines.append(f"GT boxes: {rows[0]['boxes']} (" + ", ".join(f"{b}: {n}" for b, n in counts.items()) + "); size = sqrt(w*h) px")
+        lines.append(f"GT boxes: {rows[0]['boxes']} (" + ", ".join(f"{b}: {n}" for b, n in counts.items()) + "); size = sqrt(w*h) px; "
+                     "found = recall at IoU 0.5 at the score floor (every kept detection)")
     return "\n".join(lines)
 
 
