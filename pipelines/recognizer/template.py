@@ -135,19 +135,31 @@ class YuNet:
 
 
 class VigilLandmarks:
-    """vigil's own detector (default: the manifest's) as the landmark source: the face nearest a given box."""
+    """vigil's own detector (default: the manifest's) as the landmark source: the face nearest a given box, its
+    points from the detector or, with ``refine``, from the runtime's landmark refiner (the manifest's default)."""
 
-    def __init__(self, detector: Path | None = None) -> None:
+    def __init__(self, detector: Path | None = None, refine: bool = False) -> None:
         from vigil.eval.face_source import build_detector
 
         self.detect_batch, self.label = build_detector(detector)
+        self.refiner = None
+        if refine:
+            from vigil.models import ModelRegistry, sha256_of
+            from vigil.refine import build_landmark_refiner
+
+            spec = ModelRegistry().resolve("landmarks", None)
+            self.refiner = build_landmark_refiner(spec)
+            self.label += f" + landmark refiner {spec.path.name}@{(spec.sha256 or sha256_of(spec.path))[:12]}"
 
     def landmarks_near(self, image_bgr: np.ndarray, box_xyxy: np.ndarray) -> np.ndarray | None:
         faces = self.detect_batch([image_bgr])[0]
         if not faces:
             return None
         best = nearest_box_centre(np.array([(f.box[:2] + f.box[2:]) / 2 for f in faces]), box_xyxy)
-        return None if best is None else np.asarray(faces[best].landmarks, dtype=np.float64)
+        if best is None:
+            return None
+        face = faces[best] if self.refiner is None else self.refiner.refine([(image_bgr, faces[best])])[0]
+        return np.asarray(face.landmarks, dtype=np.float64)
 
 
 def _rect_xyxy(rect) -> np.ndarray:
@@ -234,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-images", type=int, default=200, help="other LFW images for the alignment parity")
     parser.add_argument("--onnx", type=Path, default=Path("work/recognizer/dlib-resnet-v1.onnx"))
     parser.add_argument("--json", type=Path, default=Path("work/recognizer/template.json"))
-    parser.add_argument("--landmarks", choices=("yunet", "vigil"), default="yunet",
-                        help="landmark source: the YuNet teacher (how the shipped template was made) or vigil's own detector")
+    parser.add_argument("--landmarks", choices=("yunet", "vigil", "refined"), default="yunet",
+                        help="landmark source: the YuNet teacher, vigil's own detector, or vigil's detector + the landmark "
+                             "refiner (the runtime's points)")
     parser.add_argument("--symmetric", action="store_true", help="average the template with its mirror image (see symmetrize)")
     parser.add_argument("--compare-shipped", action="store_true",
                         help="also measure the alignment parity with the manifest's current template, same landmarks")
@@ -264,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = lfw_sample(2 * max(args.images, args.eval_images))
         ref = DlibReference()
-        source = YuNet() if args.landmarks == "yunet" else VigilLandmarks()
+        source = YuNet() if args.landmarks == "yunet" else VigilLandmarks(refine=args.landmarks == "refined")
         derived = derive_template(ref, source, files[0::2][: args.images])
         template = symmetrize(derived["template"]) if args.symmetric else derived["template"]
         parity, shipped_parity = None, None

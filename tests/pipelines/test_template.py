@@ -105,3 +105,40 @@ def test_ensemble_chip_refuses_a_chip_too_small():
 
     with pytest.raises(ValueError, match="more than a 200 px chip"):
         ensemble_chip(SYMMETRIC_112, 2, 200, {"anchor": (SYMMETRIC_112, 112), "dlib": (DLIB_150, 150)})
+
+
+class _FixedRefiner:
+    """Stands in for the landmark refiner: moves every point by a known offset."""
+
+    def refine(self, items):
+        from vigil.types import Face
+
+        return [Face(box=f.box, score=f.score, landmarks=f.landmarks + np.float32([2.0, -1.0])) for _, f in items]
+
+
+@pytest.mark.parametrize("refine, offset", [(False, (0.0, 0.0)), (True, (2.0, -1.0))])
+def test_vigil_landmarks_source_gives_the_detector_or_the_refined_points(monkeypatch, refine, offset):
+    """`--landmarks vigil` takes the detector's points of the face nearest dlib's box; `--landmarks refined` the
+    refiner's points for that same face (the runtime's), never another face's."""
+    import vigil.eval.face_source as face_source
+    from pipelines.recognizer.template import VigilLandmarks
+    from vigil.types import Face
+
+    points = np.array([[130, 130], [170, 130], [150, 150], [135, 170], [165, 170]], np.float32)
+    near = Face(box=BOX.astype(np.float32), score=0.9, landmarks=points)
+    far = Face(box=np.float32([400, 400, 500, 500]), score=0.99, landmarks=points + 300)
+    monkeypatch.setattr(face_source, "build_detector", lambda detector: (lambda images: [[far, near] for _ in images], "fake"))
+    source = VigilLandmarks(refine=False)
+    source.refiner = _FixedRefiner() if refine else None
+    got = source.landmarks_near(np.zeros((600, 600, 3), np.uint8), BOX)
+    assert np.allclose(got, points + np.float32(offset))
+
+
+def test_refined_landmarks_source_loads_the_shipped_refiner(monkeypatch):
+    import vigil.eval.face_source as face_source
+    from pipelines.recognizer.template import VigilLandmarks
+
+    monkeypatch.setattr(face_source, "build_detector", lambda detector: (lambda images: [[] for _ in images], "fake"))
+    source = VigilLandmarks(refine=True)
+    assert source.refiner is not None and "vigil-landmarks-96.onnx@" in source.label
+    assert source.landmarks_near(np.zeros((64, 64, 3), np.uint8), BOX) is None  # no face: nothing to refine
