@@ -45,6 +45,16 @@ def test_network_sources_and_device_indices_are_kept(tmp_path):
     assert config.cameras[1].source == 0
 
 
+def test_tiling_is_off_by_default_and_takes_tile_size_and_overlap(tmp_path):
+    from vigil.detect import tile_spec
+    from vigil.tiling import TileSpec
+
+    assert load_config(write(tmp_path, "cameras: []\n")).detector.tiling is None
+    config = load_config(write(tmp_path, "detector:\n  tiling: {tile_px: 640}\n"))
+    assert tile_spec(config.detector.tiling) == TileSpec(tile_px=640, overlap_px=128)
+    assert tile_spec(None) is None
+
+
 BAD_CONFIGS = [
     ("unknown top-level key", "camras: []\n", "camras: unknown key"),
     ("unknown nested key", "rules:\n  treshold: 0.4\n", "rules.treshold: unknown key"),
@@ -56,6 +66,10 @@ BAD_CONFIGS = [
     ("duplicate cameras", "cameras:\n  - {name: a, source: x}\n  - {name: a, source: y}\n", "repeated: a"),
     ("re-embed interval of zero", "recognizer:\n  reembed_interval_frames: 0\n", "recognizer.reembed_interval_frames"),
     ("imgsz not multiple of 32", "detector:\n  imgsz: 500\n", "detector.imgsz"),
+    ("tiles overlapping more than half", "detector:\n  tiling: {tile_px: 480, overlap_px: 300}\n", "detector.tiling: Value error, overlap_px (300) must be at most half"),
+    ("tile too small", "detector:\n  tiling: {tile_px: 32}\n", "detector.tiling.tile_px"),
+    ("tiling without a tile size", "detector:\n  tiling: {overlap_px: 64}\n", "detector.tiling.tile_px: Field required"),
+    ("unknown tiling key", "detector:\n  tiling: {tile_px: 480, overlap: 64}\n", "detector.tiling.overlap: unknown key"),
     ("refine flag not a boolean", "detector:\n  refine_landmarks: maybe\n", "detector.refine_landmarks"),
     ("confirm before provisional", "rules:\n  min_hits: 5\n  confirm_hits: 2\n", "confirm_hits must be >= min_hits"),
     ("zone with two points", "cameras:\n  - {name: a, source: x, zones: [{name: z, points_norm: [[0,0],[1,1]]}]}\n", "cameras[0].zones[0].points_norm"),

@@ -231,3 +231,27 @@ def test_shipped_model_finds_many_faces_in_a_crowd(shipped_detector, shared_data
 
     image = cv2.imread(str(shared_data("wider200", "images", "val", WIDER_CROWD_IMAGE)))
     assert len(shipped_detector.detect([image])[0]) >= 10
+
+
+def test_tiling_finds_small_faces_in_a_large_frame_that_letterboxing_loses(shipped_detector, shared_data):
+    """Four LFW photos shrunk to 80 px (faces about 30 px) on a 1920x1080 frame, one across a tile cut: the whole
+    frame at the model's input size shrinks them to ~8 px; with 480 px tiles each is found once, where it was put."""
+    import cv2
+
+    from vigil.detect import FaceDetector
+    from vigil.tiling import TileSpec
+
+    lfw = shared_data("lfw")
+    frame = np.full((1080, 1920, 3), 90, np.uint8)
+    corners = [(200, 150), (440, 600), (1000, 300), (1700, 900)]  # (x, y); the second spans the cut at x = 480
+    for name, (x, y) in zip(LFW_SINGLE_FACE, corners):
+        frame[y : y + 80, x : x + 80] = cv2.resize(cv2.imread(str(lfw / name)), (80, 80), interpolation=cv2.INTER_AREA)
+    whole_only = shipped_detector.detect_one(frame)
+    tiled = FaceDetector(shipped_detector.model_path, imgsz=shipped_detector.imgsz, conf_threshold=shipped_detector.conf_threshold,
+                         nms_iou=shipped_detector.nms_iou, device="cpu", tiling=TileSpec(tile_px=480, overlap_px=128))
+    faces = tiled.detect_one(frame)
+    assert len(whole_only) <= 1  # measured: none
+    assert len(faces) == len(corners)
+    centres = sorted(((f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2) for f in faces)
+    for (cx, cy), (x, y) in zip(centres, sorted(corners)):
+        assert abs(cx - (x + 40)) < 12 and abs(cy - (y + 40)) < 16

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from vigil.errors import VigilError
-from vigil.eval.detection_metrics import box_sizes
-from vigil.eval.wider import evaluate_detector, read_labels, split_images
+from vigil.eval.detection_metrics import ImageTruth, box_sizes
+from vigil.eval.wider import MosaicSpec, evaluate_detector, mosaic_frame, parse_mosaic, read_labels, split_images
 from vigil.types import Face
 
 # image name -> (fill grey level, label rows); images are 200 wide x 100 high
@@ -140,6 +140,74 @@ def test_run_cli_writes_the_report_keys(dataset, tmp_path):
         assert key in report, key
     assert set(report["ap50_by_size"]) == {"lt16", "16_32", "32_64", "gt64"}
     assert report["images"] == 3 and report["boxes"] == 3 and report["imgsz"] == 160
+
+
+def test_run_cli_with_tiles_and_mosaic_records_the_setup(dataset, tmp_path):
+    from test_detect import write_random_model
+
+    from vigil.eval.wider import run_cli
+
+    model = write_random_model(tmp_path / "face5.pt", 5)
+    out = tmp_path / "wider_tiled.json"
+    args = argparse.Namespace(data=dataset, model=model, imgsz=160, json=out, device="cpu", tile_px=128, tile_overlap_px=32, mosaic="2x1")
+    assert run_cli(args) == 0
+    report = json.loads(out.read_text())
+    assert (report["tile_px"], report["tile_overlap_px"], report["mosaic"]) == (128, 32, "2x1")
+    assert (report["images"], report["frames"], report["boxes"]) == (3, 2, 3)
+
+
+@pytest.mark.parametrize("tile_px, overlap_px", [(128, 65), (32, 0), (128, -1)])
+def test_run_cli_rejects_bad_tiles_before_loading_a_model(dataset, tmp_path, tile_px, overlap_px):
+    from vigil.eval.wider import run_cli
+
+    args = argparse.Namespace(data=dataset, model=tmp_path / "absent.pt", imgsz=160, json=tmp_path / "x.json", device="cpu",
+                              tile_px=tile_px, tile_overlap_px=overlap_px, mosaic=None)
+    with pytest.raises(VigilError, match="--tile-px"):
+        run_cli(args)
+
+
+@pytest.mark.parametrize("text, expected", [("4x2", (4, 2)), ("1X1", (1, 1)), ("4", None), ("0x2", None), ("axb", None), ("17x1", None)])
+def test_parse_mosaic(text, expected):
+    if expected is None:
+        with pytest.raises(VigilError, match="--mosaic"):
+            parse_mosaic(text)
+    else:
+        spec = parse_mosaic(text)
+        assert (spec.columns, spec.rows) == expected
+
+
+def test_mosaic_frame_places_images_in_cells_and_shifts_their_labels():
+    small = np.full((50, 80, 3), 10, np.uint8)
+    large = np.full((100, 120, 3), 20, np.uint8)
+    points = np.arange(10, dtype=float).reshape(1, 5, 2)
+    truths = [ImageTruth(boxes=np.array([[1.0, 2, 11, 12]])), ImageTruth(boxes=np.array([[5.0, 5, 25, 25]]), landmarks=points)]
+    frame, truth = mosaic_frame([small, large, small], truths + [ImageTruth(boxes=np.zeros((0, 4)))], MosaicSpec(columns=2, rows=2))
+    assert frame.shape == (200, 240, 3)  # 2 x 2 cells of the largest image, 100 x 120
+    assert frame[0, 0, 0] == 10 and frame[0, 120, 0] == 20 and frame[100, 0, 0] == 10
+    assert frame[60, 0, 0] == 0 and frame[150, 200, 0] == 0  # below the small image; the unfilled cell
+    np.testing.assert_allclose(truth.boxes, [[1, 2, 11, 12], [125, 5, 145, 25]])
+    assert np.isnan(truth.landmarks[0]).all()
+    np.testing.assert_allclose(truth.landmarks[1], points[0] + [120, 0])
+    with pytest.raises(ValueError, match="mosaic"):
+        mosaic_frame([small] * 5, [truths[0]] * 5, MosaicSpec(columns=2, rows=2))
+
+
+def test_oracle_on_mosaic_frames_scores_perfectly(dataset):
+    per_image = oracle(dataset)
+
+    def detect_cells(frame: np.ndarray) -> list[Face]:  # the oracle on each filled 200 x 100 cell, shifted into the frame
+        faces = []
+        for left in range(0, frame.shape[1], WIDTH):
+            cell = frame[:, left : left + WIDTH]
+            if cell.any():
+                faces += [Face(box=f.box + [left, 0, left, 0], score=f.score, landmarks=f.landmarks + [left, 0]) for f in per_image(cell)]
+        return faces
+
+    result = evaluate_detector(detect_cells, dataset, operating_threshold=0.5, mosaic=MosaicSpec(columns=2, rows=1))
+    assert (result.images, result.frames, result.report.boxes) == (3, 2, 3)  # [a, b], [broken, c]
+    assert [Path(p).name for p in result.unreadable] == ["broken.jpg"]
+    assert result.report.ap50_95 == pytest.approx(1.0)
+    assert result.report.landmark_nme == pytest.approx(0.0)
 
 
 def test_wider200_labels_match_the_manifest(shared_data):

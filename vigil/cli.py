@@ -91,6 +91,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     wider.add_argument("--data", type=Path, required=True, help="data.yaml")
     wider.add_argument("--model", type=Path)
     wider.add_argument("--imgsz", type=int, default=640)
+    wider.add_argument("--tile-px", type=int, help="also detect on overlapping tiles of this side (frame px), as detector.tiling does")
+    wider.add_argument("--tile-overlap-px", type=int, default=128, help="overlap of neighbouring tiles (frame px)")
+    wider.add_argument("--mosaic", help="COLUMNSxROWS: detect on frames of several images side by side (camera-sized frames), e.g. 4x2")
     wider.add_argument("--json", type=Path, required=True)
     wider.set_defaults(func=_handler("vigil.eval.wider"))
 

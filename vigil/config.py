@@ -90,6 +90,21 @@ class ReconnectConfig(StrictModel):
         return self
 
 
+class TilingConfig(StrictModel):
+    """Detect on the whole frame plus overlapping square tiles (vigil/tiling.py): for cameras whose frames are much
+    larger than the detector's input, where letterboxing would shrink small faces below what it finds. Costs one
+    more forward pass per tile (1920x1080 with 640 px tiles overlapping by 128: 8 tiles)."""
+
+    tile_px: int = Field(ge=64, le=4096, description="side of each square tile, in frame pixels")
+    overlap_px: int = Field(default=128, ge=0, le=2048, description="overlap of neighbouring tiles; faces up to this size lie whole in a tile")
+
+    @model_validator(mode="after")
+    def _overlap_below_half_tile(self) -> TilingConfig:
+        if self.overlap_px * 2 > self.tile_px:
+            raise ValueError(f"overlap_px ({self.overlap_px}) must be at most half of tile_px ({self.tile_px})")
+        return self
+
+
 class DetectorConfig(StrictModel):
     model: Path | None = Field(default=None, description="Ultralytics pose face model; default: ours from models/")
     imgsz: int | None = Field(
@@ -100,6 +115,7 @@ class DetectorConfig(StrictModel):
     min_face_px: int = Field(default=20, ge=4, le=1024, description="faces narrower than this are not recognised")
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|\d+)$")
     batch_size: int = Field(default=8, ge=1, le=256)
+    tiling: TilingConfig | None = Field(default=None, description="None: detect on the whole frame only")
     # Landmark refinement (vigil/refine.py): each face about to be embedded gets its five points from our small
     # crop model (models/landmarks/) instead of the detector's head; the box and score stay the detector's.
     refine_landmarks: bool = True

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from vigil.errors import ModelError, VigilError
+from vigil.tiling import TileSpec, detect_tiled
 from vigil.types import Face
 
 NUM_KEYPOINTS = 5
@@ -122,7 +123,8 @@ class FaceDetector:
     ``imgsz`` is the inference size in pixels (longer side, multiple of 32); ``conf_threshold`` the minimum score in
     [0, 1]; ``nms_iou`` the NMS IoU threshold; ``device`` ``auto | cpu | cuda | cuda:N``; ``batch_size`` the number of
     frames per forward pass; ``max_det`` the most faces kept per frame. Half precision is used on CUDA.
-    An instance holds one Ultralytics predictor: call it from one thread (the pipeline's inference thread).
+    ``tiling``: also detect on overlapping tiles of each frame and merge (:mod:`vigil.tiling`); None (the default)
+    detects on the whole frame only. An instance holds one Ultralytics predictor: call it from one thread (the pipeline's inference thread).
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class FaceDetector:
         device: str = "auto",
         batch_size: int = 8,
         max_det: int = 1000,
+        tiling: TileSpec | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self.model_path = Path(model_path)
@@ -142,11 +145,13 @@ class FaceDetector:
         self.nms_iou = float(nms_iou)
         self.batch_size = max(1, int(batch_size))
         self.max_det = int(max_det)
+        self.tiling = tiling
         self.log = logger or logging.getLogger("vigil.detect")
         self.device = resolve_device(device)
         self.half = self.device.startswith("cuda")
         self._yolo = self._load()
-        self.log.info("detector %s on %s (imgsz %d, conf %.2f, nms iou %.2f)", self.model_path.name, self.device, self.imgsz, self.conf_threshold, self.nms_iou)
+        self.log.info("detector %s on %s (imgsz %d, conf %.2f, nms iou %.2f%s)", self.model_path.name, self.device, self.imgsz,
+                      self.conf_threshold, self.nms_iou, "" if tiling is None else f", tiles {tiling.tile_px} px overlapping {tiling.overlap_px} px")
 
     def _load(self):
         path = self.model_path
@@ -203,9 +208,15 @@ class FaceDetector:
         for index, frame in enumerate(frames):
             if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.size == 0:
                 raise VigilError(f"frame {index}: expected an H x W x 3 BGR array, got {getattr(frame, 'shape', type(frame).__name__)}")
+        if self.tiling is None:
+            return self._predict(frames)
+        return detect_tiled(self._predict, frames, self.tiling, self.nms_iou, self.max_det)
+
+    def _predict(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """One forward pass per image, ``batch_size`` images at a time: faces in each image's pixels."""
         faces: list[list[Face]] = []
-        for start in range(0, len(frames), self.batch_size):
-            chunk = list(frames[start : start + self.batch_size])
+        for start in range(0, len(images), self.batch_size):
+            chunk = list(images[start : start + self.batch_size])
             results = self._yolo.predict(chunk, **self._predict_kwargs())
             faces.extend(_faces_from_result(result) for result in results)
         return faces
@@ -253,5 +264,11 @@ def load_detector(config, logger: logging.Logger | None = None) -> FaceDetector:
         nms_iou=config.nms_iou,
         device=config.device,
         batch_size=config.batch_size,
+        tiling=tile_spec(config.tiling),
         logger=logger,
     )
+
+
+def tile_spec(tiling) -> TileSpec | None:
+    """The detector's tiling from a :class:`vigil.config.TilingConfig` (None: no tiling)."""
+    return None if tiling is None else TileSpec(tile_px=tiling.tile_px, overlap_px=tiling.overlap_px)

@@ -51,7 +51,7 @@ def resolve_models(config: VigilConfig, registry: ModelRegistry | None = None) -
 def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
     """Detector + aligner + embedder as the config says (heavy imports happen here, not at import time)."""
     from vigil.align import Aligner
-    from vigil.detect import FaceDetector
+    from vigil.detect import FaceDetector, tile_spec
     from vigil.embed import build_embedder
 
     detector = FaceDetector(
@@ -61,6 +61,7 @@ def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
         nms_iou=config.detector.nms_iou,
         device=config.detector.device,
         batch_size=config.detector.batch_size,
+        tiling=tile_spec(config.detector.tiling),
     )
     template = models.recognizer.alignment_template
     if template is None:

@@ -2,7 +2,7 @@
 
     python -m pipelines.detector.compare --data ../shared/data/wider200/data.yaml \\
         [--teachers scrfd_2.5g scrfd_500m yunet yolov5n_face] [--model models/detector/x.pt ...] \\
-        [--out work/detector/compare]
+        [--out work/detector/compare] [--mosaic 4x2] [--tile-px 240 --tile-overlap-px 64]
 
 Writes ``<out>/table.md`` and ``<out>/rows.json`` (one row per detector, the keys of ``vigil eval wider``), plus
 ``<out>/<name>.json`` per detector as each finishes, so an interrupted run keeps what it measured and a re-run skips
@@ -11,6 +11,9 @@ detectors whose JSON exists (``--force`` re-runs them).
 Teachers run at their native 640 input with a 0.01 score threshold (the AP curve needs the low-score tail) and their
 own NMS; recall is reported at ``--teacher-threshold`` (0.5). Our models use the runtime's default NMS IoU and report
 recall at the runtime's default confidence threshold (``DetectorConfig.conf_threshold``).
+``--mosaic CxR`` scores every detector on camera-sized frames of C x R images side by side (``vigil eval wider
+--mosaic``); ``--tile-px`` runs every detector, teachers included, on the whole frame plus overlapping tiles
+(:func:`vigil.tiling.detect_tiled`, views merged at the runtime's NMS IoU), so tiling is compared like for like.
 WIDER-200 is validation only: nothing here tunes anything on it.
 """
 
@@ -20,31 +23,65 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from vigil.eval.wider import AP_SCORE_THRESHOLD, evaluate_detector, markdown_table, result_row
+from vigil.eval.wider import AP_SCORE_THRESHOLD, MosaicSpec, evaluate_detector, markdown_table, parse_mosaic, result_row
 from vigil.paths import data_dir, repo_root
+from vigil.tiling import TileSpec, detect_tiled
 
 TEACHER_INPUT_PX = 640
 DEFAULT_TEACHER_THRESHOLD = 0.5
+MAX_FACES = 1000
 
 
-def evaluate_teacher(name: str, data_yaml: Path, operating_threshold: float, threads: int, limit: int | None, log: logging.Logger) -> dict:
+@dataclass(frozen=True)
+class FrameSetup:
+    """How frames are made and seen: mosaics of the dataset's images, and tiles (None: whole frames only)."""
+
+    mosaic: MosaicSpec | None = None
+    tiling: TileSpec | None = None
+
+    def row_fields(self) -> dict:
+        return {"mosaic": f"{self.mosaic.columns}x{self.mosaic.rows}" if self.mosaic else None,
+                "tile_px": self.tiling.tile_px if self.tiling else None,
+                "tile_overlap_px": self.tiling.overlap_px if self.tiling else None}
+
+    def suffix(self) -> str:
+        """Appended to a job's name, so that each setup's JSON is kept apart."""
+        fields = self.row_fields()
+        return (f"_m{fields['mosaic']}" if self.mosaic else "") + (f"_t{fields['tile_px']}o{fields['tile_overlap_px']}" if self.tiling else "")
+
+
+def tiled_teacher(detect, tiling: TileSpec | None, nms_iou: float):
+    """A teacher's one-image ``detect`` as is, or run on the whole image plus tiles and merged."""
+    if tiling is None:
+        return detect
+    return lambda image: detect_tiled(lambda images: [detect(i) for i in images], [image], tiling, nms_iou, MAX_FACES)[0]
+
+
+def evaluate_teacher(name: str, data_yaml: Path, operating_threshold: float, threads: int, limit: int | None, setup: FrameSetup,
+                     log: logging.Logger) -> dict:
     from pipelines.detector.teachers import load_teacher
+    from vigil.config import DetectorConfig
 
     teacher = load_teacher(name, data_dir(), input_size=TEACHER_INPUT_PX, score_thr=AP_SCORE_THRESHOLD, threads=threads)
-    result = evaluate_detector(teacher.detect, data_yaml, operating_threshold=operating_threshold, limit=limit, logger=log)
-    return result_row(result, model=name, imgsz=TEACHER_INPUT_PX, kind="teacher", data=str(data_yaml), score_threshold=AP_SCORE_THRESHOLD)
+    detect = tiled_teacher(teacher.detect, setup.tiling, DetectorConfig().nms_iou)
+    result = evaluate_detector(detect, data_yaml, operating_threshold=operating_threshold, limit=limit, mosaic=setup.mosaic, logger=log)
+    return result_row(result, model=name, imgsz=TEACHER_INPUT_PX, kind="teacher", data=str(data_yaml), score_threshold=AP_SCORE_THRESHOLD,
+                      **setup.row_fields())
 
 
-def evaluate_ours(model: Path, data_yaml: Path, imgsz: int, device: str, limit: int | None, log: logging.Logger) -> dict:
+def evaluate_ours(model: Path, data_yaml: Path, imgsz: int, device: str, limit: int | None, setup: FrameSetup, log: logging.Logger) -> dict:
     from vigil.config import DetectorConfig
     from vigil.detect import FaceDetector
 
     defaults = DetectorConfig()
-    detector = FaceDetector(model, imgsz=imgsz, conf_threshold=AP_SCORE_THRESHOLD, nms_iou=defaults.nms_iou, device=device, logger=log)
-    result = evaluate_detector(detector.detect_one, data_yaml, operating_threshold=defaults.conf_threshold, limit=limit, logger=log)
-    return result_row(result, model=model.stem, imgsz=imgsz, kind="ours", path=str(model), data=str(data_yaml), score_threshold=AP_SCORE_THRESHOLD, device=detector.device)
+    detector = FaceDetector(model, imgsz=imgsz, conf_threshold=AP_SCORE_THRESHOLD, nms_iou=defaults.nms_iou, device=device,
+                            max_det=MAX_FACES, tiling=setup.tiling, logger=log)
+    result = evaluate_detector(detector.detect_one, data_yaml, operating_threshold=defaults.conf_threshold, limit=limit, mosaic=setup.mosaic, logger=log)
+    return result_row(result, model=model.stem, imgsz=imgsz, kind="ours", path=str(model), data=str(data_yaml), score_threshold=AP_SCORE_THRESHOLD,
+                      device=detector.device, **setup.row_fields())
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,6 +96,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, help="first N images only (smoke runs)")
     p.add_argument("--out", type=Path, default=repo_root() / "work" / "detector" / "compare")
     p.add_argument("--force", action="store_true", help="re-run detectors whose JSON already exists")
+    p.add_argument("--mosaic", help="COLUMNSxROWS: score camera-sized frames of several images side by side, e.g. 4x2")
+    p.add_argument("--tile-px", type=int, help="every detector also runs on overlapping tiles of this side (frame px)")
+    p.add_argument("--tile-overlap-px", type=int, default=128)
     return p.parse_args(argv)
 
 
@@ -67,10 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("compare")
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    jobs = [(name, lambda n=name: evaluate_teacher(n, args.data, args.teacher_threshold, args.threads, args.limit, log)) for name in args.teachers]
+    setup = FrameSetup(mosaic=parse_mosaic(args.mosaic) if args.mosaic else None,
+                       tiling=TileSpec(args.tile_px, args.tile_overlap_px) if args.tile_px else None)
+    jobs = [(name + setup.suffix(), lambda n=name: evaluate_teacher(n, args.data, args.teacher_threshold, args.threads, args.limit, setup, log))
+            for name in args.teachers]
     for model in args.model:
         for size in args.imgsz:
-            jobs.append((f"{model.stem}@{size}", lambda m=model, s=size: evaluate_ours(m, args.data, s, args.device, args.limit, log)))
+            jobs.append((f"{model.stem}@{size}{setup.suffix()}", lambda m=model, s=size: evaluate_ours(m, args.data, s, args.device, args.limit, setup, log)))
     rows = []
     for name, job in jobs:
         path = args.out / f"{name}.json"

@@ -50,6 +50,7 @@ class WiderResult:
     images: int
     unreadable: list[str]
     seconds: float
+    frames: int  # detector calls: the images, or the mosaic frames made of them
 
 
 def split_images(data_yaml: Path, split: str = "val") -> list[LabelledImage]:
@@ -139,6 +140,48 @@ def faces_to_detections(faces: list[Face], min_score: float = 0.0) -> ImageDetec
     )
 
 
+@dataclass(frozen=True)
+class MosaicSpec:
+    """Evaluate on frames made of ``columns`` x ``rows`` dataset images side by side at their own resolution: a
+    camera-sized frame whose faces keep their pixels (WIDER-200's 416 px images, 4x2: 1664x832 frames)."""
+
+    columns: int
+    rows: int
+
+    @property
+    def images_per_frame(self) -> int:
+        return self.columns * self.rows
+
+
+def parse_mosaic(text: str) -> MosaicSpec:
+    """``"4x2"`` -> MosaicSpec(columns=4, rows=2); a clear error otherwise."""
+    parts = str(text).lower().split("x")
+    if len(parts) != 2 or not all(part.isdigit() and 1 <= int(part) <= 16 for part in parts):
+        raise VigilError(f"--mosaic: expected COLUMNSxROWS with each 1-16, such as 4x2, got {text!r}")
+    return MosaicSpec(columns=int(parts[0]), rows=int(parts[1]))
+
+
+def mosaic_frame(images: list[np.ndarray], truths: list[ImageTruth], spec: MosaicSpec) -> tuple[np.ndarray, ImageTruth]:
+    """Images placed row by row in cells of the largest image's size (unfilled cells black), their labels shifted."""
+    if not images or len(images) != len(truths) or len(images) > spec.images_per_frame:
+        raise ValueError(f"mosaic: need 1-{spec.images_per_frame} images with one truth each, got {len(images)} and {len(truths)}")
+    cell_h = max(image.shape[0] for image in images)
+    cell_w = max(image.shape[1] for image in images)
+    canvas = np.zeros((spec.rows * cell_h, spec.columns * cell_w, 3), dtype=np.uint8)
+    boxes, points = [], []
+    with_points = any(truth.landmarks is not None for truth in truths)
+    for number, (image, truth) in enumerate(zip(images, truths)):
+        top, left = (number // spec.columns) * cell_h, (number % spec.columns) * cell_w
+        canvas[top : top + image.shape[0], left : left + image.shape[1]] = image
+        boxes.append(truth.boxes + [left, top, left, top])
+        if with_points:
+            known = truth.landmarks if truth.landmarks is not None else np.full((len(truth.boxes), NUM_KEYPOINTS, 2), np.nan)
+            points.append(known + [left, top])
+    merged = ImageTruth(boxes=np.concatenate(boxes).reshape(-1, 4),
+                        landmarks=np.concatenate(points).reshape(-1, NUM_KEYPOINTS, 2) if with_points else None)
+    return canvas, merged
+
+
 def evaluate_detector(
     detect_fn: DetectFn,
     data_yaml: Path,
@@ -146,40 +189,53 @@ def evaluate_detector(
     split: str = "val",
     min_score: float = AP_SCORE_THRESHOLD,
     limit: int | None = None,
+    mosaic: MosaicSpec | None = None,
     logger: logging.Logger | None = None,
 ) -> WiderResult:
     """Run ``detect_fn`` (BGR image -> faces in its pixels) over the split and score it.
 
     Detections under ``min_score`` are dropped before scoring; ``operating_threshold`` is the confidence at which
     recall is reported. An unreadable image is logged and skipped (listed in ``unreadable``). ``limit``: first N images.
+    ``mosaic``: detect on frames of several images each (:func:`mosaic_frame`) instead of one image at a time.
     """
-    import cv2
-
     log = logger or logging.getLogger("vigil.eval.wider")
     items = split_images(data_yaml, split)[:limit]
+    per_frame = 1 if mosaic is None else mosaic.images_per_frame
     pairs: list[tuple[ImageTruth, ImageDetections]] = []
     unreadable: list[str] = []
+    images = 0
     start = time.monotonic()
-    for number, item in enumerate(items, start=1):
-        image = cv2.imread(str(item.image_path), cv2.IMREAD_COLOR)
-        if image is None:
-            log.warning("%s: unreadable image, skipped", item.image_path)
-            unreadable.append(str(item.image_path))
+    for first in range(0, len(items), per_frame):
+        read = [loaded for loaded in (_read_labelled(item, log, unreadable) for item in items[first : first + per_frame]) if loaded]
+        if not read:
             continue
-        truth = read_labels(item.label_path, image.shape[1], image.shape[0])
-        pairs.append((truth, faces_to_detections(detect_fn(image), min_score)))
-        if number % 50 == 0:
-            log.info("%d/%d images (%.0f s)", number, len(items), time.monotonic() - start)
+        images += len(read)
+        frame, truth = read[0] if mosaic is None else mosaic_frame([r[0] for r in read], [r[1] for r in read], mosaic)
+        pairs.append((truth, faces_to_detections(detect_fn(frame), min_score)))
+        if len(pairs) % 25 == 0:
+            log.info("%d/%d images (%.0f s)", min(first + per_frame, len(items)), len(items), time.monotonic() - start)
     seconds = time.monotonic() - start
     report = evaluate_detections(pairs, operating_threshold)
-    return WiderResult(report=report, images=len(pairs), unreadable=unreadable, seconds=seconds)
+    return WiderResult(report=report, images=images, unreadable=unreadable, seconds=seconds, frames=len(pairs))
+
+
+def _read_labelled(item: LabelledImage, log: logging.Logger, unreadable: list[str]) -> tuple[np.ndarray, ImageTruth] | None:
+    """(image, its labels), or None for an unreadable image (logged and listed in ``unreadable``)."""
+    import cv2
+
+    image = cv2.imread(str(item.image_path), cv2.IMREAD_COLOR)
+    if image is None:
+        log.warning("%s: unreadable image, skipped", item.image_path)
+        unreadable.append(str(item.image_path))
+        return None
+    return image, read_labels(item.label_path, image.shape[1], image.shape[0])
 
 
 def result_row(result: WiderResult, model: str, imgsz: int | None, **extra) -> dict:
     """The JSON record of one evaluation (NaN -> None so the file is strict JSON)."""
     report = asdict(result.report)
     report.pop("extra", None)
-    row = {"model": model, "imgsz": imgsz, **report, "images": result.images, "seconds": round(result.seconds, 1)}
+    row = {"model": model, "imgsz": imgsz, **report, "images": result.images, "frames": result.frames, "seconds": round(result.seconds, 1)}
     row.update(extra)
     if result.unreadable:
         row["unreadable"] = result.unreadable
@@ -205,7 +261,7 @@ def markdown_table(rows: list[dict]) -> str:
     for row in rows:
         cells = [
             str(row["model"]),
-            str(row.get("imgsz")),
+            _setup_cell(row),
             _pct(row["ap50"]),
             _pct(row["ap50_95"]),
             *[_pct(row["ap50_by_size"][b]) for b in buckets],
@@ -225,27 +281,57 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _setup_cell(row: dict) -> str:
+    """The imgsz column: ``480``, or ``480, tiles 240/64`` (tile side / overlap, frame px), ``, mosaic 4x2``."""
+    cell = str(row.get("imgsz"))
+    if row.get("tile_px"):
+        cell += f", tiles {row['tile_px']}/{row['tile_overlap_px']}"
+    if row.get("mosaic"):
+        cell += f", mosaic {row['mosaic']}"
+    return cell
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """`vigil eval wider --data DATA_YAML [--model PATH] [--imgsz 640] --json OUT`."""
+    """`vigil eval wider --data DATA_YAML [--model PATH] [--imgsz 640] [--tile-px N [--tile-overlap-px M]]
+    [--mosaic CxR] --json OUT`."""
     from vigil.config import DetectorConfig
     from vigil.detect import FaceDetector
 
     log = logging.getLogger("vigil.eval.wider")
     defaults = DetectorConfig()
     split_images(Path(args.data))  # fail on a bad data file before loading the model
+    mosaic = parse_mosaic(args.mosaic) if getattr(args, "mosaic", None) else None
+    tiling = _tiling_of(args)
     model_path = Path(args.model) if args.model else _default_model(log)
-    detector = FaceDetector(model_path, imgsz=args.imgsz, conf_threshold=AP_SCORE_THRESHOLD, nms_iou=defaults.nms_iou, device=getattr(args, "device", "auto"), logger=log)
-    result = evaluate_detector(detector.detect_one, Path(args.data), operating_threshold=defaults.conf_threshold, logger=log)
-    row = result_row(result, model=str(model_path), imgsz=args.imgsz, data=str(args.data), score_threshold=AP_SCORE_THRESHOLD, nms_iou=defaults.nms_iou, device=detector.device)
+    detector = FaceDetector(model_path, imgsz=args.imgsz, conf_threshold=AP_SCORE_THRESHOLD, nms_iou=defaults.nms_iou,
+                            device=getattr(args, "device", "auto"), tiling=tiling, logger=log)
+    result = evaluate_detector(detector.detect_one, Path(args.data), operating_threshold=defaults.conf_threshold, mosaic=mosaic, logger=log)
+    setup = {"tile_px": tiling.tile_px if tiling else None, "tile_overlap_px": tiling.overlap_px if tiling else None,
+             "mosaic": f"{mosaic.columns}x{mosaic.rows}" if mosaic else None}
+    row = result_row(result, model=str(model_path), imgsz=args.imgsz, data=str(args.data), score_threshold=AP_SCORE_THRESHOLD,
+                     nms_iou=defaults.nms_iou, device=detector.device, **setup)
     print(markdown_table([row]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
     print(f"saved {args.json}")
     return 0
+
+
+def _tiling_of(args: argparse.Namespace):
+    """The TileSpec the command line asks for (None without ``--tile-px``), checked like the config's."""
+    from vigil.tiling import TileSpec
+
+    tile_px = getattr(args, "tile_px", None)
+    if tile_px is None:
+        return None
+    overlap_px = args.tile_overlap_px
+    if tile_px < 64 or overlap_px < 0 or overlap_px * 2 > tile_px:
+        raise VigilError(f"--tile-px {tile_px} --tile-overlap-px {overlap_px}: need tile_px >= 64 and 0 <= overlap_px <= tile_px / 2")
+    return TileSpec(tile_px=tile_px, overlap_px=overlap_px)
 
 
 def _default_model(log: logging.Logger) -> Path:
