@@ -55,10 +55,14 @@ def test_tile_grid_counts_and_bounds(width, height, tile_px, overlap_px, tiles):
         assert covered.all()
 
 
-@pytest.mark.parametrize("tile_px, overlap_px", [(480, 480), (480, -1), (0, 0)])
-def test_tile_spec_rejects_impossible_overlaps(tile_px, overlap_px):
-    with pytest.raises(ValueError, match="overlap_px"):
+@pytest.mark.parametrize(
+    "tile_px, overlap_px, message",
+    [(480, 480, "overlap_px"), (480, 241, "overlap_px \\(241\\) must be at most half"), (480, -1, "overlap_px"), (0, 0, "tile_px \\(0\\) must be at least 64")],
+)
+def test_tile_spec_rejects_impossible_overlaps(tile_px, overlap_px, message):
+    with pytest.raises(ValueError, match=message):
         TileSpec(tile_px, overlap_px)
+    assert TileSpec(480, 240).overlap_px == 240  # half a tile is the most allowed
 
 
 # frame 1000 x 600; the tile [400, 800) x [0, 400) has cut edges left, right and bottom, and the frame's top border

@@ -100,8 +100,11 @@ class TilingConfig(StrictModel):
 
     @model_validator(mode="after")
     def _overlap_below_half_tile(self) -> TilingConfig:
-        if self.overlap_px * 2 > self.tile_px:
-            raise ValueError(f"overlap_px ({self.overlap_px}) must be at most half of tile_px ({self.tile_px})")
+        from vigil.tiling import tiling_problem
+
+        problem = tiling_problem(self.tile_px, self.overlap_px)
+        if problem:
+            raise ValueError(problem)
         return self
 
 

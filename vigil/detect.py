@@ -248,27 +248,6 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
 
 
-def load_detector(config, logger: logging.Logger | None = None) -> FaceDetector:
-    """A FaceDetector from a :class:`vigil.config.DetectorConfig`; the shipped default model when ``config.model`` is
-    None (checksum verified through :class:`vigil.models.ModelRegistry`)."""
-    if config.model is not None:
-        path = Path(config.model)
-    else:
-        from vigil.models import ModelRegistry
-
-        path = ModelRegistry(logger=logger).resolve("detector", None).path
-    return FaceDetector(
-        path,
-        imgsz=config.imgsz,
-        conf_threshold=config.conf_threshold,
-        nms_iou=config.nms_iou,
-        device=config.device,
-        batch_size=config.batch_size,
-        tiling=tile_spec(config.tiling),
-        logger=logger,
-    )
-
-
 def tile_spec(tiling) -> TileSpec | None:
     """The detector's tiling from a :class:`vigil.config.TilingConfig` (None: no tiling)."""
     return None if tiling is None else TileSpec(tile_px=tiling.tile_px, overlap_px=tiling.overlap_px)

@@ -125,6 +125,14 @@ def build_landmark_refiner(spec, providers: Sequence[str] | None = None) -> Land
     return LandmarkRefiner(model, context=context, mirror=bool(spec.extra.get("mirror_average", True)))
 
 
+def default_landmark_refiner() -> tuple[LandmarkRefiner, Path, str]:
+    """The manifest's default landmark refiner, with its model file and sha256 (for the labels of reports)."""
+    from vigil.models import ModelRegistry, sha256_of
+
+    spec = ModelRegistry().resolve("landmarks", None)
+    return build_landmark_refiner(spec), spec.path, spec.sha256 or sha256_of(spec.path)
+
+
 class RefiningAligner:
     """An aligner that refines each face's landmarks before aligning it: the evaluation path (``vigil eval``,
     ``pipelines/``), which aligns one face at a time. The runtime refines in batches in ``FaceAnalyzer``."""

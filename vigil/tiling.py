@@ -33,16 +33,32 @@ CUT_EDGE_MARGIN_PX = 2.0  # a face box this close to a cut edge of its tile coun
 DetectMany = Callable[[Sequence[np.ndarray]], list[list[Face]]]  # images -> faces per image, in its pixels
 
 
+MIN_TILE_PX = 64
+
+
+def tiling_problem(tile_px: int, overlap_px: int) -> str | None:
+    """Why these tiles are not allowed, or None: at least ``MIN_TILE_PX`` wide, overlapping by 0 to half a tile.
+    The one rule behind ``detector.tiling`` in the config, ``--tile-px`` on the command line and :class:`TileSpec`."""
+    if tile_px < MIN_TILE_PX:
+        return f"tile_px ({tile_px}) must be at least {MIN_TILE_PX}"
+    if overlap_px < 0:
+        return f"overlap_px ({overlap_px}) must not be negative"
+    if overlap_px * 2 > tile_px:
+        return f"overlap_px ({overlap_px}) must be at most half of tile_px ({tile_px})"
+    return None
+
+
 @dataclass(frozen=True)
 class TileSpec:
-    """Square tiles of ``tile_px`` frame pixels, neighbours overlapping by ``overlap_px`` (< ``tile_px``)."""
+    """Square tiles of ``tile_px`` frame pixels, neighbours overlapping by ``overlap_px`` (see :func:`tiling_problem`)."""
 
     tile_px: int
     overlap_px: int
 
     def __post_init__(self) -> None:
-        if self.tile_px < 1 or not 0 <= self.overlap_px < self.tile_px:
-            raise ValueError(f"tiling: need 0 <= overlap_px < tile_px, got tile_px {self.tile_px}, overlap_px {self.overlap_px}")
+        problem = tiling_problem(self.tile_px, self.overlap_px)
+        if problem:
+            raise ValueError(problem)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from vigil.eval.wider import AP_SCORE_THRESHOLD, MosaicSpec, evaluate_detector, markdown_table, parse_mosaic, result_row
+from vigil.eval.wider import (AP_SCORE_THRESHOLD, MosaicSpec, evaluate_detector, markdown_table, parse_mosaic, result_row,
+                              setup_fields, tiling_from_args)
 from vigil.paths import data_dir, repo_root
 from vigil.tiling import TileSpec, detect_tiled
 
@@ -43,9 +44,7 @@ class FrameSetup:
     tiling: TileSpec | None = None
 
     def row_fields(self) -> dict:
-        return {"mosaic": f"{self.mosaic.columns}x{self.mosaic.rows}" if self.mosaic else None,
-                "tile_px": self.tiling.tile_px if self.tiling else None,
-                "tile_overlap_px": self.tiling.overlap_px if self.tiling else None}
+        return setup_fields(self.mosaic, self.tiling)
 
     def suffix(self) -> str:
         """Appended to a job's name, so that each setup's JSON is kept apart."""
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     setup = FrameSetup(mosaic=parse_mosaic(args.mosaic) if args.mosaic else None,
-                       tiling=TileSpec(args.tile_px, args.tile_overlap_px) if args.tile_px else None)
+                       tiling=tiling_from_args(args.tile_px, args.tile_overlap_px))
     jobs = [(name + setup.suffix(), lambda n=name: evaluate_teacher(n, args.data, args.teacher_threshold, args.threads, args.limit, setup, log))
             for name in args.teachers]
     for model in args.model:

@@ -201,12 +201,11 @@ def _stage(max_error_frac: float, template: np.ndarray, chip_size: int, refine_l
     aligner = Aligner(np.asarray(template, np.float32), int(chip_size))
     info = {"detector": detector_label, "template": np.asarray(template).tolist(), "chip_size": int(chip_size), "landmarks": None}
     if refine_landmarks:
-        from vigil.models import ModelRegistry, sha256_of
-        from vigil.refine import RefiningAligner, build_landmark_refiner
+        from vigil.refine import RefiningAligner, default_landmark_refiner
 
-        spec = ModelRegistry().resolve("landmarks", None)
-        aligner = RefiningAligner(aligner, build_landmark_refiner(spec))
-        info["landmarks"] = f"{spec.path.name}@{(spec.sha256 or sha256_of(spec.path))[:12]}"
+        refiner, landmarks_path, landmarks_sha = default_landmark_refiner()
+        aligner = RefiningAligner(aligner, refiner)
+        info["landmarks"] = f"{landmarks_path.name}@{landmarks_sha[:12]}"
     return _Stage(detect_batch, aligner, Degrader(), max_error_frac), info
 
 

@@ -144,12 +144,10 @@ class VigilLandmarks:
         self.detect_batch, self.label = build_detector(detector)
         self.refiner = None
         if refine:
-            from vigil.models import ModelRegistry, sha256_of
-            from vigil.refine import build_landmark_refiner
+            from vigil.refine import default_landmark_refiner
 
-            spec = ModelRegistry().resolve("landmarks", None)
-            self.refiner = build_landmark_refiner(spec)
-            self.label += f" + landmark refiner {spec.path.name}@{(spec.sha256 or sha256_of(spec.path))[:12]}"
+            self.refiner, landmarks_path, landmarks_sha = default_landmark_refiner()
+            self.label += f" + landmark refiner {landmarks_path.name}@{landmarks_sha[:12]}"
 
     def landmarks_near(self, image_bgr: np.ndarray, box_xyxy: np.ndarray) -> np.ndarray | None:
         faces = self.detect_batch([image_bgr])[0]

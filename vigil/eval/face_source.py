@@ -324,12 +324,11 @@ def build_recognizer(
     aligner = Aligner(np.asarray(template, dtype=np.float32), embedder.input_size)
     label = f"{path.stem}@{sha[:12]}{'+flip' if flip_average else ''}"
     if refine_landmarks:
-        from vigil.models import ModelRegistry
-        from vigil.refine import RefiningAligner, build_landmark_refiner
+        from vigil.refine import RefiningAligner, default_landmark_refiner
 
-        spec = ModelRegistry().resolve("landmarks", None)
-        aligner = RefiningAligner(aligner, build_landmark_refiner(spec))
-        label += f"+lm{(spec.sha256 or sha256_of(spec.path))[:8]}"
+        refiner, _, landmarks_sha = default_landmark_refiner()
+        aligner = RefiningAligner(aligner, refiner)
+        label += f"+lm{landmarks_sha[:8]}"
     return RecognizerParts(aligner=aligner, embedder=embedder, label=label, path=path)
 
 

@@ -27,6 +27,7 @@ import yaml
 
 from vigil.errors import VigilError
 from vigil.eval.detection_metrics import SIZE_BUCKETS, DetectionReport, ImageDetections, ImageTruth, evaluate_detections
+from vigil.tiling import TileSpec
 from vigil.types import Face
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -305,15 +306,13 @@ def run_cli(args: argparse.Namespace) -> int:
     defaults = DetectorConfig()
     split_images(Path(args.data))  # fail on a bad data file before loading the model
     mosaic = parse_mosaic(args.mosaic) if getattr(args, "mosaic", None) else None
-    tiling = _tiling_of(args)
+    tiling = tiling_from_args(getattr(args, "tile_px", None), getattr(args, "tile_overlap_px", 0))
     model_path = Path(args.model) if args.model else _default_model(log)
     detector = FaceDetector(model_path, imgsz=args.imgsz, conf_threshold=AP_SCORE_THRESHOLD, nms_iou=defaults.nms_iou,
                             device=getattr(args, "device", "auto"), tiling=tiling, logger=log)
     result = evaluate_detector(detector.detect_one, Path(args.data), operating_threshold=defaults.conf_threshold, mosaic=mosaic, logger=log)
-    setup = {"tile_px": tiling.tile_px if tiling else None, "tile_overlap_px": tiling.overlap_px if tiling else None,
-             "mosaic": f"{mosaic.columns}x{mosaic.rows}" if mosaic else None}
     row = result_row(result, model=str(model_path), imgsz=args.imgsz, data=str(args.data), score_threshold=AP_SCORE_THRESHOLD,
-                     nms_iou=defaults.nms_iou, device=detector.device, **setup)
+                     nms_iou=defaults.nms_iou, device=detector.device, **setup_fields(mosaic, tiling))
     print(markdown_table([row]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
@@ -321,17 +320,21 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tiling_of(args: argparse.Namespace):
-    """The TileSpec the command line asks for (None without ``--tile-px``), checked like the config's."""
-    from vigil.tiling import TileSpec
-
-    tile_px = getattr(args, "tile_px", None)
+def tiling_from_args(tile_px: int | None, overlap_px: int) -> TileSpec | None:
+    """The TileSpec that ``--tile-px`` / ``--tile-overlap-px`` ask for (None without ``--tile-px``); the config's rule,
+    as a one-line VigilError."""
     if tile_px is None:
         return None
-    overlap_px = args.tile_overlap_px
-    if tile_px < 64 or overlap_px < 0 or overlap_px * 2 > tile_px:
-        raise VigilError(f"--tile-px {tile_px} --tile-overlap-px {overlap_px}: need tile_px >= 64 and 0 <= overlap_px <= tile_px / 2")
-    return TileSpec(tile_px=tile_px, overlap_px=overlap_px)
+    try:
+        return TileSpec(tile_px=tile_px, overlap_px=overlap_px)
+    except ValueError as exc:
+        raise VigilError(f"--tile-px {tile_px} --tile-overlap-px {overlap_px}: {exc}") from None
+
+
+def setup_fields(mosaic: MosaicSpec | None, tiling: TileSpec | None) -> dict:
+    """How the frames were made and seen, for a report row (``_setup_cell`` prints them)."""
+    return {"tile_px": tiling.tile_px if tiling else None, "tile_overlap_px": tiling.overlap_px if tiling else None,
+            "mosaic": f"{mosaic.columns}x{mosaic.rows}" if mosaic else None}
 
 
 def _default_model(log: logging.Logger) -> Path:
