@@ -14,7 +14,10 @@ Routes (``--route``; every other flag can override a route's value):
 
 Recipe: AdamW (weight decay on conv weights only, never on biases, which hold the folded batch-norm), linear warm-up
 then cosine decay to ``--lr-final`` of the peak over the step budget, an exponential moving average of the weights
-(yolov5's ``ModelEMA``: what is evaluated, checkpointed as ``best`` and exported). Every ``--eval-every`` steps the
+(yolov5's ``ModelEMA``: what is evaluated, checkpointed as ``best`` and exported). ``--distill A`` guards against
+forgetting: where no labelled face is matched, the objectness target is A times the frozen source model's own
+objectness instead of 0, so faces the pseudo-labels miss (crowd faces no two teachers agreed on) are not trained
+away; A = 1 keeps the source's view of everything unlabelled. Every ``--eval-every`` steps the
 EMA is exported to ONNX and scored with ``vigil eval wider``'s code on ``--val-data`` (a held-out CCTV split, never
 WIDER-200): AP50 there picks ``best.pt``, and training stops early after ``--patience`` evaluations without a gain.
 ``last.pt`` (model, EMA, optimiser, step, random state, history) is written at every evaluation and every
@@ -58,6 +61,7 @@ class Recipe:
     mosaic: float = 0.3
     scale: tuple[float, float] = (0.5, 1.25)
     ema_decay: float = 0.999
+    distill: float = 0.0  # objectness target where no face is labelled: this times the frozen source's (0: none)
     seed: int = 0
     eval_imgsz: int = 640
     eval_every: int = 250
@@ -184,21 +188,25 @@ def build(recipe: Recipe, init: Path, resume: dict | None):
     return model, ema, optimizer, state
 
 
-def train_step(model, loss_fn, optimizer, images, targets, recipe: Recipe) -> dict[str, float]:
+def train_step(model, loss_fn, optimizer, images, targets, recipe: Recipe, source=None) -> dict[str, float]:
     import torch
 
+    soft_obj = None
+    if source is not None:
+        with torch.no_grad():
+            soft_obj = [out[..., 4].sigmoid() * recipe.distill for out in source(images)]
     if recipe.route == "head":
         with torch.no_grad():
             features = model.backbone_and_neck(images)
         outputs = model.model[21](features)
     else:
         outputs = model(images)
-    loss, parts = loss_fn(outputs, targets)
+    loss, parts = loss_fn(outputs, targets, soft_obj)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_norm=10.0)
     optimizer.step()
-    return {"loss": float(loss), **parts, "faces": int(len(targets))}
+    return {"loss": float(loss.detach()), **parts, "faces": int(len(targets))}
 
 
 def run(recipe: Recipe, data_yaml: Path, val_data: Path | None, out: Path, init: Path, resume: bool) -> State:
@@ -218,6 +226,11 @@ def run(recipe: Recipe, data_yaml: Path, val_data: Path | None, out: Path, init:
     order = np.random.default_rng(recipe.seed).permutation(len(files) * (1 + recipe.steps * recipe.batch // len(files)))
     order = order % len(files)
     loss_fn = YoloFaceLoss()
+    source = None
+    if recipe.distill > 0:
+        from pipelines.detector.yolov5face_net import source_model
+
+        source = source_model(init)  # frozen, eval mode: the knowledge the labels must not erase
     LOG.info("route %s: %d training images, %d trainable parameters, from step %d of %d", recipe.route, len(files),
              sum(p.numel() for g in optimizer.param_groups for p in g["params"]), state.step, recipe.steps)
     started, session_start, running = time.monotonic(), state.seconds, []
@@ -226,7 +239,7 @@ def run(recipe: Recipe, data_yaml: Path, val_data: Path | None, out: Path, init:
             for group in optimizer.param_groups:
                 group["lr"] = recipe.lr * group["lr_mult"] * lr_factor(state.step, recipe)
             batch_images, targets = images.batch(order[state.step * recipe.batch : (state.step + 1) * recipe.batch])
-            running.append(train_step(model, loss_fn, optimizer, batch_images, targets, recipe))
+            running.append(train_step(model, loss_fn, optimizer, batch_images, targets, recipe, source))
             ema.update(model)
             state.step += 1
             state.seconds = session_start + time.monotonic() - started
@@ -302,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-from", type=Path, help="write this checkpoint's EMA weights as ONNX to --out and exit")
     for name, kind in (("lr", float), ("backbone-lr-mult", float), ("weight-decay", float), ("warmup-steps", int), ("steps", int),
                        ("batch", int), ("imgsz", int), ("canvas", int), ("mosaic", float), ("seed", int), ("eval-imgsz", int), ("eval-every", int),
-                       ("patience", int), ("save-every", int), ("hours", float)):
+                       ("patience", int), ("save-every", int), ("hours", float), ("distill", float)):
         p.add_argument(f"--{name}", type=kind, default=None)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared 2-core machine more threads spin and "
                    "run 10x slower)")
@@ -325,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume is None and (args.data is None or args.out is None):
         raise VigilError("training needs --data and --out (or --resume RUN)")
     overrides = {k: getattr(args, k) for k in ("lr", "backbone_lr_mult", "weight_decay", "warmup_steps", "steps", "batch", "imgsz", "canvas",
-                                               "mosaic", "seed", "eval_imgsz", "eval_every", "patience", "save_every", "hours")}
+                                               "mosaic", "seed", "eval_imgsz", "eval_every", "patience", "save_every", "hours",
+                                               "distill")}
     overrides["scale"] = tuple(args.scale) if args.scale else None
     recipe = ROUTES[args.route].with_overrides(**overrides)
     if args.resume:

@@ -8,7 +8,8 @@ two neighbouring cells nearest to it (so up to 3 cells x 3 anchors per level). F
 * box: ``1 - CIoU`` between the decoded prediction ``(2 sigmoid(t_xy) - 0.5, (2 sigmoid(t_wh))^2 * anchor)`` and the
   face, in grid units relative to the cell;
 * objectness: BCE everywhere, target the (detached, clamped) IoU at matched anchors and 0 elsewhere, levels weighted
-  ``OBJ_BALANCE`` (4, 1, 0.4: the stride-8 level has the most cells);
+  ``OBJ_BALANCE`` (4, 1, 0.4: the stride-8 level has the most cells); with distillation (``soft_obj``) the target
+  elsewhere is the frozen source model's objectness times a factor instead of 0;
 * class: BCE to 1 at matched anchors (one class: the source never trained it, its class factor is a constant 0.984;
   this keeps it near 1 on faces);
 * landmarks: wing loss (w 10, e 2) between ``t * anchor`` and the point relative to the cell, visible points only.
@@ -139,12 +140,15 @@ class YoloFaceLoss(nn.Module):
         self.weights = weights
         self.bce = nn.BCEWithLogitsLoss()
 
-    def forward(self, outputs: Sequence[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, outputs: Sequence[torch.Tensor], targets: torch.Tensor,
+                soft_obj: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """``soft_obj``: per level, the objectness target where no face is matched (distillation from the source
+        model: its own objectness, so what the labels do not mention is not unlearned); default 0 there."""
         w = self.weights
         box_loss = obj_loss = cls_loss = lm_loss = torch.zeros(())
         for level, (pred, stride, anchors) in enumerate(zip(outputs, self.strides, self.anchors_grid)):
             matches = match_level(targets, anchors, (pred.shape[2], pred.shape[3]), stride, w.anchor_t)
-            tobj = torch.zeros_like(pred[..., 4])
+            tobj = torch.zeros_like(pred[..., 4]) if soft_obj is None else soft_obj[level].detach().clone()
             if len(matches.image):
                 ps = pred[matches.image, matches.anchor, matches.gy, matches.gx]
                 pxy = ps[:, 0:2].sigmoid() * 2 - 0.5

@@ -142,3 +142,21 @@ def test_head_route_trains_only_the_head(tiny_dataset, tmp_path):
     model, _, optimizer, _ = build(ROUTES["head"], source, None)
     trained = {id(p) for g in optimizer.param_groups for p in g["params"]}
     assert trained == {id(p) for p in model.head_parameters()}
+
+
+def test_distillation_sets_the_objectness_target_where_no_face_is_matched():
+    """Zero soft targets are the plain loss; soft targets equal to the heads' own objectness leave the unmatched
+    anchors without gradient (nothing to unlearn there), where the plain loss pushes them down."""
+    targets = targets_tensor([_face_row(100.3, 60.2, 20, 25)[None]])
+    loss = YoloFaceLoss()
+
+    def gradient_far_from_the_face(soft) -> float:
+        heads = [torch.full((1, 3, 80 // k, 80 // k, 16), -3.0, requires_grad=True) for k in (1, 2, 4)]
+        total, _ = loss(heads, targets, soft(heads))
+        total.backward()
+        return float(heads[0].grad[0, 0, 60, 60, 4])
+
+    plain = gradient_far_from_the_face(lambda heads: None)
+    assert gradient_far_from_the_face(lambda heads: [torch.zeros_like(h[..., 4]) for h in heads]) == pytest.approx(plain)
+    assert plain > 0
+    assert gradient_far_from_the_face(lambda heads: [h[..., 4].sigmoid() for h in heads]) == pytest.approx(0.0, abs=1e-9)
