@@ -4,6 +4,7 @@
         --val-data work/detector/cctv/select.yaml --out work/detector/v5runs/full --hours 1.5
     python -m pipelines.detector.finetune --resume work/detector/v5runs/full        # continue an interrupted run
     python -m pipelines.detector.finetune --export-from work/detector/v5runs/full/best.pt --out models/detector/x.onnx
+    python -m pipelines.detector.finetune --export-from RUN_A/best.pt:0.6 RUN_B/best.pt:1 --out x.onnx  # blended
 
 Routes (``--route``; every other flag can override a route's value):
 
@@ -287,20 +288,54 @@ def _evaluate(ema: ModelEMA, recipe: Recipe, val_data: Path, out: Path, state: S
     return state.evals_without_gain >= recipe.patience
 
 
-def export_checkpoint(checkpoint: Path, out: Path, use: str = "ema") -> Path:
-    """Write the checkpoint's weights (its EMA by default) as the runtime's ONNX (:func:`yolov5face_net.export_onnx`)."""
+def parse_blend(items: list[str]) -> list[tuple[Path, float]]:
+    """``["run/best.pt", "other/best.pt:0.6"]`` -> [(path, 1.0), (path, 0.6)]."""
+    parsed = []
+    for item in items:
+        path, sep, alpha = item.rpartition(":") if ":" in item else (item, "", "1")
+        try:
+            parsed.append((repo_path(path if sep else item), float(alpha)))
+        except ValueError:
+            raise VigilError(f"--export-from {item!r}: expected CHECKPOINT or CHECKPOINT:WEIGHT, e.g. run/best.pt:0.6") from None
+    return parsed
+
+
+def blend_with_source(parts: list[tuple[dict, float]], source_onnx: Path) -> dict:
+    """``source + sum_i alpha_i * (fine-tune_i - source)``, tensor by tensor: weight-space ensembling of fine-tunes
+    that started from the same source (WiSE-FT, Wortsman et al. 2022; task arithmetic, Ilharco et al. 2023). One
+    fine-tune at alpha 1 is itself; a smaller alpha trades in-domain gains for what the source knew (WIDER crowds);
+    a head-only fine-tune's change adds to a full one's."""
+    from pipelines.detector.yolov5face_net import source_model
+
+    source = source_model(source_onnx).state_dict()
+    blended = {name: tensor.clone() for name, tensor in source.items()}
+    for weights, alpha in parts:
+        for name in blended:
+            blended[name] += alpha * (weights[name] - source[name])
+    return blended
+
+
+def export_checkpoint(checkpoints: list[tuple[Path, float]], out: Path, source_onnx: Path | None = None) -> Path:
+    """Write the checkpoints' EMA weights as the runtime's ONNX (:func:`yolov5face_net.export_onnx`): one checkpoint
+    at weight 1 as it is, else blended with the source (:func:`blend_with_source`)."""
     import torch
 
     from pipelines.detector.yolov5face_net import YoloV5FaceNano, export_onnx
 
-    if not checkpoint.is_file():
-        raise VigilError(f"{checkpoint}: checkpoint not found")
-    saved = torch.load(checkpoint, weights_only=False)
+    saved = []
+    for checkpoint, alpha in checkpoints:
+        if not checkpoint.is_file():
+            raise VigilError(f"{checkpoint}: checkpoint not found")
+        saved.append((torch.load(checkpoint, weights_only=False), alpha))
+    if len(saved) == 1 and saved[0][1] == 1.0:
+        weights = saved[0][0]["ema"]
+    else:
+        weights = blend_with_source([(ckpt["ema"], alpha) for ckpt, alpha in saved], source_onnx or data_path(SOURCE_ONNX))
     model = YoloV5FaceNano()
-    model.load_state_dict(saved[use])
-    recipe = saved.get("recipe", {})
+    model.load_state_dict(weights)
     meta = {"vigil.source": "yolov5n-0.5.onnx (deepcam-cn/yolov5-face, GPL-3.0), fine-tuned by pipelines.detector.finetune",
-            "vigil.recipe": json.dumps(recipe), "vigil.step": str(saved.get("state", {}).get("step"))}
+            "vigil.fine_tunes": json.dumps([{"checkpoint": str(path), "weight": alpha, "step": ckpt.get("state", {}).get("step"),
+                                             "recipe": ckpt.get("recipe", {})} for (path, alpha), (ckpt, _) in zip(checkpoints, saved)])}
     return export_onnx(model.eval(), out, metadata=meta)
 
 
@@ -312,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run folder (checkpoints, history.jsonl)")
     p.add_argument("--init", type=Path, default=None, help=f"source ONNX (default: the shared {SOURCE_ONNX})")
     p.add_argument("--resume", type=Path, help="continue the run in this folder from its last.pt")
-    p.add_argument("--export-from", type=Path, help="write this checkpoint's EMA weights as ONNX to --out and exit")
+    p.add_argument("--export-from", nargs="+", metavar="CKPT[:WEIGHT]",
+                   help="write this checkpoint's EMA weights as ONNX to --out and exit; several (or a weight): source + "
+                   "sum of WEIGHT x (fine-tune - source)")
     for name, kind in (("lr", float), ("backbone-lr-mult", float), ("weight-decay", float), ("warmup-steps", int), ("steps", int),
                        ("batch", int), ("imgsz", int), ("canvas", int), ("mosaic", float), ("seed", int), ("eval-imgsz", int), ("eval-every", int),
                        ("patience", int), ("save-every", int), ("hours", float), ("distill", float)):
@@ -332,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.export_from:
         if args.out is None:
             raise VigilError("--export-from needs --out FILE.onnx")
-        print(f"wrote {export_checkpoint(repo_path(args.export_from), repo_path(args.out))}")
+        source = repo_path(args.init) if args.init else None
+        print(f"wrote {export_checkpoint(parse_blend(args.export_from), repo_path(args.out), source_onnx=source)}")
         return 0
     out = repo_path(args.resume or args.out or "")
     if args.resume is None and (args.data is None or args.out is None):
