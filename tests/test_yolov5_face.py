@@ -12,8 +12,17 @@ import pytest
 
 from vigil.errors import ModelError
 from vigil.paths import models_dir
-from vigil.yolov5_face import (DEFAULT_ANCHORS_PX, Decoded, Letterbox, canvas_shape, decode_image, decode_level, layout_problem,
-                               letterbox, to_faces)
+from vigil.yolov5_face import (
+    DEFAULT_ANCHORS_PX,
+    Decoded,
+    Letterbox,
+    canvas_shape,
+    decode_image,
+    decode_level,
+    layout_problem,
+    letterbox,
+    to_faces,
+)
 
 LFW_SINGLE_FACE = ["Aaron_Eckhart/Aaron_Eckhart_0001.jpg", "George_W_Bush/George_W_Bush_0001.jpg"]
 SOURCE = ("weights", "yolov5n-0.5.onnx")
@@ -60,12 +69,15 @@ def test_decode_image_reads_each_stride_from_its_shape_in_any_order():
     np.testing.assert_allclose(centres[1], [(2 + 0.5) * 32, (1 + 0.5) * 32, 335.0], atol=1e-3)
 
 
-@pytest.mark.parametrize("shapes, imgsz, expected", [
-    ([(360, 640)], 640, (384, 640)),
-    ([(1080, 1920)], 480, (288, 480)),
-    ([(416, 416)], 640, (640, 640)),
-    ([(360, 640), (640, 360)], 320, (320, 320)),
-])
+@pytest.mark.parametrize(
+    "shapes, imgsz, expected",
+    [
+        ([(360, 640)], 640, (384, 640)),
+        ([(1080, 1920)], 480, (288, 480)),
+        ([(416, 416)], 640, (640, 640)),
+        ([(360, 640), (640, 360)], 320, (320, 320)),
+    ],
+)
 def test_canvas_shape(shapes, imgsz, expected):
     assert canvas_shape(shapes, imgsz) == expected
 
@@ -75,21 +87,31 @@ def test_letterbox_round_trip():
     image = np.zeros((360, 640, 3), np.uint8)
     canvas, box = letterbox(image, 320, canvas_shape([image.shape[:2]], 320))
     assert canvas.shape == (192, 320, 3) and box.scale == pytest.approx(0.5) and (box.pad_x, box.pad_y) == (0.0, 6.0)
-    face_canvas = Decoded(np.asarray([[50, 56, 70, 76]], np.float32), np.asarray([0.9], np.float32), np.full((1, 5, 2), 60, np.float32))
+    face_canvas = Decoded(
+        np.asarray([[50, 56, 70, 76]], np.float32), np.asarray([0.9], np.float32), np.full((1, 5, 2), 60, np.float32)
+    )
     faces = to_faces(face_canvas, box, (360, 640))
     np.testing.assert_allclose(faces[0].box, [100, 100, 140, 140])
     np.testing.assert_allclose(faces[0].landmarks[0], [120, 108])
-    clipped = to_faces(Decoded(np.asarray([[-10, -10, 4, 4]], np.float32), np.asarray([0.5], np.float32), np.zeros((1, 5, 2), np.float32)),
-                       Letterbox(1.0, 0.0, 0.0), (100, 100))
+    clipped = to_faces(
+        Decoded(
+            np.asarray([[-10, -10, 4, 4]], np.float32), np.asarray([0.5], np.float32), np.zeros((1, 5, 2), np.float32)
+        ),
+        Letterbox(1.0, 0.0, 0.0),
+        (100, 100),
+    )
     np.testing.assert_allclose(clipped[0].box, [0, 0, 4, 4])
 
 
-@pytest.mark.parametrize("outputs, problem", [
-    ([("a", [1, 3, 80, 80, 16]), ("b", [1, 3, 40, 40, 16]), ("c", ["n", 3, "h", "w", 16])], None),
-    ([("out", [1, 20, 8400])], "expected 3 outputs"),
-    ([("a", [1, 3, 80, 80, 16]), ("b", [1, 3, 40, 40, 16]), ("c", [1, 3, 20, 20, 6])], "output c has shape"),
-    ([("a", [1, 48, 80, 80]), ("b", [1, 48, 40, 40]), ("c", [1, 48, 20, 20])], "output a has shape"),
-])
+@pytest.mark.parametrize(
+    "outputs, problem",
+    [
+        ([("a", [1, 3, 80, 80, 16]), ("b", [1, 3, 40, 40, 16]), ("c", ["n", 3, "h", "w", 16])], None),
+        ([("out", [1, 20, 8400])], "expected 3 outputs"),
+        ([("a", [1, 3, 80, 80, 16]), ("b", [1, 3, 40, 40, 16]), ("c", [1, 3, 20, 20, 6])], "output c has shape"),
+        ([("a", [1, 48, 80, 80]), ("b", [1, 48, 40, 40]), ("c", [1, 48, 20, 20])], "output a has shape"),
+    ],
+)
 def test_layout_problem(outputs, problem):
     found = layout_problem(outputs)
     assert found is None if problem is None else problem in found
@@ -106,8 +128,11 @@ def test_wrong_family_onnx_is_one_line_model_error():
     from vigil.detect import FaceDetector, detector_family
 
     path = _wrong_family_onnx()
-    for call in (lambda: detector_family(path), lambda: FaceDetector(path, device="cpu"),
-                 lambda: FaceDetector(path, device="cpu", model_format="yolov5-face")):
+    for call in (
+        lambda: detector_family(path),
+        lambda: FaceDetector(path, device="cpu"),
+        lambda: FaceDetector(path, device="cpu", model_format="yolov5-face"),
+    ):
         with pytest.raises(ModelError) as info:
             call()
         text = str(info.value)
@@ -120,8 +145,24 @@ def test_wrong_family_onnx_on_the_command_line_exits_non_zero_with_one_line(tmp_
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.jpg").write_bytes(b"")
     data.write_text("val: images\n")
-    result = subprocess.run([sys.executable, "-m", "vigil.cli", "eval", "wider", "--data", str(data), "--model", str(path), "--json",
-                             str(tmp_path / "out.json")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vigil.cli",
+            "eval",
+            "wider",
+            "--data",
+            str(data),
+            "--model",
+            str(path),
+            "--json",
+            str(tmp_path / "out.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and str(path) in lines[0] and "not a face detector" in lines[0]

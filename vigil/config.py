@@ -96,7 +96,12 @@ class TilingConfig(StrictModel):
     more forward pass per tile (1920x1080 with 640 px tiles overlapping by 128: 8 tiles)."""
 
     tile_px: int = Field(ge=64, le=4096, description="side of each square tile, in frame pixels")
-    overlap_px: int = Field(default=128, ge=0, le=2048, description="overlap of neighbouring tiles; faces up to this size lie whole in a tile")
+    overlap_px: int = Field(
+        default=128,
+        ge=0,
+        le=2048,
+        description="overlap of neighbouring tiles; faces up to this size lie whole in a tile",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_half_tile(self) -> TilingConfig:
@@ -109,7 +114,9 @@ class TilingConfig(StrictModel):
 
 
 class DetectorConfig(StrictModel):
-    model: Path | None = Field(default=None, description="YOLOv5-face ONNX or Ultralytics pose face model; default: ours from models/")
+    model: Path | None = Field(
+        default=None, description="YOLOv5-face ONNX or Ultralytics pose face model; default: ours from models/"
+    )
     imgsz: int | None = Field(
         default=None, ge=128, le=1920, multiple_of=32, description="None: the model's input size from the manifest"
     )
@@ -153,11 +160,14 @@ class TrackerConfig(StrictModel):
     track_buffer_frames: int = Field(default=30, ge=1, le=10_000)
     max_track_age_s: PositiveSeconds = 5.0
     identity_switch_hits: int = Field(
-        default=3, ge=0, le=100,
+        default=3,
+        ge=0,
+        le=100,
         description="split a track after this many consecutive embeddings that do not match its own face (0: never)",
     )
     identity_min_cosine: Fraction | None = Field(
-        default=None, description="cosine to the track's own face below which an embedding does not match it; None: "
+        default=None,
+        description="cosine to the track's own face below which an embedding does not match it; None: "
         "the rules' match threshold (the recognizer's calibrated one), so the scale follows the recognizer",
     )
 
@@ -291,13 +301,17 @@ def resolve_paths(config: VigilConfig, base: Path) -> VigilConfig:
     if config.watchlist is not None:
         updates["watchlist"] = rel(config.watchlist) or config.watchlist
     if config.detector.model is not None:
-        updates["detector"] = config.detector.model_copy(update={"model": rel(config.detector.model) or config.detector.model})
+        updates["detector"] = config.detector.model_copy(
+            update={"model": rel(config.detector.model) or config.detector.model}
+        )
     if config.recognizer.model is not None:
         updates["recognizer"] = config.recognizer.model_copy(
             update={"model": rel(config.recognizer.model) or config.recognizer.model}
         )
     if config.alerts.jsonl is not None:
-        jsonl = config.alerts.jsonl.model_copy(update={"path": rel(config.alerts.jsonl.path) or config.alerts.jsonl.path})
+        jsonl = config.alerts.jsonl.model_copy(
+            update={"path": rel(config.alerts.jsonl.path) or config.alerts.jsonl.path}
+        )
         updates["alerts"] = config.alerts.model_copy(update={"jsonl": jsonl})
     cameras = []
     for camera in config.cameras:

@@ -137,7 +137,9 @@ def detector_family(model_path: Path, model_format: str | None = None) -> str:
         raise ModelError(f"{path}: detector model file not found")
     suffix = path.suffix.lower()
     if suffix not in MODEL_SUFFIXES:
-        raise ModelError(f"{path}: expected a YOLOv5-face ONNX file, an Ultralytics pose model (.pt) or its ONNX export")
+        raise ModelError(
+            f"{path}: expected a YOLOv5-face ONNX file, an Ultralytics pose model (.pt) or its ONNX export"
+        )
     if model_format == yolov5_face.FAMILY:
         return yolov5_face.FAMILY
     if suffix == ".pt":
@@ -148,8 +150,10 @@ def detector_family(model_path: Path, model_format: str | None = None) -> str:
         return yolov5_face.FAMILY
     if "kpt_shape" in metadata or metadata.get("task") == "pose" or "ultralytics" in metadata.get("author", "").lower():
         return ULTRALYTICS
-    raise ModelError(f"{path}: not a face detector vigil can run: neither a {yolov5_face.FAMILY} ONNX ({problem}) "
-                     "nor an Ultralytics pose export")
+    raise ModelError(
+        f"{path}: not a face detector vigil can run: neither a {yolov5_face.FAMILY} ONNX ({problem}) "
+        "nor an Ultralytics pose export"
+    )
 
 
 def onnx_providers(device: str) -> list[str]:
@@ -161,9 +165,13 @@ def onnx_providers(device: str) -> list[str]:
     device = str(device).strip().lower()
     if device == "cpu":
         return [CPU_PROVIDER]
-    usable = usable_providers(["CUDAExecutionProvider", CPU_PROVIDER], ort.get_available_providers(), cuda_driver_present())
+    usable = usable_providers(
+        ["CUDAExecutionProvider", CPU_PROVIDER], ort.get_available_providers(), cuda_driver_present()
+    )
     if device != "auto" and usable[0] != "CUDAExecutionProvider":
-        raise VigilError(f"detector.device: {device} requested but onnxruntime has no usable CUDA provider here (use auto or cpu)")
+        raise VigilError(
+            f"detector.device: {device} requested but onnxruntime has no usable CUDA provider here (use auto or cpu)"
+        )
     return usable
 
 
@@ -208,15 +216,30 @@ class FaceDetector:
         else:
             from vigil.yolov5_face import Yolov5FaceOnnx
 
-            backend = Yolov5FaceOnnx(self.model_path, self.imgsz, self.conf_threshold, self.nms_iou, self.max_det, self.batch_size,
-                                     onnx_providers(device), logger=self.log)
+            backend = Yolov5FaceOnnx(
+                self.model_path,
+                self.imgsz,
+                self.conf_threshold,
+                self.nms_iou,
+                self.max_det,
+                self.batch_size,
+                onnx_providers(device),
+                logger=self.log,
+            )
             self.device = "cuda" if backend.provider.startswith("CUDA") else "cpu"
             self.half = False
             self.imgsz = backend.imgsz
             self._predict = backend.predict  # type: ignore[method-assign]  # the family's batched predict
-        self.log.info("detector %s (%s) on %s (imgsz %d, conf %.2f, nms iou %.2f%s)", self.model_path.name, self.family, self.device,
-                      self.imgsz, self.conf_threshold, self.nms_iou,
-                      "" if tiling is None else f", tiles {tiling.tile_px} px overlapping {tiling.overlap_px} px")
+        self.log.info(
+            "detector %s (%s) on %s (imgsz %d, conf %.2f, nms iou %.2f%s)",
+            self.model_path.name,
+            self.family,
+            self.device,
+            self.imgsz,
+            self.conf_threshold,
+            self.nms_iou,
+            "" if tiling is None else f", tiles {tiling.tile_px} px overlapping {tiling.overlap_px} px",
+        )
 
     def _load(self):
         path = self.model_path
@@ -239,7 +262,9 @@ class FaceDetector:
         if task is None:
             raise ModelError(f"{self.model_path}: has no keypoints, need a pose model with {NUM_KEYPOINTS} keypoints")
         if task != "pose" or kpt_shape is None:
-            raise ModelError(f"{self.model_path}: is a {task!r} model, need a pose model with {NUM_KEYPOINTS} keypoints")
+            raise ModelError(
+                f"{self.model_path}: is a {task!r} model, need a pose model with {NUM_KEYPOINTS} keypoints"
+            )
         if int(kpt_shape[0]) != NUM_KEYPOINTS:
             raise ModelError(f"{self.model_path}: pose model has {int(kpt_shape[0])} keypoints, need {NUM_KEYPOINTS}")
 
@@ -268,7 +293,9 @@ class FaceDetector:
         """
         for index, frame in enumerate(frames):
             if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.size == 0:
-                raise VigilError(f"frame {index}: expected an H x W x 3 BGR array, got {getattr(frame, 'shape', type(frame).__name__)}")
+                raise VigilError(
+                    f"frame {index}: expected an H x W x 3 BGR array, got {getattr(frame, 'shape', type(frame).__name__)}"
+                )
         if self.tiling is None:
             return self._predict(frames)
         return detect_tiled(self._predict, frames, self.tiling, self.nms_iou, self.max_det)

@@ -41,11 +41,23 @@ def resolve_models(config: VigilConfig, registry: ModelRegistry | None = None) -
 
     registry = registry or ModelRegistry()
     recognizer = registry.resolve("recognizer", config.recognizer.model)
-    members = () if recognizer.format != "ensemble" else tuple(
-        registry.named(member.model, "recognizer", where=f"{recognizer.path}: members") for member in read_members(recognizer.path))
-    landmarks = registry.resolve("landmarks", config.detector.landmark_model) if config.detector.refine_landmarks else None
-    return LoadedModels(detector=registry.resolve("detector", config.detector.model), recognizer=recognizer,
-                        recognizer_members=members, landmarks=landmarks)
+    members = (
+        ()
+        if recognizer.format != "ensemble"
+        else tuple(
+            registry.named(member.model, "recognizer", where=f"{recognizer.path}: members")
+            for member in read_members(recognizer.path)
+        )
+    )
+    landmarks = (
+        registry.resolve("landmarks", config.detector.landmark_model) if config.detector.refine_landmarks else None
+    )
+    return LoadedModels(
+        detector=registry.resolve("detector", config.detector.model),
+        recognizer=recognizer,
+        recognizer_members=members,
+        landmarks=landmarks,
+    )
 
 
 def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
@@ -92,12 +104,16 @@ def enrolment_cache_key(config: VigilConfig, models: LoadedModels) -> str:
     import hashlib
 
     templates = [spec.alignment_template for spec in (models.recognizer, *models.recognizer_members)]
-    template_text = ";".join("none" if template is None else ",".join(f"{v:.3f}" for v in np.asarray(template, dtype=float).ravel())
-                             for template in templates)
-    return (f"{models.recognizer.sha256 or models.recognizer.path}:{models.detector.sha256 or models.detector.path}"
-            f":template-{hashlib.sha256(template_text.encode()).hexdigest()[:12]}"
-            f"{':landmarks-' + (models.landmarks.sha256 or str(models.landmarks.path))[:12] if models.landmarks else ''}"
-            f"{':flip' if config.recognizer.flip_average else ''}")
+    template_text = ";".join(
+        "none" if template is None else ",".join(f"{v:.3f}" for v in np.asarray(template, dtype=float).ravel())
+        for template in templates
+    )
+    return (
+        f"{models.recognizer.sha256 or models.recognizer.path}:{models.detector.sha256 or models.detector.path}"
+        f":template-{hashlib.sha256(template_text.encode()).hexdigest()[:12]}"
+        f"{':landmarks-' + (models.landmarks.sha256 or str(models.landmarks.path))[:12] if models.landmarks else ''}"
+        f"{':flip' if config.recognizer.flip_average else ''}"
+    )
 
 
 def enroll(

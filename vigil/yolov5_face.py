@@ -32,7 +32,11 @@ from vigil.types import Face
 
 FAMILY = "yolov5-face"
 OUTPUTS_PER_ANCHOR = 16  # x, y, w, h, objectness, 5 x (x, y) landmarks, class
-DEFAULT_ANCHORS_PX = (((4, 5), (8, 10), (13, 16)), ((23, 29), (43, 55), (73, 105)), ((146, 217), (231, 300), (335, 433)))
+DEFAULT_ANCHORS_PX = (
+    ((4, 5), (8, 10), (13, 16)),
+    ((23, 29), (43, 55), (73, 105)),
+    ((146, 217), (231, 300), (335, 433)),
+)
 PAD_VALUE = 114
 SIZE_MULTIPLE = 32
 NUM_KEYPOINTS = 5
@@ -83,7 +87,11 @@ def letterbox(image_bgr: np.ndarray, imgsz: int, canvas_hw: tuple[int, int]) -> 
     h, w = image_bgr.shape[:2]
     scale = min(imgsz / max(h, w), canvas_hw[0] / h, canvas_hw[1] / w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = image_bgr if (nw, nh) == (w, h) else cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    resized = (
+        image_bgr
+        if (nw, nh) == (w, h)
+        else cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    )
     canvas = np.full((canvas_hw[0], canvas_hw[1], 3), PAD_VALUE, dtype=np.uint8)
     pad_x, pad_y = (canvas_hw[1] - nw) // 2, (canvas_hw[0] - nh) // 2
     canvas[pad_y : pad_y + nh, pad_x : pad_x + nw] = resized
@@ -110,7 +118,9 @@ class Decoded:
 
     @staticmethod
     def empty() -> Decoded:
-        return Decoded(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, NUM_KEYPOINTS, 2), np.float32))
+        return Decoded(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, NUM_KEYPOINTS, 2), np.float32)
+        )
 
 
 def decode_level(raw: np.ndarray, stride: float, anchors_px: np.ndarray, conf_threshold: float) -> Decoded:
@@ -129,8 +139,12 @@ def decode_level(raw: np.ndarray, stride: float, anchors_px: np.ndarray, conf_th
     return Decoded(np.concatenate([xy - wh / 2, xy + wh / 2], axis=1), score[keep].astype(np.float32), landmarks)
 
 
-def decode_image(levels: Sequence[np.ndarray], input_hw: tuple[int, int], anchors: Sequence[Sequence[tuple[float, float]]],
-                 conf_threshold: float) -> Decoded:
+def decode_image(
+    levels: Sequence[np.ndarray],
+    input_hw: tuple[int, int],
+    anchors: Sequence[Sequence[tuple[float, float]]],
+    conf_threshold: float,
+) -> Decoded:
     """All strides of one image (each ``(A, H/s, W/s, 16)``, any order): candidates in canvas pixels.
 
     Each level's stride is ``input height / its grid height``; anchors go to levels by increasing stride.
@@ -143,8 +157,11 @@ def decode_image(levels: Sequence[np.ndarray], input_hw: tuple[int, int], anchor
     parts = [p for p in parts if len(p.scores)]
     if not parts:
         return Decoded.empty()
-    return Decoded(np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]),
-                   np.concatenate([p.landmarks for p in parts]))
+    return Decoded(
+        np.concatenate([p.boxes for p in parts]),
+        np.concatenate([p.scores for p in parts]),
+        np.concatenate([p.landmarks for p in parts]),
+    )
 
 
 def nms_keep(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_det: int) -> np.ndarray:
@@ -154,8 +171,11 @@ def nms_keep(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_de
     import torch
     from torchvision.ops import nms
 
-    keep = nms(torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)), torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)),
-               float(iou_threshold))
+    keep = nms(
+        torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)),
+        float(iou_threshold),
+    )
     return keep[:max_det].numpy()
 
 
@@ -166,8 +186,11 @@ def to_faces(decoded: Decoded, box: Letterbox, image_hw: tuple[int, int]) -> lis
     boxes = ((decoded.boxes.reshape(-1, 2, 2) - offset) / box.scale).reshape(-1, 4)
     boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
     points = ((decoded.landmarks - offset) / box.scale).astype(np.float32)
-    return [Face(box=boxes[i], score=float(decoded.scores[i]), landmarks=points[i]) for i in range(len(boxes))
-            if boxes[i, 2] - boxes[i, 0] >= 1 and boxes[i, 3] - boxes[i, 1] >= 1]
+    return [
+        Face(box=boxes[i], score=float(decoded.scores[i]), landmarks=points[i])
+        for i in range(len(boxes))
+        if boxes[i, 2] - boxes[i, 0] >= 1 and boxes[i, 3] - boxes[i, 1] >= 1
+    ]
 
 
 class Yolov5FaceOnnx:
@@ -177,8 +200,17 @@ class Yolov5FaceOnnx:
     longer side each image is scaled to. A file with a fixed input shape runs at that size, one image per call.
     """
 
-    def __init__(self, model_path: Path, imgsz: int, conf_threshold: float, nms_iou: float, max_det: int, batch_size: int,
-                 providers: Sequence[str], logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        imgsz: int,
+        conf_threshold: float,
+        nms_iou: float,
+        max_det: int,
+        batch_size: int,
+        providers: Sequence[str],
+        logger: logging.Logger | None = None,
+    ) -> None:
         from vigil.embed import open_session
 
         self.model_path = Path(model_path)
@@ -201,7 +233,9 @@ class Yolov5FaceOnnx:
             self.log.warning("%s: fixed input %dx%d, imgsz %d ignored", self.model_path.name, shape[3], shape[2], imgsz)
         self.anchors = read_anchors(self._session.get_modelmeta().custom_metadata_map or {})
         if len(self.anchors) != len(self._session.get_outputs()):
-            raise ModelError(f"{self.model_path}: {len(self.anchors)} anchor levels in its metadata for {len(self._session.get_outputs())} outputs")
+            raise ModelError(
+                f"{self.model_path}: {len(self.anchors)} anchor levels in its metadata for {len(self._session.get_outputs())} outputs"
+            )
 
     @staticmethod
     def _options():

@@ -77,17 +77,30 @@ def write_synth(bank: Path, out: Path, count: int, offset: int) -> int:
     from pipelines.detector.synth import LAYOUT_PROFILES, load_bank, make_scene, write_scene
 
     faces_bank = load_bank(bank, "val")
-    return sum(write_scene(out, "val", f"synth_cctv_{index:05d}", *make_scene(faces_bank, SEED, "val", index, 640, LAYOUT_PROFILES["cctv"]))
-               for index in range(offset, offset + count))
+    return sum(
+        write_scene(
+            out,
+            "val",
+            f"synth_cctv_{index:05d}",
+            *make_scene(faces_bank, SEED, "val", index, 640, LAYOUT_PROFILES["cctv"]),
+        )
+        for index in range(offset, offset + count)
+    )
 
 
 def write_zoomout(photos: list[Path], out: Path, count: int, offset: int) -> int:
     from pipelines.detector.synth import write_scene
     from pipelines.detector.zoomout import make_scene
 
-    return sum(write_scene(out, "val", f"zoomout_cctv_{index:05d}",
-                           *make_scene(photos, SEED, "val", index, 640, top_px=ZOOMOUT_TOP_PX, growth=ZOOMOUT_GROWTH))
-               for index in range(offset, offset + count))
+    return sum(
+        write_scene(
+            out,
+            "val",
+            f"zoomout_cctv_{index:05d}",
+            *make_scene(photos, SEED, "val", index, 640, top_px=ZOOMOUT_TOP_PX, growth=ZOOMOUT_GROWTH),
+        )
+        for index in range(offset, offset + count)
+    )
 
 
 def copy_frames(dataset: Path, out: Path) -> int:
@@ -99,7 +112,9 @@ def copy_frames(dataset: Path, out: Path) -> int:
     return len(frames)
 
 
-def build(dataset: Path, bank_dir: Path, out: Path, synth_per_half: int, zoomout_per_half: int) -> dict[str, dict[str, int]]:
+def build(
+    dataset: Path, bank_dir: Path, out: Path, synth_per_half: int, zoomout_per_half: int
+) -> dict[str, dict[str, int]]:
     """Write ``out/<half>/`` and ``out/<half>.yaml`` for both halves; returns images and faces written."""
     import yaml
 
@@ -115,14 +130,20 @@ def build(dataset: Path, bank_dir: Path, out: Path, synth_per_half: int, zoomout
         for kind in ("images", "labels"):
             (folder / kind / "val").mkdir(parents=True)
         mine = [p for p in photos if not p.name.startswith("video") and half_of(photo_group(p)) == half]
-        counts[half] = {"synth_faces": write_synth(banks[half], folder, synth_per_half, number * synth_per_half),
-                        "zoomout_faces": write_zoomout(mine, folder, zoomout_per_half, number * zoomout_per_half),
-                        "photos_of_half": len(mine)}
+        counts[half] = {
+            "synth_faces": write_synth(banks[half], folder, synth_per_half, number * synth_per_half),
+            "zoomout_faces": write_zoomout(mine, folder, zoomout_per_half, number * zoomout_per_half),
+            "photos_of_half": len(mine),
+        }
         if half == "test":
             counts[half]["hamilton_frames"] = copy_frames(dataset, folder)
         counts[half]["images"] = len(list((folder / "images" / "val").glob("*.jpg")))
-        (out / f"{half}.yaml").write_text(yaml.safe_dump({"path": str(folder.resolve()), "train": "images/val", "val": "images/val",
-                                                          "names": {0: "face"}}, sort_keys=False))
+        (out / f"{half}.yaml").write_text(
+            yaml.safe_dump(
+                {"path": str(folder.resolve()), "train": "images/val", "val": "images/val", "names": {0: "face"}},
+                sort_keys=False,
+            )
+        )
     (out / "counts.json").write_text(json.dumps(counts, indent=1))
     return counts
 

@@ -129,9 +129,15 @@ def param_groups(model, recipe: Recipe) -> list[dict]:
         p.requires_grad_(trainable)
         if trainable:
             groups.setdefault(("backbone" if id(p) in backbone else "rest", p.ndim > 1), []).append(p)
-    return [{"params": params, "weight_decay": recipe.weight_decay if decayed else 0.0,
-             "lr_mult": recipe.backbone_lr_mult if part == "backbone" else 1.0, "lr": recipe.lr}
-            for (part, decayed), params in groups.items()]
+    return [
+        {
+            "params": params,
+            "weight_decay": recipe.weight_decay if decayed else 0.0,
+            "lr_mult": recipe.backbone_lr_mult if part == "backbone" else 1.0,
+            "lr": recipe.lr,
+        }
+        for (part, decayed), params in groups.items()
+    ]
 
 
 def training_files(data_yaml: Path) -> list[Path]:
@@ -149,21 +155,41 @@ def evaluate_ema(ema_model, recipe: Recipe, val_data: Path, out: Path) -> dict:
 
     onnx_path = export_onnx(ema_model, out / "eval_tmp.onnx")
     defaults = DetectorConfig()
-    detector = FaceDetector(onnx_path, imgsz=recipe.eval_imgsz, conf_threshold=AP_SCORE_THRESHOLD, nms_iou=defaults.nms_iou, device="cpu",
-                            logger=LOG)
+    detector = FaceDetector(
+        onnx_path,
+        imgsz=recipe.eval_imgsz,
+        conf_threshold=AP_SCORE_THRESHOLD,
+        nms_iou=defaults.nms_iou,
+        device="cpu",
+        logger=LOG,
+    )
     result = evaluate_detector(detector.detect_one, val_data, operating_threshold=defaults.conf_threshold, logger=LOG)
     report = result.report
-    return {"ap50": report.ap50, "ap50_95": report.ap50_95, "ap50_by_size": report.ap50_by_size, "images": result.images,
-            "seconds": round(result.seconds, 1)}
+    return {
+        "ap50": report.ap50,
+        "ap50_95": report.ap50_95,
+        "ap50_by_size": report.ap50_by_size,
+        "images": result.images,
+        "seconds": round(result.seconds, 1),
+    }
 
 
 def save_checkpoint(path: Path, model, ema: ModelEMA, optimizer, state: State, recipe: Recipe, rng_state: dict) -> None:
     import torch
 
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "ema": ema.ema.state_dict(), "ema_updates": ema.updates,
-                "optimizer": optimizer.state_dict() if optimizer is not None else None, "state": asdict(state),
-                "recipe": asdict(recipe), "rng": rng_state}, tmp)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "ema": ema.ema.state_dict(),
+            "ema_updates": ema.updates,
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "state": asdict(state),
+            "recipe": asdict(recipe),
+            "rng": rng_state,
+        },
+        tmp,
+    )
     tmp.replace(path)
 
 
@@ -219,11 +245,17 @@ def run(recipe: Recipe, data_yaml: Path, val_data: Path | None, out: Path, init:
 
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = torch.load(out / "last.pt", weights_only=False) if resume else None
-    (out / "recipe.json").write_text(json.dumps({**asdict(recipe), "data": str(data_yaml), "val_data": str(val_data), "init": str(init)}, indent=1))
+    (out / "recipe.json").write_text(
+        json.dumps({**asdict(recipe), "data": str(data_yaml), "val_data": str(val_data), "init": str(init)}, indent=1)
+    )
     torch.manual_seed(recipe.seed)
     model, ema, optimizer, state = build(recipe, init, checkpoint)
     files = training_files(data_yaml)
-    images = TrainImages(files, Augment(imgsz=recipe.imgsz, canvas=recipe.canvas, scale=recipe.scale, mosaic=recipe.mosaic), seed=recipe.seed + state.step)
+    images = TrainImages(
+        files,
+        Augment(imgsz=recipe.imgsz, canvas=recipe.canvas, scale=recipe.scale, mosaic=recipe.mosaic),
+        seed=recipe.seed + state.step,
+    )
     order = np.random.default_rng(recipe.seed).permutation(len(files) * (1 + recipe.steps * recipe.batch // len(files)))
     order = order % len(files)
     loss_fn = YoloFaceLoss()
@@ -232,8 +264,14 @@ def run(recipe: Recipe, data_yaml: Path, val_data: Path | None, out: Path, init:
         from pipelines.detector.yolov5face_net import source_model
 
         source = source_model(init)  # frozen, eval mode: the knowledge the labels must not erase
-    LOG.info("route %s: %d training images, %d trainable parameters, from step %d of %d", recipe.route, len(files),
-             sum(p.numel() for g in optimizer.param_groups for p in g["params"]), state.step, recipe.steps)
+    LOG.info(
+        "route %s: %d training images, %d trainable parameters, from step %d of %d",
+        recipe.route,
+        len(files),
+        sum(p.numel() for g in optimizer.param_groups for p in g["params"]),
+        state.step,
+        recipe.steps,
+    )
     started, session_start, running = time.monotonic(), state.seconds, []
     with (out / "history.jsonl").open("a") as history:
         while state.step < recipe.steps:
@@ -252,10 +290,17 @@ def run(recipe: Recipe, data_yaml: Path, val_data: Path | None, out: Path, init:
                 LOG.info("%s", line)
                 running = []
             over_time = recipe.hours > 0 and time.monotonic() - started > recipe.hours * 3600
-            if val_data is not None and (state.step % recipe.eval_every == 0 or state.step == recipe.steps or over_time):
+            if val_data is not None and (
+                state.step % recipe.eval_every == 0 or state.step == recipe.steps or over_time
+            ):
                 if _evaluate(ema, recipe, val_data, out, state, history):
-                    LOG.info("early stop at step %d: no gain in %d evaluations (best AP50 %.4f at step %d)", state.step,
-                             recipe.patience, state.best_ap50, state.best_step)
+                    LOG.info(
+                        "early stop at step %d: no gain in %d evaluations (best AP50 %.4f at step %d)",
+                        state.step,
+                        recipe.patience,
+                        state.best_ap50,
+                        state.best_step,
+                    )
                     break
             if state.step % recipe.save_every == 0 or over_time:
                 save_checkpoint(out / "last.pt", model, ema, optimizer, state, recipe, {})
@@ -280,7 +325,9 @@ def _evaluate(ema: ModelEMA, recipe: Recipe, val_data: Path, out: Path, state: S
     state.history.append(record)
     history.write(json.dumps(record) + "\n")
     history.flush()
-    LOG.info("step %d: val AP50 %.4f (best %.4f at step %d)", state.step, scores["ap50"], state.best_ap50, state.best_step)
+    LOG.info(
+        "step %d: val AP50 %.4f (best %.4f at step %d)", state.step, scores["ap50"], state.best_ap50, state.best_step
+    )
     if gained:
         import torch
 
@@ -296,7 +343,9 @@ def parse_blend(items: list[str]) -> list[tuple[Path, float]]:
         try:
             parsed.append((repo_path(path if sep else item), float(alpha)))
         except ValueError:
-            raise VigilError(f"--export-from {item!r}: expected CHECKPOINT or CHECKPOINT:WEIGHT, e.g. run/best.pt:0.6") from None
+            raise VigilError(
+                f"--export-from {item!r}: expected CHECKPOINT or CHECKPOINT:WEIGHT, e.g. run/best.pt:0.6"
+            ) from None
     return parsed
 
 
@@ -330,12 +379,25 @@ def export_checkpoint(checkpoints: list[tuple[Path, float]], out: Path, source_o
     if len(saved) == 1 and saved[0][1] == 1.0:
         weights = saved[0][0]["ema"]
     else:
-        weights = blend_with_source([(ckpt["ema"], alpha) for ckpt, alpha in saved], source_onnx or data_path(SOURCE_ONNX))
+        weights = blend_with_source(
+            [(ckpt["ema"], alpha) for ckpt, alpha in saved], source_onnx or data_path(SOURCE_ONNX)
+        )
     model = YoloV5FaceNano()
     model.load_state_dict(weights)
-    meta = {"vigil.source": "yolov5n-0.5.onnx (deepcam-cn/yolov5-face, GPL-3.0), fine-tuned by pipelines.detector.finetune",
-            "vigil.fine_tunes": json.dumps([{"checkpoint": str(path), "weight": alpha, "step": ckpt.get("state", {}).get("step"),
-                                             "recipe": ckpt.get("recipe", {})} for (path, alpha), (ckpt, _) in zip(checkpoints, saved)])}
+    meta = {
+        "vigil.source": "yolov5n-0.5.onnx (deepcam-cn/yolov5-face, GPL-3.0), fine-tuned by pipelines.detector.finetune",
+        "vigil.fine_tunes": json.dumps(
+            [
+                {
+                    "checkpoint": str(path),
+                    "weight": alpha,
+                    "step": ckpt.get("state", {}).get("step"),
+                    "recipe": ckpt.get("recipe", {}),
+                }
+                for (path, alpha), (ckpt, _) in zip(checkpoints, saved)
+            ]
+        ),
+    }
     return export_onnx(model.eval(), out, metadata=meta)
 
 
@@ -343,19 +405,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--route", choices=sorted(ROUTES), default="full")
     p.add_argument("--data", type=Path, help="Ultralytics-style data YAML whose 'train' split is trained on")
-    p.add_argument("--val-data", type=Path, help="data YAML whose 'val' split picks best.pt and stops early (never WIDER-200)")
+    p.add_argument(
+        "--val-data", type=Path, help="data YAML whose 'val' split picks best.pt and stops early (never WIDER-200)"
+    )
     p.add_argument("--out", type=Path, help="run folder (checkpoints, history.jsonl)")
     p.add_argument("--init", type=Path, default=None, help=f"source ONNX (default: the shared {SOURCE_ONNX})")
     p.add_argument("--resume", type=Path, help="continue the run in this folder from its last.pt")
-    p.add_argument("--export-from", nargs="+", metavar="CKPT[:WEIGHT]",
-                   help="write this checkpoint's EMA weights as ONNX to --out and exit; several (or a weight): source + "
-                   "sum of WEIGHT x (fine-tune - source)")
-    for name, kind in (("lr", float), ("backbone-lr-mult", float), ("weight-decay", float), ("warmup-steps", int), ("steps", int),
-                       ("batch", int), ("imgsz", int), ("canvas", int), ("mosaic", float), ("seed", int), ("eval-imgsz", int), ("eval-every", int),
-                       ("patience", int), ("save-every", int), ("hours", float), ("distill", float)):
+    p.add_argument(
+        "--export-from",
+        nargs="+",
+        metavar="CKPT[:WEIGHT]",
+        help="write this checkpoint's EMA weights as ONNX to --out and exit; several (or a weight): source + "
+        "sum of WEIGHT x (fine-tune - source)",
+    )
+    for name, kind in (
+        ("lr", float),
+        ("backbone-lr-mult", float),
+        ("weight-decay", float),
+        ("warmup-steps", int),
+        ("steps", int),
+        ("batch", int),
+        ("imgsz", int),
+        ("canvas", int),
+        ("mosaic", float),
+        ("seed", int),
+        ("eval-imgsz", int),
+        ("eval-every", int),
+        ("patience", int),
+        ("save-every", int),
+        ("hours", float),
+        ("distill", float),
+    ):
         p.add_argument(f"--{name}", type=kind, default=None)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared 2-core machine more threads spin and "
-                   "run 10x slower)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: on a shared 2-core machine more threads spin and run 10x slower)",
+    )
     p.add_argument("--scale", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"))
     return p
 
@@ -375,20 +462,55 @@ def main(argv: list[str] | None = None) -> int:
     out = repo_path(args.resume or args.out or "")
     if args.resume is None and (args.data is None or args.out is None):
         raise VigilError("training needs --data and --out (or --resume RUN)")
-    overrides = {k: getattr(args, k) for k in ("lr", "backbone_lr_mult", "weight_decay", "warmup_steps", "steps", "batch", "imgsz", "canvas",
-                                               "mosaic", "seed", "eval_imgsz", "eval_every", "patience", "save_every", "hours",
-                                               "distill")}
+    overrides = {
+        k: getattr(args, k)
+        for k in (
+            "lr",
+            "backbone_lr_mult",
+            "weight_decay",
+            "warmup_steps",
+            "steps",
+            "batch",
+            "imgsz",
+            "canvas",
+            "mosaic",
+            "seed",
+            "eval_imgsz",
+            "eval_every",
+            "patience",
+            "save_every",
+            "hours",
+            "distill",
+        )
+    }
     overrides["scale"] = tuple(args.scale) if args.scale else None
     recipe = ROUTES[args.route].with_overrides(**overrides)
     if args.resume:
         saved = json.loads((out / "recipe.json").read_text())
-        data, val, init = Path(saved["data"]), None if saved["val_data"] == "None" else Path(saved["val_data"]), Path(saved["init"])
+        data, val, init = (
+            Path(saved["data"]),
+            None if saved["val_data"] == "None" else Path(saved["val_data"]),
+            Path(saved["init"]),
+        )
         kept = {k: v for k, v in saved.items() if k in Recipe.__dataclass_fields__}
         recipe = Recipe(**{**kept, "scale": tuple(kept["scale"])}).with_overrides(steps=args.steps, hours=args.hours)
     else:
-        data, val, init = repo_path(args.data), repo_path(args.val_data) if args.val_data else None, repo_path(args.init or data_path(SOURCE_ONNX))
+        data, val, init = (
+            repo_path(args.data),
+            repo_path(args.val_data) if args.val_data else None,
+            repo_path(args.init or data_path(SOURCE_ONNX)),
+        )
     state = run(recipe, data, val, out, init, resume=args.resume is not None)
-    print(json.dumps({"step": state.step, "best_ap50": state.best_ap50, "best_step": state.best_step, "hours": round(state.seconds / 3600, 2)}))
+    print(
+        json.dumps(
+            {
+                "step": state.step,
+                "best_ap50": state.best_ap50,
+                "best_step": state.best_step,
+                "hours": round(state.seconds / 3600, 2),
+            }
+        )
+    )
     return 0
 
 

@@ -64,7 +64,9 @@ def read_labelled(path: Path) -> Labelled | None:
     return Labelled(image, truth.boxes.astype(np.float32), points.astype(np.float32))
 
 
-def place(sample: Labelled, canvas: np.ndarray, scale: float, x0: float, y0: float, clip: tuple[int, int, int, int]) -> list[np.ndarray]:
+def place(
+    sample: Labelled, canvas: np.ndarray, scale: float, x0: float, y0: float, clip: tuple[int, int, int, int]
+) -> list[np.ndarray]:
     """Draw ``sample`` scaled by ``scale`` with its top-left at (x0, y0) onto ``canvas``, only inside ``clip``
     (x1, y1, x2, y2); returns its faces' boxes and landmarks moved there, as face rows (before cutting)."""
     import cv2
@@ -87,18 +89,32 @@ def cut_faces(boxes: np.ndarray, points: np.ndarray, clip: np.ndarray, canvas: n
     """Face rows of the faces that survive cutting to ``clip``; the ones cut away are painted grey on ``canvas``."""
     if len(boxes) == 0:
         return np.zeros((0, FACE_COLUMNS), np.float32)
-    cut = np.stack([np.maximum(boxes[:, 0], clip[0]), np.maximum(boxes[:, 1], clip[1]),
-                    np.minimum(boxes[:, 2], clip[2]), np.minimum(boxes[:, 3], clip[3])], 1)
+    cut = np.stack(
+        [
+            np.maximum(boxes[:, 0], clip[0]),
+            np.maximum(boxes[:, 1], clip[1]),
+            np.minimum(boxes[:, 2], clip[2]),
+            np.minimum(boxes[:, 3], clip[3]),
+        ],
+        1,
+    )
     cw, chh = (cut[:, 2] - cut[:, 0]).clip(0), (cut[:, 3] - cut[:, 1]).clip(0)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     keep = (cw >= MIN_FACE_PX) & (chh >= MIN_FACE_PX) & (cw * chh >= MIN_KEPT_AREA * np.maximum(area, 1e-6))
     for x1, y1, x2, y2 in cut[~keep & (cw > 0) & (chh > 0)]:
         canvas[int(y1) : int(np.ceil(y2)), int(x1) : int(np.ceil(x2))] = PAD_VALUE
     cut, points = cut[keep], points[keep]
-    visible = np.isfinite(points).all(axis=2) & (points[..., 0] >= clip[0]) & (points[..., 0] < clip[2]) \
-        & (points[..., 1] >= clip[1]) & (points[..., 1] < clip[3])
+    visible = (
+        np.isfinite(points).all(axis=2)
+        & (points[..., 0] >= clip[0])
+        & (points[..., 0] < clip[2])
+        & (points[..., 1] >= clip[1])
+        & (points[..., 1] < clip[3])
+    )
     coords = np.where(visible[..., None], points, 0.0).reshape(-1, 10)
-    xywh = np.stack([(cut[:, 0] + cut[:, 2]) / 2, (cut[:, 1] + cut[:, 3]) / 2, cut[:, 2] - cut[:, 0], cut[:, 3] - cut[:, 1]], 1)
+    xywh = np.stack(
+        [(cut[:, 0] + cut[:, 2]) / 2, (cut[:, 1] + cut[:, 3]) / 2, cut[:, 2] - cut[:, 0], cut[:, 3] - cut[:, 1]], 1
+    )
     return np.concatenate([xywh, coords, visible.astype(np.float32)], axis=1).astype(np.float32)
 
 
@@ -137,7 +153,9 @@ def mosaic_sample(samples: Sequence[Labelled], aug: Augment, rng: np.random.Gene
     return canvas, np.concatenate(rows) if rows else np.zeros((0, FACE_COLUMNS), np.float32)
 
 
-def crop_window(canvas: np.ndarray, faces: np.ndarray, side: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def crop_window(
+    canvas: np.ndarray, faces: np.ndarray, side: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """A ``side`` square window of ``canvas`` (around a random face 80 % of the time) and its faces cut to it."""
     size = canvas.shape[0]
     if side >= size:
@@ -149,10 +167,19 @@ def crop_window(canvas: np.ndarray, faces: np.ndarray, side: int, rng: np.random
     x0 = int(np.clip(cx - side / 2, 0, size - side))
     y0 = int(np.clip(cy - side / 2, 0, size - side))
     window = canvas[y0 : y0 + side, x0 : x0 + side].copy()
-    boxes = np.stack([faces[:, 0] - faces[:, 2] / 2, faces[:, 1] - faces[:, 3] / 2, faces[:, 0] + faces[:, 2] / 2,
-                      faces[:, 1] + faces[:, 3] / 2], 1) - [x0, y0, x0, y0]
+    boxes = np.stack(
+        [
+            faces[:, 0] - faces[:, 2] / 2,
+            faces[:, 1] - faces[:, 3] / 2,
+            faces[:, 0] + faces[:, 2] / 2,
+            faces[:, 1] + faces[:, 3] / 2,
+        ],
+        1,
+    ) - [x0, y0, x0, y0]
     points = np.where(faces[:, 14:19, None] > 0, faces[:, 4:14].reshape(-1, 5, 2) - [x0, y0], np.nan)
-    return window, cut_faces(boxes.astype(np.float32), points.astype(np.float32), np.asarray([0, 0, side, side], np.float32), window)
+    return window, cut_faces(
+        boxes.astype(np.float32), points.astype(np.float32), np.asarray([0, 0, side, side], np.float32), window
+    )
 
 
 def flip_lr(canvas: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -47,8 +47,11 @@ class LossWeights:
 def targets_tensor(per_image: Sequence[np.ndarray]) -> torch.Tensor:
     """Stack each image's ``(K, 19)`` face rows ``[cx, cy, w, h, 10 landmark coords, 5 visibilities]`` (input pixels)
     with the image index in front -> ``(sum K, 20)``."""
-    rows = [np.concatenate([np.full((len(faces), 1), index, np.float32), faces], axis=1)
-            for index, faces in enumerate(per_image) if len(faces)]
+    rows = [
+        np.concatenate([np.full((len(faces), 1), index, np.float32), faces], axis=1)
+        for index, faces in enumerate(per_image)
+        if len(faces)
+    ]
     if not rows:
         return torch.zeros((0, TARGET_COLUMNS))
     return torch.from_numpy(np.concatenate(rows).astype(np.float32))
@@ -60,7 +63,9 @@ def bbox_ciou(box1: torch.Tensor, box2: torch.Tensor, eps: float = 1e-7) -> torc
     b1y1, b1y2 = box1[:, 1] - box1[:, 3] / 2, box1[:, 1] + box1[:, 3] / 2
     b2x1, b2x2 = box2[:, 0] - box2[:, 2] / 2, box2[:, 0] + box2[:, 2] / 2
     b2y1, b2y2 = box2[:, 1] - box2[:, 3] / 2, box2[:, 1] + box2[:, 3] / 2
-    inter = (torch.min(b1x2, b2x2) - torch.max(b1x1, b2x1)).clamp(0) * (torch.min(b1y2, b2y2) - torch.max(b1y1, b2y1)).clamp(0)
+    inter = (torch.min(b1x2, b2x2) - torch.max(b1x1, b2x1)).clamp(0) * (
+        torch.min(b1y2, b2y2) - torch.max(b1y1, b2y1)
+    ).clamp(0)
     w1, h1, w2, h2 = box1[:, 2], box1[:, 3] + eps, box2[:, 2], box2[:, 3] + eps
     union = w1 * h1 + w2 * h2 - inter + eps
     iou = inter / union
@@ -74,7 +79,9 @@ def bbox_ciou(box1: torch.Tensor, box2: torch.Tensor, eps: float = 1e-7) -> torc
     return iou - (rho2 / c2 + v * alpha)
 
 
-def wing_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, w: float = 10.0, e: float = 2.0) -> torch.Tensor:
+def wing_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, w: float = 10.0, e: float = 2.0
+) -> torch.Tensor:
     """Wing loss summed over the visible coordinates, divided by their count (yolov5-face's ``LandmarksLoss``)."""
     diff = ((pred - target) * mask).abs()
     c = w - w * math.log(1 + w / e)
@@ -99,12 +106,16 @@ class LevelMatches:
 NEIGHBOUR_OFFSETS = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=torch.float32) * 0.5
 
 
-def match_level(targets: torch.Tensor, anchors_grid: torch.Tensor, grid_hw: tuple[int, int], stride: float, anchor_t: float) -> LevelMatches:
+def match_level(
+    targets: torch.Tensor, anchors_grid: torch.Tensor, grid_hw: tuple[int, int], stride: float, anchor_t: float
+) -> LevelMatches:
     """yolov5's matching at one level (``anchors_grid``: (A, 2) anchor sizes in grid units)."""
     num_anchors = anchors_grid.shape[0]
     if len(targets) == 0:
         empty = torch.zeros(0, dtype=torch.long)
-        return LevelMatches(empty, empty, empty, empty, torch.zeros(0, 4), torch.zeros(0, 2), torch.zeros(0, 10), torch.zeros(0, 10))
+        return LevelMatches(
+            empty, empty, empty, empty, torch.zeros(0, 4), torch.zeros(0, 2), torch.zeros(0, 10), torch.zeros(0, 10)
+        )
     t = targets.clone()
     t[:, 1:15] = t[:, 1:15] / stride
     t = t[None].repeat(num_anchors, 1, 1)  # (A, N, 20)
@@ -126,22 +137,33 @@ def match_level(targets: torch.Tensor, anchors_grid: torch.Tensor, grid_hw: tupl
     cell = torch.stack([gx, gy], 1).float()
     landmarks = t[:, 5:15] - cell.repeat(1, 5)
     mask = t[:, 15:20].repeat_interleave(2, dim=1).clamp(0, 1)
-    return LevelMatches(t[:, 0].long(), anchor_index, gy, gx, torch.cat([gxy - cell, t[:, 3:5]], 1), anchors_grid[anchor_index],
-                        landmarks, mask)
+    return LevelMatches(
+        t[:, 0].long(),
+        anchor_index,
+        gy,
+        gx,
+        torch.cat([gxy - cell, t[:, 3:5]], 1),
+        anchors_grid[anchor_index],
+        landmarks,
+        mask,
+    )
 
 
 class YoloFaceLoss(nn.Module):
     """``loss(outputs, targets) -> (total, parts)``: outputs are the model's raw heads, targets from :func:`targets_tensor`."""
 
-    def __init__(self, anchors_px=DEFAULT_ANCHORS_PX, strides: Sequence[int] = STRIDES, weights: LossWeights = LossWeights()) -> None:
+    def __init__(
+        self, anchors_px=DEFAULT_ANCHORS_PX, strides: Sequence[int] = STRIDES, weights: LossWeights = LossWeights()
+    ) -> None:
         super().__init__()
         self.strides = tuple(strides)
         self.anchors_grid = [torch.tensor(level, dtype=torch.float32) / s for level, s in zip(anchors_px, self.strides)]
         self.weights = weights
         self.bce = nn.BCEWithLogitsLoss()
 
-    def forward(self, outputs: Sequence[torch.Tensor], targets: torch.Tensor,
-                soft_obj: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, outputs: Sequence[torch.Tensor], targets: torch.Tensor, soft_obj: Sequence[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """``soft_obj``: per level, the objectness target where no face is matched (distillation from the source
         model: its own objectness, so what the labels do not mention is not unlearned); default 0 there."""
         w = self.weights
@@ -161,8 +183,12 @@ class YoloFaceLoss(nn.Module):
                 lm_loss = lm_loss + wing_loss(plm, matches.landmarks, matches.landmark_mask)
             obj_loss = obj_loss + self.bce(pred[..., 4], tobj) * OBJ_BALANCE[level]
         scale = 3.0 / len(outputs)
-        parts = {"box": box_loss * w.box * scale, "obj": obj_loss * w.obj * scale, "cls": cls_loss * w.cls * scale,
-                 "landmark": lm_loss * w.landmark * scale}
+        parts = {
+            "box": box_loss * w.box * scale,
+            "obj": obj_loss * w.obj * scale,
+            "cls": cls_loss * w.cls * scale,
+            "landmark": lm_loss * w.landmark * scale,
+        }
         batch = outputs[0].shape[0]
         total = sum(parts.values()) * batch
         return total, {name: float(value.detach()) for name, value in parts.items()}

@@ -90,9 +90,11 @@ class ShuffleV2Block(nn.Module):
         else:
             self.branch1 = nn.Sequential()
         self.branch2 = nn.Sequential(
-            nn.Conv2d(c_in if stride > 1 else half, half, 1, bias=True), nn.SiLU(),
+            nn.Conv2d(c_in if stride > 1 else half, half, 1, bias=True),
+            nn.SiLU(),
             _depthwise(half, stride),
-            nn.Conv2d(half, half, 1, bias=True), nn.SiLU(),
+            nn.Conv2d(half, half, 1, bias=True),
+            nn.SiLU(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,13 +157,26 @@ class YoloV5FaceNano(nn.Module):
         super().__init__()
         layers: list[nn.Module] = [
             StemBlock(3, 16),
-            ShuffleV2Block(16, 64, 2), nn.Sequential(*(ShuffleV2Block(64, 64, 1) for _ in range(3))),
-            ShuffleV2Block(64, 128, 2), nn.Sequential(*(ShuffleV2Block(128, 128, 1) for _ in range(7))),
-            ShuffleV2Block(128, 256, 2), nn.Sequential(*(ShuffleV2Block(256, 256, 1) for _ in range(3))),
-            Conv(256, 64, 1), _Passthrough(), _Passthrough(), C3(192, 64),  # 7-10
-            Conv(64, 64, 1), _Passthrough(), _Passthrough(), C3(128, 64),  # 11-14: stride 8 out
-            Conv(64, 64, 3, 2), _Passthrough(), C3(128, 64),  # 15-17: stride 16 out
-            Conv(64, 64, 3, 2), _Passthrough(), C3(128, 64),  # 18-20: stride 32 out
+            ShuffleV2Block(16, 64, 2),
+            nn.Sequential(*(ShuffleV2Block(64, 64, 1) for _ in range(3))),
+            ShuffleV2Block(64, 128, 2),
+            nn.Sequential(*(ShuffleV2Block(128, 128, 1) for _ in range(7))),
+            ShuffleV2Block(128, 256, 2),
+            nn.Sequential(*(ShuffleV2Block(256, 256, 1) for _ in range(3))),
+            Conv(256, 64, 1),
+            _Passthrough(),
+            _Passthrough(),
+            C3(192, 64),  # 7-10
+            Conv(64, 64, 1),
+            _Passthrough(),
+            _Passthrough(),
+            C3(128, 64),  # 11-14: stride 8 out
+            Conv(64, 64, 3, 2),
+            _Passthrough(),
+            C3(128, 64),  # 15-17: stride 16 out
+            Conv(64, 64, 3, 2),
+            _Passthrough(),
+            C3(128, 64),  # 18-20: stride 32 out
             Detect((64, 64, 64)),
         ]
         self.model = nn.ModuleList(layers)
@@ -251,7 +266,9 @@ def load_onnx_weights(model: YoloV5FaceNano, onnx_path: Path) -> YoloV5FaceNano:
             target_name = unfilled[0]
         conv = every[target_name]
         if tuple(conv.weight.shape) != weight.shape or conv.bias is None or tuple(conv.bias.shape) != bias.shape:
-            raise ValueError(f"{onnx_path}: {init_name} {weight.shape} does not fit {target_name} {tuple(conv.weight.shape)}")
+            raise ValueError(
+                f"{onnx_path}: {init_name} {weight.shape} does not fit {target_name} {tuple(conv.weight.shape)}"
+            )
         with torch.no_grad():
             conv.weight.copy_(torch.from_numpy(np.array(weight)))
             conv.bias.copy_(torch.from_numpy(np.array(bias)))
@@ -289,14 +306,27 @@ def export_onnx(model: YoloV5FaceNano, path: Path, metadata: dict[str, str] | No
     model.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter
-        torch.onnx.export(model, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                          dynamic_axes=dynamic, opset_version=opset, dynamo=False, do_constant_folding=True)
+        torch.onnx.export(
+            model,
+            (dummy,),
+            str(tmp),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
+        )
     model.train(was_training)
     graph = onnx.load(str(tmp))
     tmp.unlink()
-    props = {"vigil.family": "yolov5-face", "vigil.anchors_px": json.dumps(ANCHORS_PX), "vigil.strides": json.dumps(STRIDES),
-             "vigil.input": "data float32 [N,3,H,W] RGB/255, letterboxed with grey 114",
-             "vigil.output": "stride_8/16/32 raw [N,3,H/s,W/s,16]: x y w h obj 10 landmarks cls"}
+    props = {
+        "vigil.family": "yolov5-face",
+        "vigil.anchors_px": json.dumps(ANCHORS_PX),
+        "vigil.strides": json.dumps(STRIDES),
+        "vigil.input": "data float32 [N,3,H,W] RGB/255, letterboxed with grey 114",
+        "vigil.output": "stride_8/16/32 raw [N,3,H/s,W/s,16]: x y w h obj 10 landmarks cls",
+    }
     props.update(metadata or {})
     for key, value in props.items():
         graph.metadata_props.add(key=key, value=str(value))
@@ -325,7 +355,9 @@ def parity(source: Path, images: Sequence[Path], imgsz: int = 640) -> dict:
     model = source_model(source)
     reference = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
     with tempfile.TemporaryDirectory() as tmp:
-        exported = ort.InferenceSession(str(export_onnx(model, Path(tmp) / "rebuilt.onnx")), providers=["CPUExecutionProvider"])
+        exported = ort.InferenceSession(
+            str(export_onnx(model, Path(tmp) / "rebuilt.onnx")), providers=["CPUExecutionProvider"]
+        )
     worst_torch = worst_export = largest = 0.0
     for path in images:
         blob = to_blob([letterbox(cv2.imread(str(path)), imgsz, (imgsz, imgsz))[0]])
@@ -333,10 +365,17 @@ def parity(source: Path, images: Sequence[Path], imgsz: int = 640) -> dict:
         with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
             got = [t.numpy() for t in model(torch.from_numpy(blob))]
         worst_torch = max(worst_torch, *(float(np.abs(e - g).max()) for e, g in zip(expected, got)))
-        worst_export = max(worst_export, *(float(np.abs(e - g).max()) for e, g in zip(expected, exported.run(None, {INPUT_NAME: blob}))))
+        worst_export = max(
+            worst_export,
+            *(float(np.abs(e - g).max()) for e, g in zip(expected, exported.run(None, {INPUT_NAME: blob}))),
+        )
         largest = max(largest, *(float(np.abs(e).max()) for e in expected))
-    return {"images": len(images), "max_abs_torch_vs_onnxruntime": worst_torch, "max_abs_export_vs_source": worst_export,
-            "largest_abs_output": largest}
+    return {
+        "images": len(images),
+        "max_abs_torch_vs_onnxruntime": worst_torch,
+        "max_abs_export_vs_source": worst_export,
+        "largest_abs_output": largest,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,9 +385,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from vigil.paths import data_path, repo_path
 
-    parser = argparse.ArgumentParser(description="Rebuild yolov5n-0.5-face from its ONNX file: parity check and export.")
+    parser = argparse.ArgumentParser(
+        description="Rebuild yolov5n-0.5-face from its ONNX file: parity check and export."
+    )
     parser.add_argument("--source", type=Path, default=data_path("weights", "yolov5n-0.5.onnx"))
-    parser.add_argument("--parity-images", type=int, default=0, help="check parity on the first N WIDER-200 and N LFW images")
+    parser.add_argument(
+        "--parity-images", type=int, default=0, help="check parity on the first N WIDER-200 and N LFW images"
+    )
     parser.add_argument("--export", type=Path, help="write the rebuilt source as the runtime's ONNX here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

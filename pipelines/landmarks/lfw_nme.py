@@ -74,9 +74,17 @@ def measure(detector: Path | None, limit: int | None, degraded: bool) -> dict:
             ours, truth = pairs[0]
             own.append(nme(ours.landmarks, truth.landmarks))
             refined.append(nme(refiner.refine([(image, ours)])[0].landmarks, truth.landmarks))
-    return {"detector": label, "refiner": f"vigil-landmarks@{refiner_sha[:12]}", "teacher": "scrfd_2.5g@640", "degraded": degraded,
-            "images": len(paths), "faces_scored": len(own), "nme_detector": round(float(np.mean(own)), 4) if own else None,
-            "nme_refiner": round(float(np.mean(refined)), 4) if refined else None, "seconds": round(time.monotonic() - t0, 1)}
+    return {
+        "detector": label,
+        "refiner": f"vigil-landmarks@{refiner_sha[:12]}",
+        "teacher": "scrfd_2.5g@640",
+        "degraded": degraded,
+        "images": len(paths),
+        "faces_scored": len(own),
+        "nme_detector": round(float(np.mean(own)), 4) if own else None,
+        "nme_refiner": round(float(np.mean(refined)), 4) if refined else None,
+        "seconds": round(time.monotonic() - t0, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

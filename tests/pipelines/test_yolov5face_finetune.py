@@ -117,8 +117,38 @@ def test_one_epoch_smoke_fine_tune_checkpoints_resumes_and_exports(tiny_dataset,
     from vigil.detect import FaceDetector
 
     run = tmp_path / "run"
-    common = ["--batch", "2", "--imgsz", "256", "--canvas", "128", "--eval-imgsz", "256", "--eval-every", "2", "--warmup-steps", "1"]
-    assert main(["--route", "full", "--data", str(tiny_dataset), "--val-data", str(tiny_dataset), "--out", str(run), "--steps", "2", *common]) == 0
+    common = [
+        "--batch",
+        "2",
+        "--imgsz",
+        "256",
+        "--canvas",
+        "128",
+        "--eval-imgsz",
+        "256",
+        "--eval-every",
+        "2",
+        "--warmup-steps",
+        "1",
+    ]
+    assert (
+        main(
+            [
+                "--route",
+                "full",
+                "--data",
+                str(tiny_dataset),
+                "--val-data",
+                str(tiny_dataset),
+                "--out",
+                str(run),
+                "--steps",
+                "2",
+                *common,
+            ]
+        )
+        == 0
+    )
     assert (run / "best.pt").is_file() and (run / "last.pt").is_file()
     evals = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if "eval" in line]
     assert evals and evals[0]["step"] == 2 and 0.0 <= evals[0]["eval"]["ap50"] <= 1.0
@@ -157,6 +187,10 @@ def test_distillation_sets_the_objectness_target_where_no_face_is_matched():
         return float(heads[0].grad[0, 0, 60, 60, 4])
 
     plain = gradient_far_from_the_face(lambda heads: None)
-    assert gradient_far_from_the_face(lambda heads: [torch.zeros_like(h[..., 4]) for h in heads]) == pytest.approx(plain)
+    assert gradient_far_from_the_face(lambda heads: [torch.zeros_like(h[..., 4]) for h in heads]) == pytest.approx(
+        plain
+    )
     assert plain > 0
-    assert gradient_far_from_the_face(lambda heads: [h[..., 4].sigmoid() for h in heads]) == pytest.approx(0.0, abs=1e-9)
+    assert gradient_far_from_the_face(lambda heads: [h[..., 4].sigmoid() for h in heads]) == pytest.approx(
+        0.0, abs=1e-9
+    )

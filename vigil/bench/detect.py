@@ -118,11 +118,16 @@ def _row(runtime: str, device: str, imgsz: int, batch: int, latencies: list[floa
         "frames_per_s_best_call": round(batch / min(latencies), 2),
         **extra,
     }
-    print(f"{runtime:18s} {device:4s} imgsz {imgsz:4d} batch {batch:2d}: {row['frames_per_s']:8.1f} frames/s (best call {row['frames_per_s_best_call']:.1f}; median {row['latency_ms_median']:.1f} ms per call, {row['calls']} calls)", flush=True)
+    print(
+        f"{runtime:18s} {device:4s} imgsz {imgsz:4d} batch {batch:2d}: {row['frames_per_s']:8.1f} frames/s (best call {row['frames_per_s_best_call']:.1f}; median {row['latency_ms_median']:.1f} ms per call, {row['calls']} calls)",
+        flush=True,
+    )
     return row
 
 
-def bench_detector(path: Path, runtime: str, device: str, frame: np.ndarray, seconds: float, sizes: tuple[int, ...]) -> list[dict]:
+def bench_detector(
+    path: Path, runtime: str, device: str, frame: np.ndarray, seconds: float, sizes: tuple[int, ...]
+) -> list[dict]:
     """Time FaceDetector.detect (torch .pt or Ultralytics' ONNX route) at each size, batch 1 (+16 on CUDA)."""
     from vigil.config import DetectorConfig
     from vigil.detect import FaceDetector
@@ -137,7 +142,18 @@ def bench_detector(path: Path, runtime: str, device: str, frame: np.ndarray, sec
             faces = len(detector.detect([frame])[0])
             sync = _cuda_sync if device == "cuda" else None
             latencies = _time_calls(lambda: detector.detect(frames), seconds, WARMUP_CALLS[device], sync)
-            rows.append(_row(runtime, device, imgsz, batch, latencies, faces_on_frame=faces, conf_threshold=conf, half=detector.half))
+            rows.append(
+                _row(
+                    runtime,
+                    device,
+                    imgsz,
+                    batch,
+                    latencies,
+                    faces_on_frame=faces,
+                    conf_threshold=conf,
+                    half=detector.half,
+                )
+            )
     return rows
 
 
@@ -192,7 +208,17 @@ def bench_onnxruntime(path: Path, device: str, seconds: float) -> list[dict]:
         for batch in batches:
             tensor = np.random.default_rng(0).random((batch, 3, imgsz, imgsz)).astype(dtype)
             latencies = _time_calls(lambda: session.run(None, {name: tensor}), seconds, WARMUP_CALLS[device])
-            rows.append(_row("onnxruntime", device, imgsz, batch, latencies, provider=session.get_providers()[0], input_dtype=np.dtype(dtype).name))
+            rows.append(
+                _row(
+                    "onnxruntime",
+                    device,
+                    imgsz,
+                    batch,
+                    latencies,
+                    provider=session.get_providers()[0],
+                    input_dtype=np.dtype(dtype).name,
+                )
+            )
     return rows
 
 
@@ -213,7 +239,9 @@ def run_bench(model: Path | None, device: str, seconds: float) -> dict:
         if onnx_path.is_file():
             fixed_size = _onnx_shapes(_ort_session(onnx_path, "cpu"))[1]
             runtime = "yolov5-face-onnx" if detector_family(onnx_path) == YOLOV5_FACE else "ultralytics-onnx"
-            results += bench_detector(onnx_path, runtime, dev, frame, seconds, (fixed_size,) if fixed_size else IMAGE_SIZES)
+            results += bench_detector(
+                onnx_path, runtime, dev, frame, seconds, (fixed_size,) if fixed_size else IMAGE_SIZES
+            )
             results += bench_onnxruntime(onnx_path, dev, seconds)
     return {
         "benchmark": "detect",

@@ -151,8 +151,14 @@ class DetectionCache:
         with np.load(self.path, allow_pickle=False) as data:
             if str(data["detector_label"]) != self.detector_label or float(data["min_score"]) != self.min_score:
                 return 0
-            for key, found, box, score, landmarks in zip(data["keys"], data["found"], data["boxes"], data["scores"], data["landmarks"]):
-                self._faces[str(key)] = Face(box=box.astype(np.float32), score=float(score), landmarks=landmarks.astype(np.float32)) if found else None
+            for key, found, box, score, landmarks in zip(
+                data["keys"], data["found"], data["boxes"], data["scores"], data["landmarks"]
+            ):
+                self._faces[str(key)] = (
+                    Face(box=box.astype(np.float32), score=float(score), landmarks=landmarks.astype(np.float32))
+                    if found
+                    else None
+                )
         return len(self._faces)
 
     def __contains__(self, key: str) -> bool:
@@ -175,7 +181,9 @@ class DetectionCache:
             found=np.array([f is not None for f in faces], dtype=bool),
             boxes=np.array([f.box if f is not None else np.zeros(4) for f in faces], dtype=np.float32).reshape(-1, 4),
             scores=np.array([f.score if f is not None else 0.0 for f in faces], dtype=np.float32),
-            landmarks=np.array([f.landmarks if f is not None else np.zeros((5, 2)) for f in faces], dtype=np.float32).reshape(-1, 5, 2),
+            landmarks=np.array(
+                [f.landmarks if f is not None else np.zeros((5, 2)) for f in faces], dtype=np.float32
+            ).reshape(-1, 5, 2),
             detector_label=np.array(self.detector_label),
             min_score=np.array(self.min_score),
         )
@@ -237,7 +245,9 @@ class ImageEmbedder:
     (e.g. ``"degraded:Name/Name_0001.jpg"``).
     """
 
-    def __init__(self, source: FaceSource, embedder: EmbedderLike, detector_label: str, model_label: str, batch_size: int = 32) -> None:
+    def __init__(
+        self, source: FaceSource, embedder: EmbedderLike, detector_label: str, model_label: str, batch_size: int = 32
+    ) -> None:
         self.source = source
         self.embedder = embedder
         self.detector_label = detector_label
@@ -248,7 +258,9 @@ class ImageEmbedder:
     def _key(self, image_key: str) -> tuple[str, str, str]:
         return (image_key, self.detector_label, self.model_label)
 
-    def embed(self, image_keys: Sequence[str], load: Callable[[str], np.ndarray], progress: str | None = None) -> dict[str, ImageEmbedding]:
+    def embed(
+        self, image_keys: Sequence[str], load: Callable[[str], np.ndarray], progress: str | None = None
+    ) -> dict[str, ImageEmbedding]:
         """Embed every key (each loaded once with ``load(key)``); returns key -> ImageEmbedding."""
         todo = [k for k in dict.fromkeys(image_keys) if self._key(k) not in self._cache]
         bar = _progress(len(todo), progress)
@@ -266,11 +278,17 @@ class ImageEmbedder:
     def _embed_batch(self, keys: list[str], images: list[np.ndarray]) -> None:
         results = self.source.chips(images, keys)
         with_chip = [i for i, r in enumerate(results) if r.chip is not None]
-        vectors = self.embedder.embed(np.stack([results[i].chip for i in with_chip])) if with_chip else np.zeros((0, 0), np.float32)
+        vectors = (
+            self.embedder.embed(np.stack([results[i].chip for i in with_chip]))
+            if with_chip
+            else np.zeros((0, 0), np.float32)
+        )
         by_index = dict(zip(with_chip, vectors))
         for i, (key, result) in enumerate(zip(keys, results)):
             vector = by_index.get(i)
-            self._cache[self._key(key)] = ImageEmbedding(None if vector is None else np.asarray(vector, np.float32), result.found)
+            self._cache[self._key(key)] = ImageEmbedding(
+                None if vector is None else np.asarray(vector, np.float32), result.found
+            )
 
 
 def _progress(total: int, desc: str | None):
@@ -292,7 +310,10 @@ class RecognizerParts:
 
 
 def build_recognizer(
-    model: Path | None, batch_size: int = 32, template: np.ndarray | None = None, flip_average: bool = False,
+    model: Path | None,
+    batch_size: int = 32,
+    template: np.ndarray | None = None,
+    flip_average: bool = False,
     refine_landmarks: bool = False,
 ) -> RecognizerParts:
     """Recognizer from ``models/manifest.yaml`` (the default one when ``model`` is None) or a user ONNX.
@@ -332,13 +353,17 @@ def build_recognizer(
     return RecognizerParts(aligner=aligner, embedder=embedder, label=label, path=path)
 
 
-def build_detector(detector: Path | None, min_score: float = DEFAULT_MIN_SCORE, batch_size: int = 16) -> tuple[DetectBatch, str]:
+def build_detector(
+    detector: Path | None, min_score: float = DEFAULT_MIN_SCORE, batch_size: int = 16
+) -> tuple[DetectBatch, str]:
     """vigil's detector from the manifest (the default when ``detector`` is None): (batch detect callable, label)."""
     from vigil.detect import FaceDetector
     from vigil.models import ModelRegistry, sha256_of
 
     spec = ModelRegistry().resolve("detector", detector)
     imgsz = max(spec.input_size)
-    face_detector = FaceDetector(spec.path, imgsz=imgsz, conf_threshold=min_score, batch_size=batch_size, model_format=spec.format)
+    face_detector = FaceDetector(
+        spec.path, imgsz=imgsz, conf_threshold=min_score, batch_size=batch_size, model_format=spec.format
+    )
     sha = spec.sha256 or sha256_of(spec.path)
     return face_detector.detect, f"{spec.path.stem}@{sha[:12]}/imgsz{imgsz}"
