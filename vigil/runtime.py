@@ -1,6 +1,9 @@
-"""Builds the runtime objects from a validated config: models, face analyzer, gallery, rules engine, sinks.
+"""The one factory: a validated config -> models, face analyzer, gallery, rules engine, sinks and the pipeline.
 
-Kept apart from the commands so `run`, `process`, `enroll` and `bench` assemble the same stages the same way.
+Every entry point (``vigil run``, ``vigil process``, ``vigil bench pipeline``, and later the HTTP service) builds its
+pipeline with :func:`build_pipeline`, so a stage or sink added to the config reaches all of them. An entry point that
+needs something else changes its config first (``config.model_copy(update=...)``: only what differs) or passes its
+own sink. ``vigil enroll`` uses the first half (:func:`resolve_models`, :func:`build_analyzer`, :func:`enroll`).
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from vigil.alerts import AlertDispatcher
 from vigil.analyzer import FaceAnalyzer
 from vigil.config import RulesConfig, VigilConfig, load_config
 from vigil.embed_schedule import EmbedSchedule
 from vigil.errors import ConfigError
 from vigil.models import ModelRegistry, ModelSpec, calibrated_match_threshold
+from vigil.pipeline import EventSink, WatchPipeline
 from vigil.rules import Gallery, RulesEngine
 from vigil.watchlist import EmbeddingCache, EnrollmentResult, Enroller, load_watchlist
 
@@ -145,3 +150,62 @@ def build_rules(config: VigilConfig, enrollment: EnrollmentResult, models: Loade
     rules = effective_rules(config, models)
     log.info("rules: match_threshold %.3f, margin %.3f", rules.match_threshold, rules.margin)
     return Gallery.from_people(enrollment.people), RulesEngine(rules, enrollment.people, rules.vote_window_hits)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything one config builds: the models, the face stages, the watchlist's gallery and rules, the sink, and a
+    pipeline over them. Built by :func:`build_pipeline`; close it (or the sink) when done.
+
+    ``new_pipeline()`` makes another :class:`WatchPipeline` over the same parts (fresh trackers and counters, the
+    same rules engine, so cooldowns hold across pipelines): ``vigil process`` starts one per video.
+    """
+
+    config: VigilConfig
+    models: LoadedModels
+    analyzer: FaceAnalyzer
+    enrollment: EnrollmentResult
+    gallery: Gallery
+    rules: RulesEngine
+    sink: EventSink
+    pipeline: WatchPipeline
+
+    def new_pipeline(self) -> WatchPipeline:
+        return new_watch_pipeline(self.config, self.analyzer, self.gallery, self.rules, self.sink)
+
+    def close(self) -> None:
+        """Flush and close the sinks."""
+        self.sink.close()
+
+
+def new_watch_pipeline(
+    config: VigilConfig, analyzer: FaceAnalyzer, gallery: Gallery, rules: RulesEngine, sink: EventSink
+) -> WatchPipeline:
+    """The per-batch pipeline over built parts, wired as the config says (cameras, tracker, snapshots, schedule)."""
+    return WatchPipeline(
+        analyzer,
+        gallery,
+        rules,
+        sink,
+        {camera.name: camera for camera in config.cameras},
+        config.tracker,
+        config.data_dir if config.alerts.snapshots else None,
+        embed_schedule=build_embed_schedule(config),
+    )
+
+
+def build_pipeline(config: VigilConfig, watchlist: Path, sink: EventSink | None = None) -> Runtime:
+    """Build every stage from ``config``, enrol ``watchlist``, and wire the pipeline.
+
+    ``sink``: where events go; None builds the sinks ``config.alerts`` names (:meth:`AlertDispatcher.from_config`,
+    after enrolment, so a failing model or watchlist leaves no half-opened sink). The returned runtime owns the sink:
+    :meth:`Runtime.close` closes it.
+    """
+    models = resolve_models(config)
+    analyzer = build_analyzer(config, models)
+    enrollment = enroll(config, watchlist, analyzer, models)
+    gallery, rules = build_rules(config, enrollment, models)
+    if sink is None:
+        sink = AlertDispatcher.from_config(config.alerts, config.data_dir)
+    pipeline = new_watch_pipeline(config, analyzer, gallery, rules, sink)
+    return Runtime(config, models, analyzer, enrollment, gallery, rules, sink, pipeline)

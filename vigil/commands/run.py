@@ -14,12 +14,11 @@ import signal
 import threading
 import time
 
-from vigil.alerts import AlertDispatcher
 from vigil.capture import CameraSource, CameraStats
 from vigil.config import VigilConfig, load_config
 from vigil.errors import ConfigError
 from vigil.pipeline import WatchPipeline
-from vigil.runtime import build_analyzer, build_embed_schedule, build_rules, enroll, resolve_models
+from vigil.runtime import build_pipeline
 
 log = logging.getLogger("vigil.run")
 IDLE_WAIT_S = 0.01  # wait when no camera had a frame, so the loop never spins
@@ -32,14 +31,7 @@ def run_cli(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: watchlist: no watchlist given (set it in the config or pass --watchlist)")
     if not config.cameras:
         raise ConfigError(f"{args.config}: cameras: no camera configured")
-    models = resolve_models(config)
-    analyzer = build_analyzer(config, models)
-    gallery, rules = build_rules(config, enroll(config, watchlist, analyzer, models), models)
-    dispatcher = AlertDispatcher.from_config(config.alerts, config.data_dir)
-    pipeline = WatchPipeline(
-        analyzer, gallery, rules, dispatcher, {c.name: c for c in config.cameras}, config.tracker,
-        config.data_dir if config.alerts.snapshots else None, embed_schedule=build_embed_schedule(config),
-    )  # fmt: skip
+    pipeline = build_pipeline(config, watchlist).pipeline
     stop = threading.Event()
     _install_signal_handlers(stop)
     sources = [CameraSource(camera, config.reconnect) for camera in config.cameras]
