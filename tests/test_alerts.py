@@ -24,9 +24,7 @@ from vigil.alerts import (
     DeliveryResult,
     JsonlSink,
     SqliteSink,
-    UnknownEvent,
     WebhookSink,
-    backoff_delay_s,
     post_json,
     event_from_decision,
     load_events,
@@ -36,8 +34,8 @@ from vigil.alerts import (
 )
 from vigil.config import AlertsConfig, JsonlSinkConfig, WebhookSinkConfig
 from vigil.errors import VigilError
-from vigil.rules import Decision, DecisionKind
-from vigil.types import Alert, AlertStage, ListKind, Person
+from vigil.backoff import backoff_delay_s
+from vigil.types import Alert, AlertStage, Decision, DecisionKind, ListKind, Person, UnknownEvent
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRED_ALERT_KEYS = {"type", "stage", "person_id", "person_name", "list", "camera", "track_id", "score", "margin",
@@ -337,7 +335,8 @@ def test_outbox_delivers_after_the_process_is_killed(tmp_path, receivers):
     port = free_port()
     script = textwrap.dedent(f"""
         import os, signal
-        from vigil.alerts import UnknownEvent, WebhookSink
+        from vigil.alerts import WebhookSink
+        from vigil.types import UnknownEvent
         from vigil.config import WebhookSinkConfig
         sink = WebhookSink({str(db)!r}, WebhookSinkConfig(url="http://127.0.0.1:{port}/hook"), start=False)
         for i in range(3):

@@ -10,7 +10,6 @@ import pytest
 from vigil.config import CameraConfig, RulesConfig, ScheduleWindow, ZoneConfig
 from vigil.errors import VigilError
 from vigil.rules import (
-    DecisionKind,
     Gallery,
     RulesEngine,
     cooldown_allows,
@@ -22,7 +21,7 @@ from vigil.rules import (
     qualifies,
     record_alert,
 )
-from vigil.types import AlertStage, ListKind, Match, Person, Track
+from vigil.types import AlertStage, DecisionKind, ListKind, Match, Person, Track
 
 DIM = 8
 FRAME = (360, 640, 3)

@@ -17,30 +17,19 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from vigil.align import face_quality
 from vigil.analyzer import FaceAnalyzer
+from vigil.alerts import Sink, event_from_decision, new_event_id, save_snapshot
 from vigil.config import CameraConfig, TrackerConfig
-from vigil.alerts import Event, event_from_decision, new_event_id, save_snapshot
 from vigil.embed_schedule import EmbedSchedule, TrackEmbedState, record_embed, should_embed
-from vigil.rules import Decision, Gallery, RulesEngine, match_embedding
-from vigil.track import FaceTracker, TrackUpdate
-from vigil.types import Alert, Face, Frame, Track
+from vigil.rules import Gallery, RulesEngine, match_embedding
+from vigil.track import FaceTracker
+from vigil.types import Alert, Decision, Event, Face, Frame, Track, TrackUpdate
 
 SNAPSHOT_MARGIN = 0.25  # fraction of the box size added around a face in its snapshot
-
-
-class EventSink(Protocol):
-    """Where events go (``vigil.alerts.AlertDispatcher`` fans out to the configured sinks)."""
-
-    def emit(self, event: Event) -> None: ...
-
-    def flush(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -86,7 +75,7 @@ class WatchPipeline:
         analyzer: FaceAnalyzer,
         gallery: Gallery,
         rules: RulesEngine,
-        sink: EventSink,
+        sink: Sink,
         cameras: dict[str, CameraConfig],
         tracker_cfg: TrackerConfig,
         snapshot_dir: Path | None,
@@ -131,8 +120,7 @@ class WatchPipeline:
             tracker = self.trackers[frame.camera] = FaceTracker(frame.camera, self.tracker_cfg, self.frame_rate)
         updates = tracker.update(faces, frame.index, frame.mono_ts_s)
         for track in tracker.expire(frame.mono_ts_s):
-            self.rules.forget(frame.camera, track.track_id)
-            self.embed_states.pop((frame.camera, track.track_id), None)
+            self._end_track(frame.camera, track.track_id)
         self.counters.track_seconds += time.perf_counter() - start
         return updates
 
@@ -189,12 +177,16 @@ class WatchPipeline:
         fold = self.trackers[camera].fold(update.track, update.embedding, self.identity_min_cosine)
         if fold.replaced is not None:
             self.counters.identity_switches += 1
-            self.rules.forget(camera, fold.replaced.track_id)
-            self.embed_states.pop((camera, fold.replaced.track_id), None)
+            self._end_track(camera, fold.replaced.track_id)
             self.log.debug("camera %s: track %d changed identity: new track %d", camera, fold.replaced.track_id, fold.track.track_id)
         elif not fold.folded:
             self.counters.embeddings_held_out += 1
         return fold.track if fold.folded else None
+
+    def _end_track(self, camera: str, track_id: int) -> None:
+        """A track ended (expired, or split off on an identity switch): its rules and embed-schedule state go."""
+        self.rules.forget(camera, track_id)
+        self.embed_states.pop((camera, track_id), None)
 
     def _to_event(self, decision: Decision, frame: Frame, update: TrackUpdate) -> Event:
         event_id = new_event_id()

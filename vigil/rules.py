@@ -33,13 +33,12 @@ from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import Enum
 
 import numpy as np
 
 from vigil.config import WEEKDAYS, CameraConfig, RulesConfig, ScheduleWindow, ZoneConfig
 from vigil.errors import VigilError
-from vigil.types import AlertStage, ListKind, Match, Person, Track
+from vigil.types import AlertStage, Decision, DecisionKind, ListKind, Match, Person, Track
 
 # --------------------------------------------------------------------------------------------------------------------
 # Matching
@@ -239,25 +238,6 @@ def record_alert(table: CooldownTable, camera: str, person_id: str, stage: Alert
 # --------------------------------------------------------------------------------------------------------------------
 # Per-track state and the engine
 # --------------------------------------------------------------------------------------------------------------------
-
-
-class DecisionKind(str, Enum):
-    ALERT = "alert"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the rules decided for one track on one frame; the pipeline turns it into an event with id, ts, snapshot."""
-
-    kind: DecisionKind
-    camera: str
-    track_id: int
-    stage: AlertStage | None  # None for unknown-face events
-    person: Person | None  # None for unknown-face events
-    label: str  # "watchlist" | "vip" | "unknown"
-    score: float  # cosine: the person's latest qualifying score (unknown: this frame's best score)
-    margin: float
 
 
 @dataclass

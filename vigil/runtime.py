@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vigil.alerts import AlertDispatcher
+from vigil.alerts import AlertDispatcher, Sink
 from vigil.analyzer import FaceAnalyzer
 from vigil.config import RulesConfig, VigilConfig, load_config
 from vigil.embed_schedule import EmbedSchedule
 from vigil.errors import ConfigError
 from vigil.models import ModelRegistry, ModelSpec, calibrated_match_threshold
-from vigil.pipeline import EventSink, WatchPipeline
+from vigil.pipeline import WatchPipeline
 from vigil.rules import Gallery, RulesEngine
 from vigil.watchlist import EmbeddingCache, EnrollmentResult, Enroller, load_watchlist
 
@@ -167,7 +167,7 @@ class Runtime:
     enrollment: EnrollmentResult
     gallery: Gallery
     rules: RulesEngine
-    sink: EventSink
+    sink: Sink
     pipeline: WatchPipeline
 
     def new_pipeline(self) -> WatchPipeline:
@@ -179,7 +179,7 @@ class Runtime:
 
 
 def new_watch_pipeline(
-    config: VigilConfig, analyzer: FaceAnalyzer, gallery: Gallery, rules: RulesEngine, sink: EventSink
+    config: VigilConfig, analyzer: FaceAnalyzer, gallery: Gallery, rules: RulesEngine, sink: Sink
 ) -> WatchPipeline:
     """The per-batch pipeline over built parts, wired as the config says (cameras, tracker, snapshots, schedule)."""
     return WatchPipeline(
@@ -194,7 +194,7 @@ def new_watch_pipeline(
     )
 
 
-def build_pipeline(config: VigilConfig, watchlist: Path, sink: EventSink | None = None) -> Runtime:
+def build_pipeline(config: VigilConfig, watchlist: Path, sink: Sink | None = None) -> Runtime:
     """Build every stage from ``config``, enrol ``watchlist``, and wire the pipeline.
 
     ``sink``: where events go; None builds the sinks ``config.alerts`` names (:meth:`AlertDispatcher.from_config`,
