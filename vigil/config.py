@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import time as clock_time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -282,28 +282,32 @@ def load_config(path: Path | str) -> VigilConfig:
 
 
 def resolve_paths(config: VigilConfig, base: Path) -> VigilConfig:
-    """Make every relative path in the config relative to ``base`` (the config file's folder)."""
-
-    def rel(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else base / p
-
-    updates: dict = {"data_dir": rel(config.data_dir) or config.data_dir}
-    if config.watchlist is not None:
-        updates["watchlist"] = rel(config.watchlist) or config.watchlist
-    if config.detector.model is not None:
-        updates["detector"] = config.detector.model_copy(update={"model": rel(config.detector.model) or config.detector.model})
-    if config.recognizer.model is not None:
-        updates["recognizer"] = config.recognizer.model_copy(
-            update={"model": rel(config.recognizer.model) or config.recognizer.model}
-        )
-    if config.alerts.jsonl is not None:
-        jsonl = config.alerts.jsonl.model_copy(update={"path": rel(config.alerts.jsonl.path) or config.alerts.jsonl.path})
-        updates["alerts"] = config.alerts.model_copy(update={"jsonl": jsonl})
+    """Make every relative path in the config relative to ``base`` (the config file's folder): every ``Path`` field
+    of every section, found by walking the models (a new path field needs no change here), and the source of every
+    camera that is a video file."""
+    resolved = _resolve_path_fields(config, base)
     cameras = []
-    for camera in config.cameras:
+    for camera in resolved.cameras:
         source = camera.source
         if camera.is_file and not Path(source).is_absolute():
             source = str(base / source)
         cameras.append(camera.model_copy(update={"source": source}))
-    updates["cameras"] = cameras
-    return config.model_copy(update=updates)
+    return resolved.model_copy(update={"cameras": cameras})
+
+
+def _resolve_path_fields(value: object, base: Path) -> Any:
+    """``value`` with every relative ``Path`` in it (a model's fields, list items) joined onto ``base``."""
+    if isinstance(value, Path):
+        return value if value.is_absolute() else base / value
+    if isinstance(value, BaseModel):
+        updates = {}
+        for name in type(value).model_fields:
+            old = getattr(value, name)
+            new = _resolve_path_fields(old, base)
+            if new is not old:
+                updates[name] = new
+        return value.model_copy(update=updates) if updates else value
+    if isinstance(value, list):
+        items = [_resolve_path_fields(item, base) for item in value]
+        return items if any(new is not old for new, old in zip(items, value)) else value
+    return value
