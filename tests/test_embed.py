@@ -9,7 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from vigil.embed import OnnxEmbedder, usable_providers
+from vigil.embed import OnnxEmbedder
+from vigil.onnx_session import usable_providers
 from vigil.errors import ModelError
 
 SIZE, DIM = 8, 4

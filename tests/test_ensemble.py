@@ -10,10 +10,11 @@ import pytest
 import yaml
 
 from tests.test_embed import SIZE, tiny_left_half_model, tiny_model
-from vigil.embed import OnnxEmbedder, build_embedder
-from vigil.ensemble import ChipResampler, read_members, resample_matrix
+from vigil.embed import OnnxEmbedder
+from vigil.ensemble import ChipResampler, resample_matrix
 from vigil.errors import ModelError
-from vigil.models import ModelRegistry, sha256_of
+from vigil.models import ModelRegistry, read_members, sha256_of
+from vigil.recognizer import build_embedder
 
 # a left-right symmetric 5-point template in a 16 px chip; the members' chips are 8 px
 TEMPLATE_16 = np.array([[4.5, 5.0], [10.5, 5.0], [7.5, 8.0], [5.5, 11.0], [9.5, 11.0]])

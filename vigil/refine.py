@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
 from vigil.errors import ModelError
-from vigil.types import Face
-
-# vigil's 5-point order: eye image-left, eye image-right, nose, mouth image-left, mouth image-right
-MIRROR_ORDER = (1, 0, 2, 4, 3)
+from vigil.models import ModelRegistry, ModelSpec, sha256_of
+from vigil.onnx_session import DEFAULT_PROVIDERS, machine_providers, open_session
+from vigil.types import LANDMARK_FLIP_INDEX, Face
 
 
 def crop_transform(box: np.ndarray, crop_px: int, context: float) -> np.ndarray:
@@ -48,7 +47,7 @@ def points_to_frame(points: np.ndarray, transform: np.ndarray) -> np.ndarray:
 
 def unmirror_points(points: np.ndarray, width: float) -> np.ndarray:
     """Landmarks read in a mirrored image of ``width`` px -> the unmirrored image's, in vigil's point order."""
-    out = np.asarray(points, np.float32)[list(MIRROR_ORDER)].copy()
+    out = np.asarray(points, np.float32)[list(LANDMARK_FLIP_INDEX)].copy()
     out[:, 0] = width - out[:, 0]
     return out
 
@@ -59,13 +58,11 @@ class OnnxLandmarkModel:
     def __init__(self, model_path: Path, providers: Sequence[str], logger: logging.Logger | None = None) -> None:
         import onnxruntime as ort
 
-        from vigil.embed import cuda_driver_present, open_session, usable_providers
-
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ModelError(f"{self.model_path}: landmark model file not found")
         log = logger or logging.getLogger("vigil.refine")
-        wanted = usable_providers(list(providers), ort.get_available_providers(), cuda_driver_present())
+        wanted = machine_providers(providers)
         options = ort.SessionOptions()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # called between other sessions
         self._session = open_session(self.model_path, wanted, options, log, "landmark refiner")
@@ -114,21 +111,17 @@ class LandmarkRefiner:
         return [Face(box=face.box, score=face.score, landmarks=points_to_frame(p, m)) for (_, face), p, m in zip(items, points, transforms)]
 
 
-def build_landmark_refiner(spec, providers: Sequence[str] | None = None) -> LandmarkRefiner:
+def build_landmark_refiner(spec: ModelSpec, providers: Sequence[str] | None = None) -> LandmarkRefiner:
     """The refiner for a manifest ``landmarks`` entry (``crop_context``, ``mirror_average`` from the manifest)."""
     context = float(spec.extra.get("crop_context", 0) or 0)
     if context < 1.0:
         raise ModelError(f"{spec.path}: the manifest gives no crop_context (>= 1) for this landmark model")
-    from vigil.embed import DEFAULT_PROVIDERS
-
     model = OnnxLandmarkModel(spec.path, providers=DEFAULT_PROVIDERS if providers is None else providers)
     return LandmarkRefiner(model, context=context, mirror=bool(spec.extra.get("mirror_average", True)))
 
 
 def default_landmark_refiner() -> tuple[LandmarkRefiner, Path, str]:
     """The manifest's default landmark refiner, with its model file and sha256 (for the labels of reports)."""
-    from vigil.models import ModelRegistry, sha256_of
-
     spec = ModelRegistry().resolve("landmarks", None)
     return build_landmark_refiner(spec), spec.path, spec.sha256 or sha256_of(spec.path)
 

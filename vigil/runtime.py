@@ -19,8 +19,9 @@ from vigil.analyzer import FaceAnalyzer
 from vigil.config import RulesConfig, VigilConfig, load_config
 from vigil.embed_schedule import EmbedSchedule
 from vigil.errors import ConfigError
-from vigil.models import ModelRegistry, ModelSpec, calibrated_match_threshold
+from vigil.models import ModelRegistry, ModelSpec, calibrated_match_threshold, read_members
 from vigil.pipeline import WatchPipeline
+from vigil.refine import LandmarkRefiner, build_landmark_refiner
 from vigil.rules import Gallery, RulesEngine
 from vigil.watchlist import EmbeddingCache, EnrollmentResult, Enroller, load_watchlist
 
@@ -42,8 +43,6 @@ def load_config_or_default(path: Path | None) -> VigilConfig:
 
 def resolve_models(config: VigilConfig, registry: ModelRegistry | None = None) -> LoadedModels:
     """Find (and checksum-verify) the detector and recognizer the config asks for."""
-    from vigil.ensemble import read_members
-
     registry = registry or ModelRegistry()
     recognizer = registry.resolve("recognizer", config.recognizer.model)
     members = () if recognizer.format != "ensemble" else tuple(
@@ -57,7 +56,7 @@ def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
     """Detector + aligner + embedder as the config says (heavy imports happen here, not at import time)."""
     from vigil.align import Aligner
     from vigil.detect import FaceDetector, tile_spec
-    from vigil.embed import build_embedder
+    from vigil.recognizer import build_embedder
 
     detector = FaceDetector(
         models.detector.path,
@@ -81,10 +80,8 @@ def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
     return FaceAnalyzer(detector, aligner, embedder, config.detector.min_face_px, build_refiner(models, config))
 
 
-def build_refiner(models: LoadedModels, config: VigilConfig):
+def build_refiner(models: LoadedModels, config: VigilConfig) -> LandmarkRefiner | None:
     """The landmark refiner for ``models.landmarks`` (None when refinement is off)."""
-    from vigil.refine import build_landmark_refiner
-
     if models.landmarks is None:
         return None
     return build_landmark_refiner(models.landmarks, providers=tuple(config.recognizer.providers))

@@ -32,7 +32,8 @@ import numpy as np
 
 from vigil.errors import VigilError, run_reporting_errors
 from vigil.paths import data_path, repo_path
-from vigil.refine import MIRROR_ORDER, crop_transform
+from vigil.refine import crop_transform
+from vigil.types import LANDMARK_FLIP_INDEX
 
 PRE_CONTEXT = 2.2  # the stored pre-crops cover this multiple of the box, room for jitter and rotation
 PRE_PX = 176
@@ -131,7 +132,7 @@ def make_view(samples: FaceSamples, i: int, crop_px: int, context: float, rng: n
     points = apply(m, samples.teacher[i])
     if rng is not None and rng.random() < 0.5:
         crop = np.ascontiguousarray(crop[:, ::-1])
-        points = points[list(MIRROR_ORDER)]
+        points = points[list(LANDMARK_FLIP_INDEX)]
         points[:, 0] = crop_px - points[:, 0]
     if rng is not None and rng.random() < p_degrade:
         crop = degrade(crop, rng, crop_px / context)

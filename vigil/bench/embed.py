@@ -57,7 +57,7 @@ def _embedder(spec, device: str, batch: int, flip_average: bool = False):
     """The spec's embedder on exactly that device, or None when the provider is not usable here."""
     import onnxruntime as ort
 
-    from vigil.embed import build_embedder
+    from vigil.recognizer import build_embedder
 
     if device == "cuda":
         if PROVIDERS["cuda"] not in ort.get_available_providers():

@@ -21,7 +21,7 @@ def run_cli(args: argparse.Namespace) -> int:
 def check_providers() -> int:
     import onnxruntime
 
-    from vigil.embed import DEFAULT_PROVIDERS, cuda_driver_present, usable_providers
+    from vigil.onnx_session import DEFAULT_PROVIDERS, cuda_driver_present, usable_providers
 
     providers = onnxruntime.get_available_providers()
     driver = cuda_driver_present()

@@ -304,7 +304,8 @@ def build_recognizer(
     on each face before it is aligned; the label gets ``+lm<checksum>``.
     """
     from vigil.align import Aligner
-    from vigil.embed import OnnxEmbedder, build_embedder
+    from vigil.embed import OnnxEmbedder
+    from vigil.recognizer import build_embedder
     from vigil.models import sha256_of
 
     if template is None:
