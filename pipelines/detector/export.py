@@ -34,7 +34,7 @@ def export_onnx(weights: Path, out: Path, imgsz: int) -> Path:
     """Ultralytics' ONNX export of ``weights`` with dynamic batch/height/width, weights stored as fp16."""
     import onnx
 
-    from vigil.detect import configure_ultralytics_offline
+    from vigil.ultralytics_offline import configure_ultralytics_offline
 
     configure_ultralytics_offline()
     from ultralytics import YOLO
@@ -51,7 +51,7 @@ def export_onnx(weights: Path, out: Path, imgsz: int) -> Path:
 
 
 def strip_checkpoint(weights: Path, out: Path) -> Path:
-    from vigil.detect import configure_ultralytics_offline
+    from vigil.ultralytics_offline import configure_ultralytics_offline
 
     configure_ultralytics_offline()
     from ultralytics.utils.torch_utils import strip_optimizer
