@@ -22,6 +22,8 @@ Manifest shape (one entry per shipped file)::
         crop_context: 1.4              # crop side / the detector box's longer side
         mirror_average: true
         card: detector/<name>.md
+        licence: <SPDX id>             # the model's own licence (vigil is AGPL-3.0-only)
+        licence_note: "..."           # where it comes from, and the terms of its training data
 """
 
 from __future__ import annotations
