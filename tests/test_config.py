@@ -70,17 +70,45 @@ BAD_CONFIGS = [
     ("duplicate cameras", "cameras:\n  - {name: a, source: x}\n  - {name: a, source: y}\n", "repeated: a"),
     ("re-embed interval of zero", "recognizer:\n  reembed_interval_frames: 0\n", "recognizer.reembed_interval_frames"),
     ("imgsz not multiple of 32", "detector:\n  imgsz: 500\n", "detector.imgsz"),
-    ("tiles overlapping more than half", "detector:\n  tiling: {tile_px: 480, overlap_px: 300}\n", "detector.tiling: Value error, overlap_px (300) must be at most half"),
+    (
+        "tiles overlapping more than half",
+        "detector:\n  tiling: {tile_px: 480, overlap_px: 300}\n",
+        "detector.tiling: Value error, overlap_px (300) must be at most half",
+    ),
     ("tile too small", "detector:\n  tiling: {tile_px: 32}\n", "detector.tiling.tile_px"),
-    ("tiling without a tile size", "detector:\n  tiling: {overlap_px: 64}\n", "detector.tiling.tile_px: Field required"),
-    ("unknown tiling key", "detector:\n  tiling: {tile_px: 480, overlap: 64}\n", "detector.tiling.overlap: unknown key"),
+    (
+        "tiling without a tile size",
+        "detector:\n  tiling: {overlap_px: 64}\n",
+        "detector.tiling.tile_px: Field required",
+    ),
+    (
+        "unknown tiling key",
+        "detector:\n  tiling: {tile_px: 480, overlap: 64}\n",
+        "detector.tiling.overlap: unknown key",
+    ),
     ("refine flag not a boolean", "detector:\n  refine_landmarks: maybe\n", "detector.refine_landmarks"),
     ("confirm before provisional", "rules:\n  min_hits: 5\n  confirm_hits: 2\n", "confirm_hits must be >= min_hits"),
-    ("zone with two points", "cameras:\n  - {name: a, source: x, zones: [{name: z, points_norm: [[0,0],[1,1]]}]}\n", "cameras[0].zones[0].points_norm"),
-    ("zone outside the frame", "cameras:\n  - {name: a, source: x, zones: [{name: z, points_norm: [[0,0],[2,0],[1,1]]}]}\n", "cameras[0].zones[0].points_norm"),
-    ("bad weekday", "cameras:\n  - {name: a, source: x, schedule: [{days: [funday]}]}\n", "cameras[0].schedule[0].days[0]"),
+    (
+        "zone with two points",
+        "cameras:\n  - {name: a, source: x, zones: [{name: z, points_norm: [[0,0],[1,1]]}]}\n",
+        "cameras[0].zones[0].points_norm",
+    ),
+    (
+        "zone outside the frame",
+        "cameras:\n  - {name: a, source: x, zones: [{name: z, points_norm: [[0,0],[2,0],[1,1]]}]}\n",
+        "cameras[0].zones[0].points_norm",
+    ),
+    (
+        "bad weekday",
+        "cameras:\n  - {name: a, source: x, schedule: [{days: [funday]}]}\n",
+        "cameras[0].schedule[0].days[0]",
+    ),
     ("webhook not http", "alerts:\n  webhook: {url: 'ftp://x'}\n", "alerts.webhook.url"),
-    ("backoff cap below start", "reconnect:\n  initial_backoff_s: 3\n  max_backoff_s: 1\n", "max_backoff_s must be >= initial_backoff_s"),
+    (
+        "backoff cap below start",
+        "reconnect:\n  initial_backoff_s: 3\n  max_backoff_s: 1\n",
+        "max_backoff_s must be >= initial_backoff_s",
+    ),
     ("not a mapping", "- a\n- b\n", "config must be a mapping"),
     ("invalid yaml", "cameras: [\n", "not valid YAML"),
 ]
@@ -153,8 +181,14 @@ def _config_setting(location: tuple, value: str) -> dict:
 
 def test_every_path_field_is_found_by_walking_the_config():
     found = path_fields(VigilConfig)
-    expected = {("data_dir",), ("watchlist",), ("detector", "model"), ("detector", "landmark_model"),
-                ("recognizer", "model"), ("alerts", "jsonl", "path")}
+    expected = {
+        ("data_dir",),
+        ("watchlist",),
+        ("detector", "model"),
+        ("detector", "landmark_model"),
+        ("recognizer", "model"),
+        ("alerts", "jsonl", "path"),
+    }
     assert expected <= set(found)  # the walk really reaches nested and optional sections
 
 

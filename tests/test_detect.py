@@ -65,12 +65,18 @@ def random_detector(random_models):
     from vigil.detect import FaceDetector
 
     # conf 0 keeps (nearly) every anchor of the random model, so boxes spread over the whole frame
-    return FaceDetector(random_models["five"], imgsz=160, conf_threshold=0.0, nms_iou=0.5, device="cpu", batch_size=2, max_det=300)
+    return FaceDetector(
+        random_models["five"], imgsz=160, conf_threshold=0.0, nms_iou=0.5, device="cpu", batch_size=2, max_det=300
+    )
 
 
 def test_random_pose_model_returns_typed_faces_in_frame_pixels(random_detector):
     rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8), rng.integers(0, 255, (90, 50, 3), dtype=np.uint8), np.zeros((300, 300, 3), np.uint8)]
+    frames = [
+        rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8),
+        rng.integers(0, 255, (90, 50, 3), dtype=np.uint8),
+        np.zeros((300, 300, 3), np.uint8),
+    ]
     results = random_detector.detect(frames)
     assert len(results) == len(frames)
     for frame, faces in zip(frames, results):
@@ -177,7 +183,9 @@ def test_offline_configuration():
 def test_filter_min_size(widths, min_px, kept):
     from vigil.detect import filter_min_size
 
-    faces = [Face(box=np.array([0, 0, w, w], np.float32), score=0.9, landmarks=np.zeros((5, 2), np.float32)) for w in widths]
+    faces = [
+        Face(box=np.array([0, 0, w, w], np.float32), score=0.9, landmarks=np.zeros((5, 2), np.float32)) for w in widths
+    ]
     assert [face.width_px for face in filter_min_size(faces, min_px)] == kept
 
 
@@ -206,13 +214,14 @@ def _shipped_model() -> Path:
 def shipped_detector():
     from vigil.config import DetectorConfig
     from vigil.detect import FaceDetector
-
     from vigil.models import ModelRegistry
 
     config = DetectorConfig()
     spec = ModelRegistry().resolve("detector", _shipped_model())
     imgsz = config.imgsz or max(spec.input_size)
-    return FaceDetector(spec.path, imgsz=imgsz, conf_threshold=config.conf_threshold, nms_iou=config.nms_iou, device="cpu")
+    return FaceDetector(
+        spec.path, imgsz=imgsz, conf_threshold=config.conf_threshold, nms_iou=config.nms_iou, device="cpu"
+    )
 
 
 def test_shipped_model_finds_the_single_face_in_lfw_images(shipped_detector, shared_data):
@@ -247,8 +256,14 @@ def test_tiling_finds_small_faces_in_a_large_frame_that_letterboxing_loses(shipp
     for name, (x, y) in zip(LFW_SINGLE_FACE, corners):
         frame[y : y + 80, x : x + 80] = cv2.resize(cv2.imread(str(lfw / name)), (80, 80), interpolation=cv2.INTER_AREA)
     whole_only = shipped_detector.detect_one(frame)
-    tiled = FaceDetector(shipped_detector.model_path, imgsz=shipped_detector.imgsz, conf_threshold=shipped_detector.conf_threshold,
-                         nms_iou=shipped_detector.nms_iou, device="cpu", tiling=TileSpec(tile_px=480, overlap_px=128))
+    tiled = FaceDetector(
+        shipped_detector.model_path,
+        imgsz=shipped_detector.imgsz,
+        conf_threshold=shipped_detector.conf_threshold,
+        nms_iou=shipped_detector.nms_iou,
+        device="cpu",
+        tiling=TileSpec(tile_px=480, overlap_px=128),
+    )
     faces = tiled.detect_one(frame)
     assert len(whole_only) <= 1  # measured: none
     assert len(faces) == len(corners)

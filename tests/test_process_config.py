@@ -1,4 +1,4 @@
-"""`vigil process` and `vigil bench pipeline` change only what differs from the config: no sink or setting is dropped."""
+"""`vigil process` and `vigil bench pipeline` change only what differs from the config: no sink or setting dropped."""
 
 from __future__ import annotations
 
@@ -60,7 +60,10 @@ def test_process_sets_only_its_own_fields(events, data_dir, expected_jsonl, expe
     assert config.alerts.jsonl == expected_jsonl
     assert config.data_dir == expected_data_dir
     assert config.cameras == []
-    assert config.model_copy(update={"alerts": source.alerts, "data_dir": source.data_dir, "cameras": source.cameras}) == source
+    assert (
+        config.model_copy(update={"alerts": source.alerts, "data_dir": source.data_dir, "cameras": source.cameras})
+        == source
+    )
 
 
 def test_bench_turns_off_snapshots_and_keeps_the_rest():
@@ -68,4 +71,6 @@ def test_bench_turns_off_snapshots_and_keeps_the_rest():
     config = bench_config(source, detector_model=None)
     assert config.alerts == source.alerts.model_copy(update={"snapshots": False})
     assert config.cameras == []
-    assert config.detector == source.detector and config.recognizer == source.recognizer and config.rules == source.rules
+    assert (
+        config.detector == source.detector and config.recognizer == source.recognizer and config.rules == source.rules
+    )

@@ -67,12 +67,25 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     lfw.add_argument("--model", type=Path, help="recognizer ONNX (default: the shipped one)")
     lfw.add_argument("--detector", type=Path, help="detector model (default: the shipped one)")
     lfw.add_argument("--lfw-dir", type=Path, help="default: <data>/lfw")
-    lfw.add_argument("--detections-cache", type=Path, help="folder that keeps the detections, to compare recognizers on the same faces")
+    lfw.add_argument(
+        "--detections-cache",
+        type=Path,
+        help="folder that keeps the detections, to compare recognizers on the same faces",
+    )
     lfw.add_argument("--json", type=Path, required=True)
-    lfw.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=True,
-                     help="embed each face with its mirror image, as the runtime does by default (recognizer.flip_average)")
-    lfw.add_argument("--refine-landmarks", action=argparse.BooleanOptionalAction, default=True,
-                     help="refine each face's landmarks with the landmark model before aligning, as the runtime does by default (detector.refine_landmarks)")
+    lfw.add_argument(
+        "--flip-average",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="embed each face with its mirror image, as the runtime does by default (recognizer.flip_average)",
+    )
+    lfw.add_argument(
+        "--refine-landmarks",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="refine each face's landmarks with the landmark model before aligning, as the runtime does by default "
+        "(detector.refine_landmarks)",
+    )
     lfw.set_defaults(func=_handler("vigil.eval.lfw"))
 
     pairs = esub.add_parser("pairs", help="verification pairs from a CSV img1,img2,same")
@@ -81,19 +94,32 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     pairs.add_argument("--model", type=Path)
     pairs.add_argument("--detector", type=Path)
     pairs.add_argument("--json", type=Path, required=True)
-    pairs.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=True,
-                       help="embed each face with its mirror image, as the runtime does by default (recognizer.flip_average)")
-    pairs.add_argument("--refine-landmarks", action=argparse.BooleanOptionalAction, default=True,
-                       help="refine each face's landmarks with the landmark model before aligning, as the runtime does by default (detector.refine_landmarks)")
+    pairs.add_argument(
+        "--flip-average",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="embed each face with its mirror image, as the runtime does by default (recognizer.flip_average)",
+    )
+    pairs.add_argument(
+        "--refine-landmarks",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="refine each face's landmarks with the landmark model before aligning, as the runtime does by default "
+        "(detector.refine_landmarks)",
+    )
     pairs.set_defaults(func=_handler("vigil.eval.pairs"))
 
     wider = esub.add_parser("wider", help="detector AP on a YOLO-format WIDER FACE sample")
     wider.add_argument("--data", type=Path, required=True, help="data.yaml")
     wider.add_argument("--model", type=Path)
     wider.add_argument("--imgsz", type=int, default=640)
-    wider.add_argument("--tile-px", type=int, help="also detect on overlapping tiles of this side (frame px), as detector.tiling does")
+    wider.add_argument(
+        "--tile-px", type=int, help="also detect on overlapping tiles of this side (frame px), as detector.tiling does"
+    )
     wider.add_argument("--tile-overlap-px", type=int, default=128, help="overlap of neighbouring tiles (frame px)")
-    wider.add_argument("--mosaic", help="COLUMNSxROWS: detect on frames of several images side by side (camera-sized frames), e.g. 4x2")
+    wider.add_argument(
+        "--mosaic", help="COLUMNSxROWS: detect on frames of several images side by side (camera-sized frames), e.g. 4x2"
+    )
     wider.add_argument("--json", type=Path, required=True)
     wider.set_defaults(func=_handler("vigil.eval.wider"))
 
@@ -114,15 +140,20 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     ):
         b = bsub.add_parser(name, help=help_text)
         b.add_argument("--json", type=Path, required=True)
-        b.add_argument("--model", type=Path, help="the model to measure (embed: a recognizer; detect, pipeline: a detector)")
+        b.add_argument(
+            "--model", type=Path, help="the model to measure (embed: a recognizer; detect, pipeline: a detector)"
+        )
         b.add_argument("--config", type=Path)
         b.add_argument("--video", type=Path, help="pipeline: the video to run (default: the shared Hamilton clip)")
         b.add_argument("--device", default="auto", help="cpu | cuda | auto")
         b.add_argument("--seconds", type=float, default=10.0, help="time budget per measurement")
         if name == "embed":
-            b.add_argument("--flip-average", action="store_true",
-                           help="each face with its mirror image, as the runtime's default (recognizer.flip_average): "
-                                "faces/s counts faces, not network passes")
+            b.add_argument(
+                "--flip-average",
+                action="store_true",
+                help="each face with its mirror image, as the runtime's default (recognizer.flip_average): "
+                "faces/s counts faces, not network passes",
+            )
         if name == "pipeline":
             b.add_argument("--watchlist", type=Path, help="default: examples/hamilton/watchlist.yaml")
             b.add_argument("--height", type=int, default=720, help="resize frames to this height first (0: as is)")
@@ -130,7 +161,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vigil", description="Real-time face-watchlist alerts for video surveillance.")
+    parser = argparse.ArgumentParser(
+        prog="vigil", description="Real-time face-watchlist alerts for video surveillance."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_run, _add_process, _add_enroll, _add_doctor, _add_eval, _add_bench):

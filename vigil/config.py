@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from vigil.errors import ConfigError
 
 CAMERA_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class StrictModel(BaseModel):
@@ -39,7 +40,7 @@ class ZoneConfig(StrictModel):
 class ScheduleWindow(StrictModel):
     """Local-time window when a camera may alert. ``end`` before ``start`` spans midnight."""
 
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(default=list(WEEKDAYS), min_length=1)
+    days: list[Weekday] = Field(default=list(WEEKDAYS), min_length=1)
     start: clock_time = clock_time(0, 0)
     end: clock_time = clock_time(23, 59, 59)
 
@@ -96,7 +97,12 @@ class TilingConfig(StrictModel):
     more forward pass per tile (1920x1080 with 640 px tiles overlapping by 128: 8 tiles)."""
 
     tile_px: int = Field(ge=64, le=4096, description="side of each square tile, in frame pixels")
-    overlap_px: int = Field(default=128, ge=0, le=2048, description="overlap of neighbouring tiles; faces up to this size lie whole in a tile")
+    overlap_px: int = Field(
+        default=128,
+        ge=0,
+        le=2048,
+        description="overlap of neighbouring tiles; faces up to this size lie whole in a tile",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_half_tile(self) -> TilingConfig:
@@ -131,9 +137,10 @@ class RecognizerConfig(StrictModel):
         default=["CUDAExecutionProvider", "CPUExecutionProvider"], min_length=1
     )
     batch_size: int = Field(default=64, ge=1, le=1024)
-    # Embed each chip and its mirror image and average them (vigil/embed.py): measured TAR at FAR 1e-4 on LFW
-    # 73.5 -> 78.4 % (models/recognizer/dlib-resnet-v1.md), for twice the recognizer's work per embedded face. The
-    # rules' calibrated threshold follows the mode (models/manifest.yaml: match_threshold_flip_average).
+    # Embed each chip and its mirror image and average them (vigil/embed.py), for twice the recognizer's work per
+    # embedded face; what it buys is measured in the recognizer cards (single chip vs flip-averaged rows, e.g.
+    # models/recognizer/dlib-resnet-v1-scene.md). The rules' calibrated threshold follows the mode
+    # (models/manifest.yaml: match_threshold_flip_average).
     flip_average: bool = True
     # When a tracked face is (re-)embedded (vigil/embed_schedule.py): every frame for a track's first
     # `embed_every_frame_hits` embeddings, then every `reembed_interval_frames` frames or when the face's quality
@@ -153,11 +160,14 @@ class TrackerConfig(StrictModel):
     track_buffer_frames: int = Field(default=30, ge=1, le=10_000)
     max_track_age_s: PositiveSeconds = 5.0
     identity_switch_hits: int = Field(
-        default=3, ge=0, le=100,
+        default=3,
+        ge=0,
+        le=100,
         description="split a track after this many consecutive embeddings that do not match its own face (0: never)",
     )
     identity_min_cosine: Fraction | None = Field(
-        default=None, description="cosine to the track's own face below which an embedding does not match it; None: "
+        default=None,
+        description="cosine to the track's own face below which an embedding does not match it; None: "
         "the rules' match threshold (the recognizer's calibrated one), so the scale follows the recognizer",
     )
 

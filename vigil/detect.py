@@ -23,8 +23,8 @@ import numpy as np
 
 from vigil.errors import ModelError, VigilError
 from vigil.tiling import TileSpec, detect_tiled
-from vigil.ultralytics_offline import configure_ultralytics_offline
 from vigil.types import Face
+from vigil.ultralytics_offline import configure_ultralytics_offline
 
 NUM_KEYPOINTS = 5
 MODEL_SUFFIXES = (".pt", ".onnx")
@@ -62,7 +62,8 @@ class FaceDetector:
     [0, 1]; ``nms_iou`` the NMS IoU threshold; ``device`` ``auto | cpu | cuda | cuda:N``; ``batch_size`` the number of
     frames per forward pass; ``max_det`` the most faces kept per frame. Half precision is used on CUDA.
     ``tiling``: also detect on overlapping tiles of each frame and merge (:mod:`vigil.tiling`); None (the default)
-    detects on the whole frame only. An instance holds one Ultralytics predictor: call it from one thread (the pipeline's inference thread).
+    detects on the whole frame only. An instance holds one Ultralytics predictor: call it from one thread (the
+    pipeline's inference thread).
     """
 
     def __init__(
@@ -88,8 +89,15 @@ class FaceDetector:
         self.device = resolve_device(device)
         self.half = self.device.startswith("cuda")
         self._yolo = self._load()
-        self.log.info("detector %s on %s (imgsz %d, conf %.2f, nms iou %.2f%s)", self.model_path.name, self.device, self.imgsz,
-                      self.conf_threshold, self.nms_iou, "" if tiling is None else f", tiles {tiling.tile_px} px overlapping {tiling.overlap_px} px")
+        self.log.info(
+            "detector %s on %s (imgsz %d, conf %.2f, nms iou %.2f%s)",
+            self.model_path.name,
+            self.device,
+            self.imgsz,
+            self.conf_threshold,
+            self.nms_iou,
+            "" if tiling is None else f", tiles {tiling.tile_px} px overlapping {tiling.overlap_px} px",
+        )
 
     def _load(self):
         path = self.model_path
@@ -116,7 +124,9 @@ class FaceDetector:
         if task is None:
             raise ModelError(f"{self.model_path}: has no keypoints, need a pose model with {NUM_KEYPOINTS} keypoints")
         if task != "pose" or kpt_shape is None:
-            raise ModelError(f"{self.model_path}: is a {task!r} model, need a pose model with {NUM_KEYPOINTS} keypoints")
+            raise ModelError(
+                f"{self.model_path}: is a {task!r} model, need a pose model with {NUM_KEYPOINTS} keypoints"
+            )
         if int(kpt_shape[0]) != NUM_KEYPOINTS:
             raise ModelError(f"{self.model_path}: pose model has {int(kpt_shape[0])} keypoints, need {NUM_KEYPOINTS}")
 
@@ -145,7 +155,10 @@ class FaceDetector:
         """
         for index, frame in enumerate(frames):
             if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.size == 0:
-                raise VigilError(f"frame {index}: expected an H x W x 3 BGR array, got {getattr(frame, 'shape', type(frame).__name__)}")
+                raise VigilError(
+                    f"frame {index}: expected an H x W x 3 BGR array, "
+                    f"got {getattr(frame, 'shape', type(frame).__name__)}"
+                )
         if self.tiling is None:
             return self._predict(frames)
         return detect_tiled(self._predict, frames, self.tiling, self.nms_iou, self.max_det)

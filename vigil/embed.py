@@ -13,13 +13,14 @@ so a model's calibrated threshold for this mode is its own manifest key (vigil.m
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from vigil.errors import ModelError
 from vigil.onnx_session import DEFAULT_PROVIDERS, machine_providers, open_session
+
 
 class OnnxEmbedder:
     """Batched embeddings of aligned chips.
@@ -56,17 +57,23 @@ class OnnxEmbedder:
             )
         self._input_name, self.input_size = self._read_input()
         self.dim: int = self._read_dim()
-        self._log.info("embedder %s: provider %s, input %dx%d, dim %d%s",
-                       self.model_path.name, self.provider, self.input_size, self.input_size, self.dim,
-                       ", flip-averaged" if self.flip_average else "")
+        self._log.info(
+            "embedder %s: provider %s, input %dx%d, dim %d%s",
+            self.model_path.name,
+            self.provider,
+            self.input_size,
+            self.input_size,
+            self.dim,
+            ", flip-averaged" if self.flip_average else "",
+        )
 
     def _create_session(self, wanted: list[str]):
         return open_session(self.model_path, wanted, self._session_options(), self._log, "embedder")
 
     def _session_options(self):
         """onnxruntime's CPU threads spin after each run waiting for the next one; two sessions called in turn (the
-        members of an ensemble) then fight over the cores: 106 ms per face instead of 37 on two cores. Members
-        therefore run with ``spin_wait=False``."""
+        members of an ensemble) then fight over the cores (measured: models/recognizer/dlib-scene-sface.md, "Speed").
+        Members therefore run with ``spin_wait=False``."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -86,7 +93,7 @@ class OnnxEmbedder:
             and shape[3] == 3
             and inputs[0].type == "tensor(uint8)"
         )
-        if not ok:
+        if not ok or shape is None:
             got = [(i.name, i.type, i.shape) for i in inputs]
             raise ModelError(f"{self.model_path}: expected one uint8 input [N,S,S,3], got {got}")
         return inputs[0].name, int(shape[1])

@@ -61,7 +61,7 @@ def resample_matrix(out_size: int, in_size: int, scale: float, shift: float) -> 
 
 
 class ChipResampler:
-    """The member chip (size ``member_size``, ``member_template``) from an ensemble chip (``chip_size``, ``template``)."""
+    """The member chip (``member_size``, ``member_template``) from an ensemble chip (``chip_size``, ``template``)."""
 
     def __init__(self, template: np.ndarray, chip_size: int, member_template: np.ndarray, member_size: int) -> None:
         matrix = estimate_similarity(np.asarray(template, np.float64), np.asarray(member_template, np.float64))
@@ -82,16 +82,24 @@ class ChipResampler:
 class EnsembleEmbedder:
     """Same interface as vigil.embed.OnnxEmbedder: ``embed(chips) -> unit vectors``, ``input_size``, ``dim``."""
 
-    def __init__(self, members: Sequence[tuple[float, OnnxEmbedder, ChipResampler]], chip_size: int,
-                 logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        members: Sequence[tuple[float, OnnxEmbedder, ChipResampler]],
+        chip_size: int,
+        logger: logging.Logger | None = None,
+    ) -> None:
         self._members = list(members)
         self.input_size = int(chip_size)
         self.dim = int(sum(embedder.dim for _, embedder, _ in self._members))
         self.provider = self._members[0][1].provider
         self.flip_average = self._members[0][1].flip_average
         (logger or logging.getLogger("vigil.embed")).info(
-            "ensemble embedder: %s, input %dx%d, dim %d", ", ".join(
-                f"{e.model_path.name} x{w:g}" for w, e, _ in self._members), chip_size, chip_size, self.dim)
+            "ensemble embedder: %s, input %dx%d, dim %d",
+            ", ".join(f"{e.model_path.name} x{w:g}" for w, e, _ in self._members),
+            chip_size,
+            chip_size,
+            self.dim,
+        )
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         check_chips(chips, self.input_size)
@@ -116,12 +124,24 @@ def build_ensemble_embedder(
     for member in read_members(spec.path):
         member_spec = registry.named(member.model, "recognizer", where=f"{spec.path}: members")
         if member_spec.format != "onnx" or member_spec.alignment_template is None:
-            raise ModelError(f"{spec.path}: members: {member.model} must be an ONNX recognizer with an alignment_template")
+            raise ModelError(
+                f"{spec.path}: members: {member.model} must be an ONNX recognizer with an alignment_template"
+            )
         if member_spec.sha256 != member.sha256:
-            raise ModelError(f"{spec.path}: members: {member.model} is not the file this ensemble was made with "
-                             f"(sha256 {member_spec.sha256[:12]}..., pinned {member.sha256[:12]}...)")
-        embedder = OnnxEmbedder(member_spec.path, providers=providers, batch_size=batch_size, logger=logger,
-                                flip_average=flip_average, spin_wait=False)
-        resample = ChipResampler(spec.alignment_template, chip_size, member_spec.alignment_template, embedder.input_size)
+            raise ModelError(
+                f"{spec.path}: members: {member.model} is not the file this ensemble was made with "
+                f"(sha256 {str(member_spec.sha256)[:12]}..., pinned {member.sha256[:12]}...)"
+            )
+        embedder = OnnxEmbedder(
+            member_spec.path,
+            providers=providers,
+            batch_size=batch_size,
+            logger=logger,
+            flip_average=flip_average,
+            spin_wait=False,
+        )
+        resample = ChipResampler(
+            spec.alignment_template, chip_size, member_spec.alignment_template, embedder.input_size
+        )
         members.append((member.weight, embedder, resample))
     return EnsembleEmbedder(members, chip_size, logger)

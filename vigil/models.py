@@ -106,7 +106,16 @@ class ModelRegistry:
 
     def _spec_from_entry(self, name: str, entry: dict) -> ModelSpec:
         template = entry.get("alignment_template")
-        known = {"kind", "file", "sha256", "input_size", "format", "embedding_size", "alignment_template", "colour_order"}
+        known = {
+            "kind",
+            "file",
+            "sha256",
+            "input_size",
+            "format",
+            "embedding_size",
+            "alignment_template",
+            "colour_order",
+        }
         return ModelSpec(
             name=name,
             kind=entry["kind"],
@@ -162,7 +171,9 @@ class ModelRegistry:
         base = self.default(kind)
         if base.format == "ensemble":  # a single user ONNX borrows the settings of the ensemble's first member
             base = self.named(read_members(base.path)[0].model, kind, where=str(base.path))
-        self.log.warning("%s: not in %s, no checksum to verify; using %s's settings", path, self.manifest_path, base.name)
+        self.log.warning(
+            "%s: not in %s, no checksum to verify; using %s's settings", path, self.manifest_path, base.name
+        )
         fmt = "onnx" if path.suffix.lower() == ".onnx" else base.format
         return ModelSpec(
             name=path.stem,
@@ -197,7 +208,10 @@ def read_members(path: Path) -> list[MemberSpec]:
     except (OSError, yaml.YAMLError) as exc:
         raise ModelError(f"{path}: cannot read ensemble file ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict) or set(raw) != {"members"} or not isinstance(raw["members"], list):
-        raise ModelError(f"{path}: expected exactly one key 'members' (a list), got {sorted(raw) if isinstance(raw, dict) else type(raw).__name__}")
+        raise ModelError(
+            f"{path}: expected exactly one key 'members' (a list), "
+            f"got {sorted(raw) if isinstance(raw, dict) else type(raw).__name__}"
+        )
     members = [_member(path, i, entry) for i, entry in enumerate(raw["members"])]
     if len(members) < 2:
         raise ModelError(f"{path}: members: an ensemble needs at least 2 models, got {len(members)}")

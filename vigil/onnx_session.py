@@ -62,7 +62,9 @@ def open_session(model_path: Path, wanted: list[str], options: Any, log: logging
     except Exception as exc:  # onnxruntime raises several exception types for bad files and providers
         if wanted == [CPU_PROVIDER]:
             raise ModelError(f"{model_path}: cannot load ONNX model ({_one_line(exc)})") from exc
-        log.warning("%s %s: %s failed (%s); falling back to CPU", role, Path(model_path).name, wanted[0], _one_line(exc))
+        log.warning(
+            "%s %s: %s failed (%s); falling back to CPU", role, Path(model_path).name, wanted[0], _one_line(exc)
+        )
     try:
         return ort.InferenceSession(str(model_path), options, providers=[CPU_PROVIDER])
     except Exception as exc:

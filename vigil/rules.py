@@ -49,7 +49,8 @@ from vigil.types import AlertStage, Decision, DecisionKind, ListKind, Match, Per
 class Gallery:
     """The enrolled people as matrices, built once per watchlist (``Gallery.from_people``).
 
-    Scoring (see :func:`match_embedding`): a person's score is ``max(cos(query, prototype), max_k cos(query, photo_k))``.
+    Scoring (see :func:`match_embedding`): a person's score is
+    ``max(cos(query, prototype), max_k cos(query, photo_k))``.
     The prototype (mean of the photos) is the robust centre; the per-photo maximum rescues a query that resembles
     one enrolled view (e.g. a profile photo) better than the mean of frontal and profile views. The maximum over
     K+1 vectors lifts impostor scores slightly versus the prototype alone, so thresholds must be calibrated with
@@ -127,7 +128,11 @@ def match_embedding(vector: np.ndarray, gallery: Gallery) -> Match:
 
 def threshold_for(person: Person, rules: RulesConfig) -> float:
     """The person's own threshold when set, else the global ``match_threshold`` (cosine)."""
-    return rules.match_threshold if person.threshold is None else float(person.threshold)
+    if person.threshold is not None:
+        return float(person.threshold)
+    if rules.match_threshold is None:
+        raise ValueError("rules.match_threshold is unresolved: pass the rules through runtime.effective_rules first")
+    return rules.match_threshold
 
 
 def passes_threshold(match: Match, person: Person, rules: RulesConfig) -> bool:
@@ -276,19 +281,12 @@ def provisional_ready(state: TrackDecisionState, person_id: str, rules: RulesCon
 
 
 def confirmed_ready(state: TrackDecisionState, person_id: str, rules: RulesConfig) -> bool:
-    return (
-        state.hits_for(person_id) >= rules.confirm_hits
-        and state.share(person_id) >= rules.confirm_vote_fraction
-    )
+    return state.hits_for(person_id) >= rules.confirm_hits and state.share(person_id) >= rules.confirm_vote_fraction
 
 
 def unknown_ready(state: TrackDecisionState, rules: RulesConfig) -> bool:
     someone = any(pid is not None and n >= rules.min_hits for pid, n in state.votes.items())
-    return (
-        state.total_votes >= rules.confirm_hits
-        and state.share(None) >= rules.confirm_vote_fraction
-        and not someone
-    )
+    return state.total_votes >= rules.confirm_hits and state.share(None) >= rules.confirm_vote_fraction and not someone
 
 
 class RulesEngine:
@@ -302,8 +300,11 @@ class RulesEngine:
         if vote_window_hits is not None and vote_window_hits < 1:
             raise ValueError("vote_window_hits must be >= 1")
         if rules.match_threshold is None:
-            raise ValueError("rules.match_threshold is unresolved: pass the rules through runtime.effective_rules first")
+            raise ValueError(
+                "rules.match_threshold is unresolved: pass the rules through runtime.effective_rules first"
+            )
         self.rules = rules
+        self.match_threshold: float = rules.match_threshold  # the global threshold, resolved
         self.vote_window_hits = vote_window_hits
         self._people: dict[str, Person] = {}
         self._tracks: dict[tuple[str, int], TrackDecisionState] = {}
@@ -344,7 +345,10 @@ class RulesEngine:
         state.add_vote(vote)
         if vote is not None:
             state.last_scores[vote] = (match.score, match.margin)
-        if not (is_active(camera.schedule, now_wall) and in_zones(track.box if box is None else box, camera.zones, frame_shape)):
+        if not (
+            is_active(camera.schedule, now_wall)
+            and in_zones(track.box if box is None else box, camera.zones, frame_shape)
+        ):
             return []
         decisions = [
             decision
@@ -354,8 +358,9 @@ class RulesEngine:
         if self.rules.unknown_events and not state.unknown_fired and unknown_ready(state, self.rules):
             state.unknown_fired = True
             decisions.append(
-                Decision(DecisionKind.UNKNOWN, camera.name, track.track_id, None, None, "unknown", match.score,
-                         match.margin)
+                Decision(
+                    DecisionKind.UNKNOWN, camera.name, track.track_id, None, None, "unknown", match.score, match.margin
+                )
             )
         return decisions
 

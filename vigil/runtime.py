@@ -23,7 +23,7 @@ from vigil.models import ModelRegistry, ModelSpec, calibrated_match_threshold, r
 from vigil.pipeline import WatchPipeline
 from vigil.refine import LandmarkRefiner, build_landmark_refiner
 from vigil.rules import Gallery, RulesEngine
-from vigil.watchlist import EmbeddingCache, EnrollmentResult, Enroller, load_watchlist
+from vigil.watchlist import EmbeddingCache, Enroller, EnrollmentResult, load_watchlist
 
 log = logging.getLogger("vigil.runtime")
 
@@ -45,11 +45,23 @@ def resolve_models(config: VigilConfig, registry: ModelRegistry | None = None) -
     """Find (and checksum-verify) the detector and recognizer the config asks for."""
     registry = registry or ModelRegistry()
     recognizer = registry.resolve("recognizer", config.recognizer.model)
-    members = () if recognizer.format != "ensemble" else tuple(
-        registry.named(member.model, "recognizer", where=f"{recognizer.path}: members") for member in read_members(recognizer.path))
-    landmarks = registry.resolve("landmarks", config.detector.landmark_model) if config.detector.refine_landmarks else None
-    return LoadedModels(detector=registry.resolve("detector", config.detector.model), recognizer=recognizer,
-                        recognizer_members=members, landmarks=landmarks)
+    members = (
+        ()
+        if recognizer.format != "ensemble"
+        else tuple(
+            registry.named(member.model, "recognizer", where=f"{recognizer.path}: members")
+            for member in read_members(recognizer.path)
+        )
+    )
+    landmarks = (
+        registry.resolve("landmarks", config.detector.landmark_model) if config.detector.refine_landmarks else None
+    )
+    return LoadedModels(
+        detector=registry.resolve("detector", config.detector.model),
+        recognizer=recognizer,
+        recognizer_members=members,
+        landmarks=landmarks,
+    )
 
 
 def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
@@ -93,12 +105,16 @@ def enrolment_cache_key(config: VigilConfig, models: LoadedModels) -> str:
     import hashlib
 
     templates = [spec.alignment_template for spec in (models.recognizer, *models.recognizer_members)]
-    template_text = ";".join("none" if template is None else ",".join(f"{v:.3f}" for v in np.asarray(template, dtype=float).ravel())
-                             for template in templates)
-    return (f"{models.recognizer.sha256 or models.recognizer.path}:{models.detector.sha256 or models.detector.path}"
-            f":template-{hashlib.sha256(template_text.encode()).hexdigest()[:12]}"
-            f"{':landmarks-' + (models.landmarks.sha256 or str(models.landmarks.path))[:12] if models.landmarks else ''}"
-            f"{':flip' if config.recognizer.flip_average else ''}")
+    template_text = ";".join(
+        "none" if template is None else ",".join(f"{v:.3f}" for v in np.asarray(template, dtype=float).ravel())
+        for template in templates
+    )
+    return (
+        f"{models.recognizer.sha256 or models.recognizer.path}:{models.detector.sha256 or models.detector.path}"
+        f":template-{hashlib.sha256(template_text.encode()).hexdigest()[:12]}"
+        f"{':landmarks-' + (models.landmarks.sha256 or str(models.landmarks.path))[:12] if models.landmarks else ''}"
+        f"{':flip' if config.recognizer.flip_average else ''}"
+    )
 
 
 def enroll(
@@ -110,8 +126,12 @@ def enroll(
     result = Enroller(analyzer, cache, config.detector.min_face_px).enroll(watchlist, strict=strict)
     log.info(
         "%s: %d people enrolled (%d photos embedded, %d from cache, %d skipped)",
-        watchlist_path, len(result.people), result.photos_embedded, result.photos_from_cache, len(result.problems),
-    )  # fmt: skip
+        watchlist_path,
+        len(result.people),
+        result.photos_embedded,
+        result.photos_from_cache,
+        len(result.problems),
+    )
     return result
 
 
@@ -128,7 +148,8 @@ def effective_rules(config: VigilConfig, models: LoadedModels) -> RulesConfig:
     if calibrated is None:
         mode = "flip-averaged (recognizer.flip_average: true)" if flip else "single-chip"
         raise ConfigError(
-            f"rules.match_threshold: not set, and {models.recognizer.path} has no calibrated {mode} match threshold in the manifest"
+            f"rules.match_threshold: not set, and {models.recognizer.path} has no calibrated {mode} match threshold "
+            "in the manifest"
         )
     return config.rules.model_copy(update={"match_threshold": float(calibrated)})
 

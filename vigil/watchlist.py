@@ -155,7 +155,9 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 class Enroller:
     """Turns a watchlist into gallery ``Person`` objects."""
 
-    def __init__(self, analyzer: PhotoAnalyzer, cache: EmbeddingCache, min_face_px: int, logger: logging.Logger | None = None):
+    def __init__(
+        self, analyzer: PhotoAnalyzer, cache: EmbeddingCache, min_face_px: int, logger: logging.Logger | None = None
+    ):
         self.analyzer = analyzer
         self.cache = cache
         self.min_face_px = min_face_px

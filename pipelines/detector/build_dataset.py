@@ -59,7 +59,9 @@ def split_of(group: str, val_fraction: float, seed: int = 0) -> str:
     return "val" if int.from_bytes(digest[:4], "big") / 2**32 < val_fraction else "train"
 
 
-def load_labelled(cache_dir: Path, sources: tuple[str, ...], params: FusionParams, val_fraction: float) -> list[LabelledImage]:
+def load_labelled(
+    cache_dir: Path, sources: tuple[str, ...], params: FusionParams, val_fraction: float
+) -> list[LabelledImage]:
     """Fuse the cached teacher faces of every image of ``sources``."""
     out = []
     for source in sources:
@@ -71,7 +73,11 @@ def load_labelled(cache_dir: Path, sources: tuple[str, ...], params: FusionParam
             per_teacher = {name: rows_to_faces(rows) for name, rows in rec["faces"].items()}
             faces = fuse_faces(per_teacher, params)
             split = "train" if source == "video" else split_of(rec["group"], val_fraction)
-            out.append(LabelledImage(key, rec["group"], split, rec["w"], rec["h"], faces, unconfirmed_boxes(per_teacher, faces)))
+            out.append(
+                LabelledImage(
+                    key, rec["group"], split, rec["w"], rec["h"], faces, unconfirmed_boxes(per_teacher, faces)
+                )
+            )
     return out
 
 
@@ -206,7 +212,9 @@ def write_data_yaml(dataset: Path) -> Path:
 # ---------------------------------------------------------------- synthesiser sources (bank)
 
 
-def crop_face(img: np.ndarray, face: Face, others: np.ndarray, context: float, max_face_px: int) -> tuple[np.ndarray, dict] | None:
+def crop_face(
+    img: np.ndarray, face: Face, others: np.ndarray, context: float, max_face_px: int
+) -> tuple[np.ndarray, dict] | None:
     """A square crop around ``face`` (side = ``context`` x its longer side), face scaled to <= max_face_px.
 
     None when the crop leaves the image by more than 10 % or touches another face (``others``).
@@ -227,11 +235,18 @@ def crop_face(img: np.ndarray, face: Face, others: np.ndarray, context: float, m
     crop = img[cy1:cy2, cx1:cx2]
     scale = min(1.0, max_face_px / max(x2 - x1, y2 - y1))
     if scale < 1.0:
-        crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+        crop = cv2.resize(
+            crop,
+            (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
+            interpolation=cv2.INTER_AREA,
+        )
     offset = np.array([cx1, cy1], dtype=np.float64)
     box = ((face.box.reshape(2, 2) - offset) * scale).reshape(4)
     lms = (face.landmarks - offset) * scale
-    meta = {"box": [round(float(v), 2) for v in box], "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in lms]}
+    meta = {
+        "box": [round(float(v), 2) for v in box],
+        "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in lms],
+    }
     return crop, meta
 
 
@@ -249,7 +264,9 @@ def background_strip(img: np.ndarray, blocked: np.ndarray, min_side: int = 48) -
     return max(strips, key=lambda s: s.shape[0] * s.shape[1]) if strips else None
 
 
-def write_bank(root: Path, items: list[LabelledImage], bank: Path, min_face_px: int, max_face_px: int, min_score: float) -> dict[str, int]:
+def write_bank(
+    root: Path, items: list[LabelledImage], bank: Path, min_face_px: int, max_face_px: int, min_score: float
+) -> dict[str, int]:
     """Face crops + metadata (``faces.jsonl``) and background strips per split under ``bank/<split>``."""
     import cv2
 
@@ -266,7 +283,9 @@ def write_bank(root: Path, items: list[LabelledImage], bank: Path, min_face_px: 
             for n, face in enumerate(item.faces):
                 if face.score < min_score or min(face.width_px, face.height_px) < min_face_px:
                     continue
-                others = np.stack([b for j, b in enumerate(all_boxes) if j != n]) if len(all_boxes) > 1 else np.zeros((0, 4))
+                others = (
+                    np.stack([b for j, b in enumerate(all_boxes) if j != n]) if len(all_boxes) > 1 else np.zeros((0, 4))
+                )
                 res = crop_face(img, face, others, context=1.6, max_face_px=max_face_px)
                 if res is None:
                     continue
@@ -279,7 +298,9 @@ def write_bank(root: Path, items: list[LabelledImage], bank: Path, min_face_px: 
             blocked = np.stack(all_boxes) if all_boxes else np.zeros((0, 4))
             strip = background_strip(img, blocked)
             if strip is not None:
-                cv2.imwrite(str(bank / item.split / "backgrounds" / f"{stem}.jpg"), strip, [cv2.IMWRITE_JPEG_QUALITY, 85])
+                cv2.imwrite(
+                    str(bank / item.split / "backgrounds" / f"{stem}.jpg"), strip, [cv2.IMWRITE_JPEG_QUALITY, 85]
+                )
                 counts[f"{item.split}_backgrounds"] = counts.get(f"{item.split}_backgrounds", 0) + 1
     finally:
         for fh in handles.values():
@@ -290,7 +311,16 @@ def write_bank(root: Path, items: list[LabelledImage], bank: Path, min_face_px: 
 # ---------------------------------------------------------------- carry for a GPU machine
 
 
-def pack_carry(dataset: Path, bank: Path, out_dir: Path, real_budget_mb: float, real_val: int, bank_faces: int, bank_backgrounds: int, seed: int = 0) -> dict[str, float]:
+def pack_carry(
+    dataset: Path,
+    bank: Path,
+    out_dir: Path,
+    real_budget_mb: float,
+    real_val: int,
+    bank_faces: int,
+    bank_backgrounds: int,
+    seed: int = 0,
+) -> dict[str, float]:
     """Tar a size-bounded subset for a machine that synthesises scenes itself (gpu_job.sh).
 
     ``real.tar.gz``: ``real_val`` real val images and a deterministic random subset of real train images up
@@ -333,7 +363,9 @@ def pack_carry(dataset: Path, bank: Path, out_dir: Path, real_budget_mb: float, 
                 tar.add(bank / split / "faces" / name, arcname=f"bank/{split}/faces/{name}")
             backgrounds = sorted((bank / split / "backgrounds").glob("*.jpg"))
             if len(backgrounds) > bank_backgrounds:
-                backgrounds = [backgrounds[i] for i in sorted(rng.choice(len(backgrounds), bank_backgrounds, replace=False))]
+                backgrounds = [
+                    backgrounds[i] for i in sorted(rng.choice(len(backgrounds), bank_backgrounds, replace=False))
+                ]
             for bg in backgrounds:
                 tar.add(bg, arcname=f"bank/{split}/backgrounds/{bg.name}")
     sizes["bank.tar.gz"] = (out_dir / "bank.tar.gz").stat().st_size / 2**20
@@ -342,7 +374,12 @@ def pack_carry(dataset: Path, bank: Path, out_dir: Path, real_budget_mb: float, 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", nargs="+", default=["real", "bank", "landmarks", "yaml"], choices=["real", "bank", "landmarks", "yaml", "pack"])
+    parser.add_argument(
+        "--steps",
+        nargs="+",
+        default=["real", "bank", "landmarks", "yaml"],
+        choices=["real", "bank", "landmarks", "yaml", "pack"],
+    )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--out", type=Path, default=WORK / "dataset")
     parser.add_argument("--bank", type=Path, default=WORK / "bank")
@@ -352,7 +389,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bank-min-face", type=int, default=40, help="px, smallest face cut for the bank")
     parser.add_argument("--bank-max-face", type=int, default=64, help="px, faces are stored at most this wide")
     parser.add_argument("--bank-min-score", type=float, default=0.6)
-    parser.add_argument("--carry", type=Path, default=repo_root() / "work" / "carry" / "detdata", help="pack: output folder")
+    parser.add_argument(
+        "--carry", type=Path, default=repo_root() / "work" / "carry" / "detdata", help="pack: output folder"
+    )
     parser.add_argument("--carry-real-mb", type=float, default=10.5, help="pack: MiB of real train images")
     parser.add_argument("--carry-real-val", type=int, default=300, help="pack: real val images")
     parser.add_argument("--carry-bank-faces", type=int, default=5000, help="pack: train face crops")
@@ -360,16 +399,32 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.steps == ["pack"]:
-        LOG.info("packed: %s", pack_carry(args.out, args.bank, args.carry, args.carry_real_mb, args.carry_real_val, args.carry_bank_faces, args.carry_backgrounds))
+        LOG.info(
+            "packed: %s",
+            pack_carry(
+                args.out,
+                args.bank,
+                args.carry,
+                args.carry_real_mb,
+                args.carry_real_val,
+                args.carry_bank_faces,
+                args.carry_backgrounds,
+            ),
+        )
         return
     root = data_dir()
     items = load_labelled(args.cache, tuple(args.sources), FusionParams(), args.val_fraction)
     n_faces = sum(len(it.faces) for it in items)
-    LOG.info("%d images, %d fused faces, %d painted-out boxes", len(items), n_faces, sum(len(it.unconfirmed) for it in items))
+    LOG.info(
+        "%d images, %d fused faces, %d painted-out boxes", len(items), n_faces, sum(len(it.unconfirmed) for it in items)
+    )
     if "real" in args.steps:
         LOG.info("real images written: %s", write_real(root, items, args.out, args.jpeg_quality))
     if "bank" in args.steps:
-        LOG.info("bank written: %s", write_bank(root, items, args.bank, args.bank_min_face, args.bank_max_face, args.bank_min_score))
+        LOG.info(
+            "bank written: %s",
+            write_bank(root, items, args.bank, args.bank_min_face, args.bank_max_face, args.bank_min_score),
+        )
     if "landmarks" in args.steps:
         for source, prefix in (("celeba", "celeba299/"), ("lfw", "lfw/")):
             path = WORK / f"landmarks_{source}.json"
@@ -377,7 +432,18 @@ def main(argv: list[str] | None = None) -> None:
     if "yaml" in args.steps:
         LOG.info("wrote %s", write_data_yaml(args.out))
     if "pack" in args.steps:
-        LOG.info("packed: %s", pack_carry(args.out, args.bank, args.carry, args.carry_real_mb, args.carry_real_val, args.carry_bank_faces, args.carry_backgrounds))
+        LOG.info(
+            "packed: %s",
+            pack_carry(
+                args.out,
+                args.bank,
+                args.carry,
+                args.carry_real_mb,
+                args.carry_real_val,
+                args.carry_bank_faces,
+                args.carry_backgrounds,
+            ),
+        )
 
 
 if __name__ == "__main__":

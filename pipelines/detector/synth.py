@@ -67,7 +67,13 @@ def load_bank(bank_dir: Path, split: str) -> Bank:
     for n, line in enumerate(meta.read_text().splitlines(), 1):
         try:
             rec = json.loads(line)
-            faces.append(BankFace(folder / "faces" / rec["file"], np.asarray(rec["box"], np.float64), np.asarray(rec["landmarks"], np.float64)))
+            faces.append(
+                BankFace(
+                    folder / "faces" / rec["file"],
+                    np.asarray(rec["box"], np.float64),
+                    np.asarray(rec["landmarks"], np.float64),
+                )
+            )
         except (json.JSONDecodeError, KeyError, ValueError) as exc:
             raise VigilError(f"{meta}:{n}: bad bank line ({type(exc).__name__})") from exc
     backgrounds = sorted((folder / "backgrounds").glob("*.jpg"))
@@ -93,10 +99,22 @@ def procedural_background(rng: np.random.Generator, size: int) -> np.ndarray:
         x1, y1 = rng.integers(0, size, 2)
         w, h = rng.integers(8, size // 2, 2)
         colour = 0.5 * rng.uniform(0, 255, 3) + 0.5 * rng.uniform(0, 255)  # muted colours
-        cv2.rectangle(img, (int(x1), int(y1)), (int(x1 + w), int(y1 + h)), colour.tolist(), -1 if rng.random() < 0.7 else int(rng.integers(1, 6)))
+        cv2.rectangle(
+            img,
+            (int(x1), int(y1)),
+            (int(x1 + w), int(y1 + h)),
+            colour.tolist(),
+            -1 if rng.random() < 0.7 else int(rng.integers(1, 6)),
+        )
     for _ in range(int(rng.integers(0, 10))):
         p1, p2 = rng.integers(0, size, 2), rng.integers(0, size, 2)
-        cv2.line(img, (int(p1[0]), int(p1[1])), (int(p2[0]), int(p2[1])), rng.uniform(0, 255, 3).tolist(), int(rng.integers(1, 8)))
+        cv2.line(
+            img,
+            (int(p1[0]), int(p1[1])),
+            (int(p2[0]), int(p2[1])),
+            rng.uniform(0, 255, 3).tolist(),
+            int(rng.integers(1, 8)),
+        )
     img += rng.normal(0, rng.uniform(0, 8), img.shape).astype(np.float32)
     if rng.random() < 0.5:  # desaturate towards grey
         grey = img.mean(axis=2, keepdims=True)
@@ -122,7 +140,9 @@ def photo_background(rng: np.random.Generator, size: int, bank: Bank) -> np.ndar
             if rng.random() < 0.5:
                 strip = strip[:, ::-1]
             w, h = xs[c + 1] - xs[c], ys[r + 1] - ys[r]
-            img[ys[r] : ys[r + 1], xs[c] : xs[c + 1]] = cv2.resize(strip, (int(w), int(h)), interpolation=cv2.INTER_LINEAR)
+            img[ys[r] : ys[r + 1], xs[c] : xs[c + 1]] = cv2.resize(
+                strip, (int(w), int(h)), interpolation=cv2.INTER_LINEAR
+            )
     return img
 
 
@@ -159,11 +179,20 @@ class LayoutProfile:
 
 LAYOUT_PROFILES = {
     "default": LayoutProfile(),
-    "crowd": LayoutProfile(scatter_px=(6.0, 40.0), scatter_count=(20, 120), row_top_px=(6.0, 12.0), row_bottom_px=(16.0, 48.0), p_scatter=0.45, p_rows=0.45),
+    "crowd": LayoutProfile(
+        scatter_px=(6.0, 40.0),
+        scatter_count=(20, 120),
+        row_top_px=(6.0, 12.0),
+        row_bottom_px=(16.0, 48.0),
+        p_scatter=0.45,
+        p_rows=0.45,
+    ),
 }
 
 
-def face_widths(rng: np.random.Generator, size: int, profile: LayoutProfile = LAYOUT_PROFILES["default"]) -> list[tuple[float, float, float]]:
+def face_widths(
+    rng: np.random.Generator, size: int, profile: LayoutProfile = LAYOUT_PROFILES["default"]
+) -> list[tuple[float, float, float]]:
     """Planned (face width px, centre x, centre y) for one scene; the pasting step may drop some."""
     mode = rng.random()
     if mode < profile.p_scatter:  # scatter, small faces more likely (log-uniform)
@@ -203,7 +232,15 @@ def feather_mask(h: int, w: int, box: np.ndarray, rng: np.random.Generator) -> n
     return cv2.GaussianBlur(mask, (0, 0), sigma)
 
 
-def paste_face(canvas: np.ndarray, face: BankFace, width: float, cx: float, cy: float, occupied: list[np.ndarray], rng: np.random.Generator) -> Face | None:
+def paste_face(
+    canvas: np.ndarray,
+    face: BankFace,
+    width: float,
+    cx: float,
+    cy: float,
+    occupied: list[np.ndarray],
+    rng: np.random.Generator,
+) -> Face | None:
     """Paste ``face`` scaled to ``width`` px with its box centre at (cx, cy); None if it does not fit."""
     import cv2
 
@@ -221,7 +258,9 @@ def paste_face(canvas: np.ndarray, face: BankFace, width: float, cx: float, cy: 
     if nw < 4 or nh < 4:
         return None
     scale_x, scale_y = nw / crop.shape[1], nh / crop.shape[0]
-    crop = cv2.resize(np.ascontiguousarray(crop), (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    crop = cv2.resize(
+        np.ascontiguousarray(crop), (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    )
     box = box * [scale_x, scale_y, scale_x, scale_y]
     lms = lms * [scale_x, scale_y]
     ox = int(round(cx - (box[0] + box[2]) / 2))
@@ -294,7 +333,9 @@ def degrade(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]
 # ---------------------------------------------------------------- scenes
 
 
-def make_scene(bank: Bank, seed: int, split: str, index: int, size: int, profile: LayoutProfile = LAYOUT_PROFILES["default"]) -> tuple[np.ndarray, list[Face], int]:
+def make_scene(
+    bank: Bank, seed: int, split: str, index: int, size: int, profile: LayoutProfile = LAYOUT_PROFILES["default"]
+) -> tuple[np.ndarray, list[Face], int]:
     """One scene: (image, faces, JPEG quality). Deterministic in (seed, split, index, profile)."""
     rng = np.random.default_rng([seed, 0 if split == "train" else 1, index])
     canvas = make_background(rng, size, bank)
@@ -327,7 +368,12 @@ def _write_scenes(job: tuple[str, int, str, list[int], int, str, str]) -> int:
     bank = load_bank(Path(bank_dir), split)
     prefix = "synth" if profile == "default" else f"synth{profile}"
     return sum(
-        write_scene(Path(out), split, f"{prefix}_{split}_{index:06d}", *make_scene(bank, seed, split, index, size, LAYOUT_PROFILES[profile]))
+        write_scene(
+            Path(out),
+            split,
+            f"{prefix}_{split}_{index:06d}",
+            *make_scene(bank, seed, split, index, size, LAYOUT_PROFILES[profile]),
+        )
         for index in indices
     )
 
@@ -345,7 +391,9 @@ def run_jobs(write_chunk, jobs: list, workers: int) -> int:
         return int(sum(pool.imap_unordered(write_chunk, jobs)))
 
 
-def generate(bank_dir: Path, out: Path, counts: dict[str, int], seed: int, size: int, workers: int, profile: str = "default") -> dict[str, int]:
+def generate(
+    bank_dir: Path, out: Path, counts: dict[str, int], seed: int, size: int, workers: int, profile: str = "default"
+) -> dict[str, int]:
     """Write ``counts[split]`` scenes per split; returns faces written per split."""
     faces: dict[str, int] = {}
     for split, n in counts.items():
@@ -355,7 +403,10 @@ def generate(bank_dir: Path, out: Path, counts: dict[str, int], seed: int, size:
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
         chunk = 50
-        jobs = [(str(bank_dir), seed, split, list(range(i, min(n, i + chunk))), size, str(out), profile) for i in range(0, n, chunk)]
+        jobs = [
+            (str(bank_dir), seed, split, list(range(i, min(n, i + chunk))), size, str(out), profile)
+            for i in range(0, n, chunk)
+        ]
         start = time.monotonic()
         faces[split] = run_jobs(_write_scenes, jobs, workers)
         LOG.info("%s: %d scenes, %d faces in %.0f s", split, n, faces[split], time.monotonic() - start)
@@ -371,10 +422,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=640, help="scene side, px")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--profile", choices=sorted(LAYOUT_PROFILES), default="default", help="face sizes and density (crowd: 6-48 px, dense; file names synthcrowd_*)")
+    parser.add_argument(
+        "--profile",
+        choices=sorted(LAYOUT_PROFILES),
+        default="default",
+        help="face sizes and density (crowd: 6-48 px, dense; file names synthcrowd_*)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    generate(args.bank, args.out, {"train": args.train, "val": args.val}, args.seed, args.size, args.workers, args.profile)
+    generate(
+        args.bank, args.out, {"train": args.train, "val": args.val}, args.seed, args.size, args.workers, args.profile
+    )
     write_data_yaml(args.out)
 
 

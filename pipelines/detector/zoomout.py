@@ -58,7 +58,9 @@ class RowLayout:
 
     def place(self, width: int, height: int, face_width: float) -> Placement | None:
         """Where the next photo goes, or None once the canvas is full (then ``full`` is set)."""
-        target = (self.face_px[0] + (self.face_px[1] - self.face_px[0]) * (self.y / self.size)) * self.rng.uniform(0.8, 1.2)
+        target = (self.face_px[0] + (self.face_px[1] - self.face_px[0]) * (self.y / self.size)) * self.rng.uniform(
+            0.8, 1.2
+        )
         scale = target / max(face_width, 1e-6)
         tw, th = width * scale, height * scale
         if self.x + tw > self.size:  # next row
@@ -83,7 +85,9 @@ def _read_photo(path: Path):
         return None, []
     truth = read_labels(label_path(path), image.shape[1], image.shape[0])
     lms = truth.landmarks if truth.landmarks is not None else np.full((len(truth.boxes), 5, 2), np.nan)
-    return image, [Face(box=b.astype(np.float32), score=1.0, landmarks=lm.astype(np.float32)) for b, lm in zip(truth.boxes, lms)]
+    return image, [
+        Face(box=b.astype(np.float32), score=1.0, landmarks=lm.astype(np.float32)) for b, lm in zip(truth.boxes, lms)
+    ]
 
 
 def make_scene(photos: list[Path], seed: int, split: str, index: int, size: int) -> tuple[np.ndarray, list[Face], int]:
@@ -108,7 +112,14 @@ def make_scene(photos: list[Path], seed: int, split: str, index: int, size: int)
         h = min(max(1, round(img.shape[0] * p.scale)), size - p.y)
         canvas[p.y : p.y + h, p.x : p.x + w] = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
         sx, sy = w / img.shape[1], h / img.shape[0]
-        out_faces += [Face(box=(f.box * [sx, sy, sx, sy] + [p.x, p.y, p.x, p.y]).astype(np.float32), score=1.0, landmarks=(f.landmarks * [sx, sy] + [p.x, p.y]).astype(np.float32)) for f in faces]
+        out_faces += [
+            Face(
+                box=(f.box * [sx, sy, sx, sy] + [p.x, p.y, p.x, p.y]).astype(np.float32),
+                score=1.0,
+                landmarks=(f.landmarks * [sx, sy] + [p.x, p.y]).astype(np.float32),
+            )
+            for f in faces
+        ]
     image, quality = degrade(canvas, rng)
     return image, out_faces, quality
 
@@ -128,7 +139,10 @@ def _write_scenes(job: tuple[str, int, str, list[int], int]) -> int:
 
     dataset, seed, split, indices, size = job
     photos = list_photos(Path(dataset), split)
-    return sum(write_scene(Path(dataset), split, f"zoomout_{split}_{index:06d}", *make_scene(photos, seed, split, index, size)) for index in indices)
+    return sum(
+        write_scene(Path(dataset), split, f"zoomout_{split}_{index:06d}", *make_scene(photos, seed, split, index, size))
+        for index in indices
+    )
 
 
 def generate(dataset: Path, counts: dict[str, int], seed: int, size: int, workers: int) -> dict[str, int]:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+
+import numpy as np
 
 from vigil.types import Alert, Decision, DecisionKind, Event, UnknownEvent
 
@@ -19,14 +21,14 @@ def new_event_id() -> str:
 
 def utc_timestamp(moment: datetime | None = None) -> str:
     """ISO-8601 UTC with milliseconds and a ``Z``: ``2026-11-23T09:11:37.123Z`` (now when ``moment`` is None)."""
-    moment = datetime.now(timezone.utc) if moment is None else moment.astimezone(timezone.utc)
+    moment = datetime.now(UTC) if moment is None else moment.astimezone(UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def event_from_decision(
     decision: Decision,
     *,
-    bbox: Sequence[float],
+    bbox: Sequence[float] | np.ndarray,
     frame_index: int,
     video_ts_s: float,
     snapshot: str | None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ SNAPSHOT_DIRNAME = "snapshots"
 
 def snapshot_path(data_dir: Path | str, event_id: str, day: date | None = None) -> Path:
     """``<data_dir>/snapshots/<YYYY-MM-DD>/<id>.jpg`` (UTC date of today unless ``day`` is given)."""
-    day = day or datetime.now(timezone.utc).date()
+    day = day or datetime.now(UTC).date()
     return Path(data_dir) / SNAPSHOT_DIRNAME / day.isoformat() / f"{event_id}.jpg"
 
 

@@ -75,7 +75,8 @@ def load_events(db_path: Path | str, camera: str | None = None, person_id: str |
     """The stored events (as their JSON objects), oldest first, optionally for one camera and/or person."""
     conn = open_database(db_path)
     try:
-        query, args = "SELECT json FROM alerts WHERE 1=1", []
+        query = "SELECT json FROM alerts WHERE 1=1"
+        args: list[str] = []
         if camera is not None:
             query, args = query + " AND camera = ?", [*args, camera]
         if person_id is not None:

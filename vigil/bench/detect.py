@@ -24,7 +24,6 @@ confidence threshold (a sanity check), the model (path, sha256) and the host.
 from __future__ import annotations
 
 import argparse
-
 import logging
 import os
 import time
@@ -117,11 +116,18 @@ def _row(runtime: str, device: str, imgsz: int, batch: int, latencies: list[floa
         "frames_per_s_best_call": round(batch / min(latencies), 2),
         **extra,
     }
-    print(f"{runtime:18s} {device:4s} imgsz {imgsz:4d} batch {batch:2d}: {row['frames_per_s']:8.1f} frames/s (best call {row['frames_per_s_best_call']:.1f}; median {row['latency_ms_median']:.1f} ms per call, {row['calls']} calls)", flush=True)
+    print(
+        f"{runtime:18s} {device:4s} imgsz {imgsz:4d} batch {batch:2d}: {row['frames_per_s']:8.1f} frames/s (best "
+        f"call {row['frames_per_s_best_call']:.1f}; median {row['latency_ms_median']:.1f} ms per call, "
+        f"{row['calls']} calls)",
+        flush=True,
+    )
     return row
 
 
-def bench_detector(path: Path, runtime: str, device: str, frame: np.ndarray, seconds: float, sizes: tuple[int, ...]) -> list[dict]:
+def bench_detector(
+    path: Path, runtime: str, device: str, frame: np.ndarray, seconds: float, sizes: tuple[int, ...]
+) -> list[dict]:
     """Time FaceDetector.detect (torch .pt or Ultralytics' ONNX route) at each size, batch 1 (+16 on CUDA)."""
     from vigil.config import DetectorConfig
     from vigil.detect import FaceDetector
@@ -135,8 +141,19 @@ def bench_detector(path: Path, runtime: str, device: str, frame: np.ndarray, sec
             frames = [frame] * batch
             faces = len(detector.detect([frame])[0])
             sync = _cuda_sync if device == "cuda" else None
-            latencies = _time_calls(lambda: detector.detect(frames), seconds, WARMUP_CALLS[device], sync)
-            rows.append(_row(runtime, device, imgsz, batch, latencies, faces_on_frame=faces, conf_threshold=conf, half=detector.half))
+            latencies = _time_calls(lambda d=detector, f=frames: d.detect(f), seconds, WARMUP_CALLS[device], sync)
+            rows.append(
+                _row(
+                    runtime,
+                    device,
+                    imgsz,
+                    batch,
+                    latencies,
+                    faces_on_frame=faces,
+                    conf_threshold=conf,
+                    half=detector.half,
+                )
+            )
     return rows
 
 
@@ -190,8 +207,18 @@ def bench_onnxruntime(path: Path, device: str, seconds: float) -> list[dict]:
     for imgsz in sizes:
         for batch in batches:
             tensor = np.random.default_rng(0).random((batch, 3, imgsz, imgsz)).astype(dtype)
-            latencies = _time_calls(lambda: session.run(None, {name: tensor}), seconds, WARMUP_CALLS[device])
-            rows.append(_row("onnxruntime", device, imgsz, batch, latencies, provider=session.get_providers()[0], input_dtype=np.dtype(dtype).name))
+            latencies = _time_calls(lambda t=tensor: session.run(None, {name: t}), seconds, WARMUP_CALLS[device])
+            rows.append(
+                _row(
+                    "onnxruntime",
+                    device,
+                    imgsz,
+                    batch,
+                    latencies,
+                    provider=session.get_providers()[0],
+                    input_dtype=np.dtype(dtype).name,
+                )
+            )
     return rows
 
 
@@ -209,7 +236,9 @@ def run_bench(model: Path | None, device: str, seconds: float) -> dict:
             results += bench_detector(pt_path, "ultralytics-torch", dev, frame, seconds, IMAGE_SIZES)
         if onnx_path.is_file():
             fixed_size = _onnx_shapes(_ort_session(onnx_path, "cpu"))[1]
-            results += bench_detector(onnx_path, "ultralytics-onnx", dev, frame, seconds, (fixed_size,) if fixed_size else IMAGE_SIZES)
+            results += bench_detector(
+                onnx_path, "ultralytics-onnx", dev, frame, seconds, (fixed_size,) if fixed_size else IMAGE_SIZES
+            )
             results += bench_onnxruntime(onnx_path, dev, seconds)
     return {
         "benchmark": "detect",

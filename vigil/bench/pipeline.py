@@ -18,8 +18,8 @@ import cv2
 
 from vigil.bench.report import save_report
 from vigil.capture import FileSource
-from vigil.paths import data_path, repo_root
 from vigil.config import VigilConfig
+from vigil.paths import data_path, repo_root
 from vigil.pipeline import WatchPipeline
 from vigil.runtime import build_pipeline, load_config_or_default
 from vigil.types import Frame
@@ -69,9 +69,14 @@ def run_cli(args: argparse.Namespace) -> int:
         report = measure(runtime.pipeline, Path(video), args.height, config.detector.batch_size, args.seconds)
     finally:
         runtime.close()
-    report.update(model_detector=str(runtime.models.detector.path), model_recognizer=str(runtime.models.recognizer.path),
-                  embed_provider=getattr(analyzer.embedder, "provider", "?"), host=platform.node(),
-                  cpu=platform.processor() or platform.machine(), batch_size=config.detector.batch_size)  # fmt: skip
+    report.update(
+        model_detector=str(runtime.models.detector.path),
+        model_recognizer=str(runtime.models.recognizer.path),
+        embed_provider=getattr(analyzer.embedder, "provider", "?"),
+        host=platform.node(),
+        cpu=platform.processor() or platform.machine(),
+        batch_size=config.detector.batch_size,
+    )
     print(json.dumps(report, indent=2))
     save_report(report, args.json)
     return 0

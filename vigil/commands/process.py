@@ -40,7 +40,9 @@ def process_config(config: VigilConfig, events: Path | None, data_dir: Path | No
     setting is kept: no SQLite store (a batch job reports to ``events``; the camera service keeps the store), the
     JSONL sink writes ``events`` (none without it), ``data_dir`` overrides the config's, and the config's cameras
     are ignored (the inputs are files)."""
-    alerts = config.alerts.model_copy(update={"sqlite": False, "jsonl": JsonlSinkConfig(path=events) if events else None})
+    alerts = config.alerts.model_copy(
+        update={"sqlite": False, "jsonl": JsonlSinkConfig(path=events) if events else None}
+    )
     return config.model_copy(update={"alerts": alerts, "data_dir": data_dir or config.data_dir, "cameras": []})
 
 
@@ -89,8 +91,12 @@ def process_video(pipeline: WatchPipeline, video: Path, batch_size: int, args: a
                 writer.close()
         seconds = time.perf_counter() - start
     counters = pipeline.counters
-    log.info("%s: %d tracks split on an identity switch, %d embeddings held out (did not match their track)",
-             video.name, counters.identity_switches, counters.embeddings_held_out)
+    log.info(
+        "%s: %d tracks split on an identity switch, %d embeddings held out (did not match their track)",
+        video.name,
+        counters.identity_switches,
+        counters.embeddings_held_out,
+    )
     return VideoSummary(
         video, counters.frames, seconds, counters.faces, counters.embeddings, dict(counters.alerts_by_person)
     )
@@ -112,7 +118,8 @@ def format_summary(summaries: list[VideoSummary], stage_seconds: dict[str, float
     for s in summaries:
         alerts = ", ".join(f"{k}={v}" for k, v in sorted(s.alerts.items())) or "none"
         lines.append(
-            f"{s.video.name[:32]:<32} {s.frames:>7} {s.seconds:>8.1f} {s.fps:>7.1f} {s.faces:>7} {s.embedded:>8}  {alerts}"
+            f"{s.video.name[:32]:<32} {s.frames:>7} {s.seconds:>8.1f} {s.fps:>7.1f} {s.faces:>7} {s.embedded:>8}  "
+            f"{alerts}"
         )
     total_frames = sum(s.frames for s in summaries)
     if total_frames:

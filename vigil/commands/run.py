@@ -76,6 +76,10 @@ def log_status(stats: CameraStats) -> None:
     state = "up" if stats.connected else "DOWN"
     logging.getLogger(f"vigil.camera.{stats.name}").info(
         "%s fps=%.1f read=%d dropped=%d reconnects=%d%s",
-        state, stats.fps, stats.frames_read, stats.frames_dropped, stats.reconnects,
+        state,
+        stats.fps,
+        stats.frames_read,
+        stats.frames_dropped,
+        stats.reconnects,
         f" last_error={stats.last_error}" if stats.last_error and not stats.connected else "",
-    )  # fmt: skip
+    )

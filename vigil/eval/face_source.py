@@ -28,15 +28,16 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import numpy as np
 
 from vigil.errors import VigilError
 from vigil.refine import unrefined
-from vigil.types import Face
+from vigil.types import AlignedFace, Face
 
 LFW_IMAGE_SIZE_PX = 250
 # Mean teacher landmarks on the 250 x 250 LFW images, vigil 5-point order, (x, y) px. Measured, see module docstring.
@@ -52,7 +53,15 @@ Fallback = Literal["centre", "skip"]
 
 
 class AlignerLike(Protocol):
-    def align(self, image: np.ndarray, face: Face): ...  # -> vigil.types.AlignedFace
+    """vigil.align.Aligner, or vigil.refine.RefiningAligner around one."""
+
+    @property
+    def template(self) -> np.ndarray: ...
+
+    @property
+    def chip_size(self) -> int: ...
+
+    def align(self, image: np.ndarray, face: Face) -> AlignedFace: ...
 
 
 class EmbedderLike(Protocol):
@@ -72,6 +81,16 @@ class ChipResult:
 class ImageEmbedding:
     vector: np.ndarray | None  # (D,) float32 unit norm; None when the image was skipped (no face, skip policy)
     found: bool
+
+
+def vector_rows(embeddings: Iterable[ImageEmbedding]) -> np.ndarray:
+    """The embeddings' vectors stacked as rows; ValueError for an image that has none (skipped: filter it first)."""
+    rows = []
+    for embedding in embeddings:
+        if embedding.vector is None:
+            raise ValueError("an image without an embedding (skipped, no face) cannot be a row")
+        rows.append(embedding.vector)
+    return np.stack(rows)
 
 
 def read_image(path: Path, context: str = "") -> np.ndarray:
@@ -140,8 +159,8 @@ class DetectionCache:
         self.loaded = self._load()
 
     @classmethod
-    def in_folder(cls, folder: Path, run_name: str, detector_label: str, min_score: float) -> "DetectionCache":
-        """The cache file for one run (``run_name`` names the image set, e.g. ``lfw-degraded``) and detector in ``folder``."""
+    def in_folder(cls, folder: Path, run_name: str, detector_label: str, min_score: float) -> DetectionCache:
+        """The cache file in ``folder`` for one run (``run_name``: the image set, e.g. lfw-degraded) and detector."""
         file_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{run_name}-{detector_label}-min{min_score}") + ".npz"
         return cls(Path(folder) / file_name, detector_label, min_score)
 
@@ -151,8 +170,14 @@ class DetectionCache:
         with np.load(self.path, allow_pickle=False) as data:
             if str(data["detector_label"]) != self.detector_label or float(data["min_score"]) != self.min_score:
                 return 0
-            for key, found, box, score, landmarks in zip(data["keys"], data["found"], data["boxes"], data["scores"], data["landmarks"]):
-                self._faces[str(key)] = Face(box=box.astype(np.float32), score=float(score), landmarks=landmarks.astype(np.float32)) if found else None
+            for key, found, box, score, landmarks in zip(
+                data["keys"], data["found"], data["boxes"], data["scores"], data["landmarks"]
+            ):
+                self._faces[str(key)] = (
+                    Face(box=box.astype(np.float32), score=float(score), landmarks=landmarks.astype(np.float32))
+                    if found
+                    else None
+                )
         return len(self._faces)
 
     def __contains__(self, key: str) -> bool:
@@ -175,7 +200,9 @@ class DetectionCache:
             found=np.array([f is not None for f in faces], dtype=bool),
             boxes=np.array([f.box if f is not None else np.zeros(4) for f in faces], dtype=np.float32).reshape(-1, 4),
             scores=np.array([f.score if f is not None else 0.0 for f in faces], dtype=np.float32),
-            landmarks=np.array([f.landmarks if f is not None else np.zeros((5, 2)) for f in faces], dtype=np.float32).reshape(-1, 5, 2),
+            landmarks=np.array(
+                [f.landmarks if f is not None else np.zeros((5, 2)) for f in faces], dtype=np.float32
+            ).reshape(-1, 5, 2),
             detector_label=np.array(self.detector_label),
             min_score=np.array(self.min_score),
         )
@@ -203,17 +230,19 @@ class FaceSource:
 
     def chosen_faces(self, images: list[np.ndarray], keys: Sequence[str] | None = None) -> list[Face | None]:
         """The chosen face per image (None: no confident face); from the cache where ``keys`` are cached."""
-        use_cache = self.cache is not None and keys is not None
-        cached = [k in self.cache for k in keys] if use_cache else [False] * len(images)
+        cache, cache_keys = (self.cache, keys) if self.cache is not None and keys is not None else (None, [])
+        cached = [k in cache for k in cache_keys] if cache is not None else [False] * len(images)
         todo = [i for i, hit in enumerate(cached) if not hit]
         detections = self.detect_batch([images[i] for i in todo]) if todo else []
         if len(detections) != len(todo):
             raise RuntimeError(f"detector returned {len(detections)} results for {len(todo)} images")
-        chosen: list[Face | None] = [self.cache.get(keys[i]) if hit else None for i, hit in enumerate(cached)]
+        chosen: list[Face | None] = [
+            cache.get(cache_keys[i]) if hit and cache is not None else None for i, hit in enumerate(cached)
+        ]
         for i, faces in zip(todo, detections):
             chosen[i] = choose_face(faces, images[i].shape, self.min_score)
-            if use_cache:
-                self.cache.put(keys[i], chosen[i])
+            if cache is not None:
+                cache.put(cache_keys[i], chosen[i])
         return chosen
 
     def chips(self, images: list[np.ndarray], keys: Sequence[str] | None = None) -> list[ChipResult]:
@@ -237,7 +266,9 @@ class ImageEmbedder:
     (e.g. ``"degraded:Name/Name_0001.jpg"``).
     """
 
-    def __init__(self, source: FaceSource, embedder: EmbedderLike, detector_label: str, model_label: str, batch_size: int = 32) -> None:
+    def __init__(
+        self, source: FaceSource, embedder: EmbedderLike, detector_label: str, model_label: str, batch_size: int = 32
+    ) -> None:
         self.source = source
         self.embedder = embedder
         self.detector_label = detector_label
@@ -248,7 +279,9 @@ class ImageEmbedder:
     def _key(self, image_key: str) -> tuple[str, str, str]:
         return (image_key, self.detector_label, self.model_label)
 
-    def embed(self, image_keys: Sequence[str], load: Callable[[str], np.ndarray], progress: str | None = None) -> dict[str, ImageEmbedding]:
+    def embed(
+        self, image_keys: Sequence[str], load: Callable[[str], np.ndarray], progress: str | None = None
+    ) -> dict[str, ImageEmbedding]:
         """Embed every key (each loaded once with ``load(key)``); returns key -> ImageEmbedding."""
         todo = [k for k in dict.fromkeys(image_keys) if self._key(k) not in self._cache]
         bar = _progress(len(todo), progress)
@@ -266,11 +299,17 @@ class ImageEmbedder:
     def _embed_batch(self, keys: list[str], images: list[np.ndarray]) -> None:
         results = self.source.chips(images, keys)
         with_chip = [i for i, r in enumerate(results) if r.chip is not None]
-        vectors = self.embedder.embed(np.stack([results[i].chip for i in with_chip])) if with_chip else np.zeros((0, 0), np.float32)
+        vectors = (
+            self.embedder.embed(np.stack([chip for r in results if (chip := r.chip) is not None]))
+            if with_chip
+            else np.zeros((0, 0), np.float32)
+        )
         by_index = dict(zip(with_chip, vectors))
         for i, (key, result) in enumerate(zip(keys, results)):
             vector = by_index.get(i)
-            self._cache[self._key(key)] = ImageEmbedding(None if vector is None else np.asarray(vector, np.float32), result.found)
+            self._cache[self._key(key)] = ImageEmbedding(
+                None if vector is None else np.asarray(vector, np.float32), result.found
+            )
 
 
 def _progress(total: int, desc: str | None):
@@ -292,7 +331,10 @@ class RecognizerParts:
 
 
 def build_recognizer(
-    model: Path | None, batch_size: int = 32, template: np.ndarray | None = None, flip_average: bool = False,
+    model: Path | None,
+    batch_size: int = 32,
+    template: np.ndarray | None = None,
+    flip_average: bool = False,
     refine_landmarks: bool = False,
 ) -> RecognizerParts:
     """Recognizer from ``models/manifest.yaml`` (the default one when ``model`` is None) or a user ONNX.
@@ -305,8 +347,8 @@ def build_recognizer(
     """
     from vigil.align import Aligner
     from vigil.embed import OnnxEmbedder
-    from vigil.recognizer import build_embedder
     from vigil.models import sha256_of
+    from vigil.recognizer import build_embedder
 
     if template is None:
         from vigil.models import ModelRegistry
@@ -317,12 +359,12 @@ def build_recognizer(
             raise VigilError(f"{spec.path}: the manifest gives no alignment_template for this recognizer")
         embedder = build_embedder(spec, batch_size=batch_size, flip_average=flip_average)
     else:
-        path, sha = Path(model) if model else None, None
-        if path is None:
+        if model is None:
             raise ValueError("a model path is needed with an explicit template")
+        path, sha = Path(model), None
         embedder = OnnxEmbedder(path, batch_size=batch_size, flip_average=flip_average)
     sha = sha or sha256_of(path)
-    aligner = Aligner(np.asarray(template, dtype=np.float32), embedder.input_size)
+    aligner: AlignerLike = Aligner(np.asarray(template, dtype=np.float32), embedder.input_size)
     label = f"{path.stem}@{sha[:12]}{'+flip' if flip_average else ''}"
     if refine_landmarks:
         from vigil.refine import RefiningAligner, default_landmark_refiner
@@ -333,7 +375,9 @@ def build_recognizer(
     return RecognizerParts(aligner=aligner, embedder=embedder, label=label, path=path)
 
 
-def build_detector(detector: Path | None, min_score: float = DEFAULT_MIN_SCORE, batch_size: int = 16) -> tuple[DetectBatch, str]:
+def build_detector(
+    detector: Path | None, min_score: float = DEFAULT_MIN_SCORE, batch_size: int = 16
+) -> tuple[DetectBatch, str]:
     """vigil's detector from the manifest (the default when ``detector`` is None): (batch detect callable, label)."""
     from vigil.detect import FaceDetector
     from vigil.models import ModelRegistry, sha256_of
