@@ -84,12 +84,24 @@ class WatchlistEditor:
         self.path = Path(path)
         self.folder = self.path.parent.resolve()
         self._lock = threading.Lock()
+        self._cache: tuple[tuple[int, int, int], Watchlist] | None = None
 
     def read(self) -> Watchlist:
+        """The file as it is now (parsed again only when its size, mtime or inode changed)."""
         try:
-            return load_watchlist(self.path)
+            stat = self.path.stat()
+            key = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        except OSError:
+            key = (0, 0, 0)
+        cached = self._cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            watchlist = load_watchlist(self.path)
         except ConfigError as exc:
             raise WatchlistFileError(f"the watchlist file is invalid, fix it by hand first: {exc}") from None
+        self._cache = (key, watchlist)
+        return watchlist
 
     def person(self, person_id: str) -> PersonEntry:
         return self._find(self.read().people, person_id)
