@@ -81,12 +81,38 @@ def store_events(data_dir: Path) -> None:
     sink = SqliteSink(data_dir / DB_FILENAME)
     now = datetime.now(timezone.utc)
     face = np.full((40, 40, 3), 128, np.uint8)
-    sink.emit(Alert(id=ALERT_ID, stage=AlertStage.CONFIRMED, person_id="ann", person_name="Ann", list=ListKind.DENY,
-                    camera="cam1", track_id=1, score=0.9, margin=0.2, ts=utc_timestamp(now - timedelta(minutes=1)),
-                    video_ts_s=1.0, frame_index=10, bbox=(0, 0, 40, 40), snapshot=save_snapshot(data_dir, ALERT_ID, face),
-                    label="watchlist"))
-    sink.emit(UnknownEvent(UNKNOWN_ID, "cam1", 2, 0.3, utc_timestamp(now), 2.0, 20, (0, 0, 40, 40),
-                           save_snapshot(data_dir, UNKNOWN_ID, face)))
+    sink.emit(
+        Alert(
+            id=ALERT_ID,
+            stage=AlertStage.CONFIRMED,
+            person_id="ann",
+            person_name="Ann",
+            list=ListKind.DENY,
+            camera="cam1",
+            track_id=1,
+            score=0.9,
+            margin=0.2,
+            ts=utc_timestamp(now - timedelta(minutes=1)),
+            video_ts_s=1.0,
+            frame_index=10,
+            bbox=(0, 0, 40, 40),
+            snapshot=save_snapshot(data_dir, ALERT_ID, face),
+            label="watchlist",
+        )
+    )
+    sink.emit(
+        UnknownEvent(
+            UNKNOWN_ID,
+            "cam1",
+            2,
+            0.3,
+            utc_timestamp(now),
+            2.0,
+            20,
+            (0, 0, 40, 40),
+            save_snapshot(data_dir, UNKNOWN_ID, face),
+        )
+    )
     sink.close()
 
 
@@ -99,17 +125,35 @@ def start_server(root: Path, **server_options) -> ApiServer:
     watchlist = root / "wl" / "watchlist.yaml"
     watchlist.write_text("people:\n  - {id: ann, name: Ann, photos: [photos/ann/ann1.jpg]}\n", encoding="utf-8")
     store_events(data_dir)
-    config = VigilConfig(data_dir=data_dir, watchlist=watchlist,
-                         server=ServerConfig(listen="127.0.0.1:0", **server_options))
+    config = VigilConfig(
+        data_dir=data_dir, watchlist=watchlist, server=ServerConfig(listen="127.0.0.1:0", **server_options)
+    )
     hub = LiveHub()
-    hub.publish_frame(LiveFrame("cam1", 5, utc_timestamp(), np.zeros((48, 64, 3), np.uint8),
-                                (LiveFace((4, 4, 20, 20), 1, "ann", "Ann", "deny"),)))
+    hub.publish_frame(
+        LiveFrame(
+            "cam1",
+            5,
+            utc_timestamp(),
+            np.zeros((48, 64, 3), np.uint8),
+            (LiveFace((4, 4, 20, 20), 1, "ann", "Ann", "deny"),),
+        )
+    )
     hub.publish_statuses([CameraStatus("cam1", True, fps=25.0, frames_read=100)], utc_timestamp())
-    hub.set_watchlist(WatchlistState(path=str(watchlist), people=1, loaded_at=utc_timestamp(),
-                                     photo_results={"ann": {}}, enrolled=frozenset({"ann"})))
+    hub.set_watchlist(
+        WatchlistState(
+            path=str(watchlist),
+            people=1,
+            loaded_at=utc_timestamp(),
+            photo_results={"ann": {}},
+            enrolled=frozenset({"ann"}),
+        )
+    )
     db = Database.in_data_dir(data_dir)
-    info = ServiceInfo(models=({"kind": "recognizer", "name": "r", "sha256": "0" * 64},), sinks=("sqlite",),
-                       cameras=({"name": "cam1", "source": "rtsp://u:***@cam/1"},))
+    info = ServiceInfo(
+        models=({"kind": "recognizer", "name": "r", "sha256": "0" * 64},),
+        sinks=("sqlite",),
+        cameras=({"name": "cam1", "source": "rtsp://u:***@cam/1"},),
+    )
     ctx = ServiceContext.build(config, hub, db, info, hasher=CHEAP_HASHER)
     ctx.photo_check_timeout_s = 5.0
     for name, role in (("admin", Role.ADMIN), ("operator", Role.OPERATOR), ("viewer", Role.VIEWER)):
@@ -121,8 +165,9 @@ def start_server(root: Path, **server_options) -> ApiServer:
     server.clients["anonymous"] = httpx.Client(base_url=thread.url, timeout=30.0)
     for name in ("viewer", "operator", "admin"):
         server.clients[name] = server.login(name)
-    server.clients["token"] = httpx.Client(base_url=thread.url, timeout=30.0,
-                                           headers={"Authorization": f"Bearer {secret}"})
+    server.clients["token"] = httpx.Client(
+        base_url=thread.url, timeout=30.0, headers={"Authorization": f"Bearer {secret}"}
+    )
     enroller = FakeEnroller(hub)
     enroller.start()
     server.enroller = enroller

@@ -122,7 +122,11 @@ def test_events_contract_and_filters(api):
 def test_snapshot_reads_are_audited_with_the_event_id(api):
     before = len(api.ctx.audit.query(AuditFilter(object=f"event:{ALERT_ID}", action="snapshot.read")))
     assert api.client("viewer").get(f"/api/v1/events/{ALERT_ID}/snapshot.jpg").content[:2] == b"\xff\xd8"
-    entries = api.client("admin").get("/api/v1/audit", params={"object": f"event:{ALERT_ID}", "action": "snapshot.read"}).json()
+    entries = (
+        api.client("admin")
+        .get("/api/v1/audit", params={"object": f"event:{ALERT_ID}", "action": "snapshot.read"})
+        .json()
+    )
     assert len(entries["items"]) == before + 1 and entries["items"][0]["actor"] == "user:viewer"
     denied = api.client("viewer").get(f"/api/v1/events/{UNKNOWN_ID}/snapshot.jpg")
     assert denied.status_code == 403
@@ -149,8 +153,10 @@ def test_session_cookie_flags(api):
 
 def test_login_is_rate_limited_per_user_and_audited(api):
     client = httpx.Client(base_url=api.url, timeout=30)
-    codes = [client.post("/api/v1/auth/login", json={"username": "operator", "password": "nope-nope-nope"}).status_code
-             for _ in range(6)]
+    codes = [
+        client.post("/api/v1/auth/login", json={"username": "operator", "password": "nope-nope-nope"}).status_code
+        for _ in range(6)
+    ]
     assert codes == [401] * 5 + [429]
     locked = client.post("/api/v1/auth/login", json={"username": "operator", "password": PASSWORD})
     assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
@@ -205,8 +211,16 @@ def small_upload_api(tmp_path_factory):
 
 
 def _content(kind):
-    return {"bomb": bomb_png, "ok-photo": lambda: photo_bytes((0, 0, 255)), "no-face": lambda: photo_bytes((0, 0, 0)),
-            "two-faces": lambda: photo_bytes((255, 0, 0))}[kind]() if isinstance(kind, str) else kind
+    return (
+        {
+            "bomb": bomb_png,
+            "ok-photo": lambda: photo_bytes((0, 0, 255)),
+            "no-face": lambda: photo_bytes((0, 0, 0)),
+            "two-faces": lambda: photo_bytes((255, 0, 0)),
+        }[kind]()
+        if isinstance(kind, str)
+        else kind
+    )
 
 
 def snapshot_of_state(api) -> tuple:
@@ -224,13 +238,18 @@ def test_bad_uploads_are_refused_unwritten_and_audited(small_upload_api, case, u
     assert answer.status_code == status and message in answer.json()["error"]
     assert snapshot_of_state(api) == before
     entry = api.ctx.audit.query(AuditFilter(action="photo.add"), limit=1)[0]
-    assert (entry.outcome, entry.object, entry.actor) == ("invalid", "person:ann", "user:admin") and message in entry.detail
+    assert (entry.outcome, entry.object, entry.actor) == (
+        "invalid",
+        "person:ann",
+        "user:admin",
+    ) and message in entry.detail
 
 
 def test_a_good_photo_is_stored_and_reported_ok(small_upload_api):
     api = small_upload_api
-    answer = api.client("admin").post("/api/v1/people/ann/photos",
-                                      files={"file": ("me.png", photo_bytes((10, 20, 250), ext=".png"), "image/png")})
+    answer = api.client("admin").post(
+        "/api/v1/people/ann/photos", files={"file": ("me.png", photo_bytes((10, 20, 250), ext=".png"), "image/png")}
+    )
     assert answer.status_code == 201 and answer.json()["result"] == "ok"
     photo = answer.json()["photo"]
     assert api.client("operator").get(photo["url"]).content[:4] == b"\x89PNG"
@@ -238,9 +257,16 @@ def test_a_good_photo_is_stored_and_reported_ok(small_upload_api):
     assert api.client("admin").delete(photo["url"]).json()["file_deleted"] is True
 
 
-BAD_FILTERS = [("camera", "cam1' OR '1'='1"), ("person", "ann; DROP TABLE alerts"), ("type", "alert' --"),
-               ("stage", "confirmed\" OR 1=1"), ("since", "2026-01-01' OR 1=1"), ("until", "now()"),
-               ("cursor", "' UNION SELECT * FROM users --"), ("limit", "10; DELETE FROM alerts")]
+BAD_FILTERS = [
+    ("camera", "cam1' OR '1'='1"),
+    ("person", "ann; DROP TABLE alerts"),
+    ("type", "alert' --"),
+    ("stage", 'confirmed" OR 1=1'),
+    ("since", "2026-01-01' OR 1=1"),
+    ("until", "now()"),
+    ("cursor", "' UNION SELECT * FROM users --"),
+    ("limit", "10; DELETE FROM alerts"),
+]
 
 
 @pytest.mark.parametrize("field, value", BAD_FILTERS, ids=[f for f, _ in BAD_FILTERS])
@@ -252,18 +278,24 @@ def test_sql_metacharacters_in_filters_are_refused_and_audited(api, field, value
     assert len(api.client("operator").get("/api/v1/events").json()["items"]) == 2  # the table is intact
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"id": "evil", "name": "<script>alert(1)</script>"}, "name"),
-    ({"id": "../etc", "name": "X"}, "id"),
-    ({"id": "x", "name": "X", "threshold": 7}, "threshold"),
-    ({"id": "x", "name": "X", "photos": ["/etc/passwd"]}, "photos"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"id": "evil", "name": "<script>alert(1)</script>"}, "name"),
+        ({"id": "../etc", "name": "X"}, "id"),
+        ({"id": "x", "name": "X", "threshold": 7}, "threshold"),
+        ({"id": "x", "name": "X", "photos": ["/etc/passwd"]}, "photos"),
+    ],
+)
 def test_bad_person_is_refused_unwritten_and_audited(api, body, field):
     before = api.ctx.watchlist.path.read_bytes()
     answer = api.client("admin").post("/api/v1/people", json=body)
     assert answer.status_code == 422 and field in answer.json()["error"]
     assert api.ctx.watchlist.path.read_bytes() == before
-    assert api.ctx.audit.query(AuditFilter(actor="user:admin", outcome="invalid"), limit=1)[0].object == "POST /api/v1/people"
+    assert (
+        api.ctx.audit.query(AuditFilter(actor="user:admin", outcome="invalid"), limit=1)[0].object
+        == "POST /api/v1/people"
+    )
 
 
 # ---- watchlist edits through the API -------------------------------------------------------------------------------
@@ -272,7 +304,9 @@ def test_person_lifecycle(api):
     created = admin.post("/api/v1/people", json={"id": "bob", "name": "Bob O'Brien", "list": "vip"})
     assert created.status_code == 201 and created.json()["photos"] == []
     assert admin.patch("/api/v1/people/bob", json={"threshold": 0.8}).json()["threshold"] == 0.8
-    upload = admin.post("/api/v1/people/bob/photos", files={"file": ("bob.jpg", photo_bytes((0, 0, 240)), "image/jpeg")})
+    upload = admin.post(
+        "/api/v1/people/bob/photos", files={"file": ("bob.jpg", photo_bytes((0, 0, 240)), "image/jpeg")}
+    )
     assert upload.status_code == 201
     stored = api.ctx.watchlist.path.parent / "photos" / "bob"
     assert len(list(stored.iterdir())) == 1

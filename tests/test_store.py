@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
@@ -38,9 +37,23 @@ def db(tmp_path):
 
 
 def make_alert(i: int, ts: str, camera: str = "cam1", person: str = "p1", snapshot: str | None = None) -> Alert:
-    return Alert(id=f"{i:032x}", stage=AlertStage.CONFIRMED, person_id=person, person_name=person.upper(),
-                 list=ListKind.DENY, camera=camera, track_id=i, score=0.9, margin=0.2, ts=ts, video_ts_s=0.0,
-                 frame_index=i, bbox=(0, 0, 10, 10), snapshot=snapshot, label="watchlist")
+    return Alert(
+        id=f"{i:032x}",
+        stage=AlertStage.CONFIRMED,
+        person_id=person,
+        person_name=person.upper(),
+        list=ListKind.DENY,
+        camera=camera,
+        track_id=i,
+        score=0.9,
+        margin=0.2,
+        ts=ts,
+        video_ts_s=0.0,
+        frame_index=i,
+        bbox=(0, 0, 10, 10),
+        snapshot=snapshot,
+        label="watchlist",
+    )
 
 
 def make_unknown(i: int, ts: str, snapshot: str | None = None) -> UnknownEvent:
@@ -58,11 +71,14 @@ def test_password_is_stored_as_argon2id_and_verified(db):
     assert users.verify("nobody", "correct horse battery") is None
 
 
-@pytest.mark.parametrize("name, password, error", [
-    ("Alice", "long enough pw", "user name 'Alice'"),
-    ("../x", "long enough pw", "user name '../x'"),
-    ("bob", "short", "at least 10 characters"),
-])
+@pytest.mark.parametrize(
+    "name, password, error",
+    [
+        ("Alice", "long enough pw", "user name 'Alice'"),
+        ("../x", "long enough pw", "user name '../x'"),
+        ("bob", "short", "at least 10 characters"),
+    ],
+)
 def test_bad_user_input_is_refused_and_nothing_written(db, name, password, error):
     with pytest.raises(StoreError, match=error):
         UserStore(db, CHEAP_HASHER).add(name, Role.VIEWER, password)
@@ -72,14 +88,16 @@ def test_bad_user_input_is_refused_and_nothing_written(db, name, password, error
 def test_last_admin_cannot_be_deleted_demoted_or_disabled(db):
     users = UserStore(db, CHEAP_HASHER)
     users.add("root", Role.ADMIN, "0123456789")
-    for change in (lambda: users.delete("root"), lambda: users.update("root", role=Role.VIEWER),
-                   lambda: users.update("root", disabled=True)):
+    for change in (
+        lambda: users.delete("root"),
+        lambda: users.update("root", role=Role.VIEWER),
+        lambda: users.update("root", disabled=True),
+    ):
         with pytest.raises(ConflictError, match="last active admin"):
             change()
     users.add("second", Role.ADMIN, "0123456789")
     users.delete("root")
     assert [u.username for u in users.list()] == ["second"]
-
 
 
 def test_token_lifecycle(db):
@@ -163,19 +181,22 @@ def test_pages_follow_the_cursor_newest_first_without_gaps(stored_events):
     assert seen == list(range(24, -1, -1))
 
 
-@pytest.mark.parametrize("where, expected", [
-    (EventFilter(camera="cam1"), 12),
-    (EventFilter(person_id="p0"), 9),
-    (EventFilter(camera="cam0", person_id="p0"), 5),
-    (EventFilter(type="unknown"), 1),
-    (EventFilter(since="2026-01-01T00:10:00.000Z", until="2026-01-01T00:20:00.000Z"), 10),
-    (EventFilter(camera="x' OR '1'='1"), 0),
-])
+@pytest.mark.parametrize(
+    "where, expected",
+    [
+        (EventFilter(camera="cam1"), 12),
+        (EventFilter(person_id="p0"), 9),
+        (EventFilter(camera="cam0", person_id="p0"), 5),
+        (EventFilter(type="unknown"), 1),
+        (EventFilter(since="2026-01-01T00:10:00.000Z", until="2026-01-01T00:20:00.000Z"), 10),
+        (EventFilter(camera="x' OR '1'='1"), 0),
+    ],
+)
 def test_filters(stored_events, where, expected):
     assert len(stored_events.page(where, limit=500).items) == expected
 
 
-@pytest.mark.parametrize("cursor", ["", "abc", "' OR 1=1 --", encode_cursor("yesterday", 3) ])
+@pytest.mark.parametrize("cursor", ["", "abc", "' OR 1=1 --", encode_cursor("yesterday", 3)])
 def test_a_forged_cursor_is_refused(stored_events, cursor):
     with pytest.raises(StoreError, match="cursor"):
         stored_events.page(EventFilter(), cursor)
@@ -217,11 +238,14 @@ def test_cutoffs_from_a_fake_now():
     assert limits.audit == "2025-03-31T12:00:00.000Z"
 
 
-@pytest.mark.parametrize("folder, cutoff, expired", [
-    ("2026-03-20", "2026-03-21T12:00:00.000Z", True),
-    ("2026-03-21", "2026-03-21T12:00:00.000Z", False),  # the day is not over at the cutoff
-    ("notes", "2030-01-01T00:00:00.000Z", False),
-])
+@pytest.mark.parametrize(
+    "folder, cutoff, expired",
+    [
+        ("2026-03-20", "2026-03-21T12:00:00.000Z", True),
+        ("2026-03-21", "2026-03-21T12:00:00.000Z", False),  # the day is not over at the cutoff
+        ("notes", "2030-01-01T00:00:00.000Z", False),
+    ],
+)
 def test_snapshot_day_folders(folder, cutoff, expired):
     assert snapshot_day_expired(folder, cutoff) is expired
 
@@ -247,7 +271,9 @@ def test_retention_deletes_what_is_due_and_nothing_else(tmp_path, db):
     outside = tmp_path / "keep.jpg"
     outside.write_bytes(b"x")
     with db.transaction() as conn:  # a tampered row pointing outside the snapshots folder is never followed
-        conn.execute("UPDATE alerts SET json = json_set(json, '$.snapshot', ?) WHERE id = ?", (str(outside), f"{0:032x}"))
+        conn.execute(
+            "UPDATE alerts SET json = json_set(json, '$.snapshot', ?) WHERE id = ?", (str(outside), f"{0:032x}")
+        )
     AuditLog(db).record(Actor("user:a"), "snapshot.read")
     report = apply_retention(db, tmp_path, cutoffs(now, RetentionConfig(snapshots_days=10)))
     left = {e.record["frame_index"]: e.record for e in EventStore(db).page(EventFilter(), limit=50).items}

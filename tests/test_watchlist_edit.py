@@ -36,7 +36,9 @@ def editor(tmp_path):
     outside.write_bytes(b"not ours")
     folder = tmp_path / "wl"
     folder.mkdir()
-    path = write(folder / "watchlist.yaml", f"# hand written\npeople:\n  - {{id: ann, name: Ann, photos: [{outside}]}}\n")
+    path = write(
+        folder / "watchlist.yaml", f"# hand written\npeople:\n  - {{id: ann, name: Ann, photos: [{outside}]}}\n"
+    )
     return WatchlistEditor(path)
 
 
@@ -165,8 +167,9 @@ def test_reload_on_change_keeps_the_last_good_watchlist_on_a_bad_edit(tmp_path):
         return EnrollmentResult(results[ids], [PhotoProblem("b", p.parent / "x.jpg", "no face found")], 0, 0)
 
     hub, clock, target = LiveHub(), Clock(), FakeTarget()
-    reloader = WatchlistReloader(path, enroll, lambda image: PhotoVerdict("ok", "ok", 1), hub, enroll(path),
-                                 interval_s=1.0, clock=clock)
+    reloader = WatchlistReloader(
+        path, enroll, lambda image: PhotoVerdict("ok", "ok", 1), hub, enroll(path), interval_s=1.0, clock=clock
+    )
     assert not reloader.step(target)  # nothing changed
     write(path, "people:\n  - {id: a, name: A}\n  - {id: b, name: B}\n")
     assert not reloader.step(target)  # not due yet
@@ -186,8 +189,13 @@ def test_photo_checks_are_answered_between_batches(tmp_path):
     path = write(tmp_path / "w.yaml", "people: []\n")
     hub = LiveHub()
     verdicts = iter([PhotoVerdict("no_face", "no face found"), PhotoVerdict("ok", "ok", 1)])
-    reloader = WatchlistReloader(path, lambda p: EnrollmentResult([], [], 0, 0), lambda image: next(verdicts), hub,
-                                 EnrollmentResult([], [], 0, 0))
+    reloader = WatchlistReloader(
+        path,
+        lambda p: EnrollmentResult([], [], 0, 0),
+        lambda image: next(verdicts),
+        hub,
+        EnrollmentResult([], [], 0, 0),
+    )
     first, second = hub.photo_checks.submit(np.zeros((4, 4, 3), np.uint8)), hub.photo_checks.submit(np.zeros((4, 4, 3)))
     reloader.step(FakeTarget())
     assert first.result(timeout=1).code == "no_face" and second.result(timeout=1).ok

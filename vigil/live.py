@@ -35,8 +35,13 @@ class LiveFace:
     list: str | None = None
 
     def to_json(self) -> dict:
-        return {"box": [round(v, 1) for v in self.box], "track_id": self.track_id, "person_id": self.person_id,
-                "person_name": self.person_name, "list": self.list}
+        return {
+            "box": [round(v, 1) for v in self.box],
+            "track_id": self.track_id,
+            "person_id": self.person_id,
+            "person_name": self.person_name,
+            "list": self.list,
+        }
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,13 @@ class LiveFrame:
 
     def to_json(self) -> dict:
         height, width = self.image.shape[:2]
-        return {"index": self.index, "ts": self.ts, "width": int(width), "height": int(height),
-                "faces": [face.to_json() for face in self.faces]}
+        return {
+            "index": self.index,
+            "ts": self.ts,
+            "width": int(width),
+            "height": int(height),
+            "faces": [face.to_json() for face in self.faces],
+        }
 
 
 @dataclass(frozen=True)
@@ -69,10 +79,18 @@ class CameraStatus:
     since: str = ""  # when it last went up or down (ISO-8601 UTC); "" before the first report
 
     def to_json(self) -> dict:
-        return {"name": self.name, "up": self.up, "fps": round(self.fps, 2), "frames_read": self.frames_read,
-                "frames_dropped": self.frames_dropped, "frames_skipped": self.frames_skipped,
-                "reconnects": self.reconnects, "stalls": self.stalls, "last_error": self.last_error,
-                "since": self.since}
+        return {
+            "name": self.name,
+            "up": self.up,
+            "fps": round(self.fps, 2),
+            "frames_read": self.frames_read,
+            "frames_dropped": self.frames_dropped,
+            "frames_skipped": self.frames_skipped,
+            "reconnects": self.reconnects,
+            "stalls": self.stalls,
+            "last_error": self.last_error,
+            "since": self.since,
+        }
 
 
 @dataclass(frozen=True)

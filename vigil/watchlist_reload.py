@@ -61,6 +61,7 @@ def changed_people(before: dict[str, Person], after: list[Person]) -> set[str]:
 
 def photo_checker(analyzer: PhotoAnalyzer, min_face_px: int) -> Callable[[np.ndarray], PhotoVerdict]:
     """A photo's enrolment verdict through the face stages (the same rule as :class:`vigil.watchlist.Enroller`)."""
+
     def check(image: np.ndarray) -> PhotoVerdict:
         return enrollable_face(analyzer.observe([image])[0], min_face_px)[1]
 
@@ -68,9 +69,16 @@ def photo_checker(analyzer: PhotoAnalyzer, min_face_px: int) -> Callable[[np.nda
 
 
 class WatchlistReloader:
-    def __init__(self, path: Path, enroll: Callable[[Path], EnrollmentResult],
-                 check_photo: Callable[[np.ndarray], PhotoVerdict], hub: LiveHub, enrollment: EnrollmentResult,
-                 interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        path: Path,
+        enroll: Callable[[Path], EnrollmentResult],
+        check_photo: Callable[[np.ndarray], PhotoVerdict],
+        hub: LiveHub,
+        enrollment: EnrollmentResult,
+        interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = Path(path)
         self._enroll = enroll
         self._check_photo = check_photo
@@ -111,8 +119,11 @@ class WatchlistReloader:
         self.reloads += 1
         self._fingerprint = self._current_fingerprint(reparse=True)  # the reload may have read a newer file
         self._publish(result)
-        log.info("watchlist reloaded: %d people enrolled, changed: %s", len(result.people),
-                 ", ".join(sorted(changed)) or "none")
+        log.info(
+            "watchlist reloaded: %d people enrolled, changed: %s",
+            len(result.people),
+            ", ".join(sorted(changed)) or "none",
+        )
         return True
 
     def _serve_photo_checks(self) -> None:
@@ -140,6 +151,13 @@ class WatchlistReloader:
             results.setdefault(person.id, {})
         for problem in result.problems:
             results.setdefault(problem.person_id, {})[str(problem.photo)] = problem.reason
-        self.hub.set_watchlist(WatchlistState(
-            path=str(self.path), people=len(result.people), loaded_at=utc_timestamp(), error="",
-            photo_results=results, enrolled=frozenset(person.id for person in result.people)))
+        self.hub.set_watchlist(
+            WatchlistState(
+                path=str(self.path),
+                people=len(result.people),
+                loaded_at=utc_timestamp(),
+                error="",
+                photo_results=results,
+                enrolled=frozenset(person.id for person in result.people),
+            )
+        )

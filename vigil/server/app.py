@@ -35,10 +35,15 @@ DOCS_STATIC = Path(fastapi_offline.__file__).parent / "static"
 def create_app(ctx: ServiceContext) -> FastAPI:
     from vigil.server.routes import admin, auth, cameras, events, health, people, stream
 
-    app = FastAPI(title="vigil", version=__version__, docs_url=None, redoc_url=None,
-                  openapi_url=f"{API_PREFIX}/openapi.json",
-                  description="Face-watchlist alerts as a service. Authenticate with a session cookie "
-                              "(POST /api/v1/auth/login) or `Authorization: Bearer TOKEN` (`vigil token create`).")
+    app = FastAPI(
+        title="vigil",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        description="Face-watchlist alerts as a service. Authenticate with a session cookie "
+        "(POST /api/v1/auth/login) or `Authorization: Bearer TOKEN` (`vigil token create`).",
+    )
     app.state.context = ctx
     app.state.frame_cache = cameras.FrameCache()
     app.state.metrics_registry = CollectorRegistry(auto_describe=False)
@@ -56,10 +61,13 @@ def _add_docs(app: FastAPI) -> None:
 
     @app.get("/api/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title="vigil API",
-                                   swagger_js_url="/api/docs/static/swagger-ui-bundle.js",
-                                   swagger_css_url="/api/docs/static/swagger-ui.css",
-                                   swagger_favicon_url="/api/docs/static/favicon.png")
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="vigil API",
+            swagger_js_url="/api/docs/static/swagger-ui-bundle.js",
+            swagger_css_url="/api/docs/static/swagger-ui.css",
+            swagger_favicon_url="/api/docs/static/favicon.png",
+        )
 
 
 def _actor(request: Request) -> Actor:

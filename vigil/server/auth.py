@@ -28,8 +28,16 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 class ApiError(Exception):
     """An error answer: HTTP ``status``, one-line ``message``; audited when ``action`` is given."""
 
-    def __init__(self, status: int, message: str, action: str | None = None, object_: str | None = None,
-                 outcome: Outcome = Outcome.INVALID, extra: dict | None = None, headers: dict | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        action: str | None = None,
+        object_: str | None = None,
+        outcome: Outcome = Outcome.INVALID,
+        extra: dict | None = None,
+        headers: dict | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.action, self.object = status, message, action, object_
         self.outcome, self.extra, self.headers = outcome, extra or {}, headers
@@ -68,8 +76,14 @@ def resolve_principal(request: Request) -> Principal:
         scheme, _, secret = header.partition(" ")
         token = ctx.tokens.resolve(secret.strip()) if scheme.lower() == "bearer" else None
         if token is None:
-            raise ApiError(401, "invalid, revoked or expired API token (send Authorization: Bearer TOKEN)",
-                           "auth.token", None, Outcome.DENIED, headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "invalid, revoked or expired API token (send Authorization: Bearer TOKEN)",
+                "auth.token",
+                None,
+                Outcome.DENIED,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         actor = Actor(f"token:{token.id}", token.role.value, client)
         return Principal(actor, token.role, permissions_of(token.role, ctx.server.operators_can_enroll), "token")
     cookie = request.cookies.get(SESSION_COOKIE)
@@ -87,8 +101,13 @@ def current_principal(request: Request) -> Principal:
     if principal.via == "session" and request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(sent.encode(), principal.session.csrf_token.encode()):
-            raise ApiError(403, f"CSRF check failed: send the {CSRF_HEADER} header given by /api/v1/auth/me",
-                           "auth.csrf", f"{request.method} {request.url.path}", Outcome.DENIED)
+            raise ApiError(
+                403,
+                f"CSRF check failed: send the {CSRF_HEADER} header given by /api/v1/auth/me",
+                "auth.csrf",
+                f"{request.method} {request.url.path}",
+                Outcome.DENIED,
+            )
     return principal
 
 
@@ -97,11 +116,19 @@ def require(permission: Permission) -> Callable[..., Principal]:
 
     def dependency(request: Request, principal: Principal = Depends(current_principal)) -> Principal:
         if principal.via == "anonymous":
-            raise ApiError(401, "authentication required (log in, or send Authorization: Bearer TOKEN)",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "authentication required (log in, or send Authorization: Bearer TOKEN)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if not principal.can(permission):
-            raise ApiError(403, f"role {principal.role.value} may not do this ({permission.value})", "access.denied",
-                           f"{request.method} {request.url.path}", Outcome.DENIED)
+            raise ApiError(
+                403,
+                f"role {principal.role.value} may not do this ({permission.value})",
+                "access.denied",
+                f"{request.method} {request.url.path}",
+                Outcome.DENIED,
+            )
         return principal
 
     dependency.__name__ = f"require_{permission.name.lower()}"

@@ -59,17 +59,31 @@ class ServiceContext:
         self.throttle = LoginThrottle(self.server.login_max_failures, self.server.login_window_s)
 
     @classmethod
-    def build(cls, config: VigilConfig, hub: LiveHub, db: Database, info: ServiceInfo = ServiceInfo(),
-              hasher: PasswordHasher | None = None, watchlist: Path | None = None) -> ServiceContext:
+    def build(
+        cls,
+        config: VigilConfig,
+        hub: LiveHub,
+        db: Database,
+        info: ServiceInfo = ServiceInfo(),
+        hasher: PasswordHasher | None = None,
+        watchlist: Path | None = None,
+    ) -> ServiceContext:
         """The context for ``config``'s data folder and watchlist (``watchlist`` overrides the config's)."""
         watchlist_path = watchlist or config.watchlist
         server = config.server
         return cls(
-            server=server, retention=config.retention, data_dir=Path(config.data_dir), db=db,
-            users=UserStore(db, hasher), tokens=TokenStore(db),
+            server=server,
+            retention=config.retention,
+            data_dir=Path(config.data_dir),
+            db=db,
+            users=UserStore(db, hasher),
+            tokens=TokenStore(db),
             sessions=SessionStore(db, server.session_idle_timeout_s, server.session_max_age_s),
-            audit=AuditLog(db), events=EventStore(db),
-            watchlist=WatchlistEditor(watchlist_path) if watchlist_path is not None else None, hub=hub, info=info,
+            audit=AuditLog(db),
+            events=EventStore(db),
+            watchlist=WatchlistEditor(watchlist_path) if watchlist_path is not None else None,
+            hub=hub,
+            info=info,
         )
 
     def live_view_due(self, actor: str, camera: str) -> bool:

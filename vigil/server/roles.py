@@ -25,8 +25,16 @@ class Permission(str, Enum):
     METRICS_READ = "metrics.read"
 
 
-_VIEWER = frozenset({Permission.EVENTS_READ, Permission.STREAM, Permission.SNAPSHOT_WATCHLIST, Permission.CAMERAS_READ,
-                     Permission.PEOPLE_READ, Permission.METRICS_READ})
+_VIEWER = frozenset(
+    {
+        Permission.EVENTS_READ,
+        Permission.STREAM,
+        Permission.SNAPSHOT_WATCHLIST,
+        Permission.CAMERAS_READ,
+        Permission.PEOPLE_READ,
+        Permission.METRICS_READ,
+    }
+)
 _OPERATOR = _VIEWER | {Permission.SNAPSHOT_ANY, Permission.EVENTS_REVIEW, Permission.LIVE_VIEW, Permission.PHOTOS_READ}
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: _VIEWER,

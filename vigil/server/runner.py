@@ -65,10 +65,24 @@ class ServerThread:
         self.config = config
         self.socket = bind_socket(config)
         self.port = self.socket.getsockname()[1]
-        tls = {} if config.tls_cert is None else {"ssl_certfile": str(config.tls_cert), "ssl_keyfile": str(config.tls_key)}
-        self._server = uvicorn.Server(uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=int(GRACEFUL_S),
-            timeout_keep_alive=5, proxy_headers=False, server_header=False, **tls))
+        tls = (
+            {}
+            if config.tls_cert is None
+            else {"ssl_certfile": str(config.tls_cert), "ssl_keyfile": str(config.tls_key)}
+        )
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=int(GRACEFUL_S),
+                timeout_keep_alive=5,
+                proxy_headers=False,
+                server_header=False,
+                **tls,
+            )
+        )
         self._thread = threading.Thread(target=self._run, name="vigil-http", daemon=True)
         self._error: BaseException | None = None
 

@@ -31,8 +31,10 @@ class LoginThrottle:
 
     def retry_after_s(self, keys: Iterable[str], now: float) -> float:
         with self._lock:
-            return max((retry_after_s(self._failures.get(key, ()), now, self.max_failures, self.window_s)
-                        for key in keys), default=0.0)
+            return max(
+                (retry_after_s(self._failures.get(key, ()), now, self.max_failures, self.window_s) for key in keys),
+                default=0.0,
+            )
 
     def record_failure(self, keys: Iterable[str], now: float) -> None:
         with self._lock:

@@ -30,7 +30,9 @@ def check_filename(name: str | None) -> None:
     if not name:
         return
     if not re.fullmatch(FILENAME_PATTERN, name) or name.startswith(".") or ".." in name:
-        raise UploadError(422, f"file name {name[:80]!r} is not allowed (no path separators, '..', leading dot or control characters)")
+        raise UploadError(
+            422, f"file name {name[:80]!r} is not allowed (no path separators, '..', leading dot or control characters)"
+        )
 
 
 def decode_photo(data: bytes, max_bytes: int, max_pixels: int) -> tuple[str, np.ndarray]:
@@ -45,14 +47,17 @@ def decode_photo(data: bytes, max_bytes: int, max_pixels: int) -> tuple[str, np.
             with Image.open(io.BytesIO(data)) as header:
                 image_format, (width, height) = header.format, header.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UploadError(413, f"image has too many pixels (over {max_pixels}): refused as a decompression bomb") from None
+        raise UploadError(
+            413, f"image has too many pixels (over {max_pixels}): refused as a decompression bomb"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise UploadError(415, "not an image: upload a JPEG, PNG or WebP photo") from None
     if image_format not in FORMATS:
         raise UploadError(415, f"{image_format} images are not accepted: upload a JPEG, PNG or WebP photo")
     if width * height > max_pixels:
-        raise UploadError(413, f"image is {width}x{height} pixels, over the limit of {max_pixels}: refused as a "
-                               "decompression bomb")
+        raise UploadError(
+            413, f"image is {width}x{height} pixels, over the limit of {max_pixels}: refused as a decompression bomb"
+        )
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise UploadError(422, f"{image_format} image does not decode (truncated or corrupt)")

@@ -18,12 +18,17 @@ def may_see_snapshot(principal: Principal, event_type: str) -> bool:
     return principal.can(needed)
 
 
-def event_json(record: dict, principal: Principal, first_photos: dict[str, str], stored: StoredEvent | None = None) -> dict:
+def event_json(
+    record: dict, principal: Principal, first_photos: dict[str, str], stored: StoredEvent | None = None
+) -> dict:
     """The event as the API shows it: no file paths; snapshot and person photo as URLs when the caller may see them."""
     out = {key: value for key, value in record.items() if key != "snapshot"}
     out["has_snapshot"] = bool(record.get("snapshot"))
-    out["snapshot_url"] = (f"{API}/events/{record['id']}/snapshot.jpg"
-                           if record.get("snapshot") and may_see_snapshot(principal, record["type"]) else None)
+    out["snapshot_url"] = (
+        f"{API}/events/{record['id']}/snapshot.jpg"
+        if record.get("snapshot") and may_see_snapshot(principal, record["type"])
+        else None
+    )
     person_id = record.get("person_id")
     photo = first_photos.get(person_id) if person_id and principal.can(Permission.PHOTOS_READ) else None
     out["person_photo_url"] = f"{API}/people/{person_id}/photos/{photo}" if photo else None
@@ -59,12 +64,22 @@ def photo_result(person: PersonEntry, path: str, state: WatchlistState) -> str:
 
 
 def person_json(person: PersonEntry, watchlist: Watchlist, state: WatchlistState, principal: Principal) -> dict:
-    out = {"id": person.id, "name": person.name, "list": person.list.value, "threshold": person.threshold,
-           "notes": person.notes, "enrolled": person.id in state.enrolled, "photo_count": len(person.photos)}
+    out = {
+        "id": person.id,
+        "name": person.name,
+        "list": person.list.value,
+        "threshold": person.threshold,
+        "notes": person.notes,
+        "enrolled": person.id in state.enrolled,
+        "photo_count": len(person.photos),
+    }
     if principal.can(Permission.PHOTOS_READ):
         out["photos"] = [
-            {"id": photo_id(photo), "url": f"{API}/people/{person.id}/photos/{photo_id(photo)}",
-             "result": photo_result(person, str(watchlist.photo_path(photo)), state)}
+            {
+                "id": photo_id(photo),
+                "url": f"{API}/people/{person.id}/photos/{photo_id(photo)}",
+                "result": photo_result(person, str(watchlist.photo_path(photo)), state),
+            }
             for photo in person.photos
         ]
     return out

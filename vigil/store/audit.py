@@ -52,8 +52,17 @@ class AuditEntry:
     detail: str | None
 
     def to_json(self) -> dict:
-        return {"seq": self.seq, "ts": self.ts, "actor": self.actor, "role": self.role, "client": self.client,
-                "action": self.action, "object": self.object, "outcome": self.outcome, "detail": self.detail}
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "actor": self.actor,
+            "role": self.role,
+            "client": self.client,
+            "action": self.action,
+            "object": self.object,
+            "outcome": self.outcome,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)
@@ -77,16 +86,31 @@ class AuditLog:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def record(self, actor: Actor, action: str, object_: str | None = None, outcome: Outcome = Outcome.OK,
-               detail: str | None = None) -> int:
+    def record(
+        self,
+        actor: Actor,
+        action: str,
+        object_: str | None = None,
+        outcome: Outcome = Outcome.OK,
+        detail: str | None = None,
+    ) -> int:
         """Append one entry (its own transaction, committed before the caller answers); returns its seq."""
         if not re.fullmatch(ACTION_PATTERN, action):
             raise ValueError(f"audit action {action!r} does not match {ACTION_PATTERN}")
         with self.db.transaction() as conn:
             cursor = conn.execute(
-                "INSERT INTO audit (ts, actor, role, client, action, object, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (utc_timestamp(), one_line(actor.name, 100), actor.role, one_line(actor.client, 100), action,
-                 one_line(object_, 200), outcome.value, one_line(detail)),
+                "INSERT INTO audit (ts, actor, role, client, action, object, outcome, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    utc_timestamp(),
+                    one_line(actor.name, 100),
+                    actor.role,
+                    one_line(actor.client, 100),
+                    action,
+                    one_line(object_, 200),
+                    outcome.value,
+                    one_line(detail),
+                ),
             )
             return int(cursor.lastrowid or 0)
 
@@ -95,16 +119,23 @@ class AuditLog:
         clauses, args = self._clauses(where)
         if before_seq is not None:
             clauses, args = [*clauses, "seq < ?"], [*args, before_seq]
-        sql = ("SELECT seq, ts, actor, role, client, action, object, outcome, detail FROM audit"
-               f"{' WHERE ' + ' AND '.join(clauses) if clauses else ''} ORDER BY seq DESC LIMIT ?")
+        sql = (
+            "SELECT seq, ts, actor, role, client, action, object, outcome, detail FROM audit"
+            f"{' WHERE ' + ' AND '.join(clauses) if clauses else ''} ORDER BY seq DESC LIMIT ?"
+        )
         return [AuditEntry(*row) for row in self.db.conn().execute(sql, [*args, limit])]
 
     @staticmethod
     def _clauses(where: AuditFilter) -> tuple[list[str], list]:
         clauses: list[str] = []
         args: list = []
-        for column, value in (("ts >= ?", where.since), ("ts < ?", where.until), ("actor = ?", where.actor),
-                              ("object = ?", where.object), ("outcome = ?", where.outcome)):
+        for column, value in (
+            ("ts >= ?", where.since),
+            ("ts < ?", where.until),
+            ("actor = ?", where.actor),
+            ("object = ?", where.object),
+            ("outcome = ?", where.outcome),
+        ):
             if value is not None:
                 clauses.append(column)
                 args.append(value)

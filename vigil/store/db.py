@@ -19,6 +19,7 @@ from pathlib import Path
 from vigil.alerts import ALERTS_SCHEMA, DB_FILENAME, open_database
 from vigil.errors import VigilError
 
+
 class StoreError(VigilError):
     """A request the store refuses because of its input (bad name, weak password, bad cursor): nothing written."""
 

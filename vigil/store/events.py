@@ -104,9 +104,14 @@ class EventStore:
 
     def page(self, where: EventFilter, cursor: str | None = None, limit: int = 50) -> EventPage:
         clauses, args = [], []
-        for column, value in (("a.camera = ?", where.camera), ("a.person_id = ?", where.person_id),
-                              ("a.type = ?", where.type), ("a.stage = ?", where.stage),
-                              ("a.ts >= ?", where.since), ("a.ts < ?", where.until)):
+        for column, value in (
+            ("a.camera = ?", where.camera),
+            ("a.person_id = ?", where.person_id),
+            ("a.type = ?", where.type),
+            ("a.stage = ?", where.stage),
+            ("a.ts >= ?", where.since),
+            ("a.ts < ?", where.until),
+        ):
             if value is not None:
                 clauses.append(column)
                 args.append(value)
@@ -115,7 +120,9 @@ class EventStore:
             clauses.append("(a.ts, a.rowid) < (?, ?)")
             args.extend([ts, rowid])
         limit = max(1, min(limit, MAX_PAGE))
-        sql = f"{_SELECT}{' WHERE ' + ' AND '.join(clauses) if clauses else ''} ORDER BY a.ts DESC, a.rowid DESC LIMIT ?"
+        sql = (
+            f"{_SELECT}{' WHERE ' + ' AND '.join(clauses) if clauses else ''} ORDER BY a.ts DESC, a.rowid DESC LIMIT ?"
+        )
         rows = self.db.conn().execute(sql, [*args, limit + 1]).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
@@ -145,12 +152,16 @@ class EventStore:
         with self.db.transaction() as conn:
             record = self._require_in(conn, event_id)
             if record["type"] != "alert":
-                raise ConflictError(f"event {event_id}: only an alert can be marked a false match (this is {record['type']})")
+                raise ConflictError(
+                    f"event {event_id}: only an alert can be marked a false match (this is {record['type']})"
+                )
             if conn.execute("SELECT 1 FROM false_matches WHERE event_id = ?", (event_id,)).fetchone():
                 raise ConflictError(f"event {event_id}: already marked a false match")
             mark = Mark(by, utc_timestamp(), note)
-            conn.execute("INSERT INTO false_matches VALUES (?, ?, ?, ?, ?, ?)",
-                         (event_id, record.get("person_id"), record["camera"], mark.by, mark.at, mark.note))
+            conn.execute(
+                "INSERT INTO false_matches VALUES (?, ?, ?, ?, ?, ?)",
+                (event_id, record.get("person_id"), record["camera"], mark.by, mark.at, mark.note),
+            )
         return mark
 
     def clear_false_match(self, event_id: str) -> None:
@@ -161,11 +172,18 @@ class EventStore:
     def anonymise_person(self, person_id: str) -> list[str]:
         """Strip a deleted person from their events (id, name, snapshot); returns the snapshot paths to delete."""
         with self.db.transaction() as conn:
-            snapshots = [row[0] for row in conn.execute(
-                "SELECT json_extract(json, '$.snapshot') FROM alerts WHERE person_id = ?", (person_id,)) if row[0]]
+            snapshots = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT json_extract(json, '$.snapshot') FROM alerts WHERE person_id = ?", (person_id,)
+                )
+                if row[0]
+            ]
             conn.execute(
                 "UPDATE alerts SET person_id = NULL, json = json_set(json, '$.person_id', NULL, '$.person_name', NULL, "
-                "'$.snapshot', NULL, '$.anonymised', json('true')) WHERE person_id = ?", (person_id,))
+                "'$.snapshot', NULL, '$.anonymised', json('true')) WHERE person_id = ?",
+                (person_id,),
+            )
             conn.execute("UPDATE false_matches SET person_id = NULL WHERE person_id = ?", (person_id,))
         return snapshots
 
@@ -177,8 +195,10 @@ class EventStore:
         conn = self.db.conn()
         if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'").fetchone():
             return {"pending": 0, "delivered": 0, "dead": 0}
-        row = conn.execute("SELECT SUM(delivered_at IS NULL AND dead_at IS NULL), SUM(delivered_at IS NOT NULL), "
-                           "SUM(dead_at IS NOT NULL) FROM outbox").fetchone()
+        row = conn.execute(
+            "SELECT SUM(delivered_at IS NULL AND dead_at IS NULL), SUM(delivered_at IS NOT NULL), "
+            "SUM(dead_at IS NOT NULL) FROM outbox"
+        ).fetchone()
         return {"pending": row[0] or 0, "delivered": row[1] or 0, "dead": row[2] or 0}
 
     @staticmethod

@@ -52,11 +52,16 @@ class RetentionReport:
 
 def cutoffs(now: datetime, config: RetentionConfig) -> Cutoffs:
     """The oldest timestamp each kind may keep at ``now``; a snapshot never outlives its event."""
+
     def before(days: float) -> str:
         return utc_timestamp(now - timedelta(days=days))
 
-    return Cutoffs(alerts=before(config.alerts_days), unknown_events=before(config.unknown_events_days),
-                   snapshots=before(config.snapshots_days), audit=before(config.audit_days))
+    return Cutoffs(
+        alerts=before(config.alerts_days),
+        unknown_events=before(config.unknown_events_days),
+        snapshots=before(config.snapshots_days),
+        audit=before(config.audit_days),
+    )
 
 
 def snapshot_day_expired(day_folder: str, cutoff: str) -> bool:
@@ -82,8 +87,10 @@ def _delete_events(db: Database, kind: str, cutoff: str, snapshot_root: Path) ->
     deleted = files = 0
     while True:
         with db.transaction() as conn:
-            rows = conn.execute("SELECT id, json_extract(json, '$.snapshot') FROM alerts WHERE type = ? AND ts < ? LIMIT ?",
-                                (kind, cutoff, BATCH_ROWS)).fetchall()
+            rows = conn.execute(
+                "SELECT id, json_extract(json, '$.snapshot') FROM alerts WHERE type = ? AND ts < ? LIMIT ?",
+                (kind, cutoff, BATCH_ROWS),
+            ).fetchall()
             ids = [(row[0],) for row in rows]
             conn.executemany("DELETE FROM alerts WHERE id = ?", ids)
             conn.executemany("DELETE FROM acknowledgements WHERE event_id = ?", ids)
@@ -98,10 +105,14 @@ def _drop_snapshots(db: Database, cutoff: str, snapshot_root: Path) -> int:
     files = 0
     while True:
         with db.transaction() as conn:
-            rows = conn.execute("SELECT id, json_extract(json, '$.snapshot') FROM alerts WHERE ts < ? "
-                                "AND json_extract(json, '$.snapshot') IS NOT NULL LIMIT ?", (cutoff, BATCH_ROWS)).fetchall()
-            conn.executemany("UPDATE alerts SET json = json_set(json, '$.snapshot', NULL) WHERE id = ?",
-                             [(row[0],) for row in rows])
+            rows = conn.execute(
+                "SELECT id, json_extract(json, '$.snapshot') FROM alerts WHERE ts < ? "
+                "AND json_extract(json, '$.snapshot') IS NOT NULL LIMIT ?",
+                (cutoff, BATCH_ROWS),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE alerts SET json = json_set(json, '$.snapshot', NULL) WHERE id = ?", [(row[0],) for row in rows]
+            )
         files += sum(remove_snapshot(row[1], snapshot_root) for row in rows)
         if len(rows) < BATCH_ROWS:
             return files
@@ -145,8 +156,14 @@ def remove_snapshot(path: str | None, snapshot_root: Path) -> bool:
 class RetentionJob:
     """Applies retention on start and every ``config.interval_s`` until stopped (its own daemon thread)."""
 
-    def __init__(self, db: Database, data_dir: Path, config: RetentionConfig, audit: AuditLog,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        db: Database,
+        data_dir: Path,
+        config: RetentionConfig,
+        audit: AuditLog,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.db, self.data_dir, self.config, self.audit = db, Path(data_dir), config, audit
         self._clock = wall_clock
         self._stop = threading.Event()
@@ -159,8 +176,10 @@ class RetentionJob:
         report = apply_retention(self.db, self.data_dir, cutoffs(now, self.config))
         self.last_run, self.last_report = utc_timestamp(now), report
         if report.total:
-            detail = (f"deleted {report.alerts} alerts, {report.unknown_events} unknown-face events, "
-                      f"{report.snapshots} snapshots, {report.audit} audit entries")
+            detail = (
+                f"deleted {report.alerts} alerts, {report.unknown_events} unknown-face events, "
+                f"{report.snapshots} snapshots, {report.audit} audit entries"
+            )
             log.info("retention: %s", detail)
             self.audit.record(SYSTEM, "retention.apply", None, detail=detail)
         return report

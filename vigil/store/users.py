@@ -49,8 +49,13 @@ class User:
     disabled: bool
 
     def to_json(self) -> dict:
-        return {"username": self.username, "role": self.role.value, "created_at": self.created_at,
-                "password_changed_at": self.password_changed_at, "disabled": self.disabled}
+        return {
+            "username": self.username,
+            "role": self.role.value,
+            "created_at": self.created_at,
+            "password_changed_at": self.password_changed_at,
+            "disabled": self.disabled,
+        }
 
 
 @dataclass(frozen=True)
@@ -69,9 +74,17 @@ class ApiToken:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > utc_timestamp())
 
     def to_json(self) -> dict:
-        return {"id": self.id, "role": self.role.value, "name": self.name, "created_by": self.created_by,
-                "created_at": self.created_at, "expires_at": self.expires_at, "last_used_at": self.last_used_at,
-                "revoked_at": self.revoked_at, "active": self.active}
+        return {
+            "id": self.id,
+            "role": self.role.value,
+            "name": self.name,
+            "created_by": self.created_by,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "last_used_at": self.last_used_at,
+            "revoked_at": self.revoked_at,
+            "active": self.active,
+        }
 
 
 @dataclass(frozen=True)
@@ -128,8 +141,11 @@ class UserStore:
         with self.db.transaction() as conn:
             if conn.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
                 raise ConflictError(f"user {username!r} already exists")
-            conn.execute("INSERT INTO users (username, role, password_hash, created_at, password_changed_at) "
-                         "VALUES (?, ?, ?, ?, ?)", (username, role.value, password_hash, now, now))
+            conn.execute(
+                "INSERT INTO users (username, role, password_hash, created_at, password_changed_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (username, role.value, password_hash, now, now),
+            )
         return self.require(username)
 
     def get(self, username: str) -> User | None:
@@ -157,8 +173,10 @@ class UserStore:
         password_hash = self.hasher.hash(check_password(password))
         with self.db.transaction() as conn:
             user = self._require_in(conn, username)
-            conn.execute("UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?",
-                         (password_hash, utc_timestamp(), user.id))
+            conn.execute(
+                "UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?",
+                (password_hash, utc_timestamp(), user.id),
+            )
             conn.execute("DELETE FROM sessions WHERE user_id = ?", (user.id,))
 
     def update(self, username: str, role: Role | None = None, disabled: bool | None = None) -> User:
@@ -168,7 +186,9 @@ class UserStore:
             new_role, new_disabled = role or user.role, user.disabled if disabled is None else disabled
             if user.role is Role.ADMIN and not user.disabled and (new_role is not Role.ADMIN or new_disabled):
                 self._keep_an_admin(conn, user)
-            conn.execute("UPDATE users SET role = ?, disabled = ? WHERE id = ?", (new_role.value, int(new_disabled), user.id))
+            conn.execute(
+                "UPDATE users SET role = ?, disabled = ? WHERE id = ?", (new_role.value, int(new_disabled), user.id)
+            )
             conn.execute("DELETE FROM sessions WHERE user_id = ?", (user.id,))
         return self.require(username)
 
@@ -182,8 +202,11 @@ class UserStore:
 
     def verify(self, username: str, password: str) -> User | None:
         """The user when the password is right and the account enabled; None otherwise (same cost either way)."""
-        row = self.db.conn().execute(f"SELECT {_USER_COLUMNS}, password_hash FROM users WHERE username = ?",
-                                     (username,)).fetchone()
+        row = (
+            self.db.conn()
+            .execute(f"SELECT {_USER_COLUMNS}, password_hash FROM users WHERE username = ?", (username,))
+            .fetchone()
+        )
         stored = row[6] if row is not None else self._dummy_hash()
         try:
             self.hasher.verify(stored, password)
@@ -211,8 +234,9 @@ class UserStore:
 
     @staticmethod
     def _keep_an_admin(conn, user: User) -> None:
-        others = conn.execute("SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0 AND id != ?",
-                              (user.id,)).fetchone()[0]
+        others = conn.execute(
+            "SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0 AND id != ?", (user.id,)
+        ).fetchone()[0]
         if not others:
             raise ConflictError(f"user {user.username!r} is the last active admin; create another admin first")
 
@@ -236,8 +260,10 @@ class TokenStore:
         now = self._now()
         expires = None if expires_days is None else utc_timestamp(now + timedelta(days=expires_days))
         with self.db.transaction() as conn:
-            conn.execute(f"INSERT INTO api_tokens (token_hash, {_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
-                         (sha256_hex(secret), token_id, role.value, name, created_by, utc_timestamp(now), expires))
+            conn.execute(
+                f"INSERT INTO api_tokens (token_hash, {_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+                (sha256_hex(secret), token_id, role.value, name, created_by, utc_timestamp(now), expires),
+            )
         return self.require(token_id), secret
 
     def list(self) -> list[ApiToken]:
@@ -252,8 +278,10 @@ class TokenStore:
 
     def revoke(self, token_id: str) -> ApiToken:
         with self.db.transaction() as conn:
-            changed = conn.execute("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                                   (utc_timestamp(self._now()), token_id)).rowcount
+            changed = conn.execute(
+                "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (utc_timestamp(self._now()), token_id),
+            ).rowcount
         token = self.require(token_id)
         if not changed:
             raise ConflictError(f"token {token_id!r} was already revoked at {token.revoked_at}")
@@ -263,15 +291,20 @@ class TokenStore:
         """The active token for a presented secret, or None (unknown, revoked or expired)."""
         if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
             return None
-        row = self.db.conn().execute(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = ?",
-                                     (sha256_hex(secret),)).fetchone()
+        row = (
+            self.db.conn()
+            .execute(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = ?", (sha256_hex(secret),))
+            .fetchone()
+        )
         if row is None:
             return None
         token = self._token(row)
         now = self._now()
         if token.revoked_at is not None or (token.expires_at is not None and token.expires_at <= utc_timestamp(now)):
             return None
-        if token.last_used_at is None or token.last_used_at < utc_timestamp(now - timedelta(seconds=LAST_USED_RESOLUTION_S)):
+        if token.last_used_at is None or token.last_used_at < utc_timestamp(
+            now - timedelta(seconds=LAST_USED_RESOLUTION_S)
+        ):
             with self.db.transaction() as conn:
                 conn.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (utc_timestamp(now), token.id))
         return token
@@ -284,11 +317,15 @@ class TokenStore:
         return ApiToken(row[0], Role(row[1]), row[2], row[3], row[4], row[5], row[6], row[7])
 
 
+_SESSION_USER_COLUMNS = ", ".join("u." + column for column in _USER_COLUMNS.split(", "))
+
+
 class SessionStore:
     """Browser sessions: the cookie carries a random id, the table its SHA-256, the user and a CSRF token."""
 
-    def __init__(self, db: Database, idle_timeout_s: float, max_age_s: float,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, db: Database, idle_timeout_s: float, max_age_s: float, wall_clock: Callable[[], float] = time.time
+    ) -> None:
         self.db = db
         self.idle_timeout_s = idle_timeout_s
         self.max_age_s = max_age_s
@@ -300,10 +337,14 @@ class SessionStore:
         csrf = secrets.token_urlsafe(32)
         now = self._clock()
         with self.db.transaction() as conn:
-            conn.execute("DELETE FROM sessions WHERE created_at < ? OR last_seen_at < ?",
-                         (now - self.max_age_s, now - self.idle_timeout_s))
-            conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
-                         (sha256_hex(session_id), user.id, csrf, now, now, client))
+            conn.execute(
+                "DELETE FROM sessions WHERE created_at < ? OR last_seen_at < ?",
+                (now - self.max_age_s, now - self.idle_timeout_s),
+            )
+            conn.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+                (sha256_hex(session_id), user.id, csrf, now, now, client),
+            )
         return session_id, Session(user, csrf, now, now)
 
     def resolve(self, session_id: str) -> Session | None:
@@ -311,9 +352,11 @@ class SessionStore:
         if not session_id or len(session_id) > 200:
             return None
         conn = self.db.conn()
-        row = conn.execute(f"SELECT s.csrf_token, s.created_at, s.last_seen_at, {', '.join('u.' + c for c in _USER_COLUMNS.split(', '))} "
-                           "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = ?",
-                           (sha256_hex(session_id),)).fetchone()
+        row = conn.execute(
+            f"SELECT s.csrf_token, s.created_at, s.last_seen_at, {_SESSION_USER_COLUMNS} "
+            "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = ?",
+            (sha256_hex(session_id),),
+        ).fetchone()
         if row is None:
             return None
         csrf, created, last_seen, user = row[0], row[1], row[2], _user(row[3:])

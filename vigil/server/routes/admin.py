@@ -47,7 +47,9 @@ def list_users(request: Request, _: Principal = Depends(require(Permission.USERS
 
 
 @router.post("/users", status_code=201, summary="add a user")
-def create_user(body: NewUser, request: Request, principal: Principal = Depends(require(Permission.USERS_MANAGE))) -> dict:
+def create_user(
+    body: NewUser, request: Request, principal: Principal = Depends(require(Permission.USERS_MANAGE))
+) -> dict:
     ctx = context_of(request)
     user = ctx.users.add(body.username, body.role, body.password)
     ctx.audit.record(principal.actor, "user.create", f"user:{user.username}", detail=f"role {user.role.value}")
@@ -55,8 +57,12 @@ def create_user(body: NewUser, request: Request, principal: Principal = Depends(
 
 
 @router.patch("/users/{username}", summary="change a user's role, password or disabled state (ends their sessions)")
-def update_user(username: Username, body: UserChanges, request: Request,
-                principal: Principal = Depends(require(Permission.USERS_MANAGE))) -> dict:
+def update_user(
+    username: Username,
+    body: UserChanges,
+    request: Request,
+    principal: Principal = Depends(require(Permission.USERS_MANAGE)),
+) -> dict:
     ctx = context_of(request)
     ctx.users.require(username)
     if body.password is not None:
@@ -68,7 +74,9 @@ def update_user(username: Username, body: UserChanges, request: Request,
 
 
 @router.delete("/users/{username}", summary="delete a user (never the last admin)")
-def delete_user(username: Username, request: Request, principal: Principal = Depends(require(Permission.USERS_MANAGE))) -> dict:
+def delete_user(
+    username: Username, request: Request, principal: Principal = Depends(require(Permission.USERS_MANAGE))
+) -> dict:
     ctx = context_of(request)
     ctx.users.delete(username)
     ctx.audit.record(principal.actor, "user.delete", f"user:{username}")
@@ -81,7 +89,9 @@ def list_tokens(request: Request, _: Principal = Depends(require(Permission.USER
 
 
 @router.post("/tokens", status_code=201, summary="create a token: its secret is in this answer only")
-def create_token(body: NewToken, request: Request, principal: Principal = Depends(require(Permission.USERS_MANAGE))) -> dict:
+def create_token(
+    body: NewToken, request: Request, principal: Principal = Depends(require(Permission.USERS_MANAGE))
+) -> dict:
     ctx = context_of(request)
     token, secret = ctx.tokens.create(body.role, body.name, principal.name, body.expires_days)
     ctx.audit.record(principal.actor, "token.create", f"token:{token.id}", detail=f"role {token.role.value}")
@@ -89,8 +99,11 @@ def create_token(body: NewToken, request: Request, principal: Principal = Depend
 
 
 @router.delete("/tokens/{token_id}", summary="revoke a token")
-def revoke_token(token_id: Annotated[str, PathParam(pattern=r"^[0-9a-f]{8}$")], request: Request,
-                 principal: Principal = Depends(require(Permission.USERS_MANAGE))) -> dict:
+def revoke_token(
+    token_id: Annotated[str, PathParam(pattern=r"^[0-9a-f]{8}$")],
+    request: Request,
+    principal: Principal = Depends(require(Permission.USERS_MANAGE)),
+) -> dict:
     ctx = context_of(request)
     token = ctx.tokens.revoke(token_id)
     ctx.audit.record(principal.actor, "token.revoke", f"token:{token_id}")
@@ -104,8 +117,12 @@ def audit_log(
     since: datetime | None = None,
     until: datetime | None = None,
     actor: str | None = Query(None, pattern=ACTOR_PATTERN),
-    action: str | None = Query(None, pattern=ACTION_PATTERN.rstrip("$") + r"\.?$", max_length=64,
-                               description="exact, or a prefix ending in '.' (person.)"),
+    action: str | None = Query(
+        None,
+        pattern=ACTION_PATTERN.rstrip("$") + r"\.?$",
+        max_length=64,
+        description="exact, or a prefix ending in '.' (person.)",
+    ),
     object: str | None = Query(None, pattern=OBJECT_PATTERN, description="e.g. event:<id>, person:<id>"),  # noqa: A002
     outcome: Outcome | None = None,
     cursor: int | None = Query(None, ge=1, description="the 'next' value of the previous page"),
@@ -114,11 +131,16 @@ def audit_log(
     for moment in (since, until):
         if moment is not None and moment.tzinfo is None:
             raise ApiError(422, "since/until: give a time zone (e.g. 2026-01-31T08:00:00Z)", "request.invalid")
-    where = AuditFilter(since=utc_timestamp(since) if since else None, until=utc_timestamp(until) if until else None,
-                        actor=actor, action=action, object=object, outcome=outcome.value if outcome else None)
+    where = AuditFilter(
+        since=utc_timestamp(since) if since else None,
+        until=utc_timestamp(until) if until else None,
+        actor=actor,
+        action=action,
+        object=object,
+        outcome=outcome.value if outcome else None,
+    )
     entries = context_of(request).audit.query(where, cursor, limit)
-    return {"items": [entry.to_json() for entry in entries],
-            "next": entries[-1].seq if len(entries) == limit else None}
+    return {"items": [entry.to_json() for entry in entries], "next": entries[-1].seq if len(entries) == limit else None}
 
 
 @router.get("/system", summary="settings, models, sinks, retention, watchlist state (admins)")
@@ -127,12 +149,24 @@ def system(request: Request, _: Principal = Depends(require(Permission.SYSTEM_RE
     server = ctx.server
     job = ctx.retention_job
     return {
-        "version": ctx.info.version, "models": list(ctx.info.models), "sinks": list(ctx.info.sinks),
-        "cameras": list(ctx.info.cameras), "outbox": ctx.events.outbox_counts(),
-        "server": {"listen": server.listen, "tls": server.tls_cert is not None, "metrics_public": server.metrics_public,
-                   "operators_can_enroll": server.operators_can_enroll,
-                   "session_idle_timeout_s": server.session_idle_timeout_s, "max_upload_bytes": server.max_upload_bytes},
+        "version": ctx.info.version,
+        "models": list(ctx.info.models),
+        "sinks": list(ctx.info.sinks),
+        "cameras": list(ctx.info.cameras),
+        "outbox": ctx.events.outbox_counts(),
+        "server": {
+            "listen": server.listen,
+            "tls": server.tls_cert is not None,
+            "metrics_public": server.metrics_public,
+            "operators_can_enroll": server.operators_can_enroll,
+            "session_idle_timeout_s": server.session_idle_timeout_s,
+            "max_upload_bytes": server.max_upload_bytes,
+        },
         "retention": {**ctx.retention.model_dump(), "last_run": job.last_run if job else None},
-        "watchlist": {"path": ctx.hub.watchlist.path, "people": ctx.hub.watchlist.people,
-                      "loaded_at": ctx.hub.watchlist.loaded_at, "error": ctx.hub.watchlist.error or None},
+        "watchlist": {
+            "path": ctx.hub.watchlist.path,
+            "people": ctx.hub.watchlist.people,
+            "loaded_at": ctx.hub.watchlist.loaded_at,
+            "error": ctx.hub.watchlist.error or None,
+        },
     }

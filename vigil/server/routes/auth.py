@@ -18,9 +18,13 @@ class Login(BaseModel):
 
 
 def me_json(principal: Principal) -> dict:
-    return {"user": principal.name, "role": principal.role.value if principal.role else None, "auth": principal.via,
-            "permissions": sorted(p.value for p in principal.permissions),
-            "csrf_token": principal.session.csrf_token if principal.session else None}
+    return {
+        "user": principal.name,
+        "role": principal.role.value if principal.role else None,
+        "auth": principal.via,
+        "permissions": sorted(p.value for p in principal.permissions),
+        "csrf_token": principal.session.csrf_token if principal.session else None,
+    }
 
 
 @router.post("/auth/login", summary="log in: sets the session cookie; returns the CSRF token for later writes")
@@ -31,8 +35,14 @@ def login(body: Login, request: Request, response: Response) -> dict:
     actor = Actor("anonymous", None, client)
     wait_s = ctx.throttle.retry_after_s(keys, ctx.monotonic())
     if wait_s > 0:
-        raise ApiError(429, f"too many failed logins; retry in {wait_s:.0f} s", "login.throttled",
-                       f"user:{body.username}", Outcome.DENIED, headers={"Retry-After": str(int(wait_s) + 1)})
+        raise ApiError(
+            429,
+            f"too many failed logins; retry in {wait_s:.0f} s",
+            "login.throttled",
+            f"user:{body.username}",
+            Outcome.DENIED,
+            headers={"Retry-After": str(int(wait_s) + 1)},
+        )
     user = ctx.users.verify(body.username, body.password)
     if user is None:
         ctx.throttle.record_failure(keys, ctx.monotonic())
@@ -40,8 +50,15 @@ def login(body: Login, request: Request, response: Response) -> dict:
         raise ApiError(401, "wrong user name or password")
     ctx.throttle.clear(keys[0])
     cookie, session = ctx.sessions.create(user, client)
-    response.set_cookie(SESSION_COOKIE, cookie, max_age=int(ctx.server.session_max_age_s), httponly=True,
-                        samesite="strict", secure=ctx.server.tls_cert is not None, path="/")
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        max_age=int(ctx.server.session_max_age_s),
+        httponly=True,
+        samesite="strict",
+        secure=ctx.server.tls_cert is not None,
+        path="/",
+    )
     ctx.audit.record(Actor(f"user:{user.username}", user.role.value, client), "login.success", f"user:{user.username}")
     return {"user": user.username, "role": user.role.value, "csrf_token": session.csrf_token}
 

@@ -46,7 +46,9 @@ def render_frame(frame: LiveFrame, boxes: bool, width: int) -> bytes:
     image = frame.image
     scale = min(1.0, width / image.shape[1]) if width else 1.0
     if scale < 1.0:
-        image = cv2.resize(image, (int(image.shape[1] * scale), int(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        image = cv2.resize(
+            image, (int(image.shape[1] * scale), int(image.shape[0] * scale)), interpolation=cv2.INTER_AREA
+        )
     elif boxes and frame.faces:
         image = image.copy()  # never draw on the pipeline's frame
     if boxes:
@@ -65,7 +67,9 @@ def render_frame(frame: LiveFrame, boxes: bool, width: int) -> bytes:
 def _statuses(request: Request) -> list[CameraStatus]:
     ctx = context_of(request)
     known = {status.name: status for status in ctx.hub.statuses()}
-    names = [camera["name"] for camera in ctx.info.cameras] + [n for n in known if n not in {c["name"] for c in ctx.info.cameras}]
+    names = [camera["name"] for camera in ctx.info.cameras] + [
+        n for n in known if n not in {c["name"] for c in ctx.info.cameras}
+    ]
     return [known.get(name) or CameraStatus(name=name, up=False) for name in names]
 
 
@@ -84,18 +88,27 @@ def list_cameras(request: Request, principal: Principal = Depends(require(Permis
 
 
 @router.get("/cameras/{name}", summary="one camera; with live.view also its latest frame's faces")
-def get_camera(name: CameraName, request: Request,
-               principal: Principal = Depends(require(Permission.CAMERAS_READ))) -> dict:
+def get_camera(
+    name: CameraName, request: Request, principal: Principal = Depends(require(Permission.CAMERAS_READ))
+) -> dict:
     for status in _statuses(request):
         if status.name == name:
             return _camera_json(status, request, principal)
     raise ApiError(404, f"camera {name!r} is not configured")
 
 
-@router.get("/cameras/{name}/frame.jpg", summary="the camera's latest frame as JPEG, faces boxed and named",
-            response_class=Response)
-def latest_frame(name: CameraName, request: Request, principal: Principal = Depends(require(Permission.LIVE_VIEW)),
-                 boxes: bool = True, width: int = Query(0, ge=0, le=7680, description="scale down to this width (0: as is)")) -> Response:
+@router.get(
+    "/cameras/{name}/frame.jpg",
+    summary="the camera's latest frame as JPEG, faces boxed and named",
+    response_class=Response,
+)
+def latest_frame(
+    name: CameraName,
+    request: Request,
+    principal: Principal = Depends(require(Permission.LIVE_VIEW)),
+    boxes: bool = True,
+    width: int = Query(0, ge=0, le=7680, description="scale down to this width (0: as is)"),
+) -> Response:
     ctx = context_of(request)
     frame = ctx.hub.latest_frame(name)
     if frame is None:
@@ -103,6 +116,12 @@ def latest_frame(name: CameraName, request: Request, principal: Principal = Depe
     if ctx.live_view_due(principal.name, name):
         ctx.audit.record(principal.actor, "live.view", f"camera:{name}")
     cache: FrameCache = request.app.state.frame_cache
-    return Response(cache.get(frame, boxes, width), media_type="image/jpeg",
-                    headers={"Cache-Control": "private, no-store", "X-Vigil-Frame-Index": str(frame.index),
-                             "X-Vigil-Frame-Ts": frame.ts})
+    return Response(
+        cache.get(frame, boxes, width),
+        media_type="image/jpeg",
+        headers={
+            "Cache-Control": "private, no-store",
+            "X-Vigil-Frame-Index": str(frame.index),
+            "X-Vigil-Frame-Ts": frame.ts,
+        },
+    )

@@ -64,21 +64,31 @@ def _event(request: Request, event_id: str) -> StoredEvent:
 
 
 @router.get("/events/{event_id}", summary="one event")
-def get_event(event_id: EventId, request: Request,
-              principal: Principal = Depends(require(Permission.EVENTS_READ))) -> dict:
+def get_event(
+    event_id: EventId, request: Request, principal: Principal = Depends(require(Permission.EVENTS_READ))
+) -> dict:
     event = _event(request, event_id)
     return event_json(event.record, principal, first_photo_ids(current_watchlist(context_of(request).watchlist)), event)
 
 
-@router.get("/events/{event_id}/snapshot.jpg", summary="the event's face snapshot (JPEG); every read is audited",
-            response_class=FileResponse)
-def snapshot(event_id: EventId, request: Request,
-             principal: Principal = Depends(require(Permission.EVENTS_READ))) -> FileResponse:
+@router.get(
+    "/events/{event_id}/snapshot.jpg",
+    summary="the event's face snapshot (JPEG); every read is audited",
+    response_class=FileResponse,
+)
+def snapshot(
+    event_id: EventId, request: Request, principal: Principal = Depends(require(Permission.EVENTS_READ))
+) -> FileResponse:
     ctx = context_of(request)
     event = _event(request, event_id)
     if not may_see_snapshot(principal, event.type):
-        raise ApiError(403, f"role {principal.role.value} may not see snapshots of faces that matched nobody",
-                       "snapshot.read", f"event:{event_id}", Outcome.DENIED)
+        raise ApiError(
+            403,
+            f"role {principal.role.value} may not see snapshots of faces that matched nobody",
+            "snapshot.read",
+            f"event:{event_id}",
+            Outcome.DENIED,
+        )
     root = (ctx.data_dir / SNAPSHOT_DIRNAME).resolve()
     path = Path(event.snapshot).resolve() if event.snapshot else None
     if path is None or not path.is_relative_to(root) or not path.is_file():
@@ -88,8 +98,9 @@ def snapshot(event_id: EventId, request: Request,
 
 
 @router.post("/events/{event_id}/ack", summary="acknowledge an event (who, when, note)")
-def acknowledge(event_id: EventId, body: Note, request: Request,
-                principal: Principal = Depends(require(Permission.EVENTS_REVIEW))) -> dict:
+def acknowledge(
+    event_id: EventId, body: Note, request: Request, principal: Principal = Depends(require(Permission.EVENTS_REVIEW))
+) -> dict:
     ctx = context_of(request)
     mark = ctx.events.acknowledge(event_id, principal.name, body.note)
     ctx.audit.record(principal.actor, "event.acknowledge", f"event:{event_id}", detail=body.note or None)
@@ -97,8 +108,9 @@ def acknowledge(event_id: EventId, body: Note, request: Request,
 
 
 @router.post("/events/{event_id}/false-match", summary="mark an alert as not its person (kept for feedback)")
-def false_match(event_id: EventId, body: Note, request: Request,
-                principal: Principal = Depends(require(Permission.EVENTS_REVIEW))) -> dict:
+def false_match(
+    event_id: EventId, body: Note, request: Request, principal: Principal = Depends(require(Permission.EVENTS_REVIEW))
+) -> dict:
     ctx = context_of(request)
     mark = ctx.events.mark_false_match(event_id, principal.name, body.note)
     ctx.audit.record(principal.actor, "event.false_match", f"event:{event_id}", detail=body.note or None)
@@ -106,8 +118,9 @@ def false_match(event_id: EventId, body: Note, request: Request,
 
 
 @router.delete("/events/{event_id}/false-match", summary="withdraw a false-match mark")
-def clear_false_match(event_id: EventId, request: Request,
-                      principal: Principal = Depends(require(Permission.EVENTS_REVIEW))) -> dict:
+def clear_false_match(
+    event_id: EventId, request: Request, principal: Principal = Depends(require(Permission.EVENTS_REVIEW))
+) -> dict:
     ctx = context_of(request)
     ctx.events.clear_false_match(event_id)
     ctx.audit.record(principal.actor, "event.false_match_cleared", f"event:{event_id}")

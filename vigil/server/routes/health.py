@@ -9,7 +9,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from vigil.server.auth import ApiError, context_of, current_principal
-from vigil.server.metrics import VigilCollector
 from vigil.server.roles import Permission
 
 router = APIRouter(tags=["health"])
@@ -28,22 +27,31 @@ def health(request: Request) -> dict:
     if outbox["dead"]:
         degraded.append(f"{outbox['dead']} webhook deliveries dead")
     return {
-        "status": "degraded" if degraded else "ok", "problems": degraded, "version": ctx.info.version,
+        "status": "degraded" if degraded else "ok",
+        "problems": degraded,
+        "version": ctx.info.version,
         "uptime_s": round(time.monotonic() - ctx.hub.started_mono_s, 1),
-        "cameras": cameras, "sinks": list(ctx.info.sinks), "outbox": outbox, "models": list(ctx.info.models),
+        "cameras": cameras,
+        "sinks": list(ctx.info.sinks),
+        "outbox": outbox,
+        "models": list(ctx.info.models),
         "watchlist": {"people_enrolled": state.people, "loaded_at": state.loaded_at, "error": state.error or None},
     }
 
 
-@metrics_router.get("/metrics", summary="Prometheus metrics (token or session unless server.metrics_public)",
-                    response_class=Response)
+@metrics_router.get(
+    "/metrics", summary="Prometheus metrics (token or session unless server.metrics_public)", response_class=Response
+)
 def metrics(request: Request) -> Response:
     ctx = context_of(request)
     if not ctx.server.metrics_public:
         principal = current_principal(request)
         if principal.via == "anonymous":
-            raise ApiError(401, "authentication required (send Authorization: Bearer TOKEN)",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "authentication required (send Authorization: Bearer TOKEN)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if not principal.can(Permission.METRICS_READ):
             raise ApiError(403, "may not read metrics")
     registry: CollectorRegistry = request.app.state.metrics_registry

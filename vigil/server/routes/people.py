@@ -65,19 +65,23 @@ def _changed(request: Request) -> None:
 def list_people(request: Request, principal: Principal = Depends(require(Permission.PEOPLE_READ))) -> dict:
     watchlist = _editor(request).read()
     state = context_of(request).hub.watchlist
-    return {"items": [person_json(p, watchlist, state, principal) for p in watchlist.people],
-            "reload_error": state.error or None}
+    return {
+        "items": [person_json(p, watchlist, state, principal) for p in watchlist.people],
+        "reload_error": state.error or None,
+    }
 
 
 @router.get("/people/{person_id}", summary="one person with each photo's enrolment result")
-def get_person(person_id: PersonId, request: Request,
-               principal: Principal = Depends(require(Permission.PEOPLE_READ))) -> dict:
+def get_person(
+    person_id: PersonId, request: Request, principal: Principal = Depends(require(Permission.PEOPLE_READ))
+) -> dict:
     return _show(request, _editor(request).person(person_id), principal)
 
 
 @router.post("/people", status_code=201, summary="add a person (then add photos)")
-def create_person(body: NewPerson, request: Request,
-                  principal: Principal = Depends(require(Permission.WATCHLIST_ENROLL))) -> dict:
+def create_person(
+    body: NewPerson, request: Request, principal: Principal = Depends(require(Permission.WATCHLIST_ENROLL))
+) -> dict:
     person = _editor(request).create(PersonEntry(**body.model_dump()))
     context_of(request).audit.record(principal.actor, "person.create", f"person:{person.id}")
     _changed(request)
@@ -85,34 +89,49 @@ def create_person(body: NewPerson, request: Request,
 
 
 @router.patch("/people/{person_id}", summary="change name, list, threshold or notes")
-def update_person(person_id: PersonId, body: PersonChanges, request: Request,
-                  principal: Principal = Depends(require(Permission.WATCHLIST_EDIT))) -> dict:
+def update_person(
+    person_id: PersonId,
+    body: PersonChanges,
+    request: Request,
+    principal: Principal = Depends(require(Permission.WATCHLIST_EDIT)),
+) -> dict:
     changes = body.model_dump(include=body.model_fields_set)
     person = _editor(request).update(person_id, changes)
-    context_of(request).audit.record(principal.actor, "person.update", f"person:{person_id}",
-                                     detail=f"changed {', '.join(sorted(changes)) or 'nothing'}")
+    context_of(request).audit.record(
+        principal.actor,
+        "person.update",
+        f"person:{person_id}",
+        detail=f"changed {', '.join(sorted(changes)) or 'nothing'}",
+    )
     _changed(request)
     return _show(request, person, principal)
 
 
 @router.delete("/people/{person_id}", summary="delete a person, their photos, embeddings and event snapshots")
-def delete_person(person_id: PersonId, request: Request,
-                  principal: Principal = Depends(require(Permission.WATCHLIST_EDIT))) -> dict:
+def delete_person(
+    person_id: PersonId, request: Request, principal: Principal = Depends(require(Permission.WATCHLIST_EDIT))
+) -> dict:
     ctx = context_of(request)
     deleted = _editor(request).delete(person_id)
     snapshots = ctx.events.anonymise_person(person_id)
     root = (ctx.data_dir / "snapshots").resolve()
     removed_snapshots = sum(remove_snapshot(path, root) for path in snapshots)
-    detail = (f"{len(deleted.removed)} photo file(s) deleted, {len(deleted.kept)} outside the watchlist folder kept; "
-              f"{len(snapshots)} event(s) anonymised, {removed_snapshots} snapshot(s) deleted")
+    detail = (
+        f"{len(deleted.removed)} photo file(s) deleted, {len(deleted.kept)} outside the watchlist folder kept; "
+        f"{len(snapshots)} event(s) anonymised, {removed_snapshots} snapshot(s) deleted"
+    )
     ctx.audit.record(principal.actor, "person.delete", f"person:{person_id}", detail=detail)
     _changed(request)
     return {"id": person_id, "deleted": True, "detail": detail}
 
 
 @router.get("/people/{person_id}/photos/{photo}", summary="an enrolled photo (audited)", response_class=FileResponse)
-def get_photo(person_id: PersonId, photo: PhotoId, request: Request,
-              principal: Principal = Depends(require(Permission.PHOTOS_READ))) -> FileResponse:
+def get_photo(
+    person_id: PersonId,
+    photo: PhotoId,
+    request: Request,
+    principal: Principal = Depends(require(Permission.PHOTOS_READ)),
+) -> FileResponse:
     path = _editor(request).photo_file(person_id, photo)
     media_type = PHOTO_SUFFIXES.get(path.suffix.lower())
     if media_type is None or not path.is_file():
@@ -122,23 +141,48 @@ def get_photo(person_id: PersonId, photo: PhotoId, request: Request,
 
 
 @router.delete("/people/{person_id}/photos/{photo}", summary="remove a photo (and its file when vigil stored it)")
-def remove_photo(person_id: PersonId, photo: PhotoId, request: Request,
-                 principal: Principal = Depends(require(Permission.WATCHLIST_EDIT))) -> dict:
+def remove_photo(
+    person_id: PersonId,
+    photo: PhotoId,
+    request: Request,
+    principal: Principal = Depends(require(Permission.WATCHLIST_EDIT)),
+) -> dict:
     path, deleted = _editor(request).remove_photo(person_id, photo)
-    context_of(request).audit.record(principal.actor, "photo.remove", f"person:{person_id}/photo:{photo}",
-                                     detail="file deleted" if deleted else "file kept (outside the watchlist folder)")
+    context_of(request).audit.record(
+        principal.actor,
+        "photo.remove",
+        f"person:{person_id}/photo:{photo}",
+        detail="file deleted" if deleted else "file kept (outside the watchlist folder)",
+    )
     _changed(request)
     return {"id": photo, "removed": True, "file_deleted": deleted}
 
 
-UPLOAD_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
+UPLOAD_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
 
 
-@router.post("/people/{person_id}/photos", status_code=201, openapi_extra=UPLOAD_SCHEMA,
-             summary="add a photo (multipart field 'file'): checked for exactly one usable face before it is stored")
-async def add_photo(person_id: PersonId, request: Request,
-                    principal: Principal = Depends(require(Permission.WATCHLIST_ENROLL))) -> JSONResponse:
+@router.post(
+    "/people/{person_id}/photos",
+    status_code=201,
+    openapi_extra=UPLOAD_SCHEMA,
+    summary="add a photo (multipart field 'file'): checked for exactly one usable face before it is stored",
+)
+async def add_photo(
+    person_id: PersonId, request: Request, principal: Principal = Depends(require(Permission.WATCHLIST_ENROLL))
+) -> JSONResponse:
     ctx = context_of(request)
     action, target = "photo.add", f"person:{person_id}"
     editor = _editor(request)
@@ -146,8 +190,9 @@ async def add_photo(person_id: PersonId, request: Request,
     try:
         data, filename = await _read_upload(request, ctx.server.max_upload_bytes)
         check_filename(filename)
-        suffix, image = await run_in_threadpool(decode_photo, data, ctx.server.max_upload_bytes,
-                                                ctx.server.max_image_pixels)
+        suffix, image = await run_in_threadpool(
+            decode_photo, data, ctx.server.max_upload_bytes, ctx.server.max_image_pixels
+        )
     except UploadError as exc:
         raise ApiError(exc.status, exc.message, action, target) from None
     verdict = await _check_faces(request, image, target)
@@ -159,8 +204,9 @@ async def add_photo(person_id: PersonId, request: Request,
     _changed(request)
     key = photo_id(relative)
     photo = {"id": key, "url": f"/api/v1/people/{person_id}/photos/{key}"}
-    return JSONResponse({**verdict.to_json(), "photo": photo, "person": _show(request, person, principal)},
-                        status_code=201)
+    return JSONResponse(
+        {**verdict.to_json(), "photo": photo, "person": _show(request, person, principal)}, status_code=201
+    )
 
 
 async def _read_upload(request: Request, max_bytes: int) -> tuple[bytes, str | None]:
@@ -190,11 +236,22 @@ async def _check_faces(request: Request, image, target: str):
     ctx = context_of(request)
     future = ctx.hub.photo_checks.submit(image)
     if future is None:
-        raise ApiError(503, "enrolment is busy: retry in a few seconds", "photo.add", target, Outcome.FAILED,
-                       headers={"Retry-After": "5"})
+        raise ApiError(
+            503,
+            "enrolment is busy: retry in a few seconds",
+            "photo.add",
+            target,
+            Outcome.FAILED,
+            headers={"Retry-After": "5"},
+        )
     try:
         return await asyncio.wait_for(asyncio.wrap_future(future), ctx.photo_check_timeout_s)
     except TimeoutError:
         future.cancel()
-        raise ApiError(503, f"the pipeline did not check the photo within {ctx.photo_check_timeout_s:.0f} s: retry",
-                       "photo.add", target, Outcome.FAILED) from None
+        raise ApiError(
+            503,
+            f"the pipeline did not check the photo within {ctx.photo_check_timeout_s:.0f} s: retry",
+            "photo.add",
+            target,
+            Outcome.FAILED,
+        ) from None

@@ -30,8 +30,9 @@ def sse(kind: str, payload: dict, event_id: int | None = None) -> str:
     return f"{head}event: {kind}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-@router.get("/stream", summary="Server-Sent Events: new events and camera status changes",
-            response_class=StreamingResponse)
+@router.get(
+    "/stream", summary="Server-Sent Events: new events and camera status changes", response_class=StreamingResponse
+)
 async def stream(request: Request, principal: Principal = Depends(require(Permission.STREAM))) -> StreamingResponse:
     ctx = context_of(request)
     loop = asyncio.get_running_loop()
@@ -44,8 +45,11 @@ async def stream(request: Request, principal: Principal = Depends(require(Permis
             pass  # the loop is closing
 
     subscription = ctx.hub.feed.subscribe(ctx.server.sse_queue_size, notify)
-    return StreamingResponse(_messages(request, principal, subscription, wake), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        _messages(request, principal, subscription, wake),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 async def _messages(request: Request, principal: Principal, subscription, wake: asyncio.Event) -> AsyncIterator[str]:
@@ -70,7 +74,9 @@ async def _messages(request: Request, principal: Principal, subscription, wake: 
             items, dropped = subscription.drain()
             if dropped:
                 yield sse("dropped", {"messages": dropped})
-            photos = first_photo_ids(current_watchlist(ctx.watchlist)) if any(kind == "event" for kind, _ in items) else {}
+            photos = (
+                first_photo_ids(current_watchlist(ctx.watchlist)) if any(kind == "event" for kind, _ in items) else {}
+            )
             for kind, payload in items:
                 sequence += 1
                 if kind == "event":
