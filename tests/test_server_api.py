@@ -341,8 +341,8 @@ def test_stream_delivers_new_events_and_camera_changes(api):
             connected.set()
             for line in answer.iter_lines():
                 lines.append(line)
-                if line.startswith("data:") and '"up": false' in line:
-                    return
+                if "event: unknown" in lines and line.startswith("data:") and '"up": false' in line:
+                    return  # the event, then the camera change (the first camera message may be either state)
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -352,7 +352,8 @@ def test_stream_delivers_new_events_and_camera_changes(api):
         time.sleep(0.01)
     api.ctx.hub.publish_event({"type": "unknown", "id": "c" * 32, "camera": "cam1", "snapshot": "/x.jpg", "ts": "t"})
     api.ctx.hub.publish_statuses([CameraStatus("cam1", False, last_error="read failed")], utc_timestamp())
-    reader.join(10)
+    reader.join(60)
+    assert not reader.is_alive(), f"no camera-down message within 60 s; got {lines}"
     text = "\n".join(lines)
     assert "event: unknown" in text and '"snapshot_url": null' in text and "/x.jpg" not in text
     assert '"up": false' in text
@@ -373,3 +374,34 @@ def test_docs_are_served_locally(api):
     page = api.client("anonymous").get("/api/docs").text
     assert "/api/docs/static/swagger-ui-bundle.js" in page and "https://" not in page and "http://" not in page
     assert api.client("anonymous").get("/api/docs/static/swagger-ui-bundle.js").status_code == 200
+
+
+def test_the_listening_socket_lets_asyncio_disable_nagle():
+    """asyncio sets TCP_NODELAY on accepted connections only for IPPROTO_TCP sockets; with proto 0 every response
+    written in two parts waited ~40 ms for the client's delayed ACK."""
+    import socket
+
+    from vigil.config import ServerConfig
+    from vigil.server.runner import bind_socket
+
+    sock = bind_socket(ServerConfig(listen="127.0.0.1:0"))
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("listen, users, refused", [
+    ("0.0.0.0:8080", 0, True), ("192.0.2.1:80", 0, True), ("[::]:8080", 0, True),
+    ("0.0.0.0:8080", 1, False), ("127.0.0.1:8080", 0, False), ("localhost:8080", 0, False), ("[::1]:8080", 0, False),
+])
+def test_listening_beyond_loopback_needs_a_user(listen, users, refused):
+    from vigil.config import ServerConfig
+    from vigil.errors import ConfigError
+    from vigil.server.runner import refuse_open_without_users
+
+    if refused:
+        with pytest.raises(ConfigError, match="no user exists.*vigil user add"):
+            refuse_open_without_users(ServerConfig(listen=listen), users)
+    else:
+        refuse_open_without_users(ServerConfig(listen=listen), users)

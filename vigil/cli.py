@@ -127,6 +127,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
             b.add_argument("--watchlist", type=Path, help="default: examples/hamilton/watchlist.yaml")
             b.add_argument("--height", type=int, default=720, help="resize frames to this height first (0: as is)")
         b.set_defaults(func=_handler(f"vigil.bench.{name}"))
+    _add_bench_api(bsub)
 
 
 ROLES = ("admin", "operator", "viewer")  # vigil.store.users.Role, not imported here: --help stays fast
@@ -173,6 +174,19 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=10_000)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=_handler("vigil.commands.audit"))
+
+
+def _add_bench_api(bsub: argparse._SubParsersAction) -> None:
+    b = bsub.add_parser("api", help="events query p50/p95 under concurrent clients; pipeline frames/s with API pollers")
+    b.add_argument("--json", type=Path, required=True)
+    b.add_argument("--events", type=int, default=100_000, help="synthetic events in the store")
+    b.add_argument("--clients", type=int, default=20)
+    b.add_argument("--seconds", type=float, default=30.0, help="query part: how long the clients run")
+    b.add_argument("--skip-query", action="store_true")
+    b.add_argument("--config", type=Path, help="also measure `vigil run` with this config: frames/s with and without pollers")
+    b.add_argument("--phase-seconds", type=float, default=30.0)
+    b.add_argument("--rounds", type=int, default=2, help="pairs of phases (no clients, then clients)")
+    b.set_defaults(func=_handler("vigil.bench.api"))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,7 +46,9 @@ def refuse_open_without_users(config: ServerConfig, users: int, config_path: str
 def bind_socket(config: ServerConfig) -> socket.socket:
     host, port = config.host, config.port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must be IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY on accepted connections only then; without it a
+    # response written in two parts waits for the client's delayed ACK (measured: 45 ms per request instead of 3)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

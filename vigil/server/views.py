@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from vigil.live import WatchlistState
 from vigil.server.auth import Principal
 from vigil.server.roles import Permission
-from vigil.store.events import StoredEvent
+from vigil.store.events import EventRow, StoredEvent
 from vigil.store.watchlist import photo_id
 from vigil.watchlist import PersonEntry, Watchlist
 
@@ -36,6 +38,19 @@ def event_json(
         out["acknowledged"] = stored.acknowledged.to_json() if stored.acknowledged else None
         out["false_match"] = stored.false_match.to_json() if stored.false_match else None
     return out
+
+
+def event_row_json(row: EventRow, principal: Principal, first_photos: dict[str, str]) -> str:
+    """:func:`event_json` for a listed row, as JSON text: the stored text plus the caller's fields, never parsed."""
+    snapshot = row.has_snapshot and may_see_snapshot(principal, row.type)
+    photo = first_photos.get(row.person_id) if row.person_id and principal.can(Permission.PHOTOS_READ) else None
+    extra = {
+        "has_snapshot": row.has_snapshot,
+        "snapshot_url": f"{API}/events/{row.id}/snapshot.jpg" if snapshot else None,
+        "person_photo_url": f"{API}/people/{row.person_id}/photos/{photo}" if photo else None,
+    }
+    marks = f',"acknowledged":{row.acknowledged_json},"false_match":{row.false_match_json}'
+    return f"{row.public_json[:-1]},{json.dumps(extra)[1:-1]}{marks}}}"
 
 
 def current_watchlist(editor) -> Watchlist | None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from vigil.server.auth import ApiError, context_of, current_principal
+from vigil.server.auth import ApiError, check_principal, context_of
 from vigil.server.roles import Permission
 
 router = APIRouter(tags=["health"])
@@ -45,7 +45,7 @@ def health(request: Request) -> dict:
 def metrics(request: Request) -> Response:
     ctx = context_of(request)
     if not ctx.server.metrics_public:
-        principal = current_principal(request)
+        principal = check_principal(request)
         if principal.via == "anonymous":
             raise ApiError(
                 401,
