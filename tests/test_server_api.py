@@ -405,3 +405,31 @@ def test_listening_beyond_loopback_needs_a_user(listen, users, refused):
             refuse_open_without_users(ServerConfig(listen=listen), users)
     else:
         refuse_open_without_users(ServerConfig(listen=listen), users)
+
+
+def test_cached_event_pages_show_news_at_once(api):
+    from vigil.alerts import DB_FILENAME, SqliteSink, UnknownEvent, utc_timestamp
+
+    client = api.client("token")
+    before = client.get("/api/v1/events").json()["items"]
+    assert client.get("/api/v1/events").json()["items"] == before  # answered from the cache
+    event = UnknownEvent("d" * 32, "cam1", 9, 0.2, utc_timestamp(), 3.0, 30, (0, 0, 4, 4), None)
+    sink = SqliteSink(api.ctx.data_dir / DB_FILENAME)
+    sink.emit(event)
+    sink.close()
+    api.ctx.hub.publish_event(event.to_json())  # what the pipeline does after the sinks stored it
+    assert client.get("/api/v1/events").json()["items"][0]["id"] == "d" * 32
+
+
+def test_response_cache_expires_and_is_bounded():
+    from vigil.server.cache import ResponseCache
+
+    now = [0.0]
+    cache = ResponseCache(ttl_s=1.0, max_entries=2, clock=lambda: now[0])
+    cache.put("a", b"1")
+    assert cache.get("a") == b"1"
+    now[0] = 1.5
+    assert cache.get("a") is None
+    for key in ("x", "y", "z"):
+        cache.put(key, key.encode())
+    assert cache.get("x") is None and cache.get("z") == b"z"

@@ -133,7 +133,7 @@ def start_child(args: list[str], log_path: Path, env: dict | None = None) -> tup
             break
         time.sleep(0.2)
     child.kill()
-    raise VigilError(f"{args[3] if len(args) > 3 else args}: the server did not start (see {log_path})")
+    raise VigilError(f"{' '.join(args[1:4])}: the server did not start within 300 s; its log: {log_path}")
 
 
 def stop_child(child: subprocess.Popen) -> None:
@@ -204,6 +204,7 @@ def frames_total(client: httpx.Client) -> float:
 
 
 def bench_pipeline(work: Path, config_path: Path, clients: int, phase_s: float, rounds: int) -> dict:
+    config_path = config_path.resolve()  # its relative paths are rewritten absolute for the copy in ``work``
     config = load_config(config_path)
     raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     raw["data_dir"] = str(work / "run-data")

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vigil import __version__
 from vigil.server.auth import ApiError, Principal, client_address
+from vigil.server.cache import ResponseCache
 from vigil.server.context import ServiceContext
 from vigil.server.metrics import VigilCollector
 from vigil.store.audit import Actor, Outcome
@@ -29,6 +30,7 @@ from vigil.store.db import ConflictError, NotFoundError, StoreError
 
 log = logging.getLogger("vigil.server")
 API_PREFIX = "/api/v1"
+ANSWER_TTL_S = 1.0  # event pages and health are recomputed at least this often (sooner on news: vigil/server/cache.py)
 DOCS_STATIC = Path(fastapi_offline.__file__).parent / "static"
 
 
@@ -46,6 +48,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     )
     app.state.context = ctx
     app.state.frame_cache = cameras.FrameCache()
+    app.state.answer_cache = ResponseCache(ANSWER_TTL_S)
     app.state.metrics_registry = CollectorRegistry(auto_describe=False)
     app.state.metrics_registry.register(VigilCollector(ctx))
     for module in (auth, events, cameras, people, stream, admin, health):

@@ -129,6 +129,7 @@ def _event(row: tuple) -> StoredEvent:
 class EventStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.version = 0  # bumped by every change made through this instance (answer caches key on it)
 
     def page(self, where: EventFilter, cursor: str | None = None, limit: int = 50) -> EventPage:
         rows, more = self._rows(_SELECT, where, cursor, limit)
@@ -178,6 +179,7 @@ class EventStore:
                 raise ConflictError(f"event {event_id}: already acknowledged by {existing[0]} at {existing[1]}")
             mark = Mark(by, utc_timestamp(), note)
             conn.execute("INSERT INTO acknowledgements VALUES (?, ?, ?, ?)", (event_id, mark.by, mark.at, mark.note))
+        self.version += 1
         return mark
 
     def mark_false_match(self, event_id: str, by: str, note: str) -> Mark:
@@ -196,12 +198,14 @@ class EventStore:
                 "INSERT INTO false_matches VALUES (?, ?, ?, ?, ?, ?)",
                 (event_id, record.get("person_id"), record["camera"], mark.by, mark.at, mark.note),
             )
+        self.version += 1
         return mark
 
     def clear_false_match(self, event_id: str) -> None:
         with self.db.transaction() as conn:
             if not conn.execute("DELETE FROM false_matches WHERE event_id = ?", (event_id,)).rowcount:
                 raise ConflictError(f"event {event_id}: not marked a false match")
+        self.version += 1
 
     def anonymise_person(self, person_id: str) -> list[str]:
         """Strip a deleted person from their events (id, name, snapshot); returns the snapshot paths to delete."""
@@ -219,6 +223,7 @@ class EventStore:
                 (person_id,),
             )
             conn.execute("UPDATE false_matches SET person_id = NULL WHERE person_id = ?", (person_id,))
+        self.version += 1
         return snapshots
 
     def cameras(self) -> list[str]:

@@ -17,7 +17,15 @@ metrics_router = APIRouter(tags=["health"])
 
 @router.get("/health", summary="service health: cameras, sinks, outbox, models, watchlist (no login needed)")
 def health(request: Request) -> dict:
-    ctx = context_of(request)
+    cache = request.app.state.answer_cache
+    answer = cache.get(("health",))
+    if answer is None:
+        answer = health_json(context_of(request))
+        cache.put(("health",), answer)
+    return answer
+
+
+def health_json(ctx) -> dict:
     cameras = [status.to_json() for status in ctx.hub.statuses()]
     state = ctx.hub.watchlist
     degraded = [f"camera {c['name']} down" for c in cameras if not c["up"]]
