@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from vigil.cli import main
 
@@ -22,7 +21,9 @@ PEOPLE = {"lin-manuel-miranda": "lin-manuel-miranda.png", "obama": "obama.jpg", 
 
 
 def write_watchlist(path: Path, video_dir: Path, ids: list[str], broken: bool = False) -> None:
-    lines = ["people:"] + [f"  - {{id: {pid}, name: {pid.title()}, photos: [{video_dir / PEOPLE[pid]}]}}" for pid in ids]
+    lines = ["people:"] + [
+        f"  - {{id: {pid}, name: {pid.title()}, photos: [{video_dir / PEOPLE[pid]}]}}" for pid in ids
+    ]
     path.write_text("\n".join(lines) + ("\n  - {id: oops, name: \n" if broken else "\n"), encoding="utf-8")
 
 
@@ -52,8 +53,13 @@ def test_refuses_to_listen_beyond_loopback_without_users(tmp_path, shared_data):
     write_watchlist(tmp_path / "watchlist.yaml", clip.parent, ["obama"])
     config = write_config(tmp_path, clip, "0.0.0.0:0")
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "vigil.cli", "run", "--config", str(config)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(
+        [sys.executable, "-m", "vigil.cli", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "no user exists" in errors[0] and "vigil user add" in errors[0]
@@ -69,20 +75,26 @@ def test_vigil_run_serves_the_api_and_hot_reloads(tmp_path, shared_data, monkeyp
     token = capsys.readouterr().out.strip().splitlines()[-1]
     log_path = tmp_path / "run.log"
     with log_path.open("w") as log:
-        run = subprocess.Popen([sys.executable, "-m", "vigil.cli", "run", "--config", str(config)], stdout=log,
-                               stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
+        run = subprocess.Popen(
+            [sys.executable, "-m", "vigil.cli", "run", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
     try:
         port = wait_for(lambda: re.findall(r"API on http://127\.0\.0\.1:(\d+)", log_path.read_text()), 300, "the API")
-        api = httpx.Client(base_url=f"http://127.0.0.1:{port[0]}", headers={"Authorization": f"Bearer {token}"},
-                           timeout=30)
+        api = httpx.Client(
+            base_url=f"http://127.0.0.1:{port[0]}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
 
         def health() -> dict:
             return api.get("/api/v1/health").json()
 
         wait_for(lambda: health()["cameras"] and health()["cameras"][0]["up"], 120, "the camera up in health")
         assert health()["watchlist"]["people_enrolled"] == 2 and len(health()["models"]) >= 2
-        frame = wait_for(lambda: (r := api.get("/api/v1/cameras/hamilton/frame.jpg")).status_code == 200 and r, 120,
-                         "a live frame")
+        frame = wait_for(
+            lambda: (r := api.get("/api/v1/cameras/hamilton/frame.jpg")).status_code == 200 and r, 120, "a live frame"
+        )
         assert frame.content[:2] == b"\xff\xd8"
 
         write_watchlist(watchlist, clip.parent, ["lin-manuel-miranda", "obama", "biden"])  # a hand edit
@@ -91,8 +103,11 @@ def test_vigil_run_serves_the_api_and_hot_reloads(tmp_path, shared_data, monkeyp
         wait_for(lambda: health()["watchlist"]["error"], 60, "the reload error in health")
         assert health()["watchlist"]["people_enrolled"] == 3 and health()["status"] == "degraded"
         write_watchlist(watchlist, clip.parent, ["obama"])
-        wait_for(lambda: health()["watchlist"]["people_enrolled"] == 1 and not health()["watchlist"]["error"], 120,
-                 "the fixed file to be reloaded")
+        wait_for(
+            lambda: health()["watchlist"]["people_enrolled"] == 1 and not health()["watchlist"]["error"],
+            120,
+            "the fixed file to be reloaded",
+        )
 
         created = api.post("/api/v1/people", json={"id": "newcomer", "name": "New Comer", "list": "vip"})
         assert created.status_code == 201 and "newcomer" in watchlist.read_text()

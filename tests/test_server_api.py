@@ -391,10 +391,18 @@ def test_the_listening_socket_lets_asyncio_disable_nagle():
         sock.close()
 
 
-@pytest.mark.parametrize("listen, users, refused", [
-    ("0.0.0.0:8080", 0, True), ("192.0.2.1:80", 0, True), ("[::]:8080", 0, True),
-    ("0.0.0.0:8080", 1, False), ("127.0.0.1:8080", 0, False), ("localhost:8080", 0, False), ("[::1]:8080", 0, False),
-])
+@pytest.mark.parametrize(
+    "listen, users, refused",
+    [
+        ("0.0.0.0:8080", 0, True),
+        ("192.0.2.1:80", 0, True),
+        ("[::]:8080", 0, True),
+        ("0.0.0.0:8080", 1, False),
+        ("127.0.0.1:8080", 0, False),
+        ("localhost:8080", 0, False),
+        ("[::1]:8080", 0, False),
+    ],
+)
 def test_listening_beyond_loopback_needs_a_user(listen, users, refused):
     from vigil.config import ServerConfig
     from vigil.errors import ConfigError

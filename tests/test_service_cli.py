@@ -29,7 +29,10 @@ def vigil(args: list[str], monkeypatch, stdin: str = "") -> int:
 
 def test_user_and_token_lifecycle(config, monkeypatch, capsys):
     c = ["--config", str(config)]
-    assert vigil(["user", "add", "alice", "--role", "admin", "--password-stdin", *c], monkeypatch, "a long password\n") == 0
+    assert (
+        vigil(["user", "add", "alice", "--role", "admin", "--password-stdin", *c], monkeypatch, "a long password\n")
+        == 0
+    )
     assert vigil(["user", "add", "bob", "--role", "viewer", "--password-stdin", *c], monkeypatch, "short\n") == 2
     assert "at least 10 characters" in capsys.readouterr().err
     assert vigil(["token", "create", "--role", "operator", "--name", "ci", *c], monkeypatch) == 0
@@ -49,10 +52,16 @@ def test_user_and_token_lifecycle(config, monkeypatch, capsys):
     db.close()
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("30m", "2026-01-01T11:30:00.000Z"), ("24h", "2025-12-31T12:00:00.000Z"), ("7d", "2025-12-25T12:00:00.000Z"),
-    ("2025-12-01T00:00:00Z", "2025-12-01T00:00:00.000Z"), ("2025-12-01 08:00", "2025-12-01T08:00:00.000Z"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("30m", "2026-01-01T11:30:00.000Z"),
+        ("24h", "2025-12-31T12:00:00.000Z"),
+        ("7d", "2025-12-25T12:00:00.000Z"),
+        ("2025-12-01T00:00:00Z", "2025-12-01T00:00:00.000Z"),
+        ("2025-12-01 08:00", "2025-12-01T08:00:00.000Z"),
+    ],
+)
 def test_parse_since(text, expected):
     assert parse_since(text, datetime(2026, 1, 1, 12, tzinfo=timezone.utc)) == expected
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -205,3 +206,54 @@ def test_photo_check_queue_is_bounded():
     hub = LiveHub()
     futures = [hub.photo_checks.submit(np.zeros((2, 2, 3), np.uint8)) for _ in range(10)]
     assert futures.count(None) == 2 and hub.photo_checks.refused == 2
+
+
+def test_sigkill_of_the_server_during_api_edits_leaves_the_old_or_the_new_file(tmp_path):
+    """The same through HTTP: a client adds people through the API of a server process that is killed with SIGKILL
+    mid-stream; the file always loads and holds exactly the acknowledged additions (plus at most the one in flight)."""
+    import httpx
+
+    from vigil.bench.api import start_child
+    from vigil.store.db import Database
+    from vigil.store.users import Role, TokenStore
+
+    base = "".join(f"  - {{id: base{i}, name: Base Person {i}, notes: '{'y' * 200}'}}\n" for i in range(300))
+    path = write(tmp_path / "watchlist.yaml", "people:\n" + base)
+    db = Database.in_data_dir(tmp_path / "data")
+    _, token = TokenStore(db).create(Role.ADMIN, "test", "test")
+    db.close()
+    rng, acknowledged = random.Random(11), 0
+    for round_ in range(3):
+        child, port = start_child(
+            [
+                sys.executable,
+                "-m",
+                "vigil.bench.api",
+                "--serve-store",
+                str(tmp_path / "data"),
+                "--watchlist",
+                str(path),
+            ],
+            tmp_path / f"server{round_}.log",
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"})
+        killer = threading.Timer(rng.uniform(1.0, 2.5), child.send_signal, (signal.SIGKILL,))
+        killer.start()  # lands while a request is being served (the client sends them back to back)
+        try:
+            while True:
+                try:
+                    answer = client.post("/api/v1/people", json={"id": f"new{acknowledged}", "name": "N"}, timeout=10)
+                except httpx.HTTPError:
+                    break  # the server died
+                assert answer.status_code == 201, answer.text
+                acknowledged += 1
+        finally:
+            killer.join()
+            child.wait(timeout=10)
+            client.close()
+        ids = [p.id for p in load_watchlist(path).people]
+        new = [i for i in ids if i.startswith("new")]
+        assert ids[:300] == [f"base{i}" for i in range(300)]
+        assert new == [f"new{k}" for k in range(len(new))] and acknowledged <= len(new) <= acknowledged + 1
+        acknowledged = len(new)

@@ -183,7 +183,8 @@ def _add_bench_api(bsub: argparse._SubParsersAction) -> None:
     b.add_argument("--clients", type=int, default=20)
     b.add_argument("--seconds", type=float, default=30.0, help="query part: how long the clients run")
     b.add_argument("--skip-query", action="store_true")
-    b.add_argument("--config", type=Path, help="also measure `vigil run` with this config: frames/s with and without pollers")
+    b.add_argument("--config", type=Path,
+                   help="also measure `vigil run` with this config: frames/s with and without pollers")
     b.add_argument("--phase-seconds", type=float, default=30.0)
     b.add_argument("--rounds", type=int, default=2, help="pairs of phases (no clients, then clients)")
     b.set_defaults(func=_handler("vigil.bench.api"))
@@ -193,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vigil", description="Real-time face-watchlist alerts for video surveillance.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_process, _add_enroll, _add_doctor, _add_eval, _add_bench, _add_user, _add_token, _add_audit):
+    for add in (_add_run, _add_process, _add_enroll, _add_doctor, _add_eval, _add_bench,
+                _add_user, _add_token, _add_audit):
         add(sub)
     return parser
 

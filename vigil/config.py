@@ -244,7 +244,9 @@ class ServerConfig(StrictModel):
 
 def parse_listen(value: str) -> tuple[str, int]:
     """``"127.0.0.1:8080"`` -> ("127.0.0.1", 8080); ``"[::1]:8080"`` -> ("::1", 8080); ValueError otherwise."""
-    match = re.fullmatch(r"\[(?P<v6>[0-9A-Fa-f:.]+)\]:(?P<port>\d{1,5})|(?P<host>[A-Za-z0-9.-]+):(?P<port2>\d{1,5})", value)
+    match = re.fullmatch(
+        r"\[(?P<v6>[0-9A-Fa-f:.]+)\]:(?P<port>\d{1,5})|(?P<host>[A-Za-z0-9.-]+):(?P<port2>\d{1,5})", value
+    )
     if match is None:
         raise ValueError(f"expected host:port or [ipv6]:port, got {value!r}")
     host = match.group("v6") or match.group("host")

@@ -31,9 +31,17 @@ class StatsSource(Protocol):
 
 
 def camera_status(stats: CameraStats) -> CameraStatus:
-    return CameraStatus(name=stats.name, up=stats.connected, fps=stats.fps, frames_read=stats.frames_read,
-                        frames_dropped=stats.frames_dropped, frames_skipped=stats.frames_skipped,
-                        reconnects=stats.reconnects, stalls=stats.stalls, last_error=mask_url(stats.last_error))
+    return CameraStatus(
+        name=stats.name,
+        up=stats.connected,
+        fps=stats.fps,
+        frames_read=stats.frames_read,
+        frames_dropped=stats.frames_dropped,
+        frames_skipped=stats.frames_skipped,
+        reconnects=stats.reconnects,
+        stalls=stats.stalls,
+        last_error=mask_url(stats.last_error),
+    )
 
 
 class LivePublisher:

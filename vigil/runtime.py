@@ -107,7 +107,8 @@ def enroll(
     the cached embeddings of photos the watchlist no longer lists."""
     watchlist = load_watchlist(watchlist_path)
     cache = EmbeddingCache(config.data_dir / "enroll_cache.json", enrolment_cache_key(config, models))
-    result = Enroller(analyzer, cache, config.detector.min_face_px).enroll(watchlist, strict=strict, prune_cache=prune_cache)
+    enroller = Enroller(analyzer, cache, config.detector.min_face_px)
+    result = enroller.enroll(watchlist, strict=strict, prune_cache=prune_cache)
     log.info(
         "%s: %d people enrolled (%d photos embedded, %d from cache, %d skipped)",
         watchlist_path, len(result.people), result.photos_embedded, result.photos_from_cache, len(result.problems),

@@ -55,12 +55,27 @@ def fill_store(data_dir: Path, events: int, seed: int = 0) -> None:
         camera = rng.choice(CAMERAS)
         unknown = rng.random() < 0.15
         person = None if unknown else rng.choice(PEOPLE)
-        record = {"type": "unknown" if unknown else "alert", "id": f"{i:032x}", "camera": camera, "ts": ts,
-                  "track_id": i, "score": round(rng.uniform(0.3, 0.95), 4), "video_ts_s": 0.0, "frame_index": i,
-                  "bbox": [10.0, 10.0, 60.0, 60.0], "snapshot": None}
+        record = {
+            "type": "unknown" if unknown else "alert",
+            "id": f"{i:032x}",
+            "camera": camera,
+            "ts": ts,
+            "track_id": i,
+            "score": round(rng.uniform(0.3, 0.95), 4),
+            "video_ts_s": 0.0,
+            "frame_index": i,
+            "bbox": [10.0, 10.0, 60.0, 60.0],
+            "snapshot": None,
+        }
         if not unknown:
-            record.update(stage=rng.choice(["provisional", "confirmed"]), person_id=person, person_name=person.title(),
-                          list="deny", label="watchlist", margin=0.1)
+            record.update(
+                stage=rng.choice(["provisional", "confirmed"]),
+                person_id=person,
+                person_name=person.title(),
+                list="deny",
+                label="watchlist",
+                margin=0.1,
+            )
         rows.append((record["id"], record["type"], record.get("stage"), camera, person, ts, json.dumps(record)))
     db = Database.in_data_dir(data_dir)
     with db.transaction() as conn:
@@ -72,9 +87,13 @@ def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
     ms = np.asarray(values) * 1000.0
-    return {"n": int(ms.size), "p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "p95_ms": round(float(np.percentile(ms, 95)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "max_ms": round(float(ms.max()), 2)}
+    return {
+        "n": int(ms.size),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "max_ms": round(float(ms.max()), 2),
+    }
 
 
 def query_mix(rng: random.Random) -> tuple[str, dict]:
@@ -92,8 +111,9 @@ def query_mix(rng: random.Random) -> tuple[str, dict]:
     return kind, params
 
 
-def query_client(port: int, token: str, stop: threading.Event, seed: int, out: dict[str, list[float]],
-                 errors: list[str]) -> None:
+def query_client(
+    port: int, token: str, stop: threading.Event, seed: int, out: dict[str, list[float]], errors: list[str]
+) -> None:
     """One client: events queries back to back on one keep-alive connection (http.client: a light load generator,
     so that the clients' own CPU time disturbs the server as little as possible on a small machine)."""
     rng = random.Random(seed)
@@ -152,16 +172,19 @@ def bench_queries(work: Path, events: int, clients: int, seconds: float) -> dict
     db = Database.in_data_dir(data_dir)
     _, token = TokenStore(db).create(Role.VIEWER, "bench", "bench")
     db.close()
-    child, port = start_child([sys.executable, "-m", "vigil.bench.api", "--serve-store", str(data_dir)],
-                              work / "server.log")
+    child, port = start_child(
+        [sys.executable, "-m", "vigil.bench.api", "--serve-store", str(data_dir)], work / "server.log"
+    )
     latencies: dict[str, list[float]] = {}
     errors: list[str] = []
     try:
         query_client(port, token, _stopped_after(1.0), 99, {}, errors)  # warm up: caches, connections
         stop = threading.Event()
         per_client = [dict() for _ in range(clients)]
-        threads = [threading.Thread(target=query_client, args=(port, token, stop, i, per_client[i], errors))
-                   for i in range(clients)]
+        threads = [
+            threading.Thread(target=query_client, args=(port, token, stop, i, per_client[i], errors))
+            for i in range(clients)
+        ]
         for thread in threads:
             thread.start()
         time.sleep(seconds)
@@ -174,10 +197,18 @@ def bench_queries(work: Path, events: int, clients: int, seconds: float) -> dict
         for kind, values in result.items():
             latencies.setdefault(kind, []).extend(values)
     every = [value for values in latencies.values() for value in values]
-    return {"events": events, "fill_seconds": round(fill_s, 1), "clients": clients, "seconds": seconds,
-            "requests": len(every), "requests_per_s": round(len(every) / seconds, 1), "errors": len(errors),
-            "first_errors": errors[:3], "overall": percentiles(every),
-            "by_query": {kind: percentiles(values) for kind, values in sorted(latencies.items())}}
+    return {
+        "events": events,
+        "fill_seconds": round(fill_s, 1),
+        "clients": clients,
+        "seconds": seconds,
+        "requests": len(every),
+        "requests_per_s": round(len(every) / seconds, 1),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "overall": percentiles(every),
+        "by_query": {kind: percentiles(values) for kind, values in sorted(latencies.items())},
+    }
 
 
 def _stopped_after(seconds: float) -> threading.Event:
@@ -191,8 +222,12 @@ def poller(url: str, token: str, camera: str, stop: threading.Event, counts: lis
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30.0) as client:
         while not stop.is_set():
             started = time.monotonic()
-            for path in ("/api/v1/events?limit=50", "/api/v1/cameras", f"/api/v1/cameras/{camera}/frame.jpg",
-                         "/api/v1/health"):
+            for path in (
+                "/api/v1/events?limit=50",
+                "/api/v1/cameras",
+                f"/api/v1/cameras/{camera}/frame.jpg",
+                "/api/v1/health",
+            ):
                 counts[0] += client.get(path).status_code == 200
             stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
 
@@ -209,7 +244,9 @@ def bench_pipeline(work: Path, config_path: Path, clients: int, phase_s: float, 
     raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     raw["data_dir"] = str(work / "run-data")
     raw["watchlist"] = str(config.watchlist)
-    raw["cameras"] = [{**camera, "source": str(resolved.source)} for camera, resolved in zip(raw["cameras"], config.cameras)]
+    raw["cameras"] = [
+        {**camera, "source": str(resolved.source)} for camera, resolved in zip(raw["cameras"], config.cameras)
+    ]
     raw["server"] = {**raw.get("server", {}), "listen": "127.0.0.1:0", "enabled": True}
     raw.setdefault("alerts", {})["console"] = False
     run_config = work / "run.yaml"
@@ -231,9 +268,15 @@ def bench_pipeline(work: Path, config_path: Path, clients: int, phase_s: float, 
     idle = [p["frames_per_s"] for p in phases if p["clients"] == 0]
     busy = [p["frames_per_s"] for p in phases if p["clients"] > 0]
     idle_fps, busy_fps = float(np.mean(idle)), float(np.mean(busy))
-    return {"config": str(config_path), "clients": clients, "phase_s": phase_s, "phases": phases,
-            "frames_per_s_no_clients": round(idle_fps, 2), "frames_per_s_with_clients": round(busy_fps, 2),
-            "cost_percent": round(100.0 * (idle_fps - busy_fps) / idle_fps, 1) if idle_fps else None}
+    return {
+        "config": str(config_path),
+        "clients": clients,
+        "phase_s": phase_s,
+        "phases": phases,
+        "frames_per_s_no_clients": round(idle_fps, 2),
+        "frames_per_s_with_clients": round(busy_fps, 2),
+        "cost_percent": round(100.0 * (idle_fps - busy_fps) / idle_fps, 1) if idle_fps else None,
+    }
 
 
 def _wait_for_frames(client: httpx.Client, warmup_s: float) -> None:
@@ -260,8 +303,9 @@ def _phase(client: httpx.Client, url: str, token: str, camera: str, clients: int
     return {"clients": clients, "frames_per_s": round(fps, 3), "api_answers": counts[0]}
 
 
-def serve_store(data_dir: Path) -> None:
-    """Internal (--serve-store): the API over a store, no pipeline, until SIGTERM."""
+def serve_store(data_dir: Path, watchlist: Path | None = None) -> None:
+    """Internal (--serve-store, also used by tests): the API over a store and a watchlist, no pipeline, until
+    SIGTERM."""
     from vigil.config import ServerConfig, VigilConfig
     from vigil.live import LiveHub
     from vigil.server.app import create_app
@@ -270,7 +314,7 @@ def serve_store(data_dir: Path) -> None:
 
     config = VigilConfig(data_dir=data_dir, server=ServerConfig(listen="127.0.0.1:0"))
     db = Database.in_data_dir(data_dir)
-    server = ServerThread(create_app(ServiceContext.build(config, LiveHub(), db)), config.server)
+    server = ServerThread(create_app(ServiceContext.build(config, LiveHub(), db, watchlist=watchlist)), config.server)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     server.start()
@@ -289,14 +333,18 @@ def run_cli(args: argparse.Namespace) -> int:
             print(f"events query: {args.events} events, {args.clients} clients, {args.seconds:.0f} s")
             report["query"] = bench_queries(work, args.events, args.clients, args.seconds)
             overall = report["query"]["overall"]
-            print(f"  p50 {overall['p50_ms']} ms, p95 {overall['p95_ms']} ms, p99 {overall['p99_ms']} ms, "
-                  f"{report['query']['requests_per_s']} requests/s, {report['query']['errors']} errors")
+            print(
+                f"  p50 {overall['p50_ms']} ms, p95 {overall['p95_ms']} ms, p99 {overall['p99_ms']} ms, "
+                f"{report['query']['requests_per_s']} requests/s, {report['query']['errors']} errors"
+            )
         if args.config is not None:
             print(f"pipeline under `vigil run --config {args.config}`: 0 and {args.clients} polling clients")
             report["pipeline"] = bench_pipeline(work, args.config, args.clients, args.phase_seconds, args.rounds)
             p = report["pipeline"]
-            print(f"  {p['frames_per_s_no_clients']} frames/s without clients, {p['frames_per_s_with_clients']} "
-                  f"with {args.clients}: cost {p['cost_percent']} %")
+            print(
+                f"  {p['frames_per_s_no_clients']} frames/s without clients, {p['frames_per_s_with_clients']} "
+                f"with {args.clients}: cost {p['cost_percent']} %"
+            )
     report["load_avg_end"] = os.getloadavg()
     save_report(report, args.json)
     return 0
@@ -305,7 +353,9 @@ def run_cli(args: argparse.Namespace) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m vigil.bench.api")
     parser.add_argument("--serve-store", type=Path, required=True)
-    serve_store(parser.parse_args().serve_store)
+    parser.add_argument("--watchlist", type=Path)
+    args = parser.parse_args()
+    serve_store(args.serve_store, args.watchlist)
 
 
 if __name__ == "__main__":

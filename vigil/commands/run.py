@@ -109,8 +109,9 @@ class Service:
         if self.server is not None:
             self.server.start()
             if not is_loopback(self.config.server.host) and self.config.server.tls_cert is None:
-                log.warning("server: %s is reachable from other machines over plain HTTP: passwords, cookies and "
-                            "tokens travel in clear (set server.tls_cert and server.tls_key)", self.config.server.listen)
+                log.warning("server: %s is reachable from other machines over plain HTTP: passwords, cookies "
+                            "and tokens travel in clear (set server.tls_cert and server.tls_key)",
+                            self.config.server.listen)
 
     def stop(self) -> None:
         self.hub.closed.set()

@@ -52,13 +52,15 @@ async def list_events(
     limit: int = Query(50, ge=1, le=MAX_PAGE),
 ) -> JSONResponse:
     ctx = context_of(request)
-    seen = frozenset(p for p in (Permission.SNAPSHOT_ANY, Permission.SNAPSHOT_WATCHLIST, Permission.PHOTOS_READ)
-                     if principal.can(p))
+    seen = frozenset(
+        p for p in (Permission.SNAPSHOT_ANY, Permission.SNAPSHOT_WATCHLIST, Permission.PHOTOS_READ) if principal.can(p)
+    )
     key = ("events", str(request.url.query), seen, ctx.hub.feed.published, ctx.events.version)
     body = request.app.state.answer_cache.get(key)
     if body is None:
-        where = EventFilter(camera=camera, person_id=person, type=type, stage=stage, since=_utc(since),
-                            until=_utc(until))
+        where = EventFilter(
+            camera=camera, person_id=person, type=type, stage=stage, since=_utc(since), until=_utc(until)
+        )
         page = ctx.events.page_rows(where, cursor, limit)
         photos = first_photo_ids(current_watchlist(ctx.watchlist))
         items = ",".join(event_row_json(row, principal, photos) for row in page.items)
