@@ -441,3 +441,37 @@ def test_response_cache_expires_and_is_bounded():
     for key in ("x", "y", "z"):
         cache.put(key, key.encode())
     assert cache.get("x") is None and cache.get("z") == b"z"
+
+
+def test_tls_serves_https_and_marks_the_cookie_secure(tmp_path):
+    import shutil
+    import subprocess
+
+    from api_helpers import CHEAP_HASHER
+    from vigil.config import ServerConfig, VigilConfig
+    from vigil.live import LiveHub
+    from vigil.server.app import create_app
+    from vigil.server.context import ServiceContext
+    from vigil.server.runner import ServerThread
+    from vigil.store.db import Database
+    from vigil.store.users import Role
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (needed to make a test certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    config = VigilConfig(data_dir=tmp_path / "data", server=ServerConfig(listen="127.0.0.1:0", tls_cert=cert, tls_key=key))
+    db = Database.in_data_dir(config.data_dir)
+    ctx = ServiceContext.build(config, LiveHub(), db, hasher=CHEAP_HASHER)
+    ctx.users.add("alice", Role.VIEWER, PASSWORD)
+    server = ServerThread(create_app(ctx), config.server)
+    server.start()
+    try:
+        assert server.url.startswith("https://")
+        answer = httpx.post(f"{server.url}/api/v1/auth/login", json={"username": "alice", "password": PASSWORD},
+                            verify=False, timeout=30)
+        assert answer.status_code == 200 and "secure" in answer.headers["set-cookie"].lower()
+    finally:
+        server.stop()
+        db.close()

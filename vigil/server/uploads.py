@@ -1,18 +1,20 @@
 """Checks on an uploaded photo before anything is written: name, size, real image, pixel count (decompression bombs).
 
-The image header is read with Pillow (dimensions without decoding); only an image under ``max_pixels`` is decoded,
-with OpenCV as enrolment reads photos. Each refusal is an :class:`UploadError` with an HTTP status and one line.
+The format is told by the file's magic bytes and the header read by that format's Pillow reader (dimensions without
+decoding; not ``PIL.Image.open``, which Ultralytics replaces process-wide with a version that would try to install a
+HEIF plugin for an unknown file); only an image under ``max_pixels`` is decoded, with OpenCV as enrolment reads
+photos. Each refusal is an :class:`UploadError` with an HTTP status and one line.
 """
 
 from __future__ import annotations
 
 import io
 import re
-import warnings
+import struct
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ImageFile, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
 FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 FILENAME_PATTERN = r"^[^/\\\x00-\x1f\x7f]{1,255}$"
@@ -35,25 +37,29 @@ def check_filename(name: str | None) -> None:
         )
 
 
+def sniff_format(data: bytes) -> tuple[str, type[ImageFile.ImageFile]]:
+    """The image format by its magic bytes, and Pillow's reader for it; 415 for anything else."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG", JpegImagePlugin.JpegImageFile
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG", PngImagePlugin.PngImageFile
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP", WebPImagePlugin.WebPImageFile
+    raise UploadError(415, "not an image: upload a JPEG, PNG or WebP photo")
+
+
 def decode_photo(data: bytes, max_bytes: int, max_pixels: int) -> tuple[str, np.ndarray]:
     """(file suffix, BGR image) of an acceptable photo; UploadError otherwise."""
     if len(data) > max_bytes:
         raise UploadError(413, f"photo is {len(data)} bytes, over the limit of {max_bytes}")
     if not data:
         raise UploadError(422, "photo is empty")
+    image_format, reader = sniff_format(data)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as header:
-                image_format, (width, height) = header.format, header.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UploadError(
-            413, f"image has too many pixels (over {max_pixels}): refused as a decompression bomb"
-        ) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise UploadError(415, "not an image: upload a JPEG, PNG or WebP photo") from None
-    if image_format not in FORMATS:
-        raise UploadError(415, f"{image_format} images are not accepted: upload a JPEG, PNG or WebP photo")
+        with reader(io.BytesIO(data)) as header:
+            width, height = header.size
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error):
+        raise UploadError(422, f"{image_format} header is unreadable (truncated or corrupt)") from None
     if width * height > max_pixels:
         raise UploadError(
             413, f"image is {width}x{height} pixels, over the limit of {max_pixels}: refused as a decompression bomb"
