@@ -17,7 +17,7 @@ from vigil.server.roles import Permission
 
 router = APIRouter(tags=["cameras"])
 CameraName = Annotated[str, PathParam(pattern=CAMERA_NAME_PATTERN, max_length=100)]
-FRAME_REUSE_S = 0.2  # an encoded frame is served again for this long: 20 pollers cost at most 5 encodes/s per camera
+FRAME_REUSE_S = 0.5  # an encoded frame is served again for this long: pollers cost at most 2 encodes/s per camera
 JPEG_QUALITY = 80
 COLOUR_FACE, COLOUR_MATCH = (200, 200, 200), (0, 0, 255)
 
