@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cv2
@@ -79,7 +79,7 @@ class ApiServer:
 
 def store_events(data_dir: Path) -> None:
     sink = SqliteSink(data_dir / DB_FILENAME)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     face = np.full((40, 40, 3), 128, np.uint8)
     sink.emit(
         Alert(

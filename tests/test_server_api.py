@@ -8,8 +8,8 @@ import time
 
 import httpx
 import pytest
-
 from api_helpers import ALERT_ID, PASSWORD, UNKNOWN_ID, photo_bytes, start_server, stop_server
+
 from vigil.store.audit import AuditFilter
 
 MISSING = "f" * 32
@@ -448,6 +448,7 @@ def test_tls_serves_https_and_marks_the_cookie_secure(tmp_path):
     import subprocess
 
     from api_helpers import CHEAP_HASHER
+
     from vigil.config import ServerConfig, VigilConfig
     from vigil.live import LiveHub
     from vigil.server.app import create_app
@@ -459,9 +460,30 @@ def test_tls_serves_https_and_marks_the_cookie_secure(tmp_path):
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed (needed to make a test certificate)")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
-    config = VigilConfig(data_dir=tmp_path / "data", server=ServerConfig(listen="127.0.0.1:0", tls_cert=cert, tls_key=key))
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    config = VigilConfig(
+        data_dir=tmp_path / "data", server=ServerConfig(listen="127.0.0.1:0", tls_cert=cert, tls_key=key)
+    )
     db = Database.in_data_dir(config.data_dir)
     ctx = ServiceContext.build(config, LiveHub(), db, hasher=CHEAP_HASHER)
     ctx.users.add("alice", Role.VIEWER, PASSWORD)
@@ -469,8 +491,12 @@ def test_tls_serves_https_and_marks_the_cookie_secure(tmp_path):
     server.start()
     try:
         assert server.url.startswith("https://")
-        answer = httpx.post(f"{server.url}/api/v1/auth/login", json={"username": "alice", "password": PASSWORD},
-                            verify=False, timeout=30)
+        answer = httpx.post(
+            f"{server.url}/api/v1/auth/login",
+            json={"username": "alice", "password": PASSWORD},
+            verify=False,
+            timeout=30,
+        )
         assert answer.status_code == 200 and "secure" in answer.headers["set-cookie"].lower()
     finally:
         server.stop()

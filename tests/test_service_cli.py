@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -63,9 +63,9 @@ def test_user_and_token_lifecycle(config, monkeypatch, capsys):
     ],
 )
 def test_parse_since(text, expected):
-    assert parse_since(text, datetime(2026, 1, 1, 12, tzinfo=timezone.utc)) == expected
+    assert parse_since(text, datetime(2026, 1, 1, 12, tzinfo=UTC)) == expected
 
 
 def test_parse_since_refuses_nonsense():
     with pytest.raises(VigilError, match="--since"):
-        parse_since("yesterday-ish", datetime.now(timezone.utc))
+        parse_since("yesterday-ish", datetime.now(UTC))

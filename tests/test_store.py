@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from argon2 import PasswordHasher
@@ -149,12 +149,10 @@ def test_audit_is_append_only_and_filterable(db):
     assert [e.action for e in audit.query(AuditFilter())] == ["login.failure", "snapshot.read", "person.create"]
     assert [e.action for e in audit.query(AuditFilter(action="person."))] == ["person.create"]
     assert audit.query(AuditFilter(outcome="denied"))[0].detail == "bad password"  # one line, not forgeable
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        with db.transaction() as conn:
-            conn.execute("UPDATE audit SET actor = 'someone else'")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        with db.transaction() as conn:
-            conn.execute("DELETE FROM audit")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"), db.transaction() as conn:
+        conn.execute("UPDATE audit SET actor = 'someone else'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"), db.transaction() as conn:
+        conn.execute("DELETE FROM audit")
     assert len(audit.query(AuditFilter())) == 3
 
 
@@ -162,7 +160,7 @@ def test_audit_is_append_only_and_filterable(db):
 @pytest.fixture
 def stored_events(tmp_path, db):
     sink = SqliteSink(tmp_path / DB_FILENAME)
-    base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
     for i in range(25):
         sink.emit(make_alert(i, utc_timestamp(base + timedelta(minutes=i)), camera=f"cam{i % 2}", person=f"p{i % 3}"))
     sink.emit(make_unknown(100, utc_timestamp(base + timedelta(minutes=30))))
@@ -230,7 +228,7 @@ def test_deleting_a_person_anonymises_their_events(stored_events):
 
 # ---- retention ---------------------------------------------------------------------------------------------------
 def test_cutoffs_from_a_fake_now():
-    now = datetime(2026, 3, 31, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
     limits = cutoffs(now, RetentionConfig(alerts_days=30, unknown_events_days=7, snapshots_days=10, audit_days=365))
     assert limits.alerts == "2026-03-01T12:00:00.000Z"
     assert limits.unknown_events == "2026-03-24T12:00:00.000Z"
@@ -251,7 +249,7 @@ def test_snapshot_day_folders(folder, cutoff, expired):
 
 
 def test_retention_deletes_what_is_due_and_nothing_else(tmp_path, db):
-    now = datetime(2026, 3, 31, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
     snaps = tmp_path / "snapshots"
 
     def snapshot(name: str, moment: datetime) -> str:  # where save_snapshot puts it: the UTC day it was taken
@@ -287,7 +285,7 @@ def test_retention_deletes_what_is_due_and_nothing_else(tmp_path, db):
 
 def test_audit_retention_deletes_only_old_entries(tmp_path, db):
     AuditLog(db).record(Actor("user:a"), "snapshot.read")
-    future = datetime.now(timezone.utc) + timedelta(days=400)
+    future = datetime.now(UTC) + timedelta(days=400)
     report = apply_retention(db, tmp_path, cutoffs(future, RetentionConfig(audit_days=365)))
     assert report.audit == 1 and AuditLog(db).query(AuditFilter()) == []
     with pytest.raises(sqlite3.DatabaseError):  # the guard is back after the job's transaction

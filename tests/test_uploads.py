@@ -20,15 +20,18 @@ def test_accepted_formats(ext, suffix):
     assert got_suffix == suffix and image.shape == (32, 32, 3)
 
 
-@pytest.mark.parametrize("data, status, message", [
-    (b"", 422, "empty"),
-    (b"GIF89a" + bytes(100), 415, "not an image"),
-    (b"%PDF-1.4 not a photo", 415, "not an image"),
-    (encoded(".png")[:30], 422, "unreadable"),
-    (b"\xff\xd8\xff\xe0" + bytes(50), 422, "JPEG"),
-    (encoded(".png", size=200), 413, "decompression bomb"),  # 40,000 px against a limit of 10,000
-    (encoded(".jpg") + bytes(2000), 413, "over the limit"),
-])
+@pytest.mark.parametrize(
+    "data, status, message",
+    [
+        (b"", 422, "empty"),
+        (b"GIF89a" + bytes(100), 415, "not an image"),
+        (b"%PDF-1.4 not a photo", 415, "not an image"),
+        (encoded(".png")[:30], 422, "unreadable"),
+        (b"\xff\xd8\xff\xe0" + bytes(50), 422, "JPEG"),
+        (encoded(".png", size=200), 413, "decompression bomb"),  # 40,000 px against a limit of 10,000
+        (encoded(".jpg") + bytes(2000), 413, "over the limit"),
+    ],
+)
 def test_refusals(data, status, message):
     with pytest.raises(UploadError) as refused:
         decode_photo(data, 1500, 10_000)
@@ -47,11 +50,20 @@ def test_an_unknown_file_never_reaches_pil_image_open(monkeypatch):
     decode_photo(encoded(".png"), 10**6, 10**6)
 
 
-@pytest.mark.parametrize("name, ok", [
-    ("photo.jpg", True), ("Ünïcode face.png", True), (None, True),
-    ("../../etc/passwd", False), ("a/b.jpg", False), ("a\\\\b.jpg", False), (".hidden.jpg", False),
-    ("x\\x00.jpg", False), ("..jpg", False),
-])
+@pytest.mark.parametrize(
+    "name, ok",
+    [
+        ("photo.jpg", True),
+        ("Ünïcode face.png", True),
+        (None, True),
+        ("../../etc/passwd", False),
+        ("a/b.jpg", False),
+        ("a\\\\b.jpg", False),
+        (".hidden.jpg", False),
+        ("x\\x00.jpg", False),
+        ("..jpg", False),
+    ],
+)
 def test_file_names(name, ok):
     if ok:
         check_filename(name)

@@ -19,9 +19,9 @@ import pytest
 from vigil.live import LiveHub, PhotoVerdict
 from vigil.store.db import ConflictError, NotFoundError
 from vigil.store.watchlist import WatchlistEditor, WatchlistFileError, photo_id
+from vigil.types import ListKind, Person
 from vigil.watchlist import EnrollmentResult, PersonEntry, PhotoProblem, load_watchlist
 from vigil.watchlist_reload import WatchlistReloader, changed_people
-from vigil.types import ListKind, Person
 
 REPO = Path(__file__).resolve().parent.parent
 

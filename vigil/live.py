@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -248,7 +249,7 @@ class LiveHub:
         self._lock = threading.Lock()
         self._frames: dict[str, LiveFrame] = {}
         self._statuses: dict[str, CameraStatus] = {}
-        self._counters: dict[str, object] = {}
+        self._counters: dict[str, Any] = {}
         self._clock = wall_clock
         self.feed = Feed()  # ("event", record dict) and ("camera", CameraStatus) items
         self.stage_latency: dict[str, LatencyHistogram] = {}
@@ -299,11 +300,11 @@ class LiveHub:
             histogram = self.stage_latency.setdefault(stage, LatencyHistogram())
         histogram.observe(seconds)
 
-    def publish_counters(self, counters: dict[str, object]) -> None:
+    def publish_counters(self, counters: dict[str, Any]) -> None:
         with self._lock:
             self._counters = dict(counters)
 
-    def counters(self) -> dict[str, object]:
+    def counters(self) -> dict[str, Any]:
         with self._lock:
             return dict(self._counters)
 

@@ -81,7 +81,8 @@ class LivePublisher:
         self.hub.publish_counters(counters)
 
     def _face(self, camera: str, update) -> LiveFace:
-        box = tuple(float(v) for v in update.face.box[:4])
+        x1, y1, x2, y2 = (float(v) for v in update.face.box[:4])
+        box = (x1, y1, x2, y2)
         label = self._labels.get((camera, update.track.track_id))
         if label is None:
             return LiveFace(box, update.track.track_id)

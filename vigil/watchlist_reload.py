@@ -22,8 +22,8 @@ import numpy as np
 from vigil.alerts import utc_timestamp
 from vigil.errors import VigilError
 from vigil.live import LiveHub, PhotoVerdict, WatchlistState
-from vigil.watchlist import EnrollmentResult, PhotoAnalyzer, enrollable_face, load_watchlist
 from vigil.types import Person
+from vigil.watchlist import EnrollmentResult, PhotoAnalyzer, enrollable_face, load_watchlist
 
 log = logging.getLogger("vigil.watchlist")
 Fingerprint = tuple[tuple[str, int, int, int], ...]

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -48,13 +48,13 @@ PORT_PATTERN = re.compile(r"API on https?://[^:]+:(\d+)/api/v1")
 
 def fill_store(data_dir: Path, events: int, seed: int = 0) -> None:
     rng = random.Random(seed)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = []
     for i in range(events):
         ts = utc_timestamp(now - timedelta(seconds=rng.uniform(0, 30 * 86400)))
         camera = rng.choice(CAMERAS)
-        unknown = rng.random() < 0.15
-        person = None if unknown else rng.choice(PEOPLE)
+        person = rng.choice(PEOPLE) if rng.random() >= 0.15 else None
+        unknown = person is None
         record = {
             "type": "unknown" if unknown else "alert",
             "id": f"{i:032x}",
@@ -67,7 +67,7 @@ def fill_store(data_dir: Path, events: int, seed: int = 0) -> None:
             "bbox": [10.0, 10.0, 60.0, 60.0],
             "snapshot": None,
         }
-        if not unknown:
+        if person is not None:
             record.update(
                 stage=rng.choice(["provisional", "confirmed"]),
                 person_id=person,
@@ -106,7 +106,7 @@ def query_mix(rng: random.Random) -> tuple[str, dict]:
     elif kind == "type":
         params["type"] = "unknown"
     elif kind == "range":
-        start = datetime.now(timezone.utc) - timedelta(days=rng.uniform(1, 29))
+        start = datetime.now(UTC) - timedelta(days=rng.uniform(1, 29))
         params.update(since=start.isoformat(), until=(start + timedelta(days=1)).isoformat())
     return kind, params
 
@@ -180,7 +180,7 @@ def bench_queries(work: Path, events: int, clients: int, seconds: float) -> dict
     try:
         query_client(port, token, _stopped_after(1.0), 99, {}, errors)  # warm up: caches, connections
         stop = threading.Event()
-        per_client = [dict() for _ in range(clients)]
+        per_client: list[dict[str, list[float]]] = [{} for _ in range(clients)]
         threads = [
             threading.Thread(target=query_client, args=(port, token, stop, i, per_client[i], errors))
             for i in range(clients)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from vigil.alerts import utc_timestamp
 from vigil.commands.user import open_store
@@ -24,11 +24,11 @@ def parse_since(text: str, now: datetime) -> str:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise VigilError(f"--since {text!r}: use a duration (30m, 24h, 7d) or an ISO-8601 time") from None
-    return utc_timestamp(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
+    return utc_timestamp(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    since = parse_since(args.since, datetime.now(timezone.utc))
+    since = parse_since(args.since, datetime.now(UTC))
     db = open_store(args)
     try:
         where = AuditFilter(since=since, actor=args.actor, action=args.action)

@@ -18,7 +18,6 @@ import logging
 import signal
 import threading
 import time
-
 from pathlib import Path
 
 from vigil.alerts import AlertDispatcher

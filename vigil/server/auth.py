@@ -10,8 +10,9 @@ needs none). The resolved caller is kept in ``request.state.principal`` for the 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import Depends, Request
 
@@ -54,6 +55,10 @@ class Principal:
     @property
     def name(self) -> str:
         return self.actor.name
+
+    @property
+    def role_name(self) -> str:
+        return self.role.value if self.role is not None else "anonymous"
 
     def can(self, permission: Permission) -> bool:
         return permission in self.permissions
@@ -104,7 +109,7 @@ async def current_principal(request: Request) -> Principal:
 def check_principal(request: Request) -> Principal:
     principal = resolve_principal(request)
     request.state.principal = principal
-    if principal.via == "session" and request.method not in SAFE_METHODS:
+    if principal.session is not None and request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(sent.encode(), principal.session.csrf_token.encode()):
             raise ApiError(
@@ -117,10 +122,10 @@ def check_principal(request: Request) -> Principal:
     return principal
 
 
-def require(permission: Permission) -> Callable[..., Principal]:
+def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
     """A dependency that lets through callers holding ``permission`` (401 anonymous, 403 otherwise)."""
 
-    async def dependency(request: Request, principal: Principal = Depends(current_principal)) -> Principal:
+    async def dependency(request: Request, principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if principal.via == "anonymous":
             raise ApiError(
                 401,
@@ -130,7 +135,7 @@ def require(permission: Permission) -> Callable[..., Principal]:
         if not principal.can(permission):
             raise ApiError(
                 403,
-                f"role {principal.role.value} may not do this ({permission.value})",
+                f"role {principal.role_name} may not do this ({permission.value})",
                 "access.denied",
                 f"{request.method} {request.url.path}",
                 Outcome.DENIED,
@@ -141,7 +146,7 @@ def require(permission: Permission) -> Callable[..., Principal]:
     return dependency
 
 
-async def authenticated(principal: Principal = Depends(current_principal)) -> Principal:
+async def authenticated(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     """Any logged-in caller (``/auth/me``, logout)."""
     if principal.via == "anonymous":
         raise ApiError(401, "authentication required (log in, or send Authorization: Bearer TOKEN)")

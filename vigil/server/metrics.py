@@ -67,7 +67,7 @@ class VigilCollector:
 
     def _cameras(self) -> Iterator[Metric]:
         statuses = self.ctx.hub.statuses()
-        families = {
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
             "up": GaugeMetricFamily("vigil_camera_up", "1 when the camera delivers frames", labels=["camera"]),
             "fps": GaugeMetricFamily("vigil_camera_fps", "Frames read per second (recent)", labels=["camera"]),
             "frames_read": CounterMetricFamily("vigil_camera_frames_read", "Frames decoded", labels=["camera"]),

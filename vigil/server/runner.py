@@ -67,11 +67,6 @@ class ServerThread:
         self.config = config
         self.socket = bind_socket(config)
         self.port = self.socket.getsockname()[1]
-        tls = (
-            {}
-            if config.tls_cert is None
-            else {"ssl_certfile": str(config.tls_cert), "ssl_keyfile": str(config.tls_key)}
-        )
         self._server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -82,7 +77,8 @@ class ServerThread:
                 timeout_keep_alive=5,
                 proxy_headers=False,
                 server_header=False,
-                **tls,
+                ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
+                ssl_keyfile=str(config.tls_key) if config.tls_key else None,
             )
         )
         self._thread = threading.Thread(target=self._run, name="vigil-http", daemon=True)

@@ -79,7 +79,7 @@ def photo_result(person: PersonEntry, path: str, state: WatchlistState) -> str:
 
 
 def person_json(person: PersonEntry, watchlist: Watchlist, state: WatchlistState, principal: Principal) -> dict:
-    out = {
+    out: dict[str, object] = {
         "id": person.id,
         "name": person.name,
         "list": person.list.value,

@@ -142,7 +142,8 @@ class EventStore:
         return EventRowPage(items, encode_cursor(rows[-1][1], rows[-1][0]) if more else None)
 
     def _rows(self, select: str, where: EventFilter, cursor: str | None, limit: int) -> tuple[list[tuple], bool]:
-        clauses, args = [], []
+        clauses: list[str] = []
+        args: list[object] = []
         for column, value in (
             ("a.camera = ?", where.camera),
             ("a.person_id = ?", where.person_id),

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from vigil.alerts import SNAPSHOT_DIRNAME, utc_timestamp
@@ -68,7 +68,7 @@ def snapshot_day_expired(day_folder: str, cutoff: str) -> bool:
     """A ``snapshots/<YYYY-MM-DD>`` folder whose whole day lies before ``cutoff`` (pure; folders not named as a
     date are never expired)."""
     try:
-        day = datetime.strptime(day_folder, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+        day = datetime.strptime(day_folder, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
         return False
     return utc_timestamp(day + timedelta(days=1)) <= cutoff
@@ -172,7 +172,7 @@ class RetentionJob:
         self.last_report = RetentionReport()
 
     def run_once(self) -> RetentionReport:
-        now = datetime.fromtimestamp(self._clock(), timezone.utc)
+        now = datetime.fromtimestamp(self._clock(), UTC)
         report = apply_retention(self.db, self.data_dir, cutoffs(now, self.config))
         self.last_run, self.last_report = utc_timestamp(now), report
         if report.total:

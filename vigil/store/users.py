@@ -16,7 +16,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from argon2 import PasswordHasher
@@ -133,6 +133,7 @@ class UserStore:
     def __init__(self, db: Database, hasher: PasswordHasher | None = None) -> None:
         self.db = db
         self.hasher = hasher or PasswordHasher()
+        self._dummy: str | None = None
 
     def add(self, username: str, role: Role, password: str) -> User:
         check_username(username)
@@ -221,7 +222,7 @@ class UserStore:
 
     def _dummy_hash(self) -> str:
         """A hash of a random password, so an unknown user name costs as much as a wrong password."""
-        if not hasattr(self, "_dummy"):
+        if self._dummy is None:
             self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
         return self._dummy
 
@@ -310,7 +311,7 @@ class TokenStore:
         return token
 
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self._clock(), timezone.utc)
+        return datetime.fromtimestamp(self._clock(), UTC)
 
     @staticmethod
     def _token(row: tuple) -> ApiToken:

@@ -128,7 +128,8 @@ class WatchlistEditor:
             watchlist = self.read()
             entry = self._find(watchlist.people, person_id)
             self._write([p for p in watchlist.people if p.id != person_id])
-        removed, kept = [], []
+        removed: list[Path] = []
+        kept: list[Path] = []
         for photo in entry.photos:
             (removed if self._remove_file(watchlist.photo_path(photo)) else kept).append(photo)
         person_dir = self.folder / PHOTOS_DIRNAME / person_id

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-
-from fastapi import APIRouter, Depends, Path as PathParam, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
 from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.alerts import utc_timestamp
 from vigil.server.auth import ApiError, Principal, context_of, require
@@ -42,13 +43,13 @@ class NewToken(BaseModel):
 
 
 @router.get("/users", summary="users")
-def list_users(request: Request, _: Principal = Depends(require(Permission.USERS_MANAGE))) -> dict:
+def list_users(request: Request, _: Annotated[Principal, Depends(require(Permission.USERS_MANAGE))]) -> dict:
     return {"items": [user.to_json() for user in context_of(request).users.list()]}
 
 
 @router.post("/users", status_code=201, summary="add a user")
 def create_user(
-    body: NewUser, request: Request, principal: Principal = Depends(require(Permission.USERS_MANAGE))
+    body: NewUser, request: Request, principal: Annotated[Principal, Depends(require(Permission.USERS_MANAGE))]
 ) -> dict:
     ctx = context_of(request)
     user = ctx.users.add(body.username, body.role, body.password)
@@ -61,7 +62,7 @@ def update_user(
     username: Username,
     body: UserChanges,
     request: Request,
-    principal: Principal = Depends(require(Permission.USERS_MANAGE)),
+    principal: Annotated[Principal, Depends(require(Permission.USERS_MANAGE))],
 ) -> dict:
     ctx = context_of(request)
     ctx.users.require(username)
@@ -75,7 +76,7 @@ def update_user(
 
 @router.delete("/users/{username}", summary="delete a user (never the last admin)")
 def delete_user(
-    username: Username, request: Request, principal: Principal = Depends(require(Permission.USERS_MANAGE))
+    username: Username, request: Request, principal: Annotated[Principal, Depends(require(Permission.USERS_MANAGE))]
 ) -> dict:
     ctx = context_of(request)
     ctx.users.delete(username)
@@ -84,13 +85,13 @@ def delete_user(
 
 
 @router.get("/tokens", summary="API tokens (never their secrets)")
-def list_tokens(request: Request, _: Principal = Depends(require(Permission.USERS_MANAGE))) -> dict:
+def list_tokens(request: Request, _: Annotated[Principal, Depends(require(Permission.USERS_MANAGE))]) -> dict:
     return {"items": [token.to_json() for token in context_of(request).tokens.list()]}
 
 
 @router.post("/tokens", status_code=201, summary="create a token: its secret is in this answer only")
 def create_token(
-    body: NewToken, request: Request, principal: Principal = Depends(require(Permission.USERS_MANAGE))
+    body: NewToken, request: Request, principal: Annotated[Principal, Depends(require(Permission.USERS_MANAGE))]
 ) -> dict:
     ctx = context_of(request)
     token, secret = ctx.tokens.create(body.role, body.name, principal.name, body.expires_days)
@@ -102,7 +103,7 @@ def create_token(
 def revoke_token(
     token_id: Annotated[str, PathParam(pattern=r"^[0-9a-f]{8}$")],
     request: Request,
-    principal: Principal = Depends(require(Permission.USERS_MANAGE)),
+    principal: Annotated[Principal, Depends(require(Permission.USERS_MANAGE))],
 ) -> dict:
     ctx = context_of(request)
     token = ctx.tokens.revoke(token_id)
@@ -113,20 +114,22 @@ def revoke_token(
 @router.get("/audit", summary="the audit log, newest first; filters and cursor")
 def audit_log(
     request: Request,
-    _: Principal = Depends(require(Permission.AUDIT_READ)),
+    _: Annotated[Principal, Depends(require(Permission.AUDIT_READ))],
     since: datetime | None = None,
     until: datetime | None = None,
-    actor: str | None = Query(None, pattern=ACTOR_PATTERN),
-    action: str | None = Query(
-        None,
-        pattern=ACTION_PATTERN.rstrip("$") + r"\.?$",
-        max_length=64,
-        description="exact, or a prefix ending in '.' (person.)",
-    ),
-    object: str | None = Query(None, pattern=OBJECT_PATTERN, description="e.g. event:<id>, person:<id>"),  # noqa: A002
+    actor: Annotated[str | None, Query(pattern=ACTOR_PATTERN)] = None,
+    action: Annotated[
+        str | None,
+        Query(
+            pattern=ACTION_PATTERN.rstrip("$") + r"\.?$",
+            max_length=64,
+            description="exact, or a prefix ending in '.' (person.)",
+        ),
+    ] = None,
+    object: Annotated[str | None, Query(pattern=OBJECT_PATTERN, description="e.g. event:<id>, person:<id>")] = None,
     outcome: Outcome | None = None,
-    cursor: int | None = Query(None, ge=1, description="the 'next' value of the previous page"),
-    limit: int = Query(100, ge=1, le=1000),
+    cursor: Annotated[int | None, Query(ge=1, description="the 'next' value of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict:
     for moment in (since, until):
         if moment is not None and moment.tzinfo is None:
@@ -144,7 +147,7 @@ def audit_log(
 
 
 @router.get("/system", summary="settings, models, sinks, retention, watchlist state (admins)")
-def system(request: Request, _: Principal = Depends(require(Permission.SYSTEM_READ))) -> dict:
+def system(request: Request, _: Annotated[Principal, Depends(require(Permission.SYSTEM_READ))]) -> dict:
     ctx = context_of(request)
     server = ctx.server
     job = ctx.retention_job

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,7 +66,7 @@ def login(body: Login, request: Request, response: Response) -> dict:
 
 
 @router.post("/auth/logout", summary="end this session")
-def logout(request: Request, response: Response, principal: Principal = Depends(authenticated)) -> dict:
+def logout(request: Request, response: Response, principal: Annotated[Principal, Depends(authenticated)]) -> dict:
     ctx = context_of(request)
     if principal.via == "session":
         ctx.sessions.delete(request.cookies.get(SESSION_COOKIE, ""))
@@ -74,5 +76,5 @@ def logout(request: Request, response: Response, principal: Principal = Depends(
 
 
 @router.get("/auth/me", summary="the caller: user or token, role, permissions, CSRF token (sessions)")
-def me(principal: Principal = Depends(authenticated)) -> dict:
+def me(principal: Annotated[Principal, Depends(authenticated)]) -> dict:
     return me_json(principal)

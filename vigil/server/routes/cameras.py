@@ -8,7 +8,8 @@ from typing import Annotated
 
 import cv2
 import numpy as np
-from fastapi import APIRouter, Depends, Path as PathParam, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Path as PathParam
 
 from vigil.config import CAMERA_NAME_PATTERN
 from vigil.live import CameraStatus, LiveFrame
@@ -83,13 +84,13 @@ def _camera_json(status: CameraStatus, request: Request, principal: Principal) -
 
 
 @router.get("/cameras", summary="every camera: up/down, fps, drops, reconnects, last error (credentials masked)")
-def list_cameras(request: Request, principal: Principal = Depends(require(Permission.CAMERAS_READ))) -> dict:
+def list_cameras(request: Request, principal: Annotated[Principal, Depends(require(Permission.CAMERAS_READ))]) -> dict:
     return {"items": [_camera_json(status, request, principal) for status in _statuses(request)]}
 
 
 @router.get("/cameras/{name}", summary="one camera; with live.view also its latest frame's faces")
 def get_camera(
-    name: CameraName, request: Request, principal: Principal = Depends(require(Permission.CAMERAS_READ))
+    name: CameraName, request: Request, principal: Annotated[Principal, Depends(require(Permission.CAMERAS_READ))]
 ) -> dict:
     for status in _statuses(request):
         if status.name == name:
@@ -105,9 +106,9 @@ def get_camera(
 def latest_frame(
     name: CameraName,
     request: Request,
-    principal: Principal = Depends(require(Permission.LIVE_VIEW)),
+    principal: Annotated[Principal, Depends(require(Permission.LIVE_VIEW))],
     boxes: bool = True,
-    width: int = Query(0, ge=0, le=7680, description="scale down to this width (0: as is)"),
+    width: Annotated[int, Query(ge=0, le=7680, description="scale down to this width (0: as is)")] = 0,
 ) -> Response:
     ctx = context_of(request)
     frame = ctx.hub.latest_frame(name)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path as PathParam, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,16 +41,16 @@ def _utc(moment: datetime | None) -> str | None:
 @router.get("/events", summary="events, newest first; filters and cursor pagination", response_class=JSONResponse)
 async def list_events(
     request: Request,
-    principal: Principal = Depends(require(Permission.EVENTS_READ)),
-    camera: str | None = Query(None, pattern=CAMERA_NAME_PATTERN, max_length=100),
-    person: str | None = Query(None, pattern=PERSON_ID_PATTERN, max_length=64, description="person id"),
-    type: Literal["alert", "unknown"] | None = None,  # noqa: A002 (the API's field name)
+    principal: Annotated[Principal, Depends(require(Permission.EVENTS_READ))],
+    camera: Annotated[str | None, Query(pattern=CAMERA_NAME_PATTERN, max_length=100)] = None,
+    person: Annotated[str | None, Query(pattern=PERSON_ID_PATTERN, max_length=64, description="person id")] = None,
+    type: Literal["alert", "unknown"] | None = None,
     stage: Literal["provisional", "confirmed"] | None = None,
-    since: datetime | None = Query(None, description="ISO-8601 with zone, inclusive"),
-    until: datetime | None = Query(None, description="ISO-8601 with zone, exclusive"),
-    cursor: str | None = Query(None, max_length=100, description="the 'next' value of the previous page"),
-    limit: int = Query(50, ge=1, le=MAX_PAGE),
-) -> JSONResponse:
+    since: Annotated[datetime | None, Query(description="ISO-8601 with zone, inclusive")] = None,
+    until: Annotated[datetime | None, Query(description="ISO-8601 with zone, exclusive")] = None,
+    cursor: Annotated[str | None, Query(max_length=100, description="the 'next' value of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> Response:
     ctx = context_of(request)
     seen = frozenset(
         p for p in (Permission.SNAPSHOT_ANY, Permission.SNAPSHOT_WATCHLIST, Permission.PHOTOS_READ) if principal.can(p)
@@ -79,7 +79,7 @@ def _event(request: Request, event_id: str) -> StoredEvent:
 
 @router.get("/events/{event_id}", summary="one event")
 def get_event(
-    event_id: EventId, request: Request, principal: Principal = Depends(require(Permission.EVENTS_READ))
+    event_id: EventId, request: Request, principal: Annotated[Principal, Depends(require(Permission.EVENTS_READ))]
 ) -> dict:
     event = _event(request, event_id)
     return event_json(event.record, principal, first_photo_ids(current_watchlist(context_of(request).watchlist)), event)
@@ -91,14 +91,14 @@ def get_event(
     response_class=FileResponse,
 )
 def snapshot(
-    event_id: EventId, request: Request, principal: Principal = Depends(require(Permission.EVENTS_READ))
+    event_id: EventId, request: Request, principal: Annotated[Principal, Depends(require(Permission.EVENTS_READ))]
 ) -> FileResponse:
     ctx = context_of(request)
     event = _event(request, event_id)
     if not may_see_snapshot(principal, event.type):
         raise ApiError(
             403,
-            f"role {principal.role.value} may not see snapshots of faces that matched nobody",
+            f"role {principal.role_name} may not see snapshots of faces that matched nobody",
             "snapshot.read",
             f"event:{event_id}",
             Outcome.DENIED,
@@ -113,7 +113,10 @@ def snapshot(
 
 @router.post("/events/{event_id}/ack", summary="acknowledge an event (who, when, note)")
 def acknowledge(
-    event_id: EventId, body: Note, request: Request, principal: Principal = Depends(require(Permission.EVENTS_REVIEW))
+    event_id: EventId,
+    body: Note,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.EVENTS_REVIEW))],
 ) -> dict:
     ctx = context_of(request)
     mark = ctx.events.acknowledge(event_id, principal.name, body.note)
@@ -123,7 +126,10 @@ def acknowledge(
 
 @router.post("/events/{event_id}/false-match", summary="mark an alert as not its person (kept for feedback)")
 def false_match(
-    event_id: EventId, body: Note, request: Request, principal: Principal = Depends(require(Permission.EVENTS_REVIEW))
+    event_id: EventId,
+    body: Note,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.EVENTS_REVIEW))],
 ) -> dict:
     ctx = context_of(request)
     mark = ctx.events.mark_false_match(event_id, principal.name, body.note)
@@ -133,7 +139,7 @@ def false_match(
 
 @router.delete("/events/{event_id}/false-match", summary="withdraw a false-match mark")
 def clear_false_match(
-    event_id: EventId, request: Request, principal: Principal = Depends(require(Permission.EVENTS_REVIEW))
+    event_id: EventId, request: Request, principal: Annotated[Principal, Depends(require(Permission.EVENTS_REVIEW))]
 ) -> dict:
     ctx = context_of(request)
     ctx.events.clear_false_match(event_id)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path as PathParam, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,7 +63,7 @@ def _changed(request: Request) -> None:
 
 
 @router.get("/people", summary="watchlist people (photos listed with photos.read)")
-def list_people(request: Request, principal: Principal = Depends(require(Permission.PEOPLE_READ))) -> dict:
+def list_people(request: Request, principal: Annotated[Principal, Depends(require(Permission.PEOPLE_READ))]) -> dict:
     watchlist = _editor(request).read()
     state = context_of(request).hub.watchlist
     return {
@@ -73,14 +74,14 @@ def list_people(request: Request, principal: Principal = Depends(require(Permiss
 
 @router.get("/people/{person_id}", summary="one person with each photo's enrolment result")
 def get_person(
-    person_id: PersonId, request: Request, principal: Principal = Depends(require(Permission.PEOPLE_READ))
+    person_id: PersonId, request: Request, principal: Annotated[Principal, Depends(require(Permission.PEOPLE_READ))]
 ) -> dict:
     return _show(request, _editor(request).person(person_id), principal)
 
 
 @router.post("/people", status_code=201, summary="add a person (then add photos)")
 def create_person(
-    body: NewPerson, request: Request, principal: Principal = Depends(require(Permission.WATCHLIST_ENROLL))
+    body: NewPerson, request: Request, principal: Annotated[Principal, Depends(require(Permission.WATCHLIST_ENROLL))]
 ) -> dict:
     person = _editor(request).create(PersonEntry(**body.model_dump()))
     context_of(request).audit.record(principal.actor, "person.create", f"person:{person.id}")
@@ -93,7 +94,7 @@ def update_person(
     person_id: PersonId,
     body: PersonChanges,
     request: Request,
-    principal: Principal = Depends(require(Permission.WATCHLIST_EDIT)),
+    principal: Annotated[Principal, Depends(require(Permission.WATCHLIST_EDIT))],
 ) -> dict:
     changes = body.model_dump(include=body.model_fields_set)
     person = _editor(request).update(person_id, changes)
@@ -109,7 +110,7 @@ def update_person(
 
 @router.delete("/people/{person_id}", summary="delete a person, their photos, embeddings and event snapshots")
 def delete_person(
-    person_id: PersonId, request: Request, principal: Principal = Depends(require(Permission.WATCHLIST_EDIT))
+    person_id: PersonId, request: Request, principal: Annotated[Principal, Depends(require(Permission.WATCHLIST_EDIT))]
 ) -> dict:
     ctx = context_of(request)
     deleted = _editor(request).delete(person_id)
@@ -130,7 +131,7 @@ def get_photo(
     person_id: PersonId,
     photo: PhotoId,
     request: Request,
-    principal: Principal = Depends(require(Permission.PHOTOS_READ)),
+    principal: Annotated[Principal, Depends(require(Permission.PHOTOS_READ))],
 ) -> FileResponse:
     path = _editor(request).photo_file(person_id, photo)
     media_type = PHOTO_SUFFIXES.get(path.suffix.lower())
@@ -145,7 +146,7 @@ def remove_photo(
     person_id: PersonId,
     photo: PhotoId,
     request: Request,
-    principal: Principal = Depends(require(Permission.WATCHLIST_EDIT)),
+    principal: Annotated[Principal, Depends(require(Permission.WATCHLIST_EDIT))],
 ) -> dict:
     path, deleted = _editor(request).remove_photo(person_id, photo)
     context_of(request).audit.record(
@@ -181,7 +182,9 @@ UPLOAD_SCHEMA = {
     summary="add a photo (multipart field 'file'): checked for exactly one usable face before it is stored",
 )
 async def add_photo(
-    person_id: PersonId, request: Request, principal: Principal = Depends(require(Permission.WATCHLIST_ENROLL))
+    person_id: PersonId,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.WATCHLIST_ENROLL))],
 ) -> JSONResponse:
     ctx = context_of(request)
     action, target = "photo.add", f"person:{person_id}"

@@ -10,8 +10,10 @@ proxies from closing the connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
@@ -33,16 +35,16 @@ def sse(kind: str, payload: dict, event_id: int | None = None) -> str:
 @router.get(
     "/stream", summary="Server-Sent Events: new events and camera status changes", response_class=StreamingResponse
 )
-async def stream(request: Request, principal: Principal = Depends(require(Permission.STREAM))) -> StreamingResponse:
+async def stream(
+    request: Request, principal: Annotated[Principal, Depends(require(Permission.STREAM))]
+) -> StreamingResponse:
     ctx = context_of(request)
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
 
     def notify() -> None:  # called from the pipeline thread
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closing
             loop.call_soon_threadsafe(wake.set)
-        except RuntimeError:
-            pass  # the loop is closing
 
     subscription = ctx.hub.feed.subscribe(ctx.server.sse_queue_size, notify)
     return StreamingResponse(
