@@ -22,7 +22,7 @@ def write(tmp_path: Path, text: str) -> Path:
 BAD_WATCHLISTS = [
     ("bad id", "people:\n  - {id: 'J Doe', name: J, photos: [a.jpg]}\n", "people[0].id"),
     ("missing name", "people:\n  - {id: jdoe, photos: [a.jpg]}\n", "people[0].name: Field required"),
-    ("no photos", "people:\n  - {id: jdoe, name: J, photos: []}\n", "people[0].photos"),
+    ("markup in a name", "people:\n  - {id: jdoe, name: '<script>x</script>', photos: [a.jpg]}\n", "people[0].name"),
     ("bad list", "people:\n  - {id: jdoe, name: J, list: maybe, photos: [a.jpg]}\n", "people[0].list"),
     (
         "threshold out of range",
@@ -169,3 +169,11 @@ def test_person_without_usable_photo_is_not_enrolled(people_dir):
     )
     result = Enroller(FakeAnalyzer(), EmbeddingCache(people_dir / "c.json", "m"), 20).enroll(load_watchlist(path))
     assert [p.id for p in result.people] == ["q"]
+
+
+def test_person_without_photos_is_listed_but_not_enrolled(people_dir):
+    path = write(people_dir, "people:\n  - {id: p, name: P}\n  - {id: q, name: Q, photos: [one.png]}\n")
+    watchlist = load_watchlist(path)
+    assert [p.id for p in watchlist.people] == ["p", "q"]
+    result = Enroller(FakeAnalyzer(), EmbeddingCache(people_dir / "c.json", "m"), 20).enroll(watchlist)
+    assert [p.id for p in result.people] == ["q"] and result.problems == []

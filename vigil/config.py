@@ -214,6 +214,68 @@ class AlertsConfig(StrictModel):
     snapshots: bool = True
 
 
+class ServerConfig(StrictModel):
+    """The HTTP API inside `vigil run` (vigil/server/): where it listens, TLS, who may do what, upload limits."""
+
+    enabled: bool = True
+    listen: str = Field(default="127.0.0.1:8080", description="host:port ([v6]:port); port 0 picks a free one")
+    tls_cert: Path | None = Field(default=None, description="PEM certificate; with tls_key the server speaks HTTPS")
+    tls_key: Path | None = None
+    metrics_public: bool = Field(default=False, description="/metrics without a token (e.g. a local Prometheus)")
+    operators_can_enroll: bool = Field(default=False, description="operators may add people and photos")
+    session_idle_timeout_s: float = Field(default=3600.0, ge=60.0, le=7 * 86_400.0)
+    session_max_age_s: float = Field(default=12 * 3600.0, ge=60.0, le=30 * 86_400.0)
+    login_max_failures: int = Field(default=5, ge=1, le=1000, description="per user and per address, in the window")
+    login_window_s: float = Field(default=900.0, ge=1.0, le=86_400.0)
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=200 * 1024 * 1024)
+    max_image_pixels: int = Field(default=40_000_000, ge=10_000, le=500_000_000, description="decompression bomb guard")
+    sse_queue_size: int = Field(default=256, ge=8, le=100_000, description="events buffered per stream client")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        return self
+
+    @property
+    def host(self) -> str:
+        return parse_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_listen(self.listen)[1]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` -> ("127.0.0.1", 8080); ``"[::1]:8080"`` -> ("::1", 8080); ValueError otherwise."""
+    match = re.fullmatch(
+        r"\[(?P<v6>[0-9A-Fa-f:.]+)\]:(?P<port>\d{1,5})|(?P<host>[A-Za-z0-9.-]+):(?P<port2>\d{1,5})", value
+    )
+    if match is None:
+        raise ValueError(f"expected host:port or [ipv6]:port, got {value!r}")
+    host = match.group("v6") or match.group("host")
+    port = int(match.group("port") or match.group("port2"))
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range (0-65535)")
+    return host, port
+
+
+class RetentionConfig(StrictModel):
+    """How long personal data is kept (vigil/store/retention.py); applied on start and every ``interval_s``."""
+
+    alerts_days: float = Field(default=30.0, gt=0.0, le=3650.0, description="watchlist alerts")
+    unknown_events_days: float = Field(default=7.0, gt=0.0, le=3650.0, description="faces that matched nobody")
+    snapshots_days: float = Field(default=30.0, gt=0.0, le=3650.0, description="face crops (never beyond their event)")
+    audit_days: float = Field(default=365.0, gt=0.0, le=3650.0, description="the audit log")
+    interval_s: float = Field(default=3600.0, ge=10.0, le=86_400.0)
+
+
 class VigilConfig(StrictModel):
     data_dir: Path = Path("vigil-data")
     watchlist: Path | None = None
@@ -225,6 +287,8 @@ class VigilConfig(StrictModel):
     rules: RulesConfig = RulesConfig()
     alerts: AlertsConfig = AlertsConfig()
     status_interval_s: PositiveSeconds = 10.0
+    server: ServerConfig = ServerConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")
     def _unique_camera_names(self) -> VigilConfig:

@@ -28,7 +28,7 @@ from vigil.config import CameraConfig, TrackerConfig
 from vigil.embed_schedule import EmbedSchedule, TrackEmbedState, record_embed, should_embed
 from vigil.rules import Gallery, RulesEngine, match_embedding
 from vigil.track import FaceTracker
-from vigil.types import Alert, Decision, Embedding, Event, Face, Frame, Track, TrackUpdate
+from vigil.types import Alert, Decision, Embedding, Event, Face, Frame, Person, Track, TrackUpdate
 
 SNAPSHOT_MARGIN = 0.25  # fraction of the box size added around a face in its snapshot
 
@@ -113,6 +113,13 @@ class WatchPipeline:
             self.counters.frames += 1
             self.counters.faces += len(faces)
         return results
+
+    def set_people(self, people: list[Person], changed: set[str]) -> None:
+        """Swap in a re-enrolled watchlist between batches (hot reload): the gallery is rebuilt, the rules keep
+        every unchanged person's votes and forget those of the ``changed`` (new, re-enrolled or removed) ones."""
+        self.gallery = Gallery.from_people(people)
+        self.rules.set_people(people)
+        self.rules.forget_people(changed)
 
     def _track(self, frame: Frame, faces: list[Face]) -> list[TrackUpdate]:
         start = time.perf_counter()

@@ -315,6 +315,18 @@ class RulesEngine:
         """Replace the watchlist (e.g. after re-enrolment); track and cooldown state are kept."""
         self._people = {person.id: person for person in people}
 
+    def forget_people(self, person_ids: Iterable[str]) -> None:
+        """Drop every track's votes and fired stages for these people (re-enrolled or removed): their earlier
+        votes were cast against another gallery entry. Other people's state is untouched; cooldowns are kept (the
+        person is the same, a re-enrolment must not re-alert at once)."""
+        gone = set(person_ids)
+        for state in self._tracks.values():
+            for person_id in gone & set(state.votes):
+                state.total_votes -= state.votes.pop(person_id)
+                state.last_scores.pop(person_id, None)
+            state.recent = deque((v for v in state.recent if v not in gone), maxlen=state.recent.maxlen)
+            state.fired = {(pid, stage) for pid, stage in state.fired if pid not in gone}
+
     @property
     def active_tracks(self) -> int:
         return len(self._tracks)

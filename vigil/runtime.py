@@ -118,12 +118,19 @@ def enrolment_cache_key(config: VigilConfig, models: LoadedModels) -> str:
 
 
 def enroll(
-    config: VigilConfig, watchlist_path: Path, analyzer: FaceAnalyzer, models: LoadedModels, strict: bool = False
+    config: VigilConfig,
+    watchlist_path: Path,
+    analyzer: FaceAnalyzer,
+    models: LoadedModels,
+    strict: bool = False,
+    prune_cache: bool = False,
 ) -> EnrollmentResult:
-    """Embed the watchlist photos (cached in the data folder under the models' checksums)."""
+    """Embed the watchlist photos (cached in the data folder under the models' checksums); ``prune_cache`` drops
+    the cached embeddings of photos the watchlist no longer lists."""
     watchlist = load_watchlist(watchlist_path)
     cache = EmbeddingCache(config.data_dir / "enroll_cache.json", enrolment_cache_key(config, models))
-    result = Enroller(analyzer, cache, config.detector.min_face_px).enroll(watchlist, strict=strict)
+    enroller = Enroller(analyzer, cache, config.detector.min_face_px)
+    result = enroller.enroll(watchlist, strict=strict, prune_cache=prune_cache)
     log.info(
         "%s: %d people enrolled (%d photos embedded, %d from cache, %d skipped)",
         watchlist_path,
