@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,22 @@ def test_repo_path_anchors_only_relative_paths(given, relative):
     from vigil.paths import repo_path, repo_root
 
     assert repo_path(given) == (repo_root() / given if relative else Path(given))
+
+
+def test_server_tls_paths_resolve_against_the_config_folder(tmp_path):
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    config = load_config(write(folder, "server:\n  tls: {cert: certs/c.pem, key: /abs/k.pem}\n"))
+    assert (config.server.tls.cert, config.server.tls.key) == (folder / "certs/c.pem", Path("/abs/k.pem"))
+
+
+@pytest.mark.parametrize("text, error", [
+    ("server: {listen: 'nohost'}\n", "server.listen"),
+    ("server: {listen: '127.0.0.1:70000'}\n", "out of range"),
+    ("server: {tls: {cert: c.pem}}\n", "server.tls.key: Field required"),
+    ("retention: {alerts_days: 0}\n", "retention.alerts_days"),
+    ("server: {sse_queue: 5}\n", "server.sse_queue: unknown key"),
+])
+def test_service_settings_are_validated(tmp_path, text, error):
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        load_config(write(tmp_path, text))
