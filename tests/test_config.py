@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Union, get_args, get_origin
@@ -168,7 +169,7 @@ def _annotation_leaves(annotation) -> list:
 
 
 # required fields of the sections that hold a path field, so that a config naming only the path validates
-REQUIRED_BESIDE = {"url": "http://127.0.0.1:9/hook", "name": "cam", "source": 0}
+REQUIRED_BESIDE = {"url": "http://127.0.0.1:9/hook", "name": "cam", "source": 0, "cert": "c.pem", "key": "k.pem"}
 
 
 def _config_setting(location: tuple, value: str) -> dict:
@@ -218,3 +219,25 @@ def _fill_required(mapping: dict) -> dict:
                     node = node[key]
                 node[error["loc"][-1]] = REQUIRED_BESIDE[error["loc"][-1]]
         return mapping
+
+
+def test_server_tls_paths_resolve_against_the_config_folder(tmp_path):
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    config = load_config(write(folder, "server:\n  tls: {cert: certs/c.pem, key: /abs/k.pem}\n"))
+    assert (config.server.tls.cert, config.server.tls.key) == (folder / "certs/c.pem", Path("/abs/k.pem"))
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("server: {listen: 'nohost'}\n", "server.listen"),
+        ("server: {listen: '127.0.0.1:70000'}\n", "out of range"),
+        ("server: {tls: {cert: c.pem}}\n", "server.tls.key: Field required"),
+        ("retention: {alerts_days: 0}\n", "retention.alerts_days"),
+        ("server: {sse_queue: 5}\n", "server.sse_queue: unknown key"),
+    ],
+)
+def test_service_settings_are_validated(tmp_path, text, error):
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        load_config(write(tmp_path, text))

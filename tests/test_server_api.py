@@ -450,7 +450,7 @@ def test_tls_serves_https_and_marks_the_cookie_secure(tmp_path):
 
     from api_helpers import CHEAP_HASHER
 
-    from vigil.config import ServerConfig, VigilConfig
+    from vigil.config import ServerConfig, TlsConfig, VigilConfig
     from vigil.live import LiveHub
     from vigil.server.app import create_app
     from vigil.server.context import ServiceContext
@@ -483,7 +483,7 @@ def test_tls_serves_https_and_marks_the_cookie_secure(tmp_path):
         timeout=60,
     )
     config = VigilConfig(
-        data_dir=tmp_path / "data", server=ServerConfig(listen="127.0.0.1:0", tls_cert=cert, tls_key=key)
+        data_dir=tmp_path / "data", server=ServerConfig(listen="127.0.0.1:0", tls=TlsConfig(cert=cert, key=key))
     )
     db = Database.in_data_dir(config.data_dir)
     ctx = ServiceContext.build(config, LiveHub(), db, hasher=CHEAP_HASHER)

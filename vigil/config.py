@@ -214,13 +214,19 @@ class AlertsConfig(StrictModel):
     snapshots: bool = True
 
 
+class TlsConfig(StrictModel):
+    """HTTPS for the API: a PEM certificate (chain) and its private key."""
+
+    cert: Path
+    key: Path
+
+
 class ServerConfig(StrictModel):
     """The HTTP API inside `vigil run` (vigil/server/): where it listens, TLS, who may do what, upload limits."""
 
     enabled: bool = True
     listen: str = Field(default="127.0.0.1:8080", description="host:port ([v6]:port); port 0 picks a free one")
-    tls_cert: Path | None = Field(default=None, description="PEM certificate; with tls_key the server speaks HTTPS")
-    tls_key: Path | None = None
+    tls: TlsConfig | None = Field(default=None, description="set: HTTPS, and the session cookie is Secure")
     metrics_public: bool = Field(default=False, description="/metrics without a token (e.g. a local Prometheus)")
     operators_can_enroll: bool = Field(default=False, description="operators may add people and photos")
     session_idle_timeout_s: float = Field(default=3600.0, ge=60.0, le=7 * 86_400.0)
@@ -236,12 +242,6 @@ class ServerConfig(StrictModel):
     def _host_and_port(cls, value: str) -> str:
         parse_listen(value)
         return value
-
-    @model_validator(mode="after")
-    def _tls_pair(self) -> ServerConfig:
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls_cert and tls_key go together: set both or neither")
-        return self
 
     @property
     def host(self) -> str:

@@ -100,10 +100,10 @@ class Service:
         self.retention.start()
         if self.server is not None:
             self.server.start()
-            if not is_loopback(self.config.server.host) and self.config.server.tls_cert is None:
+            if not is_loopback(self.config.server.host) and self.config.server.tls is None:
                 log.warning(
                     "server: %s is reachable from other machines over plain HTTP: passwords, cookies "
-                    "and tokens travel in clear (set server.tls_cert and server.tls_key)",
+                    "and tokens travel in clear (set server.tls: {cert, key})",
                     self.config.server.listen,
                 )
 

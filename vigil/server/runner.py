@@ -77,8 +77,8 @@ class ServerThread:
                 timeout_keep_alive=5,
                 proxy_headers=False,
                 server_header=False,
-                ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
-                ssl_keyfile=str(config.tls_key) if config.tls_key else None,
+                ssl_certfile=str(config.tls.cert) if config.tls else None,
+                ssl_keyfile=str(config.tls.key) if config.tls else None,
             )
         )
         self._thread = threading.Thread(target=self._run, name="vigil-http", daemon=True)
@@ -86,7 +86,7 @@ class ServerThread:
 
     @property
     def url(self) -> str:
-        scheme = "https" if self.config.tls_cert else "http"
+        scheme = "https" if self.config.tls else "http"
         host = self.config.host
         return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{self.port}"
 

@@ -159,7 +159,7 @@ def system(request: Request, _: Annotated[Principal, Depends(require(Permission.
         "outbox": ctx.events.outbox_counts(),
         "server": {
             "listen": server.listen,
-            "tls": server.tls_cert is not None,
+            "tls": server.tls is not None,
             "metrics_public": server.metrics_public,
             "operators_can_enroll": server.operators_can_enroll,
             "session_idle_timeout_s": server.session_idle_timeout_s,

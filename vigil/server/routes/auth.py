@@ -58,7 +58,7 @@ def login(body: Login, request: Request, response: Response) -> dict:
         max_age=int(ctx.server.session_max_age_s),
         httponly=True,
         samesite="strict",
-        secure=ctx.server.tls_cert is not None,
+        secure=ctx.server.tls is not None,
         path="/",
     )
     ctx.audit.record(Actor(f"user:{user.username}", user.role.value, client), "login.success", f"user:{user.username}")
