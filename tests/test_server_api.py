@@ -266,6 +266,7 @@ BAD_FILTERS = [
     ("until", "now()"),
     ("cursor", "' UNION SELECT * FROM users --"),
     ("limit", "10; DELETE FROM alerts"),
+    ("order", "ts; DROP TABLE alerts"),  # not a parameter at all
 ]
 
 

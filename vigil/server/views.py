@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from vigil.live import WatchlistState
 from vigil.server.auth import Principal
 from vigil.server.roles import Permission
@@ -44,13 +42,14 @@ def event_row_json(row: EventRow, principal: Principal, first_photos: dict[str, 
     """:func:`event_json` for a listed row, as JSON text: the stored text plus the caller's fields, never parsed."""
     snapshot = row.has_snapshot and may_see_snapshot(principal, row.type)
     photo = first_photos.get(row.person_id) if row.person_id and principal.can(Permission.PHOTOS_READ) else None
-    extra = {
-        "has_snapshot": row.has_snapshot,
-        "snapshot_url": f"{API}/events/{row.id}/snapshot.jpg" if snapshot else None,
-        "person_photo_url": f"{API}/people/{row.person_id}/photos/{photo}" if photo else None,
-    }
-    marks = f',"acknowledged":{row.acknowledged_json},"false_match":{row.false_match_json}'
-    return f"{row.public_json[:-1]},{json.dumps(extra)[1:-1]}{marks}}}"
+    # the URLs hold only validated ids (hex event ids, [a-z0-9_-] person ids, hex photo ids): nothing to escape
+    snapshot_url = f'"{API}/events/{row.id}/snapshot.jpg"' if snapshot else "null"
+    photo_url = f'"{API}/people/{row.person_id}/photos/{photo}"' if photo else "null"
+    return (
+        f'{row.public_json[:-1]},"has_snapshot":{"true" if row.has_snapshot else "false"},'
+        f'"snapshot_url":{snapshot_url},"person_photo_url":{photo_url},'
+        f'"acknowledged":{row.acknowledged_json},"false_match":{row.false_match_json}}}'
+    )
 
 
 def current_watchlist(editor) -> Watchlist | None:

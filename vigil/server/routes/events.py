@@ -26,6 +26,20 @@ router = APIRouter(tags=["events"])
 EventId = Annotated[str, PathParam(pattern=EVENT_ID_PATTERN, description="32 hex digits")]
 
 
+class EventQuery(BaseModel):
+    """The events list's query parameters (one model: validated in one pass; an unknown parameter is refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+    camera: str | None = Field(None, pattern=CAMERA_NAME_PATTERN, max_length=100)
+    person: str | None = Field(None, pattern=PERSON_ID_PATTERN, max_length=64, description="person id")
+    type: Literal["alert", "unknown"] | None = None
+    stage: Literal["provisional", "confirmed"] | None = None
+    since: datetime | None = Field(None, description="ISO-8601 with zone, inclusive")
+    until: datetime | None = Field(None, description="ISO-8601 with zone, exclusive")
+    cursor: str | None = Field(None, max_length=100, description="the 'next' value of the previous page")
+    limit: int = Field(50, ge=1, le=MAX_PAGE)
+
+
 class Note(BaseModel):
     model_config = ConfigDict(extra="forbid")
     note: str = Field(default="", max_length=MAX_NOTE_CHARS)
@@ -43,14 +57,7 @@ def _utc(moment: datetime | None) -> str | None:
 async def list_events(
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.EVENTS_READ))],
-    camera: Annotated[str | None, Query(pattern=CAMERA_NAME_PATTERN, max_length=100)] = None,
-    person: Annotated[str | None, Query(pattern=PERSON_ID_PATTERN, max_length=64, description="person id")] = None,
-    type: Literal["alert", "unknown"] | None = None,
-    stage: Literal["provisional", "confirmed"] | None = None,
-    since: Annotated[datetime | None, Query(description="ISO-8601 with zone, inclusive")] = None,
-    until: Annotated[datetime | None, Query(description="ISO-8601 with zone, exclusive")] = None,
-    cursor: Annotated[str | None, Query(max_length=100, description="the 'next' value of the previous page")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    query: Annotated[EventQuery, Query()],
 ) -> Response:
     ctx = context_of(request)
     seen = frozenset(
@@ -60,9 +67,14 @@ async def list_events(
     body = request.app.state.answer_cache.get(key)
     if body is None:
         where = EventFilter(
-            camera=camera, person_id=person, type=type, stage=stage, since=_utc(since), until=_utc(until)
+            camera=query.camera,
+            person_id=query.person,
+            type=query.type,
+            stage=query.stage,
+            since=_utc(query.since),
+            until=_utc(query.until),
         )
-        page = ctx.events.page_rows(where, cursor, limit)
+        page = ctx.events.page_rows(where, query.cursor, query.limit)
         photos = first_photo_ids(current_watchlist(ctx.watchlist))
         items = ",".join(event_row_json(row, principal, photos) for row in page.items)
         # the stored JSON text is passed on as it is: no parse and re-encode of 50 records per page
