@@ -96,11 +96,12 @@ WRITER = textwrap.dedent("""
     from vigil.store.watchlist import WatchlistEditor
     from vigil.watchlist import PersonEntry
     editor = WatchlistEditor(sys.argv[1])
-    print("ready", flush=True)
     i = 0
     while True:
         editor.create(PersonEntry(id=f"new{i}", name="N" * 60, notes="x" * 200))
         i += 1
+        if i == 1:
+            print("wrote", flush=True)
 """)
 
 
@@ -114,8 +115,8 @@ def test_sigkill_during_edits_leaves_the_old_or_the_new_file(tmp_path):
     added = []
     for _ in range(4):
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, env=env)
-        assert writer.stdout.readline().strip() == b"ready"
-        time.sleep(rng.uniform(0.5, 1.5))
+        assert writer.stdout.readline().strip() == b"wrote"  # one edit done: the kill lands during later ones
+        time.sleep(rng.uniform(0.0, 0.6))
         writer.send_signal(signal.SIGKILL)
         writer.wait(timeout=10)
         prev = path.with_name("watchlist.yaml.prev")
@@ -127,7 +128,7 @@ def test_sigkill_during_edits_leaves_the_old_or_the_new_file(tmp_path):
         added.append(len([p for p in load_watchlist(path).people if p.id.startswith("new")]))
         write(path, "people:\n" + base)  # start the next round from the base file
         prev.unlink(missing_ok=True)
-    assert max(added) > 0  # the writer did write before it was killed (a leftover .tmp file is never read)
+    assert min(added) > 0  # a leftover .tmp file is harmless: it is never read
 
 
 # ---- hot reload ------------------------------------------------------------------------------------------------
