@@ -1,5 +1,5 @@
 // vigil's page helpers: the API client (session cookie + CSRF header), a DOM builder that only ever makes text
-// nodes from data (never innerHTML), time formatting, and the header's log-out button.
+// nodes from data (never parsed as HTML), time formatting, and the header's log-out button.
 
 const API = "/api/v1";
 
