@@ -176,6 +176,35 @@ def test_acknowledge_with_a_note_then_not_this_person(api, browser):
     assert stored.acknowledged.note == "guard sent <b>now</b>" and stored.false_match.by == "user:operator"
 
 
+def test_filters_by_person_camera_and_time(api, browser):
+    from selenium.webdriver.support.select import Select
+
+    other = raise_alert(api, person_name="Bob", person_id="bob")
+    browser.get(f"{api.url}/alerts")
+    wait_until(browser, lambda d: row(d, other.id) and row(d, ALERT_ID), "both people's alerts")
+    wait_until(browser, lambda d: len(Select(d.find_element("id", "filter-person")).options) > 1, "the people")
+    Select(browser.find_element("id", "filter-person")).select_by_value("ann")
+    browser.find_element("css selector", "#filters button[type=submit]").click()
+    wait_until(browser, lambda d: not row(d, other.id) and row(d, ALERT_ID), "only Ann's alerts")
+    assert {r.get_attribute("data-id") for r in by_css(browser, "article.event")} <= set(_ids_of(api, "ann"))
+    raise_alert(api, person_name="Bob", person_id="bob")  # live, but filtered out
+    time.sleep(1.5)
+    assert all("Bob" not in r.text for r in by_css(browser, "article.event"))
+    since = browser.find_element("id", "filter-since")
+    browser.execute_script("arguments[0].value = '2099-01-01T12:00'", since)  # a day far ahead: nothing
+    browser.find_element("css selector", "#filters button[type=submit]").click()
+    wait_until(browser, lambda d: d.find_element("id", "events-empty").is_displayed(), "an empty list")
+    Select(browser.find_element("id", "filter-camera")).select_by_value("cam1")
+    browser.find_element("id", "filter-clear").click()
+    wait_until(browser, lambda d: row(d, other.id), "everything again")
+
+
+def _ids_of(api, person_id: str) -> list[str]:
+    from vigil.store.events import EventFilter
+
+    return [event.id for event in api.ctx.events.page(EventFilter(person_id=person_id), limit=500).items]
+
+
 def test_the_full_snapshot_opens_on_click_and_the_read_is_audited(api, browser):
     browser.get(f"{api.url}/alerts")
     alert = wait_until(browser, lambda d: row(d, ALERT_ID), "the stored alert")
@@ -202,7 +231,8 @@ def test_unknown_faces_have_their_own_tab_and_a_viewer_never_sees_them(api, brow
     browser.get(f"{api.url}/alerts")
     browser.find_element("id", "tab-unknown").click()
     unknown = wait_until(browser, lambda d: row(d, UNKNOWN_ID), "the unknown face (operator)")
-    assert not row(browser, ALERT_ID) and image_loaded(browser, unknown.find_element("css selector", "img"))
+    assert not row(browser, ALERT_ID)
+    wait_until(browser, lambda d: image_loaded(d, unknown.find_element("css selector", "img")), "its snapshot")
     log_in(browser, api.url, "viewer", PASSWORD, "/alerts")
     browser.find_element("id", "tab-unknown").click()
     unknown = wait_until(browser, lambda d: row(d, UNKNOWN_ID), "the unknown face (viewer)")
@@ -262,6 +292,13 @@ def test_admin_adds_a_person_with_photos_each_with_its_result(api, browser, tmp_
 def test_admin_edits_and_deletes_a_person_after_confirming(api, browser):
     browser.get(f"{api.url}/watchlist")
     card = wait_until(browser, lambda d: by_css(d, '[data-person="zoe-example"]'), "the person")[0]
+    card.find_element("css selector", ".remove-photo").click()  # remove the photo, after confirming
+    wait_until(browser, lambda d: d.find_element("id", "delete-dialog").get_attribute("open") is not None, "a prompt")
+    browser.find_element("id", "delete-confirm").click()
+    wait_until(browser, lambda d: not by_css(d, '[data-person="zoe-example"] .photo'), "the photo to go")
+    assert "photos/zoe-example" not in api.ctx.watchlist.path.read_text(encoding="utf-8")
+    card = by_css(browser, '[data-person="zoe-example"]')[0]
+    assert not card.find_element("css selector", ".edit-form").is_displayed()  # until Edit is pressed
     card.find_element("css selector", "button.edit").click()
     threshold = card.find_element("name", "threshold")
     threshold.clear()

@@ -4,6 +4,7 @@
 import { api, field, ago, can, clear, formatTime, h, localToIso, notice, openStream, showError } from "./common.js";
 
 const PAGE_SIZE = 30;
+const AGO_REFRESH_MS = 10000;
 const state = { type: "alert", filters: {}, next: null, shown: new Set() };
 const events = document.getElementById("events");
 
@@ -113,7 +114,7 @@ function eventRow(event) {
     { class: "who" },
     h("h2", { class: "person" }, person),
     h("p", { class: "camera" }, event.camera),
-    h("p", { class: "when" }, h("time", { datetime: event.ts, title: event.ts }, formatTime(event.ts)), ` · ${ago(event.ts)}`),
+    h("p", { class: "when" }, h("time", { datetime: event.ts, title: event.ts }, formatTime(event.ts)), " · ", h("span", { class: "ago", dataset: { ts: event.ts } }, ago(event.ts))),
   );
   const facts = h("dl", { class: "facts" });
   if (isAlert) {
@@ -231,6 +232,9 @@ function main() {
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) document.title = "Alerts · vigil";
   });
+  setInterval(() => {
+    for (const span of events.querySelectorAll(".ago")) span.textContent = ago(span.dataset.ts);
+  }, AGO_REFRESH_MS);
   fillFilterChoices();
   readFilters();
   load(false);

@@ -146,7 +146,7 @@ function personCard(person) {
   const card = h("article", { class: `person-card list-${person.list}`, dataset: { person: person.id } });
   const facts = h(
     "dl",
-    { class: "facts compact" },
+    { class: "facts person-facts" },
     h("dt", {}, "id"), h("dd", {}, person.id),
     h("dt", {}, "list"), h("dd", {}, person.list),
     h("dt", {}, "threshold"), h("dd", {}, person.threshold ?? "default"),
