@@ -2,6 +2,7 @@
 // nodes from data (never parsed as HTML), time formatting, and the header's log-out button.
 
 const API = "/api/v1";
+const STREAM_RETRY_MS = 5000;
 
 export class ApiError extends Error {
   constructor(status, message, body) {
@@ -122,25 +123,34 @@ export function showError(element, error) {
 }
 
 // A Server-Sent Events connection to /api/v1/stream with its state shown in `stateElement`; `onOpen` runs on every
-// (re)connection so the page can fetch what it missed.
+// reconnection so the page can fetch what it missed. The browser retries a dropped stream by itself; a refused one
+// (the session ended, the server restarted) is retried here every few seconds, or sends the browser to the login.
 export function openStream(handlers, stateElement, onOpen) {
-  const source = new EventSource(`${API}/stream`);
   const show = (text, live) => {
     if (!stateElement) return;
     stateElement.textContent = text;
     stateElement.classList.toggle("live", live);
   };
   let opened = false;
-  source.addEventListener("open", () => {
-    show("live", true);
-    if (opened && onOpen) onOpen();
-    opened = true;
-  });
-  source.addEventListener("error", () => show("reconnecting…", false));
-  for (const [kind, handler] of Object.entries(handlers)) {
-    source.addEventListener(kind, (message) => handler(JSON.parse(message.data)));
-  }
-  return source;
+  const connect = () => {
+    const source = new EventSource(`${API}/stream`);
+    source.addEventListener("open", () => {
+      show("live", true);
+      if (opened && onOpen) onOpen();
+      opened = true;
+    });
+    source.addEventListener("error", () => {
+      show("reconnecting…", false);
+      if (source.readyState !== EventSource.CLOSED) return;
+      api("auth/me") // a 401 here sends the browser to the login page
+        .then(() => setTimeout(connect, STREAM_RETRY_MS))
+        .catch(() => setTimeout(connect, STREAM_RETRY_MS));
+    });
+    for (const [kind, handler] of Object.entries(handlers)) {
+      source.addEventListener(kind, (message) => handler(JSON.parse(message.data)));
+    }
+  };
+  connect();
 }
 
 function setUpHeader() {
