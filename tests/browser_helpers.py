@@ -95,6 +95,11 @@ def wait_until(driver: Any, condition: Callable[[Any], Any], what: str, timeout_
     )
 
 
+def wait_visible(driver: Any, element_id: str, what: str, timeout_s: float = WAIT_S) -> Any:
+    """The element with ``element_id`` once it is displayed."""
+    return wait_until(driver, lambda d: (e := d.find_element("id", element_id)).is_displayed() and e, what, timeout_s)
+
+
 def screenshot(driver: Any, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"

@@ -13,9 +13,8 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from api_helpers import ALERT_ID, PASSWORD, UNKNOWN_ID, photo_bytes, start_server, stop_server
+from api_helpers import ALERT_ID, PASSWORD, UNKNOWN_ID, photo_bytes, start_server, stop_server, store_alert
 from browser_helpers import (
     console_errors,
     log_in,
@@ -25,12 +24,13 @@ from browser_helpers import (
     screenshot,
     start_browser,
     wait_until,
+    wait_visible,
 )
 
-from vigil.alerts import DB_FILENAME, SqliteSink, new_event_id, save_snapshot, utc_timestamp
+from vigil.alerts import utc_timestamp
 from vigil.live import CameraStatus
 from vigil.store.audit import AuditFilter
-from vigil.types import Alert, AlertStage, ListKind
+from vigil.types import Alert
 
 pytestmark = pytest.mark.slow
 MARKUP_NAME = '<script>window.__pwned = 1</script><img src="/x" onerror="window.__pwned = 2">'
@@ -59,28 +59,7 @@ def by_css(driver, selector: str):
 
 def raise_alert(api, person_name: str = "Ann", person_id: str = "ann") -> Alert:
     """What the pipeline does for an alert: store it (with its snapshot), then publish it on the live hub."""
-    event_id = new_event_id()
-    face = np.full((64, 64, 3), (40, 160, 40), np.uint8)
-    alert = Alert(
-        id=event_id,
-        stage=AlertStage.PROVISIONAL,
-        person_id=person_id,
-        person_name=person_name,
-        list=ListKind.DENY,
-        camera="cam1",
-        track_id=7,
-        score=0.81,
-        margin=0.12,
-        ts=utc_timestamp(),
-        video_ts_s=3.0,
-        frame_index=90,
-        bbox=(1, 1, 40, 40),
-        snapshot=save_snapshot(api.ctx.data_dir, event_id, face),
-        label="watchlist",
-    )
-    sink = SqliteSink(api.ctx.data_dir / DB_FILENAME)
-    sink.emit(alert)
-    sink.close()
+    alert = store_alert(api.ctx.data_dir, person_id, person_name)
     api.ctx.hub.publish_event(alert.to_json())
     return alert
 
@@ -101,11 +80,7 @@ def test_anonymous_browser_is_sent_to_login_and_a_wrong_password_is_told(api, br
     browser.find_element("id", "username").send_keys("operator")
     browser.find_element("id", "password").send_keys("not the password")
     browser.find_element("id", "login-submit").click()
-    error = wait_until(
-        browser,
-        lambda d: d.find_element("id", "login-error").is_displayed() and d.find_element("id", "login-error"),
-        "the error",
-    )
+    error = wait_visible(browser, "login-error", "the error")
     assert "wrong user name or password" in error.text
     screenshot(browser, "login")
     api.ctx.throttle.clear("user:operator")
@@ -350,11 +325,7 @@ def test_system_page_for_admins_only(api, browser):
     )
     browser.find_element("css selector", "#token-form input[name=name]").send_keys("dashboard")
     browser.find_element("css selector", "#token-form button[type=submit]").click()
-    secret = wait_until(
-        browser,
-        lambda d: d.find_element("id", "token-secret").is_displayed() and d.find_element("id", "token-secret"),
-        "the new token",
-    )
+    secret = wait_visible(browser, "token-secret", "the new token")
     assert "vgl_" in secret.text
     screenshot(browser, "system")
     log_in(browser, api.url, "operator", PASSWORD, "/system")

@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from api_helpers import store_alert
 from browser_helpers import (
     log_in,
     measure_first_load,
@@ -184,31 +185,7 @@ def admin_enrols(driver, url: str, tmp_path: Path, obama: Path) -> None:
 
 def stored_markup_is_text(driver, url: str, data_dir: Path) -> None:
     """A name with markup that reached the store (written by another tool, or before validation existed) is text."""
-    from vigil.alerts import DB_FILENAME, SqliteSink, new_event_id, utc_timestamp
-    from vigil.types import Alert, AlertStage, ListKind
-
-    event_id = new_event_id()
-    sink = SqliteSink(data_dir / DB_FILENAME)
-    sink.emit(
-        Alert(
-            id=event_id,
-            stage=AlertStage.CONFIRMED,
-            person_id="legacy",
-            person_name=MARKUP_NAME,
-            list=ListKind.DENY,
-            camera="hamilton",
-            track_id=1,
-            score=0.9,
-            margin=0.2,
-            ts=utc_timestamp(),
-            video_ts_s=0.0,
-            frame_index=0,
-            bbox=(0, 0, 10, 10),
-            snapshot=None,
-            label="watchlist",
-        )
-    )
-    sink.close()
+    event_id = store_alert(data_dir, "legacy", MARKUP_NAME, "hamilton", snapshot=False).id
     log_in(driver, url, "operator", PASSWORD, "/alerts")
     row = wait_until(
         driver,

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import Annotated
@@ -48,11 +50,13 @@ NO_STORE = {"Cache-Control": "no-store"}  # pages carry the session's CSRF token
 NEXT_PATTERN = r"^/[a-z]{0,20}$"  # where login may send the browser back to: one of our own pages, never elsewhere
 
 
+@dataclass(frozen=True)
 class Page:
-    """One page: its path, title, the permission it needs, its template and script."""
+    """One page: ``name`` names its path, its template (templates/<name>.html) and its script (static/<name>.js)."""
 
-    def __init__(self, name: str, title: str, permission: Permission | None) -> None:
-        self.name, self.title, self.permission = name, title, permission
+    name: str
+    title: str
+    permission: Permission | None  # needed to open it (the API checks each call again)
 
     @property
     def path(self) -> str:
@@ -161,7 +165,7 @@ def build_router(templates: Templates) -> APIRouter:
     return router
 
 
-def _page_handler(templates: Templates, page: Page):
+def _page_handler(templates: Templates, page: Page) -> Callable[[Principal], Response]:
     def handler(principal: Caller) -> Response:
         return page_response(templates, page, principal)
 
