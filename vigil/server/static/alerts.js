@@ -106,7 +106,7 @@ function eventRow(event) {
     { class: "faces" },
     faceFigure(event.snapshot_url, "captured", `captured face on ${event.camera}`, snapshotHiddenReason(event), event.snapshot_url ? () => openSnapshot(event) : null),
     isAlert
-      ? faceFigure(event.person_photo_url, "enrolled", `enrolled photo of ${person}`, event.person_photo_url ? "" : "photo hidden for your role")
+      ? faceFigure(event.person_photo_url, "enrolled", `enrolled photo of ${person}`, can("photos.read") ? "no enrolled photo" : "photo hidden for your role")
       : null,
   );
   const who = h(
