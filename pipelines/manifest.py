@@ -37,7 +37,9 @@ def add_entry(root: Path, name: str, kind: str, file: str, meta: dict, make_defa
     if make_default:
         manifest.setdefault("defaults", {})[kind] = name
     header = "# Shipped models. Written by `python -m pipelines.manifest add`; checksums are verified at load.\n"
-    manifest_path.write_text(header + yaml.safe_dump(manifest, sort_keys=False, default_flow_style=None), encoding="utf-8")
+    manifest_path.write_text(
+        header + yaml.safe_dump(manifest, sort_keys=False, default_flow_style=None), encoding="utf-8"
+    )
     return entry
 
 
@@ -46,10 +48,16 @@ OPERATING_FAR = 1e-4
 
 def threshold_fields(entry: dict, flip_report: dict, single_report: dict) -> dict:
     """The four ``match_threshold*`` fields for a manifest ``entry`` from its calibration reports."""
-    fields = {}
-    for key, report, flip, mode in (("match_threshold", single_report, False, "one chip per face"),
-                                    ("match_threshold_flip_average", flip_report, True,
-                                     "each face embedded with its mirror image (the runtime default)")):
+    fields: dict[str, float | str] = {}
+    for key, report, flip, mode in (
+        ("match_threshold", single_report, False, "one chip per face"),
+        (
+            "match_threshold_flip_average",
+            flip_report,
+            True,
+            "each face embedded with its mirror image (the runtime default)",
+        ),
+    ):
         label = str(report.get("model", ""))
         if f"@{entry['sha256'][:12]}" not in label:
             raise SystemExit(f"{key}: the report is for {label!r}, not this file (sha256 {entry['sha256'][:12]}...)")
@@ -57,13 +65,20 @@ def threshold_fields(entry: dict, flip_report: dict, single_report: dict) -> dic
             raise SystemExit(f"{key}: expected a report with clean probes and flip_average {flip}")
         rows = {float(row["far"]): row for row in report["thresholds"]}
         chosen = rows[OPERATING_FAR]
-        others = "; ".join(f"FAR {far:.0e}: {row['threshold']:.4f}, TAR {row['tar']:.3f}" for far, row in sorted(rows.items(), reverse=True) if far != OPERATING_FAR)
+        others = "; ".join(
+            f"FAR {far:.0e}: {row['threshold']:.4f}, TAR {row['tar']:.3f}"
+            for far, row in sorted(rows.items(), reverse=True)
+            if far != OPERATING_FAR
+        )
         fields[key] = round(float(chosen["threshold"]), 4)
         refiner = ", the landmark refiner" if report.get("refine_landmarks") else " (its own landmarks)"
         fields[f"{key}_source"] = (
-            f"cosine at FAR {OPERATING_FAR:.0e} (TAR {chosen['tar']:.3f}) over {report['impostor_pairs']:,} LFW impostor pairs "
-            f"({report['people']} people) through vigil's own detector ({report['detector']}){refiner}, aligner and the template above, "
-            f"{mode}: {report.get('command', 'python -m pipelines.recognizer.calibrate')} ({others})")
+            f"cosine at FAR {OPERATING_FAR:.0e} (TAR {chosen['tar']:.3f}) over {report['impostor_pairs']:,} LFW "
+            "impostor pairs "
+            f"({report['people']} people) through vigil's own detector ({report['detector']}){refiner}, aligner and "
+            "the template above, "
+            f"{mode}: {report.get('command', 'python -m pipelines.recognizer.calibrate')} ({others})"
+        )
     return fields
 
 
@@ -74,9 +89,14 @@ def set_thresholds(root: Path, name: str, flip_report: dict, single_report: dict
     if entry is None or entry.get("kind") != "recognizer":
         raise SystemExit(f"{manifest_path}: no recognizer named {name!r}")
     entry.update(threshold_fields(entry, flip_report, single_report))
-    return add_entry(root, name, entry["kind"], entry["file"], {k: v for k, v in entry.items()
-                                                               if k not in ("kind", "file", "sha256", "size_bytes")},
-                     make_default=False)
+    return add_entry(
+        root,
+        name,
+        entry["kind"],
+        entry["file"],
+        {k: v for k, v in entry.items() if k not in ("kind", "file", "sha256", "size_bytes")},
+        make_default=False,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,13 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     thresholds = sub.add_parser("thresholds", help="a recognizer's calibrated match thresholds from calibrate reports")
     thresholds.add_argument("--name", required=True)
     thresholds.add_argument("--flip", type=Path, required=True, help="calibrate report, flip-averaged, clean probes")
-    thresholds.add_argument("--single", type=Path, required=True, help="calibrate report, --no-flip-average, clean probes")
+    thresholds.add_argument(
+        "--single", type=Path, required=True, help="calibrate report, --no-flip-average, clean probes"
+    )
     thresholds.add_argument("--root", type=Path, default=models_dir())
     args = parser.parse_args(argv)
     if args.command == "thresholds":
         reports = [json.loads(path.read_text()) for path in (args.flip, args.single)]
         entry = set_thresholds(args.root, args.name, *reports)
-        print(f"{args.name}: match_threshold {entry['match_threshold']}, flip-averaged {entry['match_threshold_flip_average']}")
+        print(
+            f"{args.name}: match_threshold {entry['match_threshold']}, flip-averaged "
+            f"{entry['match_threshold_flip_average']}"
+        )
         return 0
     meta = yaml.safe_load(args.meta.read_text()) if args.meta else {}
     entry = add_entry(args.root, args.name, args.kind, args.file, meta or {}, args.default)

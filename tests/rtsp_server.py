@@ -147,12 +147,35 @@ class RtspTestServer:
     def _ffmpeg_command(self, sdp_path: Path) -> list[str]:
         rtp_port, rtcp_port = (sock.getsockname()[1] for sock in self._udp)
         return [
-            "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
-            "-re", "-stream_loop", "-1", "-i", str(self.video),
-            "-an", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
-            "-g", str(self.gop_frames), "-pix_fmt", "yuv420p", "-flags", "+global_header",
-            "-f", "rtp", "-sdp_file", str(sdp_path), f"rtp://127.0.0.1:{rtp_port}?rtcpport={rtcp_port}&pkt_size=1200",
-        ]  # fmt: skip
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+            str(self.video),
+            "-an",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            str(self.gop_frames),
+            "-pix_fmt",
+            "yuv420p",
+            "-flags",
+            "+global_header",
+            "-f",
+            "rtp",
+            "-sdp_file",
+            str(sdp_path),
+            f"rtp://127.0.0.1:{rtp_port}?rtcpport={rtcp_port}&pkt_size=1200",
+        ]
 
     def _wait_for_sdp(self, sdp_path: Path, timeout_s: float) -> str:
         deadline = time.monotonic() + timeout_s

@@ -146,7 +146,8 @@ def test_aligner_returns_aligned_face():
 
 
 @pytest.mark.parametrize(
-    "template, size, border", [(np.zeros((4, 2)), 150, "replicate"), (TEMPLATE, 0, "replicate"), (TEMPLATE, 150, "wrap")]
+    "template, size, border",
+    [(np.zeros((4, 2)), 150, "replicate"), (TEMPLATE, 0, "replicate"), (TEMPLATE, 150, "wrap")],
 )
 def test_aligner_rejects_bad_settings(template, size, border):
     with pytest.raises(ValueError):

@@ -113,7 +113,11 @@ def test_rate_limiter_does_not_burst_after_a_gap() -> None:
 @pytest.mark.parametrize(
     ("fps", "read_times", "waits"),
     [
-        (10.0, [0.0, 0.0, 0.05, 0.2], [0.0, 0.1, 0.15, 0.1]),  # due every 0.1 s from the first read (0.0, 0.1, 0.2, 0.3)
+        (
+            10.0,
+            [0.0, 0.0, 0.05, 0.2],
+            [0.0, 0.1, 0.15, 0.1],
+        ),  # due every 0.1 s from the first read (0.0, 0.1, 0.2, 0.3)
         (25.0, [0.0, 0.04, 0.08], [0.0, 0.0, 0.0]),  # a reader exactly on time never waits
         (10.0, [0.0, 0.5, 0.5], [0.0, 0.0, 0.0]),  # 0.4 s late: the backlog is read at once (within MAX_LAG_S)
         (10.0, [0.0, 5.0, 5.0], [0.0, 0.0, 0.1]),  # 4.9 s late (a suspended process): the clock restarts, no burst
@@ -124,14 +128,23 @@ def test_file_pacer_plays_at_the_file_rate_with_a_fake_clock(fps, read_times, wa
     assert [round(pacer.wait_s(t), 6) for t in read_times] == waits
 
 
-@pytest.mark.parametrize(("reported", "played"), [(29.97, 29.97), (0.0, 25.0), (float("nan"), 25.0), (1000.0, 25.0), (1.0, 1.0)])
+@pytest.mark.parametrize(
+    ("reported", "played"), [(29.97, 29.97), (0.0, 25.0), (float("nan"), 25.0), (1000.0, 25.0), (1.0, 1.0)]
+)
 def test_file_fps_falls_back_when_the_container_has_no_rate(reported: float, played: float) -> None:
     assert file_fps(reported) == played
 
 
 @pytest.mark.parametrize(
     ("source", "is_file"),
-    [("clips/a.mp4", True), ("/videos/a.mp4", True), ("rtsp://h/s", False), ("http://h/v.mjpg", False), ("/dev/video0", False), (0, False)],
+    [
+        ("clips/a.mp4", True),
+        ("/videos/a.mp4", True),
+        ("rtsp://h/s", False),
+        ("http://h/v.mjpg", False),
+        ("/dev/video0", False),
+        (0, False),
+    ],
 )
 def test_camera_source_kinds(source, is_file: bool) -> None:
     assert camera("c", source).is_file is is_file

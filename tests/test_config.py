@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from types import UnionType
+from typing import Annotated, Union, get_args, get_origin
 
 import pytest
+import yaml
+from pydantic import BaseModel, ValidationError
 
-from vigil.config import load_config
+from vigil.config import VigilConfig, load_config
 from vigil.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,17 +71,45 @@ BAD_CONFIGS = [
     ("duplicate cameras", "cameras:\n  - {name: a, source: x}\n  - {name: a, source: y}\n", "repeated: a"),
     ("re-embed interval of zero", "recognizer:\n  reembed_interval_frames: 0\n", "recognizer.reembed_interval_frames"),
     ("imgsz not multiple of 32", "detector:\n  imgsz: 500\n", "detector.imgsz"),
-    ("tiles overlapping more than half", "detector:\n  tiling: {tile_px: 480, overlap_px: 300}\n", "detector.tiling: Value error, overlap_px (300) must be at most half"),
+    (
+        "tiles overlapping more than half",
+        "detector:\n  tiling: {tile_px: 480, overlap_px: 300}\n",
+        "detector.tiling: Value error, overlap_px (300) must be at most half",
+    ),
     ("tile too small", "detector:\n  tiling: {tile_px: 32}\n", "detector.tiling.tile_px"),
-    ("tiling without a tile size", "detector:\n  tiling: {overlap_px: 64}\n", "detector.tiling.tile_px: Field required"),
-    ("unknown tiling key", "detector:\n  tiling: {tile_px: 480, overlap: 64}\n", "detector.tiling.overlap: unknown key"),
+    (
+        "tiling without a tile size",
+        "detector:\n  tiling: {overlap_px: 64}\n",
+        "detector.tiling.tile_px: Field required",
+    ),
+    (
+        "unknown tiling key",
+        "detector:\n  tiling: {tile_px: 480, overlap: 64}\n",
+        "detector.tiling.overlap: unknown key",
+    ),
     ("refine flag not a boolean", "detector:\n  refine_landmarks: maybe\n", "detector.refine_landmarks"),
     ("confirm before provisional", "rules:\n  min_hits: 5\n  confirm_hits: 2\n", "confirm_hits must be >= min_hits"),
-    ("zone with two points", "cameras:\n  - {name: a, source: x, zones: [{name: z, points_norm: [[0,0],[1,1]]}]}\n", "cameras[0].zones[0].points_norm"),
-    ("zone outside the frame", "cameras:\n  - {name: a, source: x, zones: [{name: z, points_norm: [[0,0],[2,0],[1,1]]}]}\n", "cameras[0].zones[0].points_norm"),
-    ("bad weekday", "cameras:\n  - {name: a, source: x, schedule: [{days: [funday]}]}\n", "cameras[0].schedule[0].days[0]"),
+    (
+        "zone with two points",
+        "cameras:\n  - {name: a, source: x, zones: [{name: z, points_norm: [[0,0],[1,1]]}]}\n",
+        "cameras[0].zones[0].points_norm",
+    ),
+    (
+        "zone outside the frame",
+        "cameras:\n  - {name: a, source: x, zones: [{name: z, points_norm: [[0,0],[2,0],[1,1]]}]}\n",
+        "cameras[0].zones[0].points_norm",
+    ),
+    (
+        "bad weekday",
+        "cameras:\n  - {name: a, source: x, schedule: [{days: [funday]}]}\n",
+        "cameras[0].schedule[0].days[0]",
+    ),
     ("webhook not http", "alerts:\n  webhook: {url: 'ftp://x'}\n", "alerts.webhook.url"),
-    ("backoff cap below start", "reconnect:\n  initial_backoff_s: 3\n  max_backoff_s: 1\n", "max_backoff_s must be >= initial_backoff_s"),
+    (
+        "backoff cap below start",
+        "reconnect:\n  initial_backoff_s: 3\n  max_backoff_s: 1\n",
+        "max_backoff_s must be >= initial_backoff_s",
+    ),
     ("not a mapping", "- a\n- b\n", "config must be a mapping"),
     ("invalid yaml", "cameras: [\n", "not valid YAML"),
 ]
@@ -103,3 +136,108 @@ def test_repo_path_anchors_only_relative_paths(given, relative):
     from vigil.paths import repo_path, repo_root
 
     assert repo_path(given) == (repo_root() / given if relative else Path(given))
+
+
+def path_fields(model: type[BaseModel], prefix: tuple = ()) -> list[tuple]:
+    """Every ``Path`` field reachable from ``model``, as a key path (``0`` for the first item of a list)."""
+    found = []
+    for name, info in model.model_fields.items():
+        for arg in _annotation_leaves(info.annotation):
+            if arg is Path:
+                found.append((*prefix, name))
+            elif isinstance(arg, tuple):  # ("list", item type)
+                found.extend(path_fields(arg[1], (*prefix, name, 0)) if _is_model(arg[1]) else [])
+            elif _is_model(arg):
+                found.extend(path_fields(arg, (*prefix, name)))
+    return found
+
+
+def _is_model(kind) -> bool:
+    return isinstance(kind, type) and issubclass(kind, BaseModel)
+
+
+def _annotation_leaves(annotation) -> list:
+    """The types an annotation may hold: ``X | None`` -> [X, None]; ``list[M]`` -> [("list", M)]."""
+    origin = get_origin(annotation)
+    if origin is list:
+        return [("list", get_args(annotation)[0])]
+    if origin in (Union, UnionType):
+        return [leaf for arg in get_args(annotation) for leaf in _annotation_leaves(arg)]
+    if origin is Annotated:
+        return _annotation_leaves(get_args(annotation)[0])
+    return [annotation]
+
+
+# required fields of the sections that hold a path field, so that a config naming only the path validates
+REQUIRED_BESIDE = {"url": "http://127.0.0.1:9/hook", "name": "cam", "source": 0, "cert": "c.pem", "key": "k.pem"}
+
+
+def _config_setting(location: tuple, value: str) -> dict:
+    """A config mapping that sets ``location`` to ``value`` (and only what validation needs beside it)."""
+    node: object = value
+    for key in reversed(location):
+        node = [node] if key == 0 else {key: node}
+    return node  # type: ignore[return-value]
+
+
+def test_every_path_field_is_found_by_walking_the_config():
+    found = path_fields(VigilConfig)
+    expected = {
+        ("data_dir",),
+        ("watchlist",),
+        ("detector", "model"),
+        ("detector", "landmark_model"),
+        ("recognizer", "model"),
+        ("alerts", "jsonl", "path"),
+    }
+    assert expected <= set(found)  # the walk really reaches nested and optional sections
+
+
+@pytest.mark.parametrize("location", path_fields(VigilConfig), ids=lambda loc: ".".join(map(str, loc)))
+def test_every_path_field_resolves_against_the_config_folder(tmp_path, location):
+    """A relative path anywhere in the config is relative to the config file, not to the working directory."""
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    text = yaml.safe_dump(_fill_required(_config_setting(location, "given.file")))
+    config = load_config(write(folder, text))
+    value: object = config
+    for key in location:
+        value = value[key] if isinstance(key, int) else getattr(value, key)  # type: ignore[index]
+    assert value == folder / "given.file"
+
+
+def _fill_required(mapping: dict) -> dict:
+    """Add REQUIRED_BESIDE's values to every nested section that lacks them and whose model requires them."""
+    try:
+        VigilConfig.model_validate(mapping)
+        return mapping
+    except ValidationError as exc:
+        for error in exc.errors():
+            if error["type"] == "missing" and error["loc"][-1] in REQUIRED_BESIDE:
+                node = mapping
+                for key in error["loc"][:-1]:
+                    node = node[key]
+                node[error["loc"][-1]] = REQUIRED_BESIDE[error["loc"][-1]]
+        return mapping
+
+
+def test_server_tls_paths_resolve_against_the_config_folder(tmp_path):
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    config = load_config(write(folder, "server:\n  tls: {cert: certs/c.pem, key: /abs/k.pem}\n"))
+    assert (config.server.tls.cert, config.server.tls.key) == (folder / "certs/c.pem", Path("/abs/k.pem"))
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("server: {listen: 'nohost'}\n", "server.listen"),
+        ("server: {listen: '127.0.0.1:70000'}\n", "out of range"),
+        ("server: {tls: {cert: c.pem}}\n", "server.tls.key: Field required"),
+        ("retention: {alerts_days: 0}\n", "retention.alerts_days"),
+        ("server: {sse_queue: 5}\n", "server.sse_queue: unknown key"),
+    ],
+)
+def test_service_settings_are_validated(tmp_path, text, error):
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        load_config(write(tmp_path, text))

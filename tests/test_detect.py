@@ -26,7 +26,7 @@ WIDER_CROWD_IMAGE = "2_Demonstration_Demonstrators_2_378.jpg"  # 72 labelled fac
 
 def write_random_model(path: Path, num_keypoints: int | None) -> Path:
     """Save a random-init yolov8n pose model with ``num_keypoints`` (a detect model when None) as an Ultralytics .pt."""
-    from vigil.detect import configure_ultralytics_offline
+    from vigil.ultralytics_offline import configure_ultralytics_offline
 
     configure_ultralytics_offline()
     import torch
@@ -167,7 +167,7 @@ def test_corrupt_or_foreign_file_is_one_line_model_error(tmp_path, content, suff
 def test_offline_configuration():
     import os
 
-    from vigil.detect import configure_ultralytics_offline
+    from vigil.ultralytics_offline import configure_ultralytics_offline
 
     configure_ultralytics_offline()
     from ultralytics.utils import SETTINGS, events, is_online
@@ -213,7 +213,6 @@ def _shipped_model() -> Path:
 def shipped_detector():
     from vigil.config import DetectorConfig
     from vigil.detect import FaceDetector
-
     from vigil.models import ModelRegistry
 
     config = DetectorConfig()

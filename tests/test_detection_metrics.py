@@ -53,7 +53,11 @@ FAR = square(600, 600, 40)
         ("duplicate is a false positive", [(truth(A, B), dets((A, 0.9), (A, 0.8), (B, 0.7)))], (51 + 50 * 2 / 3) / 101),
         ("false positive ranked first", [(truth(A), dets((FAR, 0.9), (A, 0.5)))], 0.5),
         ("false positive ranked last", [(truth(A), dets((A, 0.9), (FAR, 0.5)))], 1.0),
-        ("false positive in another image ranked first", [(truth(A), dets((A, 0.5))), (truth(), dets((FAR, 0.9)))], 0.5),
+        (
+            "false positive in another image ranked first",
+            [(truth(A), dets((A, 0.5))), (truth(), dets((FAR, 0.9)))],
+            0.5,
+        ),
     ],
 )
 def test_ap50_known_answers(name, pairs, ap50):
@@ -108,7 +112,10 @@ SMALL, SMALL2, BIG = square(0, 0, 10), square(50, 50, 10), square(100, 100, 100)
         # the big face's detection matches a GT ignored in lt16, so it is ignored there (not a false positive)
         ([(truth(SMALL, BIG), dets((BIG, 0.9), (SMALL, 0.5)))], {"all": 1.0, "lt16": 1.0, "gt64": 1.0}),
         # an unmatched small detection is a false positive only in its own bucket
-        ([(truth(SMALL, BIG), dets((FAR[:2] + [FAR[0] + 10, FAR[1] + 10], 0.95), (BIG, 0.9), (SMALL, 0.5)))], {"all": 2 / 3, "lt16": 0.5, "gt64": 1.0}),
+        (
+            [(truth(SMALL, BIG), dets((FAR[:2] + [FAR[0] + 10, FAR[1] + 10], 0.95), (BIG, 0.9), (SMALL, 0.5)))],
+            {"all": 2 / 3, "lt16": 0.5, "gt64": 1.0},
+        ),
         # a bucket with no GT box has no AP (NaN), not zero
         ([(truth(SMALL, SMALL2), dets((SMALL, 0.9)))], {"all": HALF, "lt16": HALF, "gt64": math.nan}),
     ],
@@ -154,7 +161,9 @@ def test_recall_at_score_floor(detections, floor_recall):
 @pytest.mark.parametrize("threshold, recall", [(0.05, 1.0), (0.25, 0.75), (0.5, 0.5), (0.95, 0.0)])
 def test_recall_at_operating_threshold(threshold, recall):
     pairs = [(truth(A, B, C, D), dets((A, 0.9), (B, 0.6), (C, 0.3), (D, 0.1), (FAR, 0.99)))]
-    assert evaluate_detections(pairs, operating_threshold=threshold).recall_at_operating_threshold == pytest.approx(recall)
+    assert evaluate_detections(pairs, operating_threshold=threshold).recall_at_operating_threshold == pytest.approx(
+        recall
+    )
 
 
 def test_each_gt_matched_once_in_score_order():
@@ -171,7 +180,9 @@ def test_landmark_nme_normalised_by_box_size():
     gt_points_partial = gt_points.copy()
     gt_points_partial[0, 2:] = np.nan  # only the eyes known
     for known in (gt_points, gt_points_partial):
-        report = evaluate_detections([(truth(A, landmarks=known), dets((A, 0.9), landmarks=det_points))], operating_threshold=0.5)
+        report = evaluate_detections(
+            [(truth(A, landmarks=known), dets((A, 0.9), landmarks=det_points))], operating_threshold=0.5
+        )
         assert report.landmark_nme == pytest.approx(5 / 40)
         assert report.landmark_pairs == 1
 

@@ -18,7 +18,8 @@ def test_unreachable_camera_fails_within_its_timeout_and_hides_the_password(tmp_
     config = tmp_path / "config.yaml"
     config.write_text(
         "cameras:\n"
-        f"  - {{name: gate, source: 'rtsp://admin:hunter2@127.0.0.1:{free_port()}/live', open_timeout_s: 1, read_timeout_s: 1}}\n",
+        f"  - {{name: gate, source: 'rtsp://admin:hunter2@127.0.0.1:{free_port()}/live', "
+        "open_timeout_s: 1, read_timeout_s: 1}\n",
         encoding="utf-8",
     )
     code = main(["doctor", "--config", str(config)])

@@ -31,8 +31,19 @@ def _process(tmp_path: Path, watchlist: Path, shared_data) -> list[dict]:
     clip = shared_data("video", "short_hamilton_clip.mp4")
     _require_models()
     events = tmp_path / "events.jsonl"
-    code = main(["process", str(clip), "--watchlist", str(watchlist), "--events", str(events),
-                 "--data-dir", str(tmp_path / "data"), "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "process",
+            str(clip),
+            "--watchlist",
+            str(watchlist),
+            "--events",
+            str(events),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     return load_alerts(events)
 

@@ -9,8 +9,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from vigil.embed import OnnxEmbedder, usable_providers
+from vigil.embed import OnnxEmbedder
 from vigil.errors import ModelError
+from vigil.onnx_session import usable_providers
 
 SIZE, DIM = 8, 4
 WEIGHTS = np.array([[1, 0, 2, 1], [0, 1, -1, 3], [1, 1, 0, -2]], np.float32)  # 3 colour means -> 4 dims
@@ -44,9 +45,14 @@ def tiny_left_half_model(path: Path) -> Path:
         helper.make_node("ReduceMean", ["left"], ["means"], axes=[1, 2], keepdims=0),
         helper.make_node("MatMul", ["means", "w"], ["embeddings"]),
     ]
-    consts = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("starts", [0]), ("ends", [SIZE // 2]), ("axes", [2]))]
+    consts = [
+        numpy_helper.from_array(np.array(v, np.int64), n)
+        for n, v in (("starts", [0]), ("ends", [SIZE // 2]), ("axes", [2]))
+    ]
     graph = helper.make_graph(
-        nodes, "tiny_left", [helper.make_tensor_value_info("chips", TensorProto.UINT8, ["N", SIZE, SIZE, 3])],
+        nodes,
+        "tiny_left",
+        [helper.make_tensor_value_info("chips", TensorProto.UINT8, ["N", SIZE, SIZE, 3])],
         [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["N", DIM])],
         [numpy_helper.from_array(WEIGHTS, "w"), *consts],
     )
@@ -144,7 +150,12 @@ CUDA, TRT, CPU = "CUDAExecutionProvider", "TensorrtExecutionProvider", "CPUExecu
         ((TRT, CUDA, CPU), (TRT, CUDA, CPU), False, [CPU]),
         ((CUDA, CPU), (CPU,), True, [CPU]),  # CPU-only onnxruntime
         ((CUDA,), (CPU,), False, [CPU]),  # nothing usable: CPU anyway
-        (("OpenVINOExecutionProvider", CPU), ("OpenVINOExecutionProvider", CPU), False, ["OpenVINOExecutionProvider", CPU]),
+        (
+            ("OpenVINOExecutionProvider", CPU),
+            ("OpenVINOExecutionProvider", CPU),
+            False,
+            ["OpenVINOExecutionProvider", CPU],
+        ),
     ],
 )
 def test_usable_providers(wanted, available, driver, expected):
@@ -161,6 +172,8 @@ def test_flip_average_is_the_normalised_sum_of_chip_and_mirror(tmp_path, n, batc
     flipped = OnnxEmbedder(path, batch_size=batch_size, flip_average=True).embed(batch)
     np.testing.assert_allclose(plain, left, atol=1e-5)
     np.testing.assert_allclose(flipped, _unit(left + right_mirrored), atol=1e-5)
-    mirrored_input = OnnxEmbedder(path, batch_size=batch_size, flip_average=True).embed(np.ascontiguousarray(batch[:, :, ::-1]))
+    mirrored_input = OnnxEmbedder(path, batch_size=batch_size, flip_average=True).embed(
+        np.ascontiguousarray(batch[:, :, ::-1])
+    )
     np.testing.assert_allclose(mirrored_input, flipped, atol=1e-5)  # mirror-invariant
     assert not np.allclose(plain, flipped, atol=1e-3)  # and it really changed the embedding

@@ -10,10 +10,11 @@ import pytest
 import yaml
 
 from tests.test_embed import SIZE, tiny_left_half_model, tiny_model
-from vigil.embed import OnnxEmbedder, build_embedder
-from vigil.ensemble import ChipResampler, read_members, resample_matrix
+from vigil.embed import OnnxEmbedder
+from vigil.ensemble import ChipResampler, resample_matrix
 from vigil.errors import ModelError
-from vigil.models import ModelRegistry, sha256_of
+from vigil.models import ModelRegistry, read_members, sha256_of
+from vigil.recognizer import build_embedder
 
 # a left-right symmetric 5-point template in a 16 px chip; the members' chips are 8 px
 TEMPLATE_16 = np.array([[4.5, 5.0], [10.5, 5.0], [7.5, 8.0], [5.5, 11.0], [9.5, 11.0]])
@@ -67,7 +68,10 @@ def test_chip_resampler_refuses_a_rotation():
         ("members: [{model: a, weight: 0.5, sha256: x}, {model: a, weight: 0.5, sha256: x}]", "twice"),
         ("members: [{model: a, weight: 0, sha256: x}, {model: b, weight: 1, sha256: x}]", r"members\[0\]\.weight"),
         ("members: [{model: a, weight: 0.5, sha256: x}, {model: b, wieght: 0.5}]", r"members\[1\]"),
-        ("members: [{model: a, weight: 0.5, sha256: x}, {model: b, weight: 0.5, sha256: x}]\nextra: 1", "exactly one key"),
+        (
+            "members: [{model: a, weight: 0.5, sha256: x}, {model: b, weight: 0.5, sha256: x}]\nextra: 1",
+            "exactly one key",
+        ),
         ("members: [{model: a, weight: 0.5}, {model: b, weight: 0.5, sha256: x}]", r"members\[0\].*sha256"),
         ("members: [unclosed", "cannot read"),
     ],
@@ -90,14 +94,29 @@ def _registry(tmp_path: Path, weights=(0.7, 0.3), second_member="half", pin: str
     tiny_model(root / "recognizer" / "a.onnx")
     tiny_left_half_model(root / "recognizer" / "b.onnx")
     files = {"a": "a.onnx", "half": "b.onnx", "ens": "ens.yaml"}
-    second_sha = pin or (sha256_of(root / "recognizer" / files[second_member]) if second_member in ("a", "half") else "0" * 64)
-    (root / "recognizer" / "ens.yaml").write_text(yaml.safe_dump({"members": [
-        {"model": "a", "weight": weights[0], "sha256": sha256_of(root / "recognizer" / "a.onnx")},
-        {"model": second_member, "weight": weights[1], "sha256": second_sha}]}))
+    second_sha = pin or (
+        sha256_of(root / "recognizer" / files[second_member]) if second_member in ("a", "half") else "0" * 64
+    )
+    (root / "recognizer" / "ens.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "members": [
+                    {"model": "a", "weight": weights[0], "sha256": sha256_of(root / "recognizer" / "a.onnx")},
+                    {"model": second_member, "weight": weights[1], "sha256": second_sha},
+                ]
+            }
+        )
+    )
 
     def entry(file, fmt, size, template):
-        return {"kind": "recognizer", "file": file, "sha256": sha256_of(root / file), "format": fmt,
-                "input_size": [size, size], "alignment_template": template}
+        return {
+            "kind": "recognizer",
+            "file": file,
+            "sha256": sha256_of(root / file),
+            "format": fmt,
+            "input_size": [size, size],
+            "alignment_template": template,
+        }
 
     manifest = {
         "defaults": {"recognizer": "ens"},
@@ -116,11 +135,15 @@ def test_ensemble_cosine_is_the_weighted_sum_of_member_cosines(tmp_path, flip_av
     registry = _registry(tmp_path)
     spec = registry.default("recognizer")
     ensemble = build_embedder(spec, providers=["CPUExecutionProvider"], flip_average=flip_average, registry=registry)
-    members = [OnnxEmbedder(registry.specs[name].path, providers=["CPUExecutionProvider"], flip_average=flip_average)
-               for name in ("a", "half")]
+    members = [
+        OnnxEmbedder(registry.specs[name].path, providers=["CPUExecutionProvider"], flip_average=flip_average)
+        for name in ("a", "half")
+    ]
     chips = np.random.default_rng(2).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
     fused = ensemble.embed(chips)
-    assert fused.shape == (6, ensemble.dim) and ensemble.dim == sum(m.dim for m in members) and ensemble.input_size == 16
+    assert (
+        fused.shape == (6, ensemble.dim) and ensemble.dim == sum(m.dim for m in members) and ensemble.input_size == 16
+    )
     np.testing.assert_allclose(np.linalg.norm(fused, axis=1), 1.0, atol=1e-5)
     member_chips = chips.astype(np.float32).reshape(6, 8, 2, 8, 2, 3).mean(axis=(2, 4))
     member_chips = np.clip(np.rint(member_chips), 0, 255).astype(np.uint8)
@@ -158,7 +181,9 @@ def test_a_user_onnx_borrows_the_first_members_settings_not_the_ensembles(tmp_pa
     np.testing.assert_allclose(spec.alignment_template, registry.specs["a"].alignment_template)
 
 
-@pytest.mark.parametrize("shape, dtype", [((2, 8, 8, 3), np.uint8), ((2, 16, 16, 3), np.float32), ((16, 16, 3), np.uint8)])
+@pytest.mark.parametrize(
+    "shape, dtype", [((2, 8, 8, 3), np.uint8), ((2, 16, 16, 3), np.float32), ((16, 16, 3), np.uint8)]
+)
 def test_ensemble_rejects_chips_of_the_wrong_size_or_type(tmp_path, shape, dtype):
     registry = _registry(tmp_path)
     ensemble = build_embedder(registry.default("recognizer"), providers=["CPUExecutionProvider"], registry=registry)

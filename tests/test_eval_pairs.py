@@ -19,8 +19,12 @@ from vigil.types import Face
 
 # A plausible 150 px template (only its geometry matters for the fakes).
 TEMPLATE = np.array([[55.0, 62.0], [95.0, 62.0], [75.0, 85.0], [59.0, 105.0], [91.0, 105.0]], np.float32)
-IMAGES = ("Aaron_Peirsol/Aaron_Peirsol_0001.jpg", "Aaron_Peirsol/Aaron_Peirsol_0002.jpg",
-          "Abel_Pacheco/Abel_Pacheco_0001.jpg", "Abel_Pacheco/Abel_Pacheco_0004.jpg")
+IMAGES = (
+    "Aaron_Peirsol/Aaron_Peirsol_0001.jpg",
+    "Aaron_Peirsol/Aaron_Peirsol_0002.jpg",
+    "Abel_Pacheco/Abel_Pacheco_0001.jpg",
+    "Abel_Pacheco/Abel_Pacheco_0004.jpg",
+)
 
 
 class FakeEmbedder:
@@ -60,7 +64,9 @@ def pairs_root(tmp_path, shared_data):
 
 @pytest.fixture
 def fake_models(monkeypatch):
-    parts = RecognizerParts(aligner=Aligner(TEMPLATE, 150), embedder=FakeEmbedder(), label="fake@000000000000", path=Path("fake.onnx"))
+    parts = RecognizerParts(
+        aligner=Aligner(TEMPLATE, 150), embedder=FakeEmbedder(), label="fake@000000000000", path=Path("fake.onnx")
+    )
     monkeypatch.setattr(pairs_mod, "build_recognizer", lambda model, flip_average, refine_landmarks=False: parts)
     monkeypatch.setattr(pairs_mod, "build_detector", lambda detector: (fake_detect, "fake-detector"))
 
@@ -96,7 +102,9 @@ def test_report_keys_and_skipped_pairs(tmp_path, pairs_root, fake_models):
 )
 def test_bad_row_is_one_line_naming_the_row(tmp_path, capsys, rows, header, fragment):
     csv_path = _csv(tmp_path, rows, header)
-    code = cli.main(["eval", "pairs", "--root", str(tmp_path), "--pairs", str(csv_path), "--json", str(tmp_path / "r.json")])
+    code = cli.main(
+        ["eval", "pairs", "--root", str(tmp_path), "--pairs", str(csv_path), "--json", str(tmp_path / "r.json")]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and str(csv_path) in err and fragment in err
@@ -105,7 +113,9 @@ def test_bad_row_is_one_line_naming_the_row(tmp_path, capsys, rows, header, frag
 def test_unreadable_image_names_file_and_row(tmp_path, pairs_root, fake_models, capsys):
     a1 = IMAGES[0]
     csv_path = _csv(tmp_path, [f"{a1},{IMAGES[1]},1", f"{a1},broken.jpg,0"])
-    code = cli.main(["eval", "pairs", "--root", str(pairs_root), "--pairs", str(csv_path), "--json", str(tmp_path / "r.json")])
+    code = cli.main(
+        ["eval", "pairs", "--root", str(pairs_root), "--pairs", str(csv_path), "--json", str(tmp_path / "r.json")]
+    )
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert code == 2 and len(errors) == 1
     assert "broken.jpg" in errors[0] and "row 2" in errors[0]
@@ -120,16 +130,25 @@ def test_missing_image_raises_vigil_error(tmp_path, pairs_root, fake_models):
 def _args(root: Path, csv_path: Path, out: Path, model: Path | None = None):
     import argparse
 
-    return argparse.Namespace(root=root, pairs=csv_path, json=out, model=model, detector=None, flip_average=True, refine_landmarks=True)
+    return argparse.Namespace(
+        root=root, pairs=csv_path, json=out, model=model, detector=None, flip_average=True, refine_landmarks=True
+    )
 
 
-@pytest.mark.parametrize("recognizer_file", [None, "recognizer/dlib-resnet-v1.onnx", "recognizer/dlib-resnet-v1-scene-int8.onnx",
-                                             "recognizer/sface-2021dec.onnx", "recognizer/dlib-scene-sface.yaml"])
+@pytest.mark.parametrize(
+    "recognizer_file",
+    [
+        None,
+        "recognizer/dlib-resnet-v1.onnx",
+        "recognizer/dlib-resnet-v1-scene-int8.onnx",
+        "recognizer/sface-2021dec.onnx",
+        "recognizer/dlib-scene-sface.yaml",
+    ],
+)
 def test_real_models_same_pairs_score_higher(tmp_path, pairs_root, recognizer_file):
-    """With the shipped detector and each shipped recognizer (None: the default; skipped until the manifest lists them)."""
-    from vigil.paths import models_dir
-
+    """With the shipped detector and each shipped recognizer (None: the default; skipped until the manifest has it)."""
     from vigil.models import ModelRegistry
+    from vigil.paths import models_dir
 
     try:
         registry = ModelRegistry()

@@ -52,7 +52,11 @@ def oracle(data_yaml: Path, shift_px: float = 0.0):
         truth = truths[int(round(float(image.mean())))]
         points = truth.landmarks if truth.landmarks is not None else np.zeros((len(truth.boxes), 5, 2))
         return [
-            Face(box=(box + shift_px).astype(np.float32), score=0.9, landmarks=np.nan_to_num(lm + shift_px).astype(np.float32))
+            Face(
+                box=(box + shift_px).astype(np.float32),
+                score=0.9,
+                landmarks=np.nan_to_num(lm + shift_px).astype(np.float32),
+            )
             for box, lm in zip(truth.boxes, points)
         ]
 
@@ -77,7 +81,11 @@ def test_path_key_is_relative_to_the_yaml(tmp_path, dataset):
 
 @pytest.mark.parametrize(
     "text, message",
-    [("val: images/val\n", "data file not found"), ("train: x\n", "no 'val' split"), ("val: nowhere\n", "neither a folder")],
+    [
+        ("val: images/val\n", "data file not found"),
+        ("train: x\n", "no 'val' split"),
+        ("val: nowhere\n", "neither a folder"),
+    ],
 )
 def test_bad_data_yaml_is_one_line_error(tmp_path, text, message):
     path = tmp_path / "data.yaml"
@@ -98,7 +106,9 @@ def test_read_labels_boxes_and_keypoints(dataset):
     assert read_labels(labels / "absent.txt", WIDTH, HEIGHT).boxes.shape == (0, 4)
 
 
-@pytest.mark.parametrize("row, message", [("0 0.5 0.5 0.1", "expected 5, 15 or 20 values, got 4"), ("0 a b c d", "not a row of numbers")])
+@pytest.mark.parametrize(
+    "row, message", [("0 0.5 0.5 0.1", "expected 5, 15 or 20 values, got 4"), ("0 a b c d", "not a row of numbers")]
+)
 def test_bad_label_row_names_file_and_line(tmp_path, row, message):
     path = tmp_path / "x.txt"
     path.write_text(f"0 0.5 0.5 0.1 0.1\n{row}\n")
@@ -136,7 +146,18 @@ def test_run_cli_writes_the_report_keys(dataset, tmp_path):
     args = argparse.Namespace(data=dataset, model=model, imgsz=160, json=out, device="cpu")
     assert run_cli(args) == 0
     report = json.loads(out.read_text())
-    for key in ("ap50", "ap50_95", "ap50_by_size", "recall_at_operating_threshold", "operating_threshold", "images", "boxes", "model", "imgsz", "seconds"):
+    for key in (
+        "ap50",
+        "ap50_95",
+        "ap50_by_size",
+        "recall_at_operating_threshold",
+        "operating_threshold",
+        "images",
+        "boxes",
+        "model",
+        "imgsz",
+        "seconds",
+    ):
         assert key in report, key
     assert set(report["ap50_by_size"]) == {"lt16", "16_32", "32_64", "gt64"}
     assert report["images"] == 3 and report["boxes"] == 3 and report["imgsz"] == 160
@@ -149,7 +170,9 @@ def test_run_cli_with_tiles_and_mosaic_records_the_setup(dataset, tmp_path):
 
     model = write_random_model(tmp_path / "face5.pt", 5)
     out = tmp_path / "wider_tiled.json"
-    args = argparse.Namespace(data=dataset, model=model, imgsz=160, json=out, device="cpu", tile_px=128, tile_overlap_px=32, mosaic="2x1")
+    args = argparse.Namespace(
+        data=dataset, model=model, imgsz=160, json=out, device="cpu", tile_px=128, tile_overlap_px=32, mosaic="2x1"
+    )
     assert run_cli(args) == 0
     report = json.loads(out.read_text())
     assert (report["tile_px"], report["tile_overlap_px"], report["mosaic"]) == (128, 32, "2x1")
@@ -160,13 +183,23 @@ def test_run_cli_with_tiles_and_mosaic_records_the_setup(dataset, tmp_path):
 def test_run_cli_rejects_bad_tiles_before_loading_a_model(dataset, tmp_path, tile_px, overlap_px):
     from vigil.eval.wider import run_cli
 
-    args = argparse.Namespace(data=dataset, model=tmp_path / "absent.pt", imgsz=160, json=tmp_path / "x.json", device="cpu",
-                              tile_px=tile_px, tile_overlap_px=overlap_px, mosaic=None)
+    args = argparse.Namespace(
+        data=dataset,
+        model=tmp_path / "absent.pt",
+        imgsz=160,
+        json=tmp_path / "x.json",
+        device="cpu",
+        tile_px=tile_px,
+        tile_overlap_px=overlap_px,
+        mosaic=None,
+    )
     with pytest.raises(VigilError, match="--tile-px"):
         run_cli(args)
 
 
-@pytest.mark.parametrize("text, expected", [("4x2", (4, 2)), ("1X1", (1, 1)), ("4", None), ("0x2", None), ("axb", None), ("17x1", None)])
+@pytest.mark.parametrize(
+    "text, expected", [("4x2", (4, 2)), ("1X1", (1, 1)), ("4", None), ("0x2", None), ("axb", None), ("17x1", None)]
+)
 def test_parse_mosaic(text, expected):
     if expected is None:
         with pytest.raises(VigilError, match="--mosaic"):
@@ -180,8 +213,13 @@ def test_mosaic_frame_places_images_in_cells_and_shifts_their_labels():
     small = np.full((50, 80, 3), 10, np.uint8)
     large = np.full((100, 120, 3), 20, np.uint8)
     points = np.arange(10, dtype=float).reshape(1, 5, 2)
-    truths = [ImageTruth(boxes=np.array([[1.0, 2, 11, 12]])), ImageTruth(boxes=np.array([[5.0, 5, 25, 25]]), landmarks=points)]
-    frame, truth = mosaic_frame([small, large, small], truths + [ImageTruth(boxes=np.zeros((0, 4)))], MosaicSpec(columns=2, rows=2))
+    truths = [
+        ImageTruth(boxes=np.array([[1.0, 2, 11, 12]])),
+        ImageTruth(boxes=np.array([[5.0, 5, 25, 25]]), landmarks=points),
+    ]
+    frame, truth = mosaic_frame(
+        [small, large, small], truths + [ImageTruth(boxes=np.zeros((0, 4)))], MosaicSpec(columns=2, rows=2)
+    )
     assert frame.shape == (200, 240, 3)  # 2 x 2 cells of the largest image, 100 x 120
     assert frame[0, 0, 0] == 10 and frame[0, 120, 0] == 20 and frame[100, 0, 0] == 10
     assert frame[60, 0, 0] == 0 and frame[150, 200, 0] == 0  # below the small image; the unfilled cell
@@ -195,12 +233,17 @@ def test_mosaic_frame_places_images_in_cells_and_shifts_their_labels():
 def test_oracle_on_mosaic_frames_scores_perfectly(dataset):
     per_image = oracle(dataset)
 
-    def detect_cells(frame: np.ndarray) -> list[Face]:  # the oracle on each filled 200 x 100 cell, shifted into the frame
+    def detect_cells(
+        frame: np.ndarray,
+    ) -> list[Face]:  # the oracle on each filled 200 x 100 cell, shifted into the frame
         faces = []
         for left in range(0, frame.shape[1], WIDTH):
             cell = frame[:, left : left + WIDTH]
             if cell.any():
-                faces += [Face(box=f.box + [left, 0, left, 0], score=f.score, landmarks=f.landmarks + [left, 0]) for f in per_image(cell)]
+                faces += [
+                    Face(box=f.box + [left, 0, left, 0], score=f.score, landmarks=f.landmarks + [left, 0])
+                    for f in per_image(cell)
+                ]
         return faces
 
     result = evaluate_detector(detect_cells, dataset, operating_threshold=0.5, mosaic=MosaicSpec(columns=2, rows=1))
@@ -220,4 +263,9 @@ def test_wider200_labels_match_the_manifest(shared_data):
     assert first.shape[:2] == (416, 416)
     sizes = np.concatenate([box_sizes(read_labels(item.label_path, 416, 416).boxes) for item in items])
     assert len(sizes) == 4370
-    assert [(sizes < 16).sum(), ((sizes >= 16) & (sizes < 32)).sum(), ((sizes >= 32) & (sizes < 64)).sum(), (sizes >= 64).sum()] == [3498, 593, 209, 70]
+    assert [
+        (sizes < 16).sum(),
+        ((sizes >= 16) & (sizes < 32)).sum(),
+        ((sizes >= 32) & (sizes < 64)).sum(),
+        (sizes >= 64).sum(),
+    ] == [3498, 593, 209, 70]

@@ -95,7 +95,12 @@ def test_unreadable_image_names_the_file(tmp_path):
 
 def test_lfw_protocol_end_to_end_with_fakes(tmp_path, monkeypatch):
     """A 2-fold, 2+2 pairs LFW folder of coloured images: identities separable by colour -> accuracy 1.0."""
-    colours = {"Red_One": (30, 30, 220), "Green_Two": (30, 220, 30), "Blue_Three": (220, 30, 30), "Grey_Four": (128, 128, 128)}
+    colours = {
+        "Red_One": (30, 30, 220),
+        "Green_Two": (30, 220, 30),
+        "Blue_Three": (220, 30, 30),
+        "Grey_Four": (128, 128, 128),
+    }
     for name, colour in colours.items():
         (tmp_path / name).mkdir()
         for n in (1, 2):
@@ -106,17 +111,40 @@ def test_lfw_protocol_end_to_end_with_fakes(tmp_path, monkeypatch):
     )
     parts = fs.RecognizerParts(Aligner(TEMPLATE, 150), CountingEmbedder(), "fake@0", tmp_path / "fake.onnx")
     flips_asked = []
-    monkeypatch.setattr(lfw_mod, "build_recognizer", lambda model, flip_average, refine_landmarks=False: flips_asked.append(flip_average) or parts)
+    monkeypatch.setattr(
+        lfw_mod,
+        "build_recognizer",
+        lambda model, flip_average, refine_landmarks=False: flips_asked.append(flip_average) or parts,
+    )
     monkeypatch.setattr(lfw_mod, "build_detector", lambda detector: (_detect_unless_flat, "fake-det"))
     out = tmp_path / "lfw.json"
     for degraded in (False, True):
-        args = argparse.Namespace(lfw_dir=tmp_path, degraded=degraded, model=None, detector=None, json=out, detections_cache=None,
-                                  flip_average=degraded, refine_landmarks=False)
+        args = argparse.Namespace(
+            lfw_dir=tmp_path,
+            degraded=degraded,
+            model=None,
+            detector=None,
+            json=out,
+            detections_cache=None,
+            flip_average=degraded,
+            refine_landmarks=False,
+        )
         assert lfw_mod.run_cli(args) == 0
         assert flips_asked[-1] is degraded  # --flip-average / --no-flip-average reaches the recognizer
         report = json.loads(out.read_text())
-        for key in ("accuracy_mean", "accuracy_std", "tar_at_far_1e-3", "variant", "model", "detector", "auc",
-                    "faces_not_found", "pairs", "seconds", "fold_accuracies"):
+        for key in (
+            "accuracy_mean",
+            "accuracy_std",
+            "tar_at_far_1e-3",
+            "variant",
+            "model",
+            "detector",
+            "auc",
+            "faces_not_found",
+            "pairs",
+            "seconds",
+            "fold_accuracies",
+        ):
             assert key in report
         assert report["variant"] == ("degraded" if degraded else "clean")
         assert report["pairs"] == 8 and len(report["fold_accuracies"]) == 2
@@ -141,7 +169,9 @@ class CountingDetector:
         ("det@1", 0.5, 3),  # another min_score: not used either
     ],
 )
-def test_detection_cache_reuses_faces_only_for_the_same_detector(tmp_path, reopen_label, reopen_min_score, detections_expected):
+def test_detection_cache_reuses_faces_only_for_the_same_detector(
+    tmp_path, reopen_label, reopen_min_score, detections_expected
+):
     images = {"a": _image((200, 30, 30)), "b": _image((30, 200, 30)), "flat": _image((90, 90, 90), textured=False)}
     keys = list(images)
     first_detector = CountingDetector()
@@ -153,7 +183,9 @@ def test_detection_cache_reuses_faces_only_for_the_same_detector(tmp_path, reope
 
     detector = CountingDetector()
     reopened = fs.DetectionCache(tmp_path / "det.npz", reopen_label, reopen_min_score)
-    again = fs.FaceSource(detector, Aligner(TEMPLATE, 150), fallback="centre", min_score=reopen_min_score, cache=reopened)
+    again = fs.FaceSource(
+        detector, Aligner(TEMPLATE, 150), fallback="centre", min_score=reopen_min_score, cache=reopened
+    )
     second = again.chips([images[k] for k in keys], keys)
     assert detector.images_seen == detections_expected
     assert [r.found for r in second] == [r.found for r in first] == [True, True, False]
@@ -168,7 +200,9 @@ def test_lfw_second_run_takes_detections_from_the_cache(tmp_path, monkeypatch):
         (lfw_dir / name).mkdir(parents=True)
         for n in (1, 2):
             cv2.imwrite(str(lfw_dir / name / f"{name}_{n:04d}.jpg"), _image(colour))
-    (lfw_dir / "pairs.txt").write_text("2\t1\nRed_One\t1\t2\nRed_One\t1\tGreen_Two\t1\nGreen_Two\t1\t2\nGreen_Two\t2\tRed_One\t2\n")
+    (lfw_dir / "pairs.txt").write_text(
+        "2\t1\nRed_One\t1\t2\nRed_One\t1\tGreen_Two\t1\nGreen_Two\t1\t2\nGreen_Two\t2\tRed_One\t2\n"
+    )
     detector = CountingDetector()
     parts = fs.RecognizerParts(Aligner(TEMPLATE, 150), CountingEmbedder(), "fake@0", tmp_path / "fake.onnx")
     monkeypatch.setattr(lfw_mod, "build_recognizer", lambda model, flip_average, refine_landmarks=False: parts)
@@ -176,8 +210,16 @@ def test_lfw_second_run_takes_detections_from_the_cache(tmp_path, monkeypatch):
     reports = []
     for _ in range(2):
         out = tmp_path / "lfw.json"
-        args = argparse.Namespace(lfw_dir=lfw_dir, degraded=False, model=None, detector=None, json=out,
-                                  detections_cache=tmp_path / "cache", flip_average=True, refine_landmarks=False)
+        args = argparse.Namespace(
+            lfw_dir=lfw_dir,
+            degraded=False,
+            model=None,
+            detector=None,
+            json=out,
+            detections_cache=tmp_path / "cache",
+            flip_average=True,
+            refine_landmarks=False,
+        )
         assert lfw_mod.run_cli(args) == 0
         reports.append(json.loads(out.read_text()))
     assert detector.images_seen == 4  # the second run detected nothing

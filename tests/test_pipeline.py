@@ -9,9 +9,9 @@ import pytest
 
 from vigil.alerts import AlertDispatcher, JsonlSink
 from vigil.config import RulesConfig, TrackerConfig
+from vigil.embed_schedule import EmbedSchedule
 from vigil.pipeline import WatchPipeline
 from vigil.rules import Gallery, RulesEngine
-from vigil.embed_schedule import EmbedSchedule
 from vigil.types import AlignedFace, Embedding, Face, Frame, ListKind, Person
 
 DIM = 8
@@ -85,9 +85,15 @@ def run_pipeline(tmp_path, codes, rules=None, width_px=60.0, schedule=None, scor
     events_path = tmp_path / "events.jsonl"
     dispatcher = AlertDispatcher([JsonlSink(events_path)])
     pipeline = WatchPipeline(
-        ScriptedAnalyzer(width_px), Gallery.from_people(PEOPLE), RulesEngine(rules, PEOPLE), dispatcher, {},
-        tracker or TrackerConfig(), tmp_path / "data", embed_schedule=schedule or EmbedSchedule(),
-    )  # fmt: skip
+        ScriptedAnalyzer(width_px),
+        Gallery.from_people(PEOPLE),
+        RulesEngine(rules, PEOPLE),
+        dispatcher,
+        {},
+        tracker or TrackerConfig(),
+        tmp_path / "data",
+        embed_schedule=schedule or EmbedSchedule(),
+    )
     frames = frames_showing(codes, "cam", scores)
     for start in range(0, len(codes), 4):
         pipeline.process(frames[start : start + 4])
@@ -103,8 +109,11 @@ CASES = [
     ("one frame is not enough", [1, 0, 0, 0, 0, 0, 0, 0], []),
     # the same box shows ann, then bob (a scene cut, people crossing): after 3 embeddings that do not match ann's
     # track, the box gets a new track and bob is alerted on it (with identity_switch_hits: 0 he never is: below)
-    ("a track that passes to another face is split", [1] * 8 + [2] * 8,
-     [("ann", "provisional", 1), ("ann", "confirmed", 3), ("bob", "provisional", 11), ("bob", "confirmed", 13)]),
+    (
+        "a track that passes to another face is split",
+        [1] * 8 + [2] * 8,
+        [("ann", "provisional", 1), ("ann", "confirmed", 3), ("bob", "provisional", 11), ("bob", "confirmed", 13)],
+    ),
 ]
 
 
@@ -118,16 +127,35 @@ def test_alerts_from_scripted_frames(tmp_path, case, codes, expected):
     ("switch_hits", "expected_tracks", "switches", "held_out"), [(3, {1: "ann", 2: "bob"}, 1, 2), (0, {1: "ann"}, 0, 0)]
 )
 def test_identity_switch_gate(tmp_path, switch_hits, expected_tracks, switches, held_out):
-    events, pipeline = run_pipeline(tmp_path, [1] * 8 + [2] * 8, tracker=TrackerConfig(identity_switch_hits=switch_hits))
+    events, pipeline = run_pipeline(
+        tmp_path, [1] * 8 + [2] * 8, tracker=TrackerConfig(identity_switch_hits=switch_hits)
+    )
     assert {e["track_id"]: e["person_id"] for e in events} == expected_tracks
     assert (pipeline.counters.identity_switches, pipeline.counters.embeddings_held_out) == (switches, held_out)
-    assert pipeline.rules.active_tracks == len(pipeline.trackers["cam"].active_tracks)  # the split-off track is forgotten
+    assert pipeline.rules.active_tracks == len(
+        pipeline.trackers["cam"].active_tracks
+    )  # the split-off track is forgotten
 
 
 def test_alert_record_has_every_field_and_a_snapshot(tmp_path):
     events, pipeline = run_pipeline(tmp_path, [2] * 6)
-    required = {"type", "stage", "person_id", "person_name", "list", "camera", "track_id", "score", "margin", "ts",
-                "video_ts_s", "frame_index", "bbox", "snapshot", "id"}  # fmt: skip
+    required = {
+        "type",
+        "stage",
+        "person_id",
+        "person_name",
+        "list",
+        "camera",
+        "track_id",
+        "score",
+        "margin",
+        "ts",
+        "video_ts_s",
+        "frame_index",
+        "bbox",
+        "snapshot",
+        "id",
+    }
     for event in events:
         assert required <= set(event)
         assert event["type"] == "alert" and event["label"] == "vip" and event["list"] == "vip"

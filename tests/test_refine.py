@@ -13,14 +13,21 @@ SYMMETRIC = np.array([[0.35, 0.4], [0.65, 0.4], [0.5, 0.55], [0.38, 0.7], [0.62,
 
 
 def face(box, landmarks=None, score=0.9) -> Face:
-    return Face(box=np.asarray(box, np.float32), score=score, landmarks=np.zeros((5, 2), np.float32) if landmarks is None else landmarks)
+    return Face(
+        box=np.asarray(box, np.float32),
+        score=score,
+        landmarks=np.zeros((5, 2), np.float32) if landmarks is None else landmarks,
+    )
 
 
-@pytest.mark.parametrize("box, crop_px, context", [
-    ((10, 20, 110, 140), 96, 1.4),   # taller than wide: the side is the height
-    ((0, 0, 30, 30), 64, 1.0),
-    ((200.5, 50.25, 260.5, 100.25), 128, 2.0),
-])
+@pytest.mark.parametrize(
+    "box, crop_px, context",
+    [
+        ((10, 20, 110, 140), 96, 1.4),  # taller than wide: the side is the height
+        ((0, 0, 30, 30), 64, 1.0),
+        ((200.5, 50.25, 260.5, 100.25), 128, 2.0),
+    ],
+)
 def test_crop_transform_centres_the_box_and_scales_its_longer_side(box, crop_px, context):
     m = crop_transform(np.array(box), crop_px, context)
     centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
@@ -31,12 +38,15 @@ def test_crop_transform_centres_the_box_and_scales_its_longer_side(box, crop_px,
     assert np.allclose(points_to_frame(points @ m[:, :2].T + m[:, 2], m), points, atol=1e-4)
 
 
-@pytest.mark.parametrize("points, width, expected", [
-    # a left-right symmetric face reads the same in its mirror image
-    (SYMMETRIC * 100, 100, SYMMETRIC * 100),
-    # image-left eye at x=30 in the mirror is the image-right eye at x=70 in the original
-    ([[30, 40], [60, 40], [50, 55], [35, 70], [65, 70]], 100, [[40, 40], [70, 40], [50, 55], [35, 70], [65, 70]]),
-])
+@pytest.mark.parametrize(
+    "points, width, expected",
+    [
+        # a left-right symmetric face reads the same in its mirror image
+        (SYMMETRIC * 100, 100, SYMMETRIC * 100),
+        # image-left eye at x=30 in the mirror is the image-right eye at x=70 in the original
+        ([[30, 40], [60, 40], [50, 55], [35, 70], [65, 70]], 100, [[40, 40], [70, 40], [50, 55], [35, 70], [65, 70]]),
+    ],
+)
 def test_unmirror_points_swaps_sides_and_reflects_x(points, width, expected):
     assert np.allclose(unmirror_points(np.array(points, np.float32), width), expected)
 
@@ -54,13 +64,20 @@ class FixedModel:
         return np.repeat(self.points[None], len(crops), axis=0)
 
 
-@pytest.mark.parametrize("mirror, points, expected_crop_units", [
-    (False, SYMMETRIC, SYMMETRIC),
-    (True, SYMMETRIC, SYMMETRIC),
-    # a model that always puts the nose right of centre: the mirror's reading cancels it
-    (True, [[0.35, 0.4], [0.65, 0.4], [0.6, 0.55], [0.38, 0.7], [0.62, 0.7]], SYMMETRIC),
-    (False, [[0.35, 0.4], [0.65, 0.4], [0.6, 0.55], [0.38, 0.7], [0.62, 0.7]], [[0.35, 0.4], [0.65, 0.4], [0.6, 0.55], [0.38, 0.7], [0.62, 0.7]]),
-])
+@pytest.mark.parametrize(
+    "mirror, points, expected_crop_units",
+    [
+        (False, SYMMETRIC, SYMMETRIC),
+        (True, SYMMETRIC, SYMMETRIC),
+        # a model that always puts the nose right of centre: the mirror's reading cancels it
+        (True, [[0.35, 0.4], [0.65, 0.4], [0.6, 0.55], [0.38, 0.7], [0.62, 0.7]], SYMMETRIC),
+        (
+            False,
+            [[0.35, 0.4], [0.65, 0.4], [0.6, 0.55], [0.38, 0.7], [0.62, 0.7]],
+            [[0.35, 0.4], [0.65, 0.4], [0.6, 0.55], [0.38, 0.7], [0.62, 0.7]],
+        ),
+    ],
+)
 def test_refiner_maps_model_points_back_to_the_frame(mirror, points, expected_crop_units):
     image = np.zeros((240, 320, 3), np.uint8)
     original = face((100, 60, 160, 140), score=0.77)
@@ -122,7 +139,9 @@ def test_refining_aligner_refines_then_aligns():
     aligner = RefiningAligner(inner, LandmarkRefiner(FixedModel(SYMMETRIC), context=1.4))
     detected = face((20, 20, 80, 90))
     aligner.align(np.zeros((120, 120, 3), np.uint8), detected)
-    assert np.allclose(inner.faces[0].landmarks, points_to_frame(SYMMETRIC * 96, crop_transform(detected.box, 96, 1.4)), atol=1e-3)
+    assert np.allclose(
+        inner.faces[0].landmarks, points_to_frame(SYMMETRIC * 96, crop_transform(detected.box, 96, 1.4)), atol=1e-3
+    )
     assert aligner.chip_size == inner.chip_size
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, time
 
 import numpy as np
@@ -10,7 +11,6 @@ import pytest
 from vigil.config import CameraConfig, RulesConfig, ScheduleWindow, ZoneConfig
 from vigil.errors import VigilError
 from vigil.rules import (
-    DecisionKind,
     Gallery,
     RulesEngine,
     cooldown_allows,
@@ -22,7 +22,7 @@ from vigil.rules import (
     qualifies,
     record_alert,
 )
-from vigil.types import AlertStage, ListKind, Match, Person, Track
+from vigil.types import AlertStage, DecisionKind, ListKind, Match, Person, Track
 
 DIM = 8
 FRAME = (360, 640, 3)
@@ -41,8 +41,13 @@ def axis(i: int) -> np.ndarray:
     return v
 
 
+def stable_axis_index(pid: str) -> int:
+    """An axis per person id that is the same in every run (``hash()`` of a str changes with PYTHONHASHSEED)."""
+    return int(hashlib.sha256(pid.encode()).hexdigest(), 16) % DIM
+
+
 def person(pid: str, kind: ListKind = ListKind.DENY, threshold: float | None = None, photos=None, proto=None) -> Person:
-    proto = axis(hash(pid) % DIM) if proto is None else proto
+    proto = axis(stable_axis_index(pid)) if proto is None else proto
     photos = np.stack([proto]) if photos is None else np.stack(photos)
     return Person(pid, pid.title(), kind, threshold, proto, photos)
 
@@ -55,8 +60,9 @@ def track(track_id: int = 1, cam: str = "cam1", box=(300, 150, 340, 200)) -> Tra
     return Track(cam, track_id, np.asarray(box, np.float32), 0, 0, 0.0)
 
 
-RULES = RulesConfig(match_threshold=0.5, margin=0.05, min_hits=2, confirm_hits=4, confirm_vote_fraction=0.6,
-                    cooldown_s=60.0)
+RULES = RulesConfig(
+    match_threshold=0.5, margin=0.05, min_hits=2, confirm_hits=4, confirm_vote_fraction=0.6, cooldown_s=60.0
+)
 GOOD = 0.8  # a qualifying score with a qualifying margin
 
 
@@ -339,8 +345,14 @@ def test_decision_carries_person_score_and_margin():
     engine = RulesEngine(RulesConfig(match_threshold=0.5, min_hits=1, confirm_hits=2), [person("a")])
     cam, trk = camera(), track(3)
     (d,) = engine.decide(cam, trk, hit("a", score=0.71, margin=0.2), FRAME, 0.0, MONDAY_NOON)
-    assert (d.kind, d.camera, d.track_id, d.person.id, d.score, d.margin) == (DecisionKind.ALERT, "cam1", 3, "a",
-                                                                              0.71, 0.2)
+    assert (d.kind, d.camera, d.track_id, d.person.id, d.score, d.margin) == (
+        DecisionKind.ALERT,
+        "cam1",
+        3,
+        "a",
+        0.71,
+        0.2,
+    )
 
 
 @pytest.mark.parametrize(

@@ -52,13 +52,18 @@ TEMPLATE_A = [[45.5, 45.1], [102.6, 45.1], [73.5, 75.7], [51.6, 101.7], [98.9, 1
 TEMPLATE_B = [[44.5, 45.8], [104.5, 45.8], [74.5, 81.4], [49.4, 105.1], [99.6, 105.1]]
 
 
-def _models(template, recognizer_sha="r1", detector_sha="d1", member_templates=(), landmarks_sha: str | None = "l1") -> LoadedModels:
+def _models(
+    template, recognizer_sha="r1", detector_sha="d1", member_templates=(), landmarks_sha: str | None = "l1"
+) -> LoadedModels:
     def spec(kind, sha, template=template):
         return ModelSpec("m", kind, Path("m.onnx"), sha, (150, 150), "onnx", alignment_template=template)
 
-    return LoadedModels(detector=spec("detector", detector_sha), recognizer=spec("recognizer", recognizer_sha),
-                        recognizer_members=tuple(spec("recognizer", "x", t) for t in member_templates),
-                        landmarks=None if landmarks_sha is None else spec("landmarks", landmarks_sha, None))
+    return LoadedModels(
+        detector=spec("detector", detector_sha),
+        recognizer=spec("recognizer", recognizer_sha),
+        recognizer_members=tuple(spec("recognizer", "x", t) for t in member_templates),
+        landmarks=None if landmarks_sha is None else spec("landmarks", landmarks_sha, None),
+    )
 
 
 @pytest.mark.parametrize(
@@ -80,8 +85,10 @@ def test_enrolment_cache_key_changes_with_whatever_changes_an_embedding(other, f
     assert (key == base) is same_key
 
 
-@pytest.mark.parametrize("members, same_key", [([TEMPLATE_A, TEMPLATE_B], True), ([TEMPLATE_A, TEMPLATE_A], False),
-                                              ([TEMPLATE_B, TEMPLATE_A], False)])
+@pytest.mark.parametrize(
+    "members, same_key",
+    [([TEMPLATE_A, TEMPLATE_B], True), ([TEMPLATE_A, TEMPLATE_A], False), ([TEMPLATE_B, TEMPLATE_A], False)],
+)
 def test_an_ensemble_members_template_is_part_of_the_enrolment_key(members, same_key):
     """The ensemble file pins its members' checksums, not their templates: a member re-aligned in the manifest
     (same weights, same ensemble file) must still re-embed the watchlist photos."""

@@ -40,7 +40,13 @@ def test_axis_starts_cover_the_axis_with_at_least_the_overlap(length, tile_px, o
 
 @pytest.mark.parametrize(
     "width, height, tile_px, overlap_px, tiles",
-    [(640, 360, 640, 128, 0), (1920, 1080, 640, 128, 8), (1664, 832, 480, 128, 10), (3840, 2160, 640, 128, 32), (700, 300, 640, 128, 2)],
+    [
+        (640, 360, 640, 128, 0),
+        (1920, 1080, 640, 128, 8),
+        (1664, 832, 480, 128, 10),
+        (3840, 2160, 640, 128, 32),
+        (700, 300, 640, 128, 2),
+    ],
 )
 def test_tile_grid_counts_and_bounds(width, height, tile_px, overlap_px, tiles):
     grid = tile_grid(width, height, TileSpec(tile_px, overlap_px))
@@ -57,7 +63,12 @@ def test_tile_grid_counts_and_bounds(width, height, tile_px, overlap_px, tiles):
 
 @pytest.mark.parametrize(
     "tile_px, overlap_px, message",
-    [(480, 480, "overlap_px"), (480, 241, "overlap_px \\(241\\) must be at most half"), (480, -1, "overlap_px"), (0, 0, "tile_px \\(0\\) must be at least 64")],
+    [
+        (480, 480, "overlap_px"),
+        (480, 241, "overlap_px \\(241\\) must be at most half"),
+        (480, -1, "overlap_px"),
+        (0, 0, "tile_px \\(0\\) must be at least 64"),
+    ],
 )
 def test_tile_spec_rejects_impossible_overlaps(tile_px, overlap_px, message):
     with pytest.raises(ValueError, match=message):
@@ -92,7 +103,12 @@ def test_faces_in_frame_shifts_kept_faces_and_drops_cut_ones():
 
 
 def test_merge_faces_keeps_the_best_of_overlapping_faces_highest_score_first():
-    faces = [face(0, 0, 40, 40, 0.6), face(2, 2, 41, 41, 0.9), face(100, 100, 140, 140, 0.7), face(300, 0, 340, 40, 0.3)]
+    faces = [
+        face(0, 0, 40, 40, 0.6),
+        face(2, 2, 41, 41, 0.9),
+        face(100, 100, 140, 140, 0.7),
+        face(300, 0, 340, 40, 0.3),
+    ]
     merged = merge_faces(faces, iou_threshold=0.5, max_det=10)
     assert [f.score for f in merged] == pytest.approx([0.9, 0.7, 0.3])
     assert len(merge_faces(faces, iou_threshold=0.5, max_det=2)) == 2
@@ -113,7 +129,12 @@ def fake_tiled_detector():
     from vigil.detect import FaceDetector
 
     detector = FaceDetector.__new__(FaceDetector)  # no model: _predict is replaced by the exact square finder
-    detector.tiling, detector.nms_iou, detector.max_det, detector.log = TileSpec(480, 128), 0.5, 100, logging.getLogger("test")
+    detector.tiling, detector.nms_iou, detector.max_det, detector.log = (
+        TileSpec(480, 128),
+        0.5,
+        100,
+        logging.getLogger("test"),
+    )
     calls = []
 
     def predict(images):

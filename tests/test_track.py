@@ -49,7 +49,9 @@ def test_fold_holds_out_then_splits(sequence, switch_hits, folded, split_at) -> 
         assert all(r.track is successor for r in results[split_at:])  # later updates of the old track follow it
 
 
-@pytest.mark.parametrize(("vector", "min_cosine", "matches"), [(SAME, 0.5, True), (OTHER, 0.5, False), (OTHER, -0.1, True)])
+@pytest.mark.parametrize(
+    ("vector", "min_cosine", "matches"), [(SAME, 0.5, True), (OTHER, 0.5, False), (OTHER, -0.1, True)]
+)
 def test_matches_track(vector, min_cosine, matches) -> None:
     tracker = FaceTracker("cam", TrackerConfig())
     track = tracked(tracker)

@@ -22,11 +22,19 @@ def write(tmp_path: Path, text: str) -> Path:
 BAD_WATCHLISTS = [
     ("bad id", "people:\n  - {id: 'J Doe', name: J, photos: [a.jpg]}\n", "people[0].id"),
     ("missing name", "people:\n  - {id: jdoe, photos: [a.jpg]}\n", "people[0].name: Field required"),
-    ("no photos", "people:\n  - {id: jdoe, name: J, photos: []}\n", "people[0].photos"),
+    ("markup in a name", "people:\n  - {id: jdoe, name: '<script>x</script>', photos: [a.jpg]}\n", "people[0].name"),
     ("bad list", "people:\n  - {id: jdoe, name: J, list: maybe, photos: [a.jpg]}\n", "people[0].list"),
-    ("threshold out of range", "people:\n  - {id: jdoe, name: J, threshold: 2, photos: [a.jpg]}\n", "people[0].threshold"),
+    (
+        "threshold out of range",
+        "people:\n  - {id: jdoe, name: J, threshold: 2, photos: [a.jpg]}\n",
+        "people[0].threshold",
+    ),
     ("unknown key", "people:\n  - {id: jdoe, name: J, photo: a.jpg}\n", "people[0].photo: unknown key"),
-    ("duplicate ids", "people:\n  - {id: a, name: A, photos: [a.jpg]}\n  - {id: a, name: B, photos: [b.jpg]}\n", "repeated: a"),
+    (
+        "duplicate ids",
+        "people:\n  - {id: a, name: A, photos: [a.jpg]}\n  - {id: a, name: B, photos: [b.jpg]}\n",
+        "repeated: a",
+    ),
     ("top-level list", "- {id: a}\n", "watchlist must be a mapping"),
 ]
 
@@ -69,7 +77,7 @@ class FakeAnalyzer:
             vector = np.array([image[..., 0].mean() + 1, image[..., 1].mean() + 1, 1.0], np.float32)
             vector /= np.linalg.norm(vector)
             faces = []
-            for i in range(count):
+            for _ in range(count):
                 face = Face(np.array([0, 0, width, width], np.float32), 0.9, np.zeros((5, 2), np.float32))
                 embedding = None if width < 20 else Embedding(AlignedFace(face, image[:4, :4], 1.0), vector)
                 faces.append(Observation(face, embedding))
@@ -156,6 +164,16 @@ def test_cache_is_reused_and_invalidated_by_model_or_photo_change(people_dir):
 
 
 def test_person_without_usable_photo_is_not_enrolled(people_dir):
-    path = write(people_dir, "people:\n  - {id: p, name: P, photos: [none.png]}\n  - {id: q, name: Q, photos: [one.png]}\n")
+    path = write(
+        people_dir, "people:\n  - {id: p, name: P, photos: [none.png]}\n  - {id: q, name: Q, photos: [one.png]}\n"
+    )
     result = Enroller(FakeAnalyzer(), EmbeddingCache(people_dir / "c.json", "m"), 20).enroll(load_watchlist(path))
     assert [p.id for p in result.people] == ["q"]
+
+
+def test_person_without_photos_is_listed_but_not_enrolled(people_dir):
+    path = write(people_dir, "people:\n  - {id: p, name: P}\n  - {id: q, name: Q, photos: [one.png]}\n")
+    watchlist = load_watchlist(path)
+    assert [p.id for p in watchlist.people] == ["p", "q"]
+    result = Enroller(FakeAnalyzer(), EmbeddingCache(people_dir / "c.json", "m"), 20).enroll(watchlist)
+    assert [p.id for p in result.people] == ["q"] and result.problems == []

@@ -13,9 +13,8 @@ import numpy as np
 from vigil.types import AlignedFace, Face
 
 BORDER_MODES = {"replicate": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}
-# Border fill where the chip reaches outside the image. Measured (pipelines/recognizer/template.py, 198 LFW faces
-# cut to box + 10%): cosine to dlib's descriptor of its full-image chip, mean 0.9907 replicate vs 0.9906 constant
-# (min 0.956 vs 0.952): no real difference; replicate avoids hard black edges in the chip.
+# Border fill where the chip reaches outside the image: replicate and constant measured level (models/recognizer/
+# dlib-resnet-v1.md, "Parity with the reference"); replicate avoids hard black edges in the chip.
 DEFAULT_BORDER = "replicate"
 ANTIALIAS_BELOW_SCALE = 0.5  # warps that shrink the face by more than this first downscale with INTER_AREA
 
@@ -51,9 +50,7 @@ def _scale_of(matrix: np.ndarray) -> float:
     return float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
 
 
-def _antialiased_source(
-    image: np.ndarray, matrix: np.ndarray, chip_size: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _antialiased_source(image: np.ndarray, matrix: np.ndarray, chip_size: int) -> tuple[np.ndarray, np.ndarray]:
     """For strong shrinking: crop the chip's footprint, downscale it with INTER_AREA, return (image, matrix)."""
     scale = _scale_of(matrix)
     inverse = cv2.invertAffineTransform(matrix)

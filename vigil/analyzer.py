@@ -1,7 +1,9 @@
-"""Detect -> align -> embed for a batch of images, with per-stage timing.
+"""Detect -> refine -> align -> embed for a batch of images, with per-stage timing.
 
-The three stages stay in their own modules (``detect``, ``align``, ``embed``); this class only wires them and counts
-time, so the pipeline, enrollment and benchmarks share one path from pixels to embeddings.
+The four stages stay in their own modules (``detect``, ``refine``, ``align``, ``embed``); this class only wires them
+and counts time, so the pipeline, enrollment and benchmarks share one path from pixels to embeddings. The watch
+pipeline calls ``detect`` and ``embed_faces`` apart (it tracks in between); enrollment and evaluation call
+``observe``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ class Embedder(Protocol):
 class StageTimes:
     """Accumulated wall time per stage (seconds) and counts, for status lines and `vigil bench pipeline`."""
 
-    seconds: dict[str, float] = field(default_factory=lambda: {"detect": 0.0, "refine": 0.0, "align": 0.0, "embed": 0.0})
+    seconds: dict[str, float] = field(
+        default_factory=lambda: {"detect": 0.0, "refine": 0.0, "align": 0.0, "embed": 0.0}
+    )
     frames: int = 0
     faces: int = 0
 
@@ -50,8 +54,9 @@ class FaceAnalyzer:
     ``embed_faces`` separately, because it tracks faces first and embeds only those its schedule asks for.
     """
 
-    def __init__(self, detector: Detector, aligner: Aligner, embedder: Embedder, min_face_px: int,
-                 refiner: Refiner | None = None) -> None:
+    def __init__(
+        self, detector: Detector, aligner: Aligner, embedder: Embedder, min_face_px: int, refiner: Refiner | None = None
+    ) -> None:
         self.detector = detector
         self.aligner = aligner
         self.embedder = embedder
@@ -94,7 +99,9 @@ class FaceAnalyzer:
         """Every detected face of every image, one list per image in input order; faces at least ``min_face_px``
         wide carry an embedding, smaller ones only their box."""
         faces_per_image = self.detect(images)
-        wanted = [(i, j) for i, faces in enumerate(faces_per_image) for j, face in enumerate(faces) if self.recognisable(face)]
+        wanted = [
+            (i, j) for i, faces in enumerate(faces_per_image) for j, face in enumerate(faces) if self.recognisable(face)
+        ]
         embeddings = dict(zip(wanted, self.embed_faces([(images[i], faces_per_image[i][j]) for i, j in wanted])))
         return [
             [Observation(face, embeddings.get((i, j))) for j, face in enumerate(faces)]

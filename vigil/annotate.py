@@ -9,6 +9,7 @@ import numpy as np
 
 from vigil.errors import VigilError
 from vigil.pipeline import FrameResult
+from vigil.types import Alert
 
 COLOUR_TRACK = (200, 200, 200)
 COLOUR_ALERT = (0, 0, 255)
@@ -21,7 +22,7 @@ class AnnotatedVideoWriter:
     def __init__(self, path: Path, fps: float, frame_size: tuple[int, int]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps or 25.0, frame_size)
+        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps or 25.0, frame_size)
         if not self._writer.isOpened():
             raise VigilError(f"{path}: cannot open for writing an annotated video")
         self._labels: dict[tuple[str, int], tuple[str, tuple[int, int, int]]] = {}
@@ -29,10 +30,9 @@ class AnnotatedVideoWriter:
     def write(self, result: FrameResult) -> None:
         image = result.frame.image.copy()
         for event in result.events:
-            person = getattr(event, "person_name", None)
-            if person:
-                colour = COLOUR_VIP if getattr(event, "label", "") == "vip" else COLOUR_ALERT
-                self._labels[(event.camera, event.track_id)] = (f"{person} ({event.stage.value})", colour)
+            if isinstance(event, Alert) and event.person_name:  # unknown-face events name no one
+                colour = COLOUR_VIP if event.label == "vip" else COLOUR_ALERT
+                self._labels[(event.camera, event.track_id)] = (f"{event.person_name} ({event.stage.value})", colour)
         for update in result.updates:
             label, colour = self._labels.get((result.frame.camera, update.track.track_id), ("", COLOUR_TRACK))
             draw_face(image, update.face.box, update.face.landmarks, update.track.track_id, label, colour)

@@ -1,6 +1,7 @@
-"""Pure reconnect and stall policy for camera capture (no clock, no randomness of its own: both are passed in).
+"""Pure retry policy: exponential backoff (camera reconnects, outbox deliveries) and the capture stall test.
 
-Times are seconds; "mono" values come from ``time.monotonic()``.
+No clock, no randomness of their own: both are passed in. Times are seconds; "mono" values come from
+``time.monotonic()``.
 """
 
 from __future__ import annotations
@@ -8,6 +9,15 @@ from __future__ import annotations
 from vigil.config import ReconnectConfig
 
 _MAX_EXPONENT = 64  # multiplier ** 64 is far above any cap and still a finite float (multiplier <= 10)
+
+
+def backoff_delay_s(failures: int, initial_s: float, max_s: float, multiplier: float = 2.0) -> float:
+    """Seconds to wait after ``failures`` (>= 1) failed attempts: ``initial * multiplier**(failures-1)``, capped at
+    ``max_s``; 0 before any failure. No jitter (the outbox has one sender, so there is no herd to spread out;
+    :func:`next_backoff_s` adds it for cameras)."""
+    if failures < 1:
+        return 0.0
+    return min(max_s, initial_s * multiplier ** min(failures - 1, _MAX_EXPONENT))
 
 
 def next_backoff_s(attempt: int, cfg: ReconnectConfig, rand: float) -> float:
@@ -22,8 +32,7 @@ def next_backoff_s(attempt: int, cfg: ReconnectConfig, rand: float) -> float:
         raise ValueError(f"attempt must be >= 0, got {attempt}")
     if not 0.0 <= rand <= 1.0:
         raise ValueError(f"rand must be in [0, 1], got {rand}")
-    base = cfg.initial_backoff_s * cfg.multiplier ** min(attempt, _MAX_EXPONENT)
-    base = min(base, cfg.max_backoff_s)
+    base = backoff_delay_s(attempt + 1, cfg.initial_backoff_s, cfg.max_backoff_s, cfg.multiplier)
     jittered = base * (1.0 + cfg.jitter_fraction * (2.0 * rand - 1.0))
     return min(max(jittered, 0.0), cfg.max_backoff_s)
 

@@ -107,9 +107,11 @@ def open_capture(
             capture = cv2.VideoCapture(source)
         else:
             params = [
-                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
-                cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000),
-            ]  # fmt: skip
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                int(open_timeout_s * 1000),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                int(read_timeout_s * 1000),
+            ]
             capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
     except cv2.error as exc:
         reason = " ".join(str(exc).split())  # OpenCV errors span several lines
@@ -374,9 +376,9 @@ class CameraSource:
         with self._lock:
             self._stats = replace(self._stats, connected=False, last_error=error)
         went_down = self._down_since_mono_s is None
-        if went_down:
-            self._down_since_mono_s = now
-        down_s = now - self._down_since_mono_s
+        down_since = now if self._down_since_mono_s is None else self._down_since_mono_s
+        self._down_since_mono_s = down_since
+        down_s = now - down_since
         if went_down or now - self._last_warning_mono_s >= _REMIND_S:
             self.log.warning("camera %s: %s (down %.0f s, retrying)", self.name, mask_url(error), down_s)
             self._last_warning_mono_s = now
@@ -407,7 +409,7 @@ class CameraSource:
             capture = self._open(session)
             if capture is not None:
                 self._read_frames(session, capture)
-        except Exception as exc:  # noqa: BLE001 - a reader must never die silently; the supervisor reconnects
+        except Exception as exc:  # a reader must never die silently; the supervisor reconnects
             session.error = f"reader failed: {type(exc).__name__}: {exc}"
         finally:
             if capture is not None:
@@ -474,7 +476,9 @@ class CameraSource:
             return False
         self._count(file_loops=1)
         level = logging.INFO if self.stats().file_loops == 1 else logging.DEBUG
-        self.log.log(level, "camera %s: end of the file after %d frames: playing it again from the start", self.name, frames)
+        self.log.log(
+            level, "camera %s: end of the file after %d frames: playing it again from the start", self.name, frames
+        )
         return True
 
     def _publish(self, session: _Session, image: np.ndarray, now: float) -> None:
@@ -568,5 +572,7 @@ class FileSource:
         if self.frame_count and frames_read < self.frame_count:
             log.warning(
                 "%s: ended after %d of %d announced frames (a frame failed to decode, or the count was an estimate)",
-                self.path, frames_read, self.frame_count,
-            )  # fmt: skip
+                self.path,
+                frames_read,
+                self.frame_count,
+            )

@@ -67,12 +67,25 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     lfw.add_argument("--model", type=Path, help="recognizer ONNX (default: the shipped one)")
     lfw.add_argument("--detector", type=Path, help="detector model (default: the shipped one)")
     lfw.add_argument("--lfw-dir", type=Path, help="default: <data>/lfw")
-    lfw.add_argument("--detections-cache", type=Path, help="folder that keeps the detections, to compare recognizers on the same faces")
+    lfw.add_argument(
+        "--detections-cache",
+        type=Path,
+        help="folder that keeps the detections, to compare recognizers on the same faces",
+    )
     lfw.add_argument("--json", type=Path, required=True)
-    lfw.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=True,
-                     help="embed each face with its mirror image, as the runtime does by default (recognizer.flip_average)")
-    lfw.add_argument("--refine-landmarks", action=argparse.BooleanOptionalAction, default=True,
-                     help="refine each face's landmarks with the landmark model before aligning, as the runtime does by default (detector.refine_landmarks)")
+    lfw.add_argument(
+        "--flip-average",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="embed each face with its mirror image, as the runtime does by default (recognizer.flip_average)",
+    )
+    lfw.add_argument(
+        "--refine-landmarks",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="refine each face's landmarks with the landmark model before aligning, as the runtime does by default "
+        "(detector.refine_landmarks)",
+    )
     lfw.set_defaults(func=_handler("vigil.eval.lfw"))
 
     pairs = esub.add_parser("pairs", help="verification pairs from a CSV img1,img2,same")
@@ -81,19 +94,32 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     pairs.add_argument("--model", type=Path)
     pairs.add_argument("--detector", type=Path)
     pairs.add_argument("--json", type=Path, required=True)
-    pairs.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=True,
-                       help="embed each face with its mirror image, as the runtime does by default (recognizer.flip_average)")
-    pairs.add_argument("--refine-landmarks", action=argparse.BooleanOptionalAction, default=True,
-                       help="refine each face's landmarks with the landmark model before aligning, as the runtime does by default (detector.refine_landmarks)")
+    pairs.add_argument(
+        "--flip-average",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="embed each face with its mirror image, as the runtime does by default (recognizer.flip_average)",
+    )
+    pairs.add_argument(
+        "--refine-landmarks",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="refine each face's landmarks with the landmark model before aligning, as the runtime does by default "
+        "(detector.refine_landmarks)",
+    )
     pairs.set_defaults(func=_handler("vigil.eval.pairs"))
 
     wider = esub.add_parser("wider", help="detector AP on a YOLO-format WIDER FACE sample")
     wider.add_argument("--data", type=Path, required=True, help="data.yaml")
     wider.add_argument("--model", type=Path)
     wider.add_argument("--imgsz", type=int, default=640)
-    wider.add_argument("--tile-px", type=int, help="also detect on overlapping tiles of this side (frame px), as detector.tiling does")
+    wider.add_argument(
+        "--tile-px", type=int, help="also detect on overlapping tiles of this side (frame px), as detector.tiling does"
+    )
     wider.add_argument("--tile-overlap-px", type=int, default=128, help="overlap of neighbouring tiles (frame px)")
-    wider.add_argument("--mosaic", help="COLUMNSxROWS: detect on frames of several images side by side (camera-sized frames), e.g. 4x2")
+    wider.add_argument(
+        "--mosaic", help="COLUMNSxROWS: detect on frames of several images side by side (camera-sized frames), e.g. 4x2"
+    )
     wider.add_argument("--json", type=Path, required=True)
     wider.set_defaults(func=_handler("vigil.eval.wider"))
 
@@ -114,26 +140,112 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     ):
         b = bsub.add_parser(name, help=help_text)
         b.add_argument("--json", type=Path, required=True)
-        b.add_argument("--model", type=Path, help="the model to measure (embed: a recognizer; detect, pipeline: a detector)")
+        b.add_argument(
+            "--model", type=Path, help="the model to measure (embed: a recognizer; detect, pipeline: a detector)"
+        )
         b.add_argument("--config", type=Path)
         b.add_argument("--video", type=Path, help="pipeline: the video to run (default: the shared Hamilton clip)")
         b.add_argument("--device", default="auto", help="cpu | cuda | auto")
         b.add_argument("--seconds", type=float, default=10.0, help="time budget per measurement")
         if name == "embed":
-            b.add_argument("--flip-average", action="store_true",
-                           help="each face with its mirror image, as the runtime's default (recognizer.flip_average): "
-                                "faces/s counts faces, not network passes")
+            b.add_argument(
+                "--flip-average",
+                action="store_true",
+                help="each face with its mirror image, as the runtime's default (recognizer.flip_average): "
+                "faces/s counts faces, not network passes",
+            )
         if name == "pipeline":
             b.add_argument("--watchlist", type=Path, help="default: examples/hamilton/watchlist.yaml")
             b.add_argument("--height", type=int, default=720, help="resize frames to this height first (0: as is)")
         b.set_defaults(func=_handler(f"vigil.bench.{name}"))
+    _add_bench_api(bsub)
+
+
+ROLES = ("admin", "operator", "viewer")  # vigil.store.users.Role, not imported here: --help stays fast
+
+
+def _add_user(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("user", help="service users: add, passwd, del, list")
+    usub = p.add_subparsers(dest="user_command", required=True)
+    for name, text in (
+        ("add", "add a user"),
+        ("passwd", "change a password"),
+        ("del", "delete a user"),
+        ("list", "list users"),
+    ):
+        c = usub.add_parser(name, help=text)
+        c.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="its data_dir holds the users")
+        if name != "list":
+            c.add_argument("name")
+        if name == "add":
+            c.add_argument("--role", required=True, choices=ROLES)
+        if name in ("add", "passwd"):
+            c.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.set_defaults(func=_handler("vigil.commands.user"))
+
+
+def _add_token(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("token", help="API tokens for machine clients: create, revoke, list")
+    tsub = p.add_subparsers(dest="token_command", required=True)
+    for name, text in (
+        ("create", "create a token (printed once, alone on the last line)"),
+        ("revoke", "revoke a token"),
+        ("list", "list tokens"),
+    ):
+        c = tsub.add_parser(name, help=text)
+        c.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+        if name == "create":
+            c.add_argument("--role", required=True, choices=ROLES)
+            c.add_argument("--name", default="", help="what the token is for")
+            c.add_argument("--expires-days", type=float, help="default: never")
+        if name == "revoke":
+            c.add_argument("id", help="the token's id (vigil token list)")
+    p.set_defaults(func=_handler("vigil.commands.tokens"))
+
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="the audit log: who read or changed what, when, from where")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("--since", default="24h", help="a duration (30m, 24h, 7d) or an ISO-8601 time; default 24h")
+    p.add_argument("--actor", help="e.g. user:alice, token:1a2b3c4d, anonymous")
+    p.add_argument("--action", help="exact, or a prefix ending in '.' (login.)")
+    p.add_argument("--limit", type=int, default=10_000)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=_handler("vigil.commands.audit"))
+
+
+def _add_bench_api(bsub: argparse._SubParsersAction) -> None:
+    b = bsub.add_parser("api", help="events query p50/p95 under concurrent clients; pipeline frames/s with API pollers")
+    b.add_argument("--json", type=Path, required=True)
+    b.add_argument("--events", type=int, default=100_000, help="synthetic events in the store")
+    b.add_argument("--clients", type=int, default=20)
+    b.add_argument("--seconds", type=float, default=30.0, help="query part: how long the clients run")
+    b.add_argument("--skip-query", action="store_true")
+    b.add_argument(
+        "--config", type=Path, help="also measure `vigil run` with this config: frames/s with and without pollers"
+    )
+    b.add_argument("--phase-seconds", type=float, default=30.0)
+    b.add_argument("--rounds", type=int, default=2, help="pairs of phases (no clients, then clients)")
+    b.set_defaults(func=_handler("vigil.bench.api"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vigil", description="Real-time face-watchlist alerts for video surveillance.")
+    parser = argparse.ArgumentParser(
+        prog="vigil", description="Real-time face-watchlist alerts for video surveillance."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_process, _add_enroll, _add_doctor, _add_eval, _add_bench):
+    for add in (
+        _add_run,
+        _add_process,
+        _add_enroll,
+        _add_doctor,
+        _add_eval,
+        _add_bench,
+        _add_user,
+        _add_token,
+        _add_audit,
+    ):
         add(sub)
     return parser
 

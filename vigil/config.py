@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import time as clock_time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from vigil.errors import ConfigError
 
 CAMERA_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class StrictModel(BaseModel):
@@ -39,7 +40,7 @@ class ZoneConfig(StrictModel):
 class ScheduleWindow(StrictModel):
     """Local-time window when a camera may alert. ``end`` before ``start`` spans midnight."""
 
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(default=list(WEEKDAYS), min_length=1)
+    days: list[Weekday] = Field(default=list(WEEKDAYS), min_length=1)
     start: clock_time = clock_time(0, 0)
     end: clock_time = clock_time(23, 59, 59)
 
@@ -138,9 +139,10 @@ class RecognizerConfig(StrictModel):
         default=["CUDAExecutionProvider", "CPUExecutionProvider"], min_length=1
     )
     batch_size: int = Field(default=64, ge=1, le=1024)
-    # Embed each chip and its mirror image and average them (vigil/embed.py): measured TAR at FAR 1e-4 on LFW
-    # 73.5 -> 78.4 % (models/recognizer/dlib-resnet-v1.md), for twice the recognizer's work per embedded face. The
-    # rules' calibrated threshold follows the mode (models/manifest.yaml: match_threshold_flip_average).
+    # Embed each chip and its mirror image and average them (vigil/embed.py), for twice the recognizer's work per
+    # embedded face; what it buys is measured in the recognizer cards (single chip vs flip-averaged rows, e.g.
+    # models/recognizer/dlib-resnet-v1-scene.md). The rules' calibrated threshold follows the mode
+    # (models/manifest.yaml: match_threshold_flip_average).
     flip_average: bool = True
     # When a tracked face is (re-)embedded (vigil/embed_schedule.py): every frame for a track's first
     # `embed_every_frame_hits` embeddings, then every `reembed_interval_frames` frames or when the face's quality
@@ -214,6 +216,68 @@ class AlertsConfig(StrictModel):
     snapshots: bool = True
 
 
+class TlsConfig(StrictModel):
+    """HTTPS for the API: a PEM certificate (chain) and its private key."""
+
+    cert: Path
+    key: Path
+
+
+class ServerConfig(StrictModel):
+    """The HTTP API inside `vigil run` (vigil/server/): where it listens, TLS, who may do what, upload limits."""
+
+    enabled: bool = True
+    listen: str = Field(default="127.0.0.1:8080", description="host:port ([v6]:port); port 0 picks a free one")
+    tls: TlsConfig | None = Field(default=None, description="set: HTTPS, and the session cookie is Secure")
+    metrics_public: bool = Field(default=False, description="/metrics without a token (e.g. a local Prometheus)")
+    operators_can_enroll: bool = Field(default=False, description="operators may add people and photos")
+    session_idle_timeout_s: float = Field(default=3600.0, ge=60.0, le=7 * 86_400.0)
+    session_max_age_s: float = Field(default=12 * 3600.0, ge=60.0, le=30 * 86_400.0)
+    login_max_failures: int = Field(default=5, ge=1, le=1000, description="per user and per address, in the window")
+    login_window_s: float = Field(default=900.0, ge=1.0, le=86_400.0)
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=200 * 1024 * 1024)
+    max_image_pixels: int = Field(default=40_000_000, ge=10_000, le=500_000_000, description="decompression bomb guard")
+    sse_queue_size: int = Field(default=256, ge=8, le=100_000, description="events buffered per stream client")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        return parse_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_listen(self.listen)[1]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` -> ("127.0.0.1", 8080); ``"[::1]:8080"`` -> ("::1", 8080); ValueError otherwise."""
+    match = re.fullmatch(
+        r"\[(?P<v6>[0-9A-Fa-f:.]+)\]:(?P<port>\d{1,5})|(?P<host>[A-Za-z0-9.-]+):(?P<port2>\d{1,5})", value
+    )
+    if match is None:
+        raise ValueError(f"expected host:port or [ipv6]:port, got {value!r}")
+    host = match.group("v6") or match.group("host")
+    port = int(match.group("port") or match.group("port2"))
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range (0-65535)")
+    return host, port
+
+
+class RetentionConfig(StrictModel):
+    """How long personal data is kept (vigil/store/retention.py); applied on start and every ``interval_s``."""
+
+    alerts_days: float = Field(default=30.0, gt=0.0, le=3650.0, description="watchlist alerts")
+    unknown_events_days: float = Field(default=7.0, gt=0.0, le=3650.0, description="faces that matched nobody")
+    snapshots_days: float = Field(default=30.0, gt=0.0, le=3650.0, description="face crops (never beyond their event)")
+    audit_days: float = Field(default=365.0, gt=0.0, le=3650.0, description="the audit log")
+    interval_s: float = Field(default=3600.0, ge=10.0, le=86_400.0)
+
+
 class VigilConfig(StrictModel):
     data_dir: Path = Path("vigil-data")
     watchlist: Path | None = None
@@ -225,6 +289,8 @@ class VigilConfig(StrictModel):
     rules: RulesConfig = RulesConfig()
     alerts: AlertsConfig = AlertsConfig()
     status_interval_s: PositiveSeconds = 10.0
+    server: ServerConfig = ServerConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")
     def _unique_camera_names(self) -> VigilConfig:
@@ -292,32 +358,32 @@ def load_config(path: Path | str) -> VigilConfig:
 
 
 def resolve_paths(config: VigilConfig, base: Path) -> VigilConfig:
-    """Make every relative path in the config relative to ``base`` (the config file's folder)."""
-
-    def rel(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else base / p
-
-    updates: dict = {"data_dir": rel(config.data_dir) or config.data_dir}
-    if config.watchlist is not None:
-        updates["watchlist"] = rel(config.watchlist) or config.watchlist
-    if config.detector.model is not None:
-        updates["detector"] = config.detector.model_copy(
-            update={"model": rel(config.detector.model) or config.detector.model}
-        )
-    if config.recognizer.model is not None:
-        updates["recognizer"] = config.recognizer.model_copy(
-            update={"model": rel(config.recognizer.model) or config.recognizer.model}
-        )
-    if config.alerts.jsonl is not None:
-        jsonl = config.alerts.jsonl.model_copy(
-            update={"path": rel(config.alerts.jsonl.path) or config.alerts.jsonl.path}
-        )
-        updates["alerts"] = config.alerts.model_copy(update={"jsonl": jsonl})
+    """Make every relative path in the config relative to ``base`` (the config file's folder): every ``Path`` field
+    of every section, found by walking the models (a new path field needs no change here), and the source of every
+    camera that is a video file."""
+    resolved = _resolve_path_fields(config, base)
     cameras = []
-    for camera in config.cameras:
+    for camera in resolved.cameras:
         source = camera.source
         if camera.is_file and not Path(source).is_absolute():
             source = str(base / source)
         cameras.append(camera.model_copy(update={"source": source}))
-    updates["cameras"] = cameras
-    return config.model_copy(update=updates)
+    return resolved.model_copy(update={"cameras": cameras})
+
+
+def _resolve_path_fields(value: object, base: Path) -> Any:
+    """``value`` with every relative ``Path`` in it (a model's fields, list items) joined onto ``base``."""
+    if isinstance(value, Path):
+        return value if value.is_absolute() else base / value
+    if isinstance(value, BaseModel):
+        updates = {}
+        for name in type(value).model_fields:
+            old = getattr(value, name)
+            new = _resolve_path_fields(old, base)
+            if new is not old:
+                updates[name] = new
+        return value.model_copy(update=updates) if updates else value
+    if isinstance(value, list):
+        items = [_resolve_path_fields(item, base) for item in value]
+        return items if any(new is not old for new, old in zip(items, value)) else value
+    return value

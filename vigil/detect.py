@@ -12,17 +12,16 @@ manifest does not list, from the file itself):
 The keypoints are taken to be in the vigil 5-point order (eye on image left, eye on image right, nose, mouth corner
 on image left, mouth corner on image right): both families' WIDER/RetinaFace landmark labels use it.
 
-Nothing here downloads anything: :func:`configure_ultralytics_offline` switches off Ultralytics' network features and
-runs before any Ultralytics model code is imported, and a missing model file is a :class:`vigil.errors.ModelError`
-before Ultralytics sees the name (it would otherwise try to download known ``*.pt`` names).
+Nothing here downloads anything: :func:`vigil.ultralytics_offline.configure_ultralytics_offline` switches off
+Ultralytics' network features and runs before any Ultralytics model code is imported, and a missing model file is a
+:class:`vigil.errors.ModelError` before Ultralytics sees the name (it would otherwise try to download known ``*.pt``
+names).
 Loading a ``.pt`` unpickles it: point the detector only at model files you trust.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,71 +30,10 @@ import numpy as np
 from vigil.errors import ModelError, VigilError
 from vigil.tiling import TileSpec, detect_tiled
 from vigil.types import Face
+from vigil.ultralytics_offline import configure_ultralytics_offline
 
 NUM_KEYPOINTS = 5
 MODEL_SUFFIXES = (".pt", ".onnx")
-
-
-def configure_ultralytics_offline() -> None:
-    """Make Ultralytics work without network access: no downloads, no pip installs, no telemetry, no font fetch.
-
-    Idempotent; call it before importing ``ultralytics`` model code (``vigil.detect`` calls it for you).
-    Sets ``YOLO_OFFLINE=1`` (``is_online()`` is False, so no asset download is attempted) and ``YOLO_AUTOINSTALL=false``
-    (no ``pip install`` of missing export/runtime packages), turns the ``sync`` setting (analytics, crash reports) off,
-    and replaces the font check with a font that ships with matplotlib, so plotting never fetches Arial.ttf.
-    The AMP check of training (it downloads a reference model) is replaced by "AMP on where CUDA is used".
-    """
-    os.environ["YOLO_OFFLINE"] = "1"
-    os.environ["YOLO_AUTOINSTALL"] = "false"
-    import ultralytics.utils as yolo_utils
-    from ultralytics.utils import SETTINGS, checks, events
-
-    # in case ultralytics was imported before this call: the flags below were computed at its import
-    yolo_utils.ONLINE = checks.ONLINE = events.ONLINE = False
-    checks.AUTOINSTALL = False
-    events.events.enabled = False
-    if SETTINGS.get("sync", True):
-        SETTINGS.update(sync=False)
-    _patch_font_check()
-    _patch_amp_check()
-
-
-def _local_font() -> str | None:
-    """A TrueType font that ships with matplotlib (DejaVuSans), or None when matplotlib is absent."""
-    spec = importlib.util.find_spec("matplotlib")
-    if spec is None or spec.origin is None:
-        return None
-    font = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
-    return str(font) if font.is_file() else None
-
-
-def _patch_font_check() -> None:
-    import ultralytics.data.utils as data_utils
-    import ultralytics.utils.checks as checks
-    import ultralytics.utils.plotting as plotting
-
-    local = _local_font()
-
-    def offline_font(font: str = "Arial.ttf") -> Path | str:
-        candidate = Path(font)
-        if candidate.is_file():
-            return candidate
-        if local is None:
-            raise ModelError(f"{font}: font not found locally and downloads are disabled (install matplotlib)")
-        return Path(local)
-
-    for module in (checks, plotting, data_utils):
-        module.check_font = offline_font
-
-
-def _patch_amp_check() -> None:
-    import ultralytics.engine.trainer as trainer
-
-    def offline_amp_check(model) -> bool:
-        device = next(model.parameters()).device
-        return device.type == "cuda"
-
-    trainer.check_amp = offline_amp_check
 
 
 def resolve_device(device: str) -> str:
@@ -157,17 +95,14 @@ def detector_family(model_path: Path, model_format: str | None = None) -> str:
 
 
 def onnx_providers(device: str) -> list[str]:
-    """onnxruntime providers for ``detector.device``: CUDA first for auto/cuda when this machine can run it, else CPU."""
-    import onnxruntime as ort
-
-    from vigil.embed import CPU_PROVIDER, cuda_driver_present, usable_providers
+    """onnxruntime providers for ``detector.device``: CUDA first for auto/cuda when this machine can run it, else
+    CPU."""
+    from vigil.onnx_session import CPU_PROVIDER, machine_providers
 
     device = str(device).strip().lower()
     if device == "cpu":
         return [CPU_PROVIDER]
-    usable = usable_providers(
-        ["CUDAExecutionProvider", CPU_PROVIDER], ort.get_available_providers(), cuda_driver_present()
-    )
+    usable = machine_providers(["CUDAExecutionProvider", CPU_PROVIDER])
     if device != "auto" and usable[0] != "CUDAExecutionProvider":
         raise VigilError(
             f"detector.device: {device} requested but onnxruntime has no usable CUDA provider here (use auto or cpu)"
@@ -294,7 +229,8 @@ class FaceDetector:
         for index, frame in enumerate(frames):
             if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.size == 0:
                 raise VigilError(
-                    f"frame {index}: expected an H x W x 3 BGR array, got {getattr(frame, 'shape', type(frame).__name__)}"
+                    f"frame {index}: expected an H x W x 3 BGR array, "
+                    f"got {getattr(frame, 'shape', type(frame).__name__)}"
                 )
         if self.tiling is None:
             return self._predict(frames)

@@ -13,59 +13,13 @@ so a model's calibrated threshold for this mode is its own manifest key (vigil.m
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from vigil.errors import ModelError
-
-DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
-CPU_PROVIDER = "CPUExecutionProvider"
-
-
-def usable_providers(wanted: Sequence[str], available: Sequence[str], cuda_driver: bool) -> list[str]:
-    """The ``wanted`` providers this machine can run, in order; CPU when none.
-
-    onnxruntime-gpu lists CUDA (and TensorRT) as available even without an NVIDIA driver, then logs a red error
-    when the session is created: without ``libcuda`` those providers are dropped up front.
-    """
-    gpu_only = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
-    usable = [p for p in wanted if p in available and (cuda_driver or p not in gpu_only)]
-    return usable or [CPU_PROVIDER]
-
-
-def cuda_driver_present() -> bool:
-    """True when the NVIDIA driver library (``libcuda.so.1``) loads."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return False
-    return True
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
-
-
-def open_session(model_path: Path, wanted: list[str], options, log: logging.Logger, role: str):
-    """An onnxruntime session on ``wanted`` (already filtered by :func:`usable_providers`), else on the CPU;
-    ModelError naming the file when neither loads. ``role`` names the stage in the fallback warning."""
-    import onnxruntime as ort
-
-    try:
-        return ort.InferenceSession(str(model_path), options, providers=wanted)
-    except Exception as exc:  # onnxruntime raises several exception types for bad files and providers
-        if wanted == [CPU_PROVIDER]:
-            raise ModelError(f"{model_path}: cannot load ONNX model ({_one_line(exc)})") from exc
-        log.warning("%s %s: %s failed (%s); falling back to CPU", role, Path(model_path).name, wanted[0], _one_line(exc))
-    try:
-        return ort.InferenceSession(str(model_path), options, providers=[CPU_PROVIDER])
-    except Exception as exc:
-        raise ModelError(f"{model_path}: cannot load ONNX model ({_one_line(exc)})") from exc
+from vigil.onnx_session import DEFAULT_PROVIDERS, machine_providers, open_session
 
 
 class OnnxEmbedder:
@@ -93,9 +47,7 @@ class OnnxEmbedder:
         self._log = logger or logging.getLogger("vigil.embed")
         if not self.model_path.is_file():
             raise ModelError(f"{self.model_path}: model file not found")
-        import onnxruntime as ort
-
-        wanted = usable_providers(list(providers), ort.get_available_providers(), cuda_driver_present())
+        wanted = machine_providers(providers)
         self._session = self._create_session(wanted)
         self.provider: str = self._session.get_providers()[0]
         if providers and self.provider != providers[0]:
@@ -105,17 +57,23 @@ class OnnxEmbedder:
             )
         self._input_name, self.input_size = self._read_input()
         self.dim: int = self._read_dim()
-        self._log.info("embedder %s: provider %s, input %dx%d, dim %d%s",
-                       self.model_path.name, self.provider, self.input_size, self.input_size, self.dim,
-                       ", flip-averaged" if self.flip_average else "")
+        self._log.info(
+            "embedder %s: provider %s, input %dx%d, dim %d%s",
+            self.model_path.name,
+            self.provider,
+            self.input_size,
+            self.input_size,
+            self.dim,
+            ", flip-averaged" if self.flip_average else "",
+        )
 
     def _create_session(self, wanted: list[str]):
         return open_session(self.model_path, wanted, self._session_options(), self._log, "embedder")
 
     def _session_options(self):
         """onnxruntime's CPU threads spin after each run waiting for the next one; two sessions called in turn (the
-        members of an ensemble) then fight over the cores: 106 ms per face instead of 37 on two cores. Members
-        therefore run with ``spin_wait=False``."""
+        members of an ensemble) then fight over the cores (measured: models/recognizer/dlib-scene-sface.md, "Speed").
+        Members therefore run with ``spin_wait=False``."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -135,7 +93,7 @@ class OnnxEmbedder:
             and shape[3] == 3
             and inputs[0].type == "tensor(uint8)"
         )
-        if not ok:
+        if not ok or shape is None:
             got = [(i.name, i.type, i.shape) for i in inputs]
             raise ModelError(f"{self.model_path}: expected one uint8 input [N,S,S,3], got {got}")
         return inputs[0].name, int(shape[1])
@@ -175,23 +133,6 @@ def check_chips(chips, size: int) -> None:
     if not (isinstance(chips, np.ndarray) and chips.dtype == np.uint8 and chips.shape[1:] == (size, size, 3)):
         got = (getattr(chips, "dtype", type(chips)), getattr(chips, "shape", None))
         raise ValueError(f"chips must be uint8 [N,{size},{size},3], got {got}")
-
-
-def build_embedder(
-    spec,
-    providers: Sequence[str] = DEFAULT_PROVIDERS,
-    batch_size: int = 64,
-    flip_average: bool = False,
-    logger: logging.Logger | None = None,
-    registry=None,
-):
-    """The embedder for a recognizer spec (vigil.models.ModelSpec): an OnnxEmbedder, or for ``format: ensemble`` a
-    vigil.ensemble.EnsembleEmbedder over its members (looked up in ``registry``, the shipped manifest by default)."""
-    if spec.format == "ensemble":
-        from vigil.ensemble import build_ensemble_embedder
-
-        return build_ensemble_embedder(spec, providers, batch_size, flip_average, logger, registry)
-    return OnnxEmbedder(spec.path, providers=providers, batch_size=batch_size, logger=logger, flip_average=flip_average)
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:

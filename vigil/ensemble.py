@@ -20,56 +20,16 @@ changes whenever a member does, and a member replaced under the same name is ref
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
-import yaml
 
 from vigil.align import estimate_similarity
+from vigil.embed import OnnxEmbedder, check_chips, unit_rows
 from vigil.errors import ModelError
+from vigil.models import ModelRegistry, ModelSpec, read_members
 
 MAX_ROTATION = 1e-6  # |sin| of the rotation between the ensemble and a member template: must be a pure scale+shift
-WEIGHT_SUM_TOLERANCE = 1e-6
-
-
-@dataclass(frozen=True)
-class MemberSpec:
-    """One line of the ensemble file: a manifest recognizer and its fusion weight."""
-
-    model: str
-    weight: float
-    sha256: str
-
-
-def read_members(path: Path) -> list[MemberSpec]:
-    """The ``members`` of an ensemble file; ModelError (one line naming the file and field) when invalid."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ModelError(f"{path}: cannot read ensemble file ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict) or set(raw) != {"members"} or not isinstance(raw["members"], list):
-        raise ModelError(f"{path}: expected exactly one key 'members' (a list), got {sorted(raw) if isinstance(raw, dict) else type(raw).__name__}")
-    members = [_member(path, i, entry) for i, entry in enumerate(raw["members"])]
-    if len(members) < 2:
-        raise ModelError(f"{path}: members: an ensemble needs at least 2 models, got {len(members)}")
-    if len({m.model for m in members}) != len(members):
-        raise ModelError(f"{path}: members: a model is listed twice")
-    total = sum(m.weight for m in members)
-    if abs(total - 1.0) > WEIGHT_SUM_TOLERANCE:
-        raise ModelError(f"{path}: members: weights must sum to 1, got {total:g}")
-    return members
-
-
-def _member(path: Path, index: int, entry) -> MemberSpec:
-    where = f"{path}: members[{index}]"
-    if not isinstance(entry, dict) or set(entry) != {"model", "weight", "sha256"}:
-        raise ModelError(f"{where}: expected keys model, weight and sha256, got {entry!r}")
-    weight = entry["weight"]
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 < float(weight) <= 1.0:
-        raise ModelError(f"{where}.weight: must be a number in (0, 1], got {weight!r}")
-    return MemberSpec(model=str(entry["model"]), weight=float(weight), sha256=str(entry["sha256"]))
 
 
 def resample_matrix(out_size: int, in_size: int, scale: float, shift: float) -> np.ndarray:
@@ -101,7 +61,7 @@ def resample_matrix(out_size: int, in_size: int, scale: float, shift: float) -> 
 
 
 class ChipResampler:
-    """The member chip (size ``member_size``, ``member_template``) from an ensemble chip (``chip_size``, ``template``)."""
+    """The member chip (``member_size``, ``member_template``) from an ensemble chip (``chip_size``, ``template``)."""
 
     def __init__(self, template: np.ndarray, chip_size: int, member_template: np.ndarray, member_size: int) -> None:
         matrix = estimate_similarity(np.asarray(template, np.float64), np.asarray(member_template, np.float64))
@@ -122,30 +82,40 @@ class ChipResampler:
 class EnsembleEmbedder:
     """Same interface as vigil.embed.OnnxEmbedder: ``embed(chips) -> unit vectors``, ``input_size``, ``dim``."""
 
-    def __init__(self, members: Sequence[tuple[float, object, ChipResampler]], chip_size: int,
-                 logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        members: Sequence[tuple[float, OnnxEmbedder, ChipResampler]],
+        chip_size: int,
+        logger: logging.Logger | None = None,
+    ) -> None:
         self._members = list(members)
         self.input_size = int(chip_size)
         self.dim = int(sum(embedder.dim for _, embedder, _ in self._members))
         self.provider = self._members[0][1].provider
         self.flip_average = self._members[0][1].flip_average
         (logger or logging.getLogger("vigil.embed")).info(
-            "ensemble embedder: %s, input %dx%d, dim %d", ", ".join(
-                f"{e.model_path.name} x{w:g}" for w, e, _ in self._members), chip_size, chip_size, self.dim)
+            "ensemble embedder: %s, input %dx%d, dim %d",
+            ", ".join(f"{e.model_path.name} x{w:g}" for w, e, _ in self._members),
+            chip_size,
+            chip_size,
+            self.dim,
+        )
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
-        from vigil.embed import check_chips, unit_rows
-
         check_chips(chips, self.input_size)
         parts = [np.sqrt(weight) * embedder.embed(resample(chips)) for weight, embedder, resample in self._members]
         return unit_rows(np.concatenate(parts, axis=1).astype(np.float32))
 
 
-def build_ensemble_embedder(spec, providers, batch_size: int, flip_average: bool, logger=None, registry=None) -> EnsembleEmbedder:
+def build_ensemble_embedder(
+    spec: ModelSpec,
+    providers: Sequence[str],
+    batch_size: int,
+    flip_average: bool,
+    logger: logging.Logger | None = None,
+    registry: ModelRegistry | None = None,
+) -> EnsembleEmbedder:
     """The ensemble of ``spec`` (format ensemble): members resolved by manifest name, checksums verified."""
-    from vigil.embed import OnnxEmbedder
-    from vigil.models import ModelRegistry
-
     if spec.alignment_template is None:
         raise ModelError(f"{spec.path}: the manifest gives no alignment_template for this ensemble")
     registry = registry or ModelRegistry()
@@ -154,12 +124,24 @@ def build_ensemble_embedder(spec, providers, batch_size: int, flip_average: bool
     for member in read_members(spec.path):
         member_spec = registry.named(member.model, "recognizer", where=f"{spec.path}: members")
         if member_spec.format != "onnx" or member_spec.alignment_template is None:
-            raise ModelError(f"{spec.path}: members: {member.model} must be an ONNX recognizer with an alignment_template")
+            raise ModelError(
+                f"{spec.path}: members: {member.model} must be an ONNX recognizer with an alignment_template"
+            )
         if member_spec.sha256 != member.sha256:
-            raise ModelError(f"{spec.path}: members: {member.model} is not the file this ensemble was made with "
-                             f"(sha256 {member_spec.sha256[:12]}..., pinned {member.sha256[:12]}...)")
-        embedder = OnnxEmbedder(member_spec.path, providers=providers, batch_size=batch_size, logger=logger,
-                                flip_average=flip_average, spin_wait=False)
-        resample = ChipResampler(spec.alignment_template, chip_size, member_spec.alignment_template, embedder.input_size)
+            raise ModelError(
+                f"{spec.path}: members: {member.model} is not the file this ensemble was made with "
+                f"(sha256 {str(member_spec.sha256)[:12]}..., pinned {member.sha256[:12]}...)"
+            )
+        embedder = OnnxEmbedder(
+            member_spec.path,
+            providers=providers,
+            batch_size=batch_size,
+            logger=logger,
+            flip_average=flip_average,
+            spin_wait=False,
+        )
+        resample = ChipResampler(
+            spec.alignment_template, chip_size, member_spec.alignment_template, embedder.input_size
+        )
         members.append((member.weight, embedder, resample))
     return EnsembleEmbedder(members, chip_size, logger)

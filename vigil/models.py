@@ -9,7 +9,7 @@ Manifest shape (one entry per shipped file)::
         file: detector/<file>          # relative to models/
         sha256: <hex>
         input_size: [W, H]
-        format: ultralytics | onnx
+        format: ultralytics | onnx | ensemble
         # recognizer only
         colour_order: BGR              # what the model's input takes (the graph converts if it needs RGB)
         input_dtype: uint8
@@ -22,6 +22,8 @@ Manifest shape (one entry per shipped file)::
         crop_context: 1.4              # crop side / the detector box's longer side
         mirror_average: true
         card: detector/<name>.md
+        licence: <SPDX id>             # the model's own licence (vigil is AGPL-3.0-only)
+        licence_note: "..."           # where it comes from, and the terms of its training data
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ MANIFEST_NAME = "manifest.yaml"
 # thresholds are never borrowed
 GEOMETRY_KEYS = ("crop_context", "mirror_average")
 _CHUNK_BYTES = 1 << 20
+WEIGHT_SUM_TOLERANCE = 1e-6  # an ensemble's member weights must sum to 1 within this
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,16 @@ class ModelRegistry:
 
     def _spec_from_entry(self, name: str, entry: dict) -> ModelSpec:
         template = entry.get("alignment_template")
-        known = {"kind", "file", "sha256", "input_size", "format", "embedding_size", "alignment_template", "colour_order"}
+        known = {
+            "kind",
+            "file",
+            "sha256",
+            "input_size",
+            "format",
+            "embedding_size",
+            "alignment_template",
+            "colour_order",
+        }
         return ModelSpec(
             name=name,
             kind=entry["kind"],
@@ -158,10 +170,10 @@ class ModelRegistry:
     def _user_spec(self, kind: ModelKind, path: Path) -> ModelSpec:
         base = self.default(kind)
         if base.format == "ensemble":  # a single user ONNX borrows the settings of the ensemble's first member
-            from vigil.ensemble import read_members
-
             base = self.named(read_members(base.path)[0].model, kind, where=str(base.path))
-        self.log.warning("%s: not in %s, no checksum to verify; using %s's settings", path, self.manifest_path, base.name)
+        self.log.warning(
+            "%s: not in %s, no checksum to verify; using %s's settings", path, self.manifest_path, base.name
+        )
         fmt = "onnx" if path.suffix.lower() == ".onnx" else base.format
         return ModelSpec(
             name=path.stem,
@@ -175,6 +187,50 @@ class ModelRegistry:
             colour_order=base.colour_order,
             extra={key: base.extra[key] for key in GEOMETRY_KEYS if key in base.extra},
         )
+
+
+# --- ensemble member lists: the ``members`` of a ``format: ensemble`` file (the format: vigil/ensemble.py) ---
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One line of the ensemble file: a manifest recognizer and its fusion weight."""
+
+    model: str
+    weight: float
+    sha256: str
+
+
+def read_members(path: Path) -> list[MemberSpec]:
+    """The ``members`` of an ensemble file; ModelError (one line naming the file and field) when invalid."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelError(f"{path}: cannot read ensemble file ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict) or set(raw) != {"members"} or not isinstance(raw["members"], list):
+        raise ModelError(
+            f"{path}: expected exactly one key 'members' (a list), "
+            f"got {sorted(raw) if isinstance(raw, dict) else type(raw).__name__}"
+        )
+    members = [_member(path, i, entry) for i, entry in enumerate(raw["members"])]
+    if len(members) < 2:
+        raise ModelError(f"{path}: members: an ensemble needs at least 2 models, got {len(members)}")
+    if len({m.model for m in members}) != len(members):
+        raise ModelError(f"{path}: members: a model is listed twice")
+    total = sum(m.weight for m in members)
+    if abs(total - 1.0) > WEIGHT_SUM_TOLERANCE:
+        raise ModelError(f"{path}: members: weights must sum to 1, got {total:g}")
+    return members
+
+
+def _member(path: Path, index: int, entry) -> MemberSpec:
+    where = f"{path}: members[{index}]"
+    if not isinstance(entry, dict) or set(entry) != {"model", "weight", "sha256"}:
+        raise ModelError(f"{where}: expected keys model, weight and sha256, got {entry!r}")
+    weight = entry["weight"]
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 < float(weight) <= 1.0:
+        raise ModelError(f"{where}.weight: must be a number in (0, 1], got {weight!r}")
+    return MemberSpec(model=str(entry["model"]), weight=float(weight), sha256=str(entry["sha256"]))
 
 
 def calibrated_match_threshold(spec: ModelSpec, flip_average: bool) -> float | None:

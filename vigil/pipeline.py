@@ -1,9 +1,10 @@
-"""Wires the stages: frames -> faces + embeddings -> tracks -> decisions -> alerts -> sinks.
+"""Wires the stages: frames -> faces -> tracks -> (scheduled) embeddings -> decisions -> events -> sinks.
 
 ``WatchPipeline.process(frames)`` is the whole per-batch step used by both ``vigil run`` (frames from several
-cameras, batched) and ``vigil process`` (frames of a file, in order). It owns one tracker per camera, the embed
-schedule's per-track state, the rules engine and the sinks; it does no I/O of its own except saving snapshots
-through the alert factory.
+cameras, batched) and ``vigil process`` (frames of a file, in order). It owns one tracker per camera and the embed
+schedule's per-track state, and uses the rules engine and the sink it is given; it does no I/O of its own except
+saving snapshots (:func:`vigil.alerts.save_snapshot`).
+:func:`vigil.runtime.build_pipeline` builds it for every entry point.
 
 Order within a batch: detect (one batch) -> track each frame (boxes only) -> embed the tracked faces that
 ``vigil.embed_schedule`` picks (one batch across frames and cameras) -> per frame, in order: fold each embedding
@@ -17,30 +18,19 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
+from vigil.alerts import Sink, event_from_decision, new_event_id, save_snapshot
 from vigil.align import face_quality
 from vigil.analyzer import FaceAnalyzer
 from vigil.config import CameraConfig, TrackerConfig
-from vigil.alerts import Event, event_from_decision, new_event_id, save_snapshot
 from vigil.embed_schedule import EmbedSchedule, TrackEmbedState, record_embed, should_embed
-from vigil.rules import Decision, Gallery, RulesEngine, match_embedding
-from vigil.track import FaceTracker, TrackUpdate
-from vigil.types import Alert, Face, Frame, Track
+from vigil.rules import Gallery, RulesEngine, match_embedding
+from vigil.track import FaceTracker
+from vigil.types import Alert, Decision, Embedding, Event, Face, Frame, Person, Track, TrackUpdate
 
 SNAPSHOT_MARGIN = 0.25  # fraction of the box size added around a face in its snapshot
-
-
-class EventSink(Protocol):
-    """Where events go (``vigil.alerts.AlertDispatcher`` fans out to the configured sinks)."""
-
-    def emit(self, event: Event) -> None: ...
-
-    def flush(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -86,7 +76,7 @@ class WatchPipeline:
         analyzer: FaceAnalyzer,
         gallery: Gallery,
         rules: RulesEngine,
-        sink: EventSink,
+        sink: Sink,
         cameras: dict[str, CameraConfig],
         tracker_cfg: TrackerConfig,
         snapshot_dir: Path | None,
@@ -102,7 +92,7 @@ class WatchPipeline:
         self.tracker_cfg = tracker_cfg
         # below this cosine to its own track an embedding does not match it (vigil.track): default, the match threshold
         identity_min_cosine = tracker_cfg.identity_min_cosine
-        self.identity_min_cosine = float(rules.rules.match_threshold if identity_min_cosine is None else identity_min_cosine)
+        self.identity_min_cosine = float(rules.match_threshold if identity_min_cosine is None else identity_min_cosine)
         self.snapshot_dir = snapshot_dir
         self.frame_rate = frame_rate
         self.log = logger or logging.getLogger("vigil.pipeline")
@@ -124,6 +114,13 @@ class WatchPipeline:
             self.counters.faces += len(faces)
         return results
 
+    def set_people(self, people: list[Person], changed: set[str]) -> None:
+        """Swap in a re-enrolled watchlist between batches (hot reload): the gallery is rebuilt, the rules keep
+        every unchanged person's votes and forget those of the ``changed`` (new, re-enrolled or removed) ones."""
+        self.gallery = Gallery.from_people(people)
+        self.rules.set_people(people)
+        self.rules.forget_people(changed)
+
     def _track(self, frame: Frame, faces: list[Face]) -> list[TrackUpdate]:
         start = time.perf_counter()
         tracker = self.trackers.get(frame.camera)
@@ -131,12 +128,13 @@ class WatchPipeline:
             tracker = self.trackers[frame.camera] = FaceTracker(frame.camera, self.tracker_cfg, self.frame_rate)
         updates = tracker.update(faces, frame.index, frame.mono_ts_s)
         for track in tracker.expire(frame.mono_ts_s):
-            self.rules.forget(frame.camera, track.track_id)
-            self.embed_states.pop((frame.camera, track.track_id), None)
+            self._end_track(frame.camera, track.track_id)
         self.counters.track_seconds += time.perf_counter() - start
         return updates
 
-    def _embed_scheduled(self, frames: list[Frame], updates_per_frame: list[list[TrackUpdate]]) -> list[list[TrackUpdate]]:
+    def _embed_scheduled(
+        self, frames: list[Frame], updates_per_frame: list[list[TrackUpdate]]
+    ) -> list[list[TrackUpdate]]:
         """The same updates, with an embedding on those the schedule picked (recognisable faces only)."""
         wanted = [
             (i, j)
@@ -164,19 +162,25 @@ class WatchPipeline:
     def _decide(self, frame: Frame, updates: list[TrackUpdate]) -> list[Event]:
         start = time.perf_counter()
         camera = self.cameras.get(frame.camera) or CameraConfig(name=frame.camera, source=frame.camera)
-        events = []
+        events: list[Event] = []
         now_wall = datetime.now().astimezone()
         for update in updates:
             if update.embedding is None:
                 continue  # too small to recognise, or not scheduled: tracked, not voted
-            track = self._fold(frame.camera, update)
+            track = self._fold(frame.camera, update.track, update.embedding)
             if track is None or track.embedding is None:
                 continue  # held out (does not match its track), or the weighted sum cancelled to zero
             match = match_embedding(track.embedding, self.gallery)
             decisions = self.rules.decide(
-                camera, track, match, frame.image.shape, frame.mono_ts_s, now_wall,
-                update.embedding.aligned.quality, box=update.face.box,
-            )  # fmt: skip
+                camera,
+                track,
+                match,
+                frame.image.shape,
+                frame.mono_ts_s,
+                now_wall,
+                update.embedding.aligned.quality,
+                box=update.face.box,
+            )
             events.extend(self._to_event(decision, frame, update) for decision in decisions)
         self.counters.decide_seconds += time.perf_counter() - start
         for event in events:
@@ -184,17 +188,26 @@ class WatchPipeline:
             self.sink.emit(event)
         return events
 
-    def _fold(self, camera: str, update: TrackUpdate) -> Track | None:
-        """The track to decide on after folding the update's embedding in; None when it was held out."""
-        fold = self.trackers[camera].fold(update.track, update.embedding, self.identity_min_cosine)
+    def _fold(self, camera: str, track: Track, embedding: Embedding) -> Track | None:
+        """The track to decide on after folding ``embedding`` in; None when it was held out."""
+        fold = self.trackers[camera].fold(track, embedding, self.identity_min_cosine)
         if fold.replaced is not None:
             self.counters.identity_switches += 1
-            self.rules.forget(camera, fold.replaced.track_id)
-            self.embed_states.pop((camera, fold.replaced.track_id), None)
-            self.log.debug("camera %s: track %d changed identity: new track %d", camera, fold.replaced.track_id, fold.track.track_id)
+            self._end_track(camera, fold.replaced.track_id)
+            self.log.debug(
+                "camera %s: track %d changed identity: new track %d",
+                camera,
+                fold.replaced.track_id,
+                fold.track.track_id,
+            )
         elif not fold.folded:
             self.counters.embeddings_held_out += 1
         return fold.track if fold.folded else None
+
+    def _end_track(self, camera: str, track_id: int) -> None:
+        """A track ended (expired, or split off on an identity switch): its rules and embed-schedule state go."""
+        self.rules.forget(camera, track_id)
+        self.embed_states.pop((camera, track_id), None)
 
     def _to_event(self, decision: Decision, frame: Frame, update: TrackUpdate) -> Event:
         event_id = new_event_id()
@@ -203,9 +216,13 @@ class WatchPipeline:
         if self.snapshot_dir is not None:
             snapshot = save_snapshot(self.snapshot_dir, event_id, crop_with_margin(frame.image, box, SNAPSHOT_MARGIN))
         return event_from_decision(
-            decision, bbox=box, frame_index=frame.index, video_ts_s=frame.video_ts_s,
-            snapshot=snapshot, event_id=event_id,
-        )  # fmt: skip
+            decision,
+            bbox=box,
+            frame_index=frame.index,
+            video_ts_s=frame.video_ts_s,
+            snapshot=snapshot,
+            event_id=event_id,
+        )
 
     def _count(self, event: Event) -> None:
         if not isinstance(event, Alert):

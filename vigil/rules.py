@@ -33,13 +33,12 @@ from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import Enum
 
 import numpy as np
 
 from vigil.config import WEEKDAYS, CameraConfig, RulesConfig, ScheduleWindow, ZoneConfig
 from vigil.errors import VigilError
-from vigil.types import AlertStage, ListKind, Match, Person, Track
+from vigil.types import AlertStage, Decision, DecisionKind, ListKind, Match, Person, Track
 
 # --------------------------------------------------------------------------------------------------------------------
 # Matching
@@ -50,7 +49,8 @@ from vigil.types import AlertStage, ListKind, Match, Person, Track
 class Gallery:
     """The enrolled people as matrices, built once per watchlist (``Gallery.from_people``).
 
-    Scoring (see :func:`match_embedding`): a person's score is ``max(cos(query, prototype), max_k cos(query, photo_k))``.
+    Scoring (see :func:`match_embedding`): a person's score is
+    ``max(cos(query, prototype), max_k cos(query, photo_k))``.
     The prototype (mean of the photos) is the robust centre; the per-photo maximum rescues a query that resembles
     one enrolled view (e.g. a profile photo) better than the mean of frontal and profile views. The maximum over
     K+1 vectors lifts impostor scores slightly versus the prototype alone, so thresholds must be calibrated with
@@ -128,7 +128,11 @@ def match_embedding(vector: np.ndarray, gallery: Gallery) -> Match:
 
 def threshold_for(person: Person, rules: RulesConfig) -> float:
     """The person's own threshold when set, else the global ``match_threshold`` (cosine)."""
-    return rules.match_threshold if person.threshold is None else float(person.threshold)
+    if person.threshold is not None:
+        return float(person.threshold)
+    if rules.match_threshold is None:
+        raise ValueError("rules.match_threshold is unresolved: pass the rules through runtime.effective_rules first")
+    return rules.match_threshold
 
 
 def passes_threshold(match: Match, person: Person, rules: RulesConfig) -> bool:
@@ -241,25 +245,6 @@ def record_alert(table: CooldownTable, camera: str, person_id: str, stage: Alert
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class DecisionKind(str, Enum):
-    ALERT = "alert"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the rules decided for one track on one frame; the pipeline turns it into an event with id, ts, snapshot."""
-
-    kind: DecisionKind
-    camera: str
-    track_id: int
-    stage: AlertStage | None  # None for unknown-face events
-    person: Person | None  # None for unknown-face events
-    label: str  # "watchlist" | "vip" | "unknown"
-    score: float  # cosine: the person's latest qualifying score (unknown: this frame's best score)
-    margin: float
-
-
 @dataclass
 class TrackDecisionState:
     """Votes and fired stages of one (camera, track id). ``votes[None]`` counts hits that qualified for nobody."""
@@ -296,19 +281,12 @@ def provisional_ready(state: TrackDecisionState, person_id: str, rules: RulesCon
 
 
 def confirmed_ready(state: TrackDecisionState, person_id: str, rules: RulesConfig) -> bool:
-    return (
-        state.hits_for(person_id) >= rules.confirm_hits
-        and state.share(person_id) >= rules.confirm_vote_fraction
-    )
+    return state.hits_for(person_id) >= rules.confirm_hits and state.share(person_id) >= rules.confirm_vote_fraction
 
 
 def unknown_ready(state: TrackDecisionState, rules: RulesConfig) -> bool:
     someone = any(pid is not None and n >= rules.min_hits for pid, n in state.votes.items())
-    return (
-        state.total_votes >= rules.confirm_hits
-        and state.share(None) >= rules.confirm_vote_fraction
-        and not someone
-    )
+    return state.total_votes >= rules.confirm_hits and state.share(None) >= rules.confirm_vote_fraction and not someone
 
 
 class RulesEngine:
@@ -322,8 +300,11 @@ class RulesEngine:
         if vote_window_hits is not None and vote_window_hits < 1:
             raise ValueError("vote_window_hits must be >= 1")
         if rules.match_threshold is None:
-            raise ValueError("rules.match_threshold is unresolved: pass the rules through runtime.effective_rules first")
+            raise ValueError(
+                "rules.match_threshold is unresolved: pass the rules through runtime.effective_rules first"
+            )
         self.rules = rules
+        self.match_threshold: float = rules.match_threshold  # the global threshold, resolved
         self.vote_window_hits = vote_window_hits
         self._people: dict[str, Person] = {}
         self._tracks: dict[tuple[str, int], TrackDecisionState] = {}
@@ -333,6 +314,18 @@ class RulesEngine:
     def set_people(self, people: Iterable[Person]) -> None:
         """Replace the watchlist (e.g. after re-enrolment); track and cooldown state are kept."""
         self._people = {person.id: person for person in people}
+
+    def forget_people(self, person_ids: Iterable[str]) -> None:
+        """Drop every track's votes and fired stages for these people (re-enrolled or removed): their earlier
+        votes were cast against another gallery entry. Other people's state is untouched; cooldowns are kept (the
+        person is the same, a re-enrolment must not re-alert at once)."""
+        gone = set(person_ids)
+        for state in self._tracks.values():
+            for person_id in gone & set(state.votes):
+                state.total_votes -= state.votes.pop(person_id)
+                state.last_scores.pop(person_id, None)
+            state.recent = deque((v for v in state.recent if v not in gone), maxlen=state.recent.maxlen)
+            state.fired = {(pid, stage) for pid, stage in state.fired if pid not in gone}
 
     @property
     def active_tracks(self) -> int:
@@ -364,7 +357,10 @@ class RulesEngine:
         state.add_vote(vote)
         if vote is not None:
             state.last_scores[vote] = (match.score, match.margin)
-        if not (is_active(camera.schedule, now_wall) and in_zones(track.box if box is None else box, camera.zones, frame_shape)):
+        if not (
+            is_active(camera.schedule, now_wall)
+            and in_zones(track.box if box is None else box, camera.zones, frame_shape)
+        ):
             return []
         decisions = [
             decision
@@ -374,8 +370,9 @@ class RulesEngine:
         if self.rules.unknown_events and not state.unknown_fired and unknown_ready(state, self.rules):
             state.unknown_fired = True
             decisions.append(
-                Decision(DecisionKind.UNKNOWN, camera.name, track.track_id, None, None, "unknown", match.score,
-                         match.margin)
+                Decision(
+                    DecisionKind.UNKNOWN, camera.name, track.track_id, None, None, "unknown", match.score, match.margin
+                )
             )
         return decisions
 

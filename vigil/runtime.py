@@ -1,6 +1,9 @@
-"""Builds the runtime objects from a validated config: models, face analyzer, gallery, rules engine, sinks.
+"""The one factory: a validated config -> models, face analyzer, gallery, rules engine, sinks and the pipeline.
 
-Kept apart from the commands so `run`, `process`, `enroll` and `bench` assemble the same stages the same way.
+Every entry point (``vigil run``, ``vigil process``, ``vigil bench pipeline``, and later the HTTP service) builds its
+pipeline with :func:`build_pipeline`, so a stage or sink added to the config reaches all of them. An entry point that
+needs something else changes its config first (``config.model_copy(update=...)``: only what differs) or passes its
+own sink. ``vigil enroll`` uses the first half (:func:`resolve_models`, :func:`build_analyzer`, :func:`enroll`).
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
+from vigil.alerts import AlertDispatcher, Sink
 from vigil.analyzer import FaceAnalyzer
 from vigil.config import RulesConfig, VigilConfig, load_config
 from vigil.embed_schedule import EmbedSchedule
 from vigil.errors import ConfigError
-from vigil.models import ModelRegistry, ModelSpec, calibrated_match_threshold
+from vigil.models import ModelRegistry, ModelSpec, calibrated_match_threshold, read_members
+from vigil.pipeline import WatchPipeline
+from vigil.refine import LandmarkRefiner, build_landmark_refiner
 from vigil.rules import Gallery, RulesEngine
-from vigil.watchlist import EmbeddingCache, EnrollmentResult, Enroller, load_watchlist
+from vigil.watchlist import EmbeddingCache, Enroller, EnrollmentResult, load_watchlist
 
 log = logging.getLogger("vigil.runtime")
 
@@ -37,8 +43,6 @@ def load_config_or_default(path: Path | None) -> VigilConfig:
 
 def resolve_models(config: VigilConfig, registry: ModelRegistry | None = None) -> LoadedModels:
     """Find (and checksum-verify) the detector and recognizer the config asks for."""
-    from vigil.ensemble import read_members
-
     registry = registry or ModelRegistry()
     recognizer = registry.resolve("recognizer", config.recognizer.model)
     members = (
@@ -64,7 +68,7 @@ def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
     """Detector + aligner + embedder as the config says (heavy imports happen here, not at import time)."""
     from vigil.align import Aligner
     from vigil.detect import FaceDetector, tile_spec
-    from vigil.embed import build_embedder
+    from vigil.recognizer import build_embedder
 
     detector = FaceDetector(
         models.detector.path,
@@ -89,10 +93,8 @@ def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
     return FaceAnalyzer(detector, aligner, embedder, config.detector.min_face_px, build_refiner(models, config))
 
 
-def build_refiner(models: LoadedModels, config: VigilConfig):
+def build_refiner(models: LoadedModels, config: VigilConfig) -> LandmarkRefiner | None:
     """The landmark refiner for ``models.landmarks`` (None when refinement is off)."""
-    from vigil.refine import build_landmark_refiner
-
     if models.landmarks is None:
         return None
     return build_landmark_refiner(models.landmarks, providers=tuple(config.recognizer.providers))
@@ -117,16 +119,27 @@ def enrolment_cache_key(config: VigilConfig, models: LoadedModels) -> str:
 
 
 def enroll(
-    config: VigilConfig, watchlist_path: Path, analyzer: FaceAnalyzer, models: LoadedModels, strict: bool = False
+    config: VigilConfig,
+    watchlist_path: Path,
+    analyzer: FaceAnalyzer,
+    models: LoadedModels,
+    strict: bool = False,
+    prune_cache: bool = False,
 ) -> EnrollmentResult:
-    """Embed the watchlist photos (cached in the data folder under the models' checksums)."""
+    """Embed the watchlist photos (cached in the data folder under the models' checksums); ``prune_cache`` drops
+    the cached embeddings of photos the watchlist no longer lists."""
     watchlist = load_watchlist(watchlist_path)
     cache = EmbeddingCache(config.data_dir / "enroll_cache.json", enrolment_cache_key(config, models))
-    result = Enroller(analyzer, cache, config.detector.min_face_px).enroll(watchlist, strict=strict)
+    enroller = Enroller(analyzer, cache, config.detector.min_face_px)
+    result = enroller.enroll(watchlist, strict=strict, prune_cache=prune_cache)
     log.info(
         "%s: %d people enrolled (%d photos embedded, %d from cache, %d skipped)",
-        watchlist_path, len(result.people), result.photos_embedded, result.photos_from_cache, len(result.problems),
-    )  # fmt: skip
+        watchlist_path,
+        len(result.people),
+        result.photos_embedded,
+        result.photos_from_cache,
+        len(result.problems),
+    )
     return result
 
 
@@ -143,7 +156,8 @@ def effective_rules(config: VigilConfig, models: LoadedModels) -> RulesConfig:
     if calibrated is None:
         mode = "flip-averaged (recognizer.flip_average: true)" if flip else "single-chip"
         raise ConfigError(
-            f"rules.match_threshold: not set, and {models.recognizer.path} has no calibrated {mode} match threshold in the manifest"
+            f"rules.match_threshold: not set, and {models.recognizer.path} has no calibrated {mode} match threshold "
+            "in the manifest"
         )
     return config.rules.model_copy(update={"match_threshold": float(calibrated)})
 
@@ -162,3 +176,62 @@ def build_rules(config: VigilConfig, enrollment: EnrollmentResult, models: Loade
     rules = effective_rules(config, models)
     log.info("rules: match_threshold %.3f, margin %.3f", rules.match_threshold, rules.margin)
     return Gallery.from_people(enrollment.people), RulesEngine(rules, enrollment.people, rules.vote_window_hits)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything one config builds: the models, the face stages, the watchlist's gallery and rules, the sink, and a
+    pipeline over them. Built by :func:`build_pipeline`; close it (or the sink) when done.
+
+    ``new_pipeline()`` makes another :class:`WatchPipeline` over the same parts (fresh trackers and counters, the
+    same rules engine, so cooldowns hold across pipelines): ``vigil process`` starts one per video.
+    """
+
+    config: VigilConfig
+    models: LoadedModels
+    analyzer: FaceAnalyzer
+    enrollment: EnrollmentResult
+    gallery: Gallery
+    rules: RulesEngine
+    sink: Sink
+    pipeline: WatchPipeline
+
+    def new_pipeline(self) -> WatchPipeline:
+        return new_watch_pipeline(self.config, self.analyzer, self.gallery, self.rules, self.sink)
+
+    def close(self) -> None:
+        """Flush and close the sinks."""
+        self.sink.close()
+
+
+def new_watch_pipeline(
+    config: VigilConfig, analyzer: FaceAnalyzer, gallery: Gallery, rules: RulesEngine, sink: Sink
+) -> WatchPipeline:
+    """The per-batch pipeline over built parts, wired as the config says (cameras, tracker, snapshots, schedule)."""
+    return WatchPipeline(
+        analyzer,
+        gallery,
+        rules,
+        sink,
+        {camera.name: camera for camera in config.cameras},
+        config.tracker,
+        config.data_dir if config.alerts.snapshots else None,
+        embed_schedule=build_embed_schedule(config),
+    )
+
+
+def build_pipeline(config: VigilConfig, watchlist: Path, sink: Sink | None = None) -> Runtime:
+    """Build every stage from ``config``, enrol ``watchlist``, and wire the pipeline.
+
+    ``sink``: where events go; None builds the sinks ``config.alerts`` names (:meth:`AlertDispatcher.from_config`,
+    after enrolment, so a failing model or watchlist leaves no half-opened sink). The returned runtime owns the sink:
+    :meth:`Runtime.close` closes it.
+    """
+    models = resolve_models(config)
+    analyzer = build_analyzer(config, models)
+    enrollment = enroll(config, watchlist, analyzer, models)
+    gallery, rules = build_rules(config, enrollment, models)
+    if sink is None:
+        sink = AlertDispatcher.from_config(config.alerts, config.data_dir)
+    pipeline = new_watch_pipeline(config, analyzer, gallery, rules, sink)
+    return Runtime(config, models, analyzer, enrollment, gallery, rules, sink, pipeline)

@@ -50,7 +50,7 @@ def tiling_problem(tile_px: int, overlap_px: int) -> str | None:
 
 @dataclass(frozen=True)
 class TileSpec:
-    """Square tiles of ``tile_px`` frame pixels, neighbours overlapping by ``overlap_px`` (see :func:`tiling_problem`)."""
+    """Square tiles of ``tile_px`` frame pixels, neighbours overlapping by ``overlap_px`` (:func:`tiling_problem`)."""
 
     tile_px: int
     overlap_px: int
@@ -97,7 +97,9 @@ def tile_grid(width: int, height: int, spec: TileSpec) -> list[Tile]:
     return [Tile(x, y, min(x + spec.tile_px, width), min(y + spec.tile_px, height)) for y in ys for x in xs]
 
 
-def touches_cut_edge(box: np.ndarray, tile: Tile, width: int, height: int, margin_px: float = CUT_EDGE_MARGIN_PX) -> bool:
+def touches_cut_edge(
+    box: np.ndarray, tile: Tile, width: int, height: int, margin_px: float = CUT_EDGE_MARGIN_PX
+) -> bool:
     """Whether a box (tile pixels) reaches an edge of ``tile`` that lies inside the ``width`` x ``height`` frame."""
     x1, y1, x2, y2 = (float(v) for v in box)
     return (
@@ -132,13 +134,17 @@ def merge_faces(faces: list[Face], iou_threshold: float, max_det: int) -> list[F
     return [faces[index] for index in keep[:max_det]]
 
 
-def detect_tiled(detect_many: DetectMany, frames: Sequence[np.ndarray], spec: TileSpec, iou_threshold: float, max_det: int) -> list[list[Face]]:
+def detect_tiled(
+    detect_many: DetectMany, frames: Sequence[np.ndarray], spec: TileSpec, iou_threshold: float, max_det: int
+) -> list[list[Face]]:
     """Faces per frame from the whole frames and their tiles, merged; ``detect_many`` is any batched detector.
 
     Whole frames go in one call and all tiles in another (a batch of equal shapes letterboxes tighter).
     """
     wholes = [(index, Tile(0, 0, frame.shape[1], frame.shape[0])) for index, frame in enumerate(frames)]
-    tiles = [(index, tile) for index, frame in enumerate(frames) for tile in tile_grid(frame.shape[1], frame.shape[0], spec)]
+    tiles = [
+        (index, tile) for index, frame in enumerate(frames) for tile in tile_grid(frame.shape[1], frame.shape[0], spec)
+    ]
     found = list(detect_many(list(frames))) + list(detect_many([tile.crop(frames[index]) for index, tile in tiles]))
     per_frame: list[list[Face]] = [[] for _ in frames]
     for (index, tile), faces in zip(wholes + tiles, found):

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from vigil.config import TrackerConfig
-from vigil.types import Embedding, Face, Track
+from vigil.types import Embedding, Face, Track, TrackUpdate
 
 
 class _Detections:
@@ -39,15 +39,6 @@ class _Detections:
 
     def __getitem__(self, index) -> _Detections:
         return _Detections(self.xyxy[index], self.conf[index])
-
-
-@dataclass(frozen=True)
-class TrackUpdate:
-    """A track matched to a face in this frame, with the face's embedding when it was embedded."""
-
-    track: Track
-    face: Face
-    embedding: Embedding | None = None
 
 
 def embedding_weight(quality: float) -> float:
@@ -94,7 +85,7 @@ class FaceTracker:
     def update(self, faces: list[Face], frame_index: int, mono_ts_s: float) -> list[TrackUpdate]:
         """Associate this frame's faces with tracks; returns the tracks that got a face in this frame.
 
-        Tracking uses boxes only; embeddings are folded in afterwards with :func:`add_embedding`.
+        Tracking uses boxes only; embeddings are folded in afterwards with :meth:`fold`.
         """
         if faces:
             boxes = np.stack([face.box for face in faces])
@@ -135,7 +126,7 @@ class FaceTracker:
         required = self.cfg.identity_switch_hits
         if required == 0 or matches_track(track, embedding.vector, min_cosine):
             track.held_out.clear()  # a passing mismatch (a blurred or turned frame): forgotten, not folded
-            add_embedding(track, embedding)
+            self._add_embedding(track, embedding)
             return Fold(track, folded=True)
         track.held_out.append(embedding)
         if len(track.held_out) < required:
@@ -143,7 +134,7 @@ class FaceTracker:
         box_id = next((key for key, value in self._tracks.items() if value is track), None)
         successor = self._new_track(embedding.aligned.face, track.last_frame_index, track.last_mono_ts_s)
         for held in track.held_out:
-            add_embedding(successor, held)
+            self._add_embedding(successor, held)
         track.held_out.clear()
         if box_id is not None:
             self._tracks[box_id] = successor
@@ -163,14 +154,14 @@ class FaceTracker:
     def active_tracks(self) -> list[Track]:
         return list(self._tracks.values())
 
-
-def add_embedding(track: Track, embedding: Embedding) -> None:
-    """Fold one frame's embedding into the track: weighted sum, hit count, best chip for the snapshot."""
-    weight = embedding_weight(embedding.aligned.quality)
-    vector = embedding.vector.astype(np.float32)
-    track.embedding_sum = vector * weight if track.embedding_sum is None else track.embedding_sum + vector * weight
-    track.weight_sum += weight
-    track.hits += 1
-    if embedding.aligned.quality > track.best_quality:
-        track.best_quality = embedding.aligned.quality
-        track.best_chip = embedding.aligned.chip
+    @staticmethod
+    def _add_embedding(track: Track, embedding: Embedding) -> None:
+        """Fold one frame's embedding into the track: weighted sum, hit count, best chip for the snapshot."""
+        weight = embedding_weight(embedding.aligned.quality)
+        vector = embedding.vector.astype(np.float32)
+        track.embedding_sum = vector * weight if track.embedding_sum is None else track.embedding_sum + vector * weight
+        track.weight_sum += weight
+        track.hits += 1
+        if embedding.aligned.quality > track.best_quality:
+            track.best_quality = embedding.aligned.quality
+            track.best_chip = embedding.aligned.chip

@@ -1,6 +1,8 @@
 """Value objects that cross stage boundaries.
 
-Every stage takes and returns these; no stage passes loose dicts. Images are numpy arrays in
+Every stage takes and returns these; no stage passes loose dicts. In the data's order: ``Frame`` (capture) ->
+``Face`` (detect) -> ``TrackUpdate`` (track) -> ``AlignedFace`` (align) -> ``Embedding`` (embed) -> ``Match`` and
+``Decision`` (rules) -> ``Alert`` / ``UnknownEvent`` (the events the sinks take). Images are numpy arrays in
 OpenCV's layout (H x W x 3, uint8, BGR) unless a field says otherwise. Coordinates are pixels of the
 original frame. Landmark order (the "vigil 5-point order", also the detector's keypoint order):
 
@@ -106,7 +108,11 @@ class Match:
 
 @dataclass
 class Track:
-    """A face track on one camera with its aggregated embedding."""
+    """A face track on one camera with its aggregated embedding.
+
+    Mutable, and mutated only by its owner, :class:`vigil.track.FaceTracker` (box, last frame, the embedding sum,
+    held-out embeddings); every other stage only reads it.
+    """
 
     camera: str
     track_id: int
@@ -128,6 +134,15 @@ class Track:
             return None
         norm = float(np.linalg.norm(self.embedding_sum))
         return self.embedding_sum / norm if norm > 0 else None
+
+
+@dataclass(frozen=True)
+class TrackUpdate:
+    """A track matched to a face in this frame, with the face's embedding when it was embedded."""
+
+    track: Track
+    face: Face
+    embedding: Embedding | None = None
 
 
 class AlertStage(str, Enum):
@@ -174,3 +189,54 @@ class Alert:
             "bbox": [round(float(v), 1) for v in self.bbox],
             "snapshot": self.snapshot,
         }
+
+
+class DecisionKind(str, Enum):
+    ALERT = "alert"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the rules decided for one track on one frame; the pipeline turns it into an event with id, ts, snapshot."""
+
+    kind: DecisionKind
+    camera: str
+    track_id: int
+    stage: AlertStage | None  # None for unknown-face events
+    person: Person | None  # None for unknown-face events
+    label: str  # "watchlist" | "vip" | "unknown"
+    score: float  # cosine: the person's latest qualifying score (unknown: this frame's best score)
+    margin: float
+
+
+@dataclass(frozen=True)
+class UnknownEvent:
+    """A face tracked long enough that matched nobody on the watchlist (``rules.unknown_events``)."""
+
+    id: str
+    camera: str
+    track_id: int
+    score: float  # cosine to the closest watchlist person on the deciding frame (0 with an empty watchlist)
+    ts: str  # ISO-8601 UTC
+    video_ts_s: float
+    frame_index: int
+    bbox: tuple[float, float, float, float]
+    snapshot: str | None
+
+    def to_json(self) -> dict:
+        return {
+            "type": "unknown",
+            "id": self.id,
+            "camera": self.camera,
+            "track_id": self.track_id,
+            "score": round(float(self.score), 4),
+            "ts": self.ts,
+            "video_ts_s": round(float(self.video_ts_s), 3),
+            "frame_index": self.frame_index,
+            "bbox": [round(float(v), 1) for v in self.bbox],
+            "snapshot": self.snapshot,
+        }
+
+
+Event = Alert | UnknownEvent  # what the sinks take: both carry a unique ``id`` and ``to_json()``

@@ -9,6 +9,7 @@ Watchlist shape (photos are relative to the YAML file)::
         threshold: 0.5        # optional, overrides the global match threshold
         photos: [photos/jdoe_1.jpg, photos/jdoe_2.jpg]
 
+A person without photos is listed but not enrolled (the API creates a person first, then adds photos).
 Enrollment embeds every photo. A photo that does not decode, has no face, more than one face or only a face smaller
 than ``min_face_px`` is reported by path and skipped (fatal with ``strict``). A person's prototype is the re-normalised
 mean of the photo embeddings; the individual embeddings are kept too (few-shot gallery). Embeddings are cached in
@@ -32,9 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from vigil.config import format_validation_error, read_yaml_mapping
 from vigil.errors import ConfigError, VigilError
+from vigil.live import PhotoVerdict
 from vigil.types import ListKind, Observation, Person
 
 PERSON_ID_PATTERN = r"^[a-z0-9_-]+$"
+PERSON_NAME_PATTERN = r"^[^<>\x00-\x1f\x7f]+$"  # no markup, no control characters: names end up in pages and logs
 CACHE_FILE = "enroll_cache.json"
 
 
@@ -42,11 +45,11 @@ class PersonEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(pattern=PERSON_ID_PATTERN, max_length=64)
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=PERSON_NAME_PATTERN)
     list: ListKind = ListKind.DENY
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-    photos: builtins.list[Path] = Field(min_length=1)
-    notes: str | None = None
+    photos: builtins.list[Path] = Field(default_factory=builtins.list, description="empty: listed, not enrolled yet")
+    notes: str | None = Field(default=None, max_length=2000)
 
 
 class WatchlistFile(BaseModel):
@@ -133,6 +136,14 @@ class EmbeddingCache:
         vector = self._entries.get(photo_sha)
         return None if vector is None else np.asarray(vector, dtype=np.float32)
 
+    def retain(self, photo_shas: set[str]) -> int:
+        """Forget every embedding but these photos' (a removed photo's embedding is personal data); returns how many."""
+        gone = [sha for sha in self._entries if sha not in photo_shas]
+        for sha in gone:
+            del self._entries[sha]
+        self.dirty = self.dirty or bool(gone)
+        return len(gone)
+
     def put(self, photo_sha: str, vector: np.ndarray) -> None:
         self._entries[photo_sha] = [round(float(v), 7) for v in vector]
         self.dirty = True
@@ -155,14 +166,18 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 class Enroller:
     """Turns a watchlist into gallery ``Person`` objects."""
 
-    def __init__(self, analyzer: PhotoAnalyzer, cache: EmbeddingCache, min_face_px: int, logger: logging.Logger | None = None):
+    def __init__(
+        self, analyzer: PhotoAnalyzer, cache: EmbeddingCache, min_face_px: int, logger: logging.Logger | None = None
+    ):
         self.analyzer = analyzer
         self.cache = cache
         self.min_face_px = min_face_px
         self.log = logger or logging.getLogger("vigil.enroll")
 
-    def enroll(self, watchlist: Watchlist, strict: bool = False) -> EnrollmentResult:
+    def enroll(self, watchlist: Watchlist, strict: bool = False, prune_cache: bool = False) -> EnrollmentResult:
+        """``prune_cache``: drop cached embeddings of photos this watchlist no longer lists (hot reload)."""
         people: list[Person] = []
+        self._seen: set[str] = set()
         problems: list[PhotoProblem] = []
         counts = {"embedded": 0, "cached": 0}
         for entry in watchlist.people:
@@ -174,6 +189,8 @@ class Enroller:
             people.append(
                 Person(entry.id, entry.name, entry.list, entry.threshold, _unit(stacked.mean(axis=0)), stacked)
             )
+        if prune_cache:
+            self.cache.retain(self._seen)
         self.cache.save()
         return EnrollmentResult(people, problems, counts["embedded"], counts["cached"])
 
@@ -196,6 +213,7 @@ class Enroller:
         if not path.is_file():
             return None, "photo not found"
         sha = file_sha256(path)
+        self._seen.add(sha)
         cached = self.cache.get(sha)
         if cached is not None:
             counts["cached"] += 1
@@ -203,15 +221,21 @@ class Enroller:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             return None, "photo does not decode as an image"
-        faces = self.analyzer.observe([image])[0]
-        usable = [o.embedding for o in faces if o.embedding is not None and o.face.width_px >= self.min_face_px]
-        if not faces:
-            return None, "no face found"
-        if not usable:
-            return None, f"face too small (< {self.min_face_px} px wide)"
-        if len(usable) > 1:
-            return None, f"{len(usable)} faces found, need exactly one"
-        vector = _unit(usable[0].vector)
+        vector, verdict = enrollable_face(self.analyzer.observe([image])[0], self.min_face_px)
+        if vector is None:
+            return None, verdict.reason
         self.cache.put(sha, vector)
         counts["embedded"] += 1
         return vector, ""
+
+
+def enrollable_face(faces: list[Observation], min_face_px: int) -> tuple[np.ndarray | None, PhotoVerdict]:
+    """The one face a photo may be enrolled with (unit vector) and the verdict; None when the photo is unusable."""
+    usable = [o.embedding for o in faces if o.embedding is not None and o.face.width_px >= min_face_px]
+    if not faces:
+        return None, PhotoVerdict("no_face", "no face found")
+    if not usable:
+        return None, PhotoVerdict("too_small", f"face too small (< {min_face_px} px wide)", len(faces))
+    if len(usable) > 1:
+        return None, PhotoVerdict("several_faces", f"{len(usable)} faces found, need exactly one", len(faces))
+    return _unit(usable[0].vector), PhotoVerdict("ok", "ok", len(faces))

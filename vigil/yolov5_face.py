@@ -234,7 +234,8 @@ class Yolov5FaceOnnx:
         self.anchors = read_anchors(self._session.get_modelmeta().custom_metadata_map or {})
         if len(self.anchors) != len(self._session.get_outputs()):
             raise ModelError(
-                f"{self.model_path}: {len(self.anchors)} anchor levels in its metadata for {len(self._session.get_outputs())} outputs"
+                f"{self.model_path}: {len(self.anchors)} anchor levels in its metadata for "
+                f"{len(self._session.get_outputs())} outputs"
             )
 
     @staticmethod

@@ -15,7 +15,8 @@ identity), never from training. Those identities are halved again by a hash of t
 ``select`` (what a fine-tune's early stopping and checkpoint choice look at) and of the other half ``test`` (what
 the model card reports), so the reported figure was never used to pick anything.
 
-    python -m pipelines.detector.cctv_val --dataset work/detector/dataset --bank work/detector/bank --out work/detector/cctv
+    python -m pipelines.detector.cctv_val --dataset work/detector/dataset --bank work/detector/bank \
+        --out work/detector/cctv
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ import json
 import logging
 import shutil
 from pathlib import Path
-
-import numpy as np
 
 from vigil.errors import VigilError, run_reporting_errors
 from vigil.paths import repo_path

@@ -23,11 +23,21 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from vigil.eval.wider import (AP_SCORE_THRESHOLD, MosaicSpec, evaluate_detector, markdown_table, parse_mosaic, result_row,
-                              setup_fields, tiling_from_args)
+from vigil.eval.wider import (
+    AP_SCORE_THRESHOLD,
+    MosaicSpec,
+    evaluate_detector,
+    markdown_table,
+    parse_mosaic,
+    result_row,
+    setup_fields,
+    tiling_from_args,
+)
 from vigil.paths import data_dir, repo_root
 from vigil.tiling import TileSpec, detect_tiled
 
@@ -49,38 +59,84 @@ class FrameSetup:
     def suffix(self) -> str:
         """Appended to a job's name, so that each setup's JSON is kept apart."""
         fields = self.row_fields()
-        return (f"_m{fields['mosaic']}" if self.mosaic else "") + (f"_t{fields['tile_px']}o{fields['tile_overlap_px']}" if self.tiling else "")
+        return (f"_m{fields['mosaic']}" if self.mosaic else "") + (
+            f"_t{fields['tile_px']}o{fields['tile_overlap_px']}" if self.tiling else ""
+        )
 
 
 def tiled_teacher(detect, tiling: TileSpec | None, nms_iou: float):
     """A teacher's one-image ``detect`` as is, or run on the whole image plus tiles and merged."""
     if tiling is None:
         return detect
-    return lambda image: detect_tiled(lambda images: [detect(i) for i in images], [image], tiling, nms_iou, MAX_FACES)[0]
+    return lambda image: detect_tiled(lambda images: [detect(i) for i in images], [image], tiling, nms_iou, MAX_FACES)[
+        0
+    ]
 
 
-def evaluate_teacher(name: str, data_yaml: Path, operating_threshold: float, threads: int, limit: int | None, setup: FrameSetup,
-                     log: logging.Logger) -> dict:
+def evaluate_teacher(
+    name: str,
+    data_yaml: Path,
+    operating_threshold: float,
+    threads: int,
+    limit: int | None,
+    setup: FrameSetup,
+    log: logging.Logger,
+) -> dict:
     from pipelines.detector.teachers import load_teacher
     from vigil.config import DetectorConfig
 
     teacher = load_teacher(name, data_dir(), input_size=TEACHER_INPUT_PX, score_thr=AP_SCORE_THRESHOLD, threads=threads)
     detect = tiled_teacher(teacher.detect, setup.tiling, DetectorConfig().nms_iou)
-    result = evaluate_detector(detect, data_yaml, operating_threshold=operating_threshold, limit=limit, mosaic=setup.mosaic, logger=log)
-    return result_row(result, model=name, imgsz=TEACHER_INPUT_PX, kind="teacher", data=str(data_yaml), score_threshold=AP_SCORE_THRESHOLD,
-                      **setup.row_fields())
+    result = evaluate_detector(
+        detect, data_yaml, operating_threshold=operating_threshold, limit=limit, mosaic=setup.mosaic, logger=log
+    )
+    return result_row(
+        result,
+        model=name,
+        imgsz=TEACHER_INPUT_PX,
+        kind="teacher",
+        data=str(data_yaml),
+        score_threshold=AP_SCORE_THRESHOLD,
+        **setup.row_fields(),
+    )
 
 
-def evaluate_ours(model: Path, data_yaml: Path, imgsz: int, device: str, limit: int | None, setup: FrameSetup, log: logging.Logger) -> dict:
+def evaluate_ours(
+    model: Path, data_yaml: Path, imgsz: int, device: str, limit: int | None, setup: FrameSetup, log: logging.Logger
+) -> dict:
     from vigil.config import DetectorConfig
     from vigil.detect import FaceDetector
 
     defaults = DetectorConfig()
-    detector = FaceDetector(model, imgsz=imgsz, conf_threshold=AP_SCORE_THRESHOLD, nms_iou=defaults.nms_iou, device=device,
-                            max_det=MAX_FACES, tiling=setup.tiling, logger=log)
-    result = evaluate_detector(detector.detect_one, data_yaml, operating_threshold=defaults.conf_threshold, limit=limit, mosaic=setup.mosaic, logger=log)
-    return result_row(result, model=model.stem, imgsz=imgsz, kind="ours", path=str(model), data=str(data_yaml), score_threshold=AP_SCORE_THRESHOLD,
-                      device=detector.device, **setup.row_fields())
+    detector = FaceDetector(
+        model,
+        imgsz=imgsz,
+        conf_threshold=AP_SCORE_THRESHOLD,
+        nms_iou=defaults.nms_iou,
+        device=device,
+        max_det=MAX_FACES,
+        tiling=setup.tiling,
+        logger=log,
+    )
+    result = evaluate_detector(
+        detector.detect_one,
+        data_yaml,
+        operating_threshold=defaults.conf_threshold,
+        limit=limit,
+        mosaic=setup.mosaic,
+        logger=log,
+    )
+    return result_row(
+        result,
+        model=model.stem,
+        imgsz=imgsz,
+        kind="ours",
+        path=str(model),
+        data=str(data_yaml),
+        score_threshold=AP_SCORE_THRESHOLD,
+        device=detector.device,
+        **setup.row_fields(),
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -90,7 +146,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", type=Path, nargs="*", default=[], help="our Ultralytics pose .pt / .onnx files")
     p.add_argument("--imgsz", type=int, nargs="*", default=[640], help="input sizes for our models")
     p.add_argument("--device", default="auto")
-    p.add_argument("--teacher-threshold", type=float, default=DEFAULT_TEACHER_THRESHOLD, help="teachers' recall threshold")
+    p.add_argument(
+        "--teacher-threshold", type=float, default=DEFAULT_TEACHER_THRESHOLD, help="teachers' recall threshold"
+    )
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per teacher")
     p.add_argument("--limit", type=int, help="first N images only (smoke runs)")
     p.add_argument("--out", type=Path, default=repo_root() / "work" / "detector" / "compare")
@@ -106,13 +164,25 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("compare")
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    setup = FrameSetup(mosaic=parse_mosaic(args.mosaic) if args.mosaic else None,
-                       tiling=tiling_from_args(args.tile_px, args.tile_overlap_px))
-    jobs = [(name + setup.suffix(), lambda n=name: evaluate_teacher(n, args.data, args.teacher_threshold, args.threads, args.limit, setup, log))
-            for name in args.teachers]
+    setup = FrameSetup(
+        mosaic=parse_mosaic(args.mosaic) if args.mosaic else None,
+        tiling=tiling_from_args(args.tile_px, args.tile_overlap_px),
+    )
+    jobs: list[tuple[str, Callable[[], dict]]] = [
+        (
+            name + setup.suffix(),
+            partial(evaluate_teacher, name, args.data, args.teacher_threshold, args.threads, args.limit, setup, log),
+        )
+        for name in args.teachers
+    ]
     for model in args.model:
         for size in args.imgsz:
-            jobs.append((f"{model.stem}@{size}{setup.suffix()}", lambda m=model, s=size: evaluate_ours(m, args.data, s, args.device, args.limit, setup, log)))
+            jobs.append(
+                (
+                    f"{model.stem}@{size}{setup.suffix()}",
+                    partial(evaluate_ours, model, args.data, size, args.device, args.limit, setup, log),
+                )
+            )
     rows = []
     for name, job in jobs:
         path = args.out / f"{name}.json"

@@ -7,8 +7,9 @@ Writes ``models/detector/<name>.pt`` (optimizer stripped; Ultralytics keeps fp16
 (Ultralytics export, ``dynamic=True``: any batch, height and width, so a 16:9 frame is letterboxed to 480x288 as
 with the .pt). The ONNX file stores its float weights as fp16 with a Cast to fp32 in front of each (the
 recognizer converter's ``weights_to_fp16``), which halves the file (12.4 -> 6.2 MB) at no cost in accuracy: the .pt's
-weights already are fp16, and onnxruntime folds the casts once at load, so inference stays fp32. Both files go into ``models/manifest.yaml`` with their sha256; the manifest's
-default detector is left as it is unless ``--default-onnx`` is given. The model card is written by hand.
+weights already are fp16, and onnxruntime folds the casts once at load, so inference stays fp32. Both files go
+into ``models/manifest.yaml`` with their sha256; the manifest's default detector is left as it is unless
+``--default-onnx`` is given. The model card is written by hand.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from pipelines.manifest import add_entry
 from pipelines.recognizer.convert import weights_to_fp16
-from vigil.errors import run_reporting_errors, VigilError
+from vigil.errors import VigilError, run_reporting_errors
 from vigil.paths import models_dir
 from vigil.types import LANDMARK_FLIP_INDEX, LANDMARK_NAMES
 
@@ -34,7 +35,7 @@ def export_onnx(weights: Path, out: Path, imgsz: int) -> Path:
     """Ultralytics' ONNX export of ``weights`` with dynamic batch/height/width, weights stored as fp16."""
     import onnx
 
-    from vigil.detect import configure_ultralytics_offline
+    from vigil.ultralytics_offline import configure_ultralytics_offline
 
     configure_ultralytics_offline()
     from ultralytics import YOLO
@@ -51,7 +52,7 @@ def export_onnx(weights: Path, out: Path, imgsz: int) -> Path:
 
 
 def strip_checkpoint(weights: Path, out: Path) -> Path:
-    from vigil.detect import configure_ultralytics_offline
+    from vigil.ultralytics_offline import configure_ultralytics_offline
 
     configure_ultralytics_offline()
     from ultralytics.utils.torch_utils import strip_optimizer
@@ -130,7 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         root = args.models_dir or models_dir()
         pt = strip_checkpoint(args.weights, root / "detector" / f"{args.name}.pt")
         onnx_path = export_onnx(pt, root / "detector" / f"{args.name}.onnx", args.imgsz)
-        LOG.info("%s: %.1f MiB; %s: %.1f MiB", pt.name, pt.stat().st_size / 2**20, onnx_path.name, onnx_path.stat().st_size / 2**20)
+        LOG.info(
+            "%s: %.1f MiB; %s: %.1f MiB",
+            pt.name,
+            pt.stat().st_size / 2**20,
+            onnx_path.name,
+            onnx_path.stat().st_size / 2**20,
+        )
         drift = compare_detections(pt, onnx_path, args.imgsz, _sample_images())
         LOG.info("ONNX vs .pt on 4 Hamilton frames: same face counts, mean landmark difference %.3f px", drift)
         register(root, args.name, args.imgsz, args.default_onnx)

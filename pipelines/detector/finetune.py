@@ -277,7 +277,9 @@ def run(recipe: Recipe, data_yaml: Path, val_data: Path | None, out: Path, init:
         while state.step < recipe.steps:
             for group in optimizer.param_groups:
                 group["lr"] = recipe.lr * group["lr_mult"] * lr_factor(state.step, recipe)
-            batch_images, targets = images.batch(order[state.step * recipe.batch : (state.step + 1) * recipe.batch])
+            batch_images, targets = images.batch(
+                order[state.step * recipe.batch : (state.step + 1) * recipe.batch].tolist()
+            )
             running.append(train_step(model, loss_fn, optimizer, batch_images, targets, recipe, source))
             ema.update(model)
             state.step += 1
@@ -290,18 +292,16 @@ def run(recipe: Recipe, data_yaml: Path, val_data: Path | None, out: Path, init:
                 LOG.info("%s", line)
                 running = []
             over_time = recipe.hours > 0 and time.monotonic() - started > recipe.hours * 3600
-            if val_data is not None and (
-                state.step % recipe.eval_every == 0 or state.step == recipe.steps or over_time
-            ):
-                if _evaluate(ema, recipe, val_data, out, state, history):
-                    LOG.info(
-                        "early stop at step %d: no gain in %d evaluations (best AP50 %.4f at step %d)",
-                        state.step,
-                        recipe.patience,
-                        state.best_ap50,
-                        state.best_step,
-                    )
-                    break
+            due = state.step % recipe.eval_every == 0 or state.step == recipe.steps or over_time
+            if val_data is not None and due and _evaluate(ema, recipe, val_data, out, state, history):
+                LOG.info(
+                    "early stop at step %d: no gain in %d evaluations (best AP50 %.4f at step %d)",
+                    state.step,
+                    recipe.patience,
+                    state.best_ap50,
+                    state.best_step,
+                )
+                break
             if state.step % recipe.save_every == 0 or over_time:
                 save_checkpoint(out / "last.pt", model, ema, optimizer, state, recipe, {})
             if over_time:

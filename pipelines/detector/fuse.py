@@ -102,7 +102,9 @@ def fuse_faces(per_teacher: dict[str, list[Face]], params: FusionParams = Fusion
     for face, name in items:
         target = _best_cluster(clusters, face, name, params.iou_thr)
         if target is None:
-            clusters.append(_Cluster([face.box.astype(np.float64)], [face.landmarks.astype(np.float64)], [face.score], {name}))
+            clusters.append(
+                _Cluster([face.box.astype(np.float64)], [face.landmarks.astype(np.float64)], [face.score], {name})
+            )
         else:
             target.boxes.append(face.box.astype(np.float64))
             target.landmarks.append(face.landmarks.astype(np.float64))
@@ -136,7 +138,9 @@ def _cluster_to_face(cluster: _Cluster, params: FusionParams) -> Face:
     )
 
 
-def unconfirmed_boxes(per_teacher: dict[str, list[Face]], kept: list[Face], min_score: float = 0.4, iou_thr: float = 0.3) -> np.ndarray:
+def unconfirmed_boxes(
+    per_teacher: dict[str, list[Face]], kept: list[Face], min_score: float = 0.4, iou_thr: float = 0.3
+) -> np.ndarray:
     """Boxes (K, 4) that some teacher scored >= ``min_score`` but fusion did not keep.
 
     These are probably faces (or face-like regions) without a label; training on them as background

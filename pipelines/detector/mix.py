@@ -44,7 +44,7 @@ def select_images(files: list[Path], takes: dict[str, int], seed: int) -> list[P
         pool = by_source.get(source, [])
         if n > len(pool):
             raise VigilError(f"source {source!r}: asked for {n} images, the train split has {len(pool)}")
-        picks = rng.choice(len(pool), size=n, replace=False) if n else []
+        picks = rng.choice(len(pool), size=n, replace=False) if n else np.zeros(0, dtype=int)
         chosen.extend(pool[i] for i in picks)
     return sorted(chosen)
 

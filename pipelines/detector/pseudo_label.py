@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,9 @@ def iter_video_frames(root: Path, step: int) -> Iterator[tuple[SourceImage, np.n
 def faces_to_rows(faces: list[Face]) -> list[list[float]]:
     """Faces -> compact rows ``[x1, y1, x2, y2, score, 10 landmark coords]`` (0.1 px, 3 decimals score)."""
     return [
-        [round(float(v), 1) for v in f.box] + [round(float(f.score), 3)] + [round(float(v), 1) for v in f.landmarks.reshape(-1)]
+        [round(float(v), 1) for v in f.box]
+        + [round(float(f.score), 3)]
+        + [round(float(v), 1) for v in f.landmarks.reshape(-1)]
         for f in faces
     ]
 
@@ -112,7 +115,9 @@ def detect_tiled(teacher, images: list[np.ndarray], grid: int, canvas: int = 640
         scale = min(cell / w, cell / h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         ox, oy = (i % grid) * cell, (i // grid) * cell
-        sheet[oy : oy + nh, ox : ox + nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA)
+        sheet[oy : oy + nh, ox : ox + nw] = cv2.resize(
+            img, (nw, nh), interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
+        )
         placements.append((ox, oy, scale, w, h))
     per_image: list[list[Face]] = [[] for _ in images]
     for face in teacher.detect(sheet):
@@ -157,7 +162,7 @@ class Labeller:
 
     def label_batch(self, items: list[SourceImage], images: list[np.ndarray], grid: int) -> list[dict]:
         """Teacher faces for up to grid*grid images (grid 1 = one image at full 640)."""
-        records = [
+        records: list[dict[str, Any]] = [
             {"key": it.key, "group": it.group, "w": int(img.shape[1]), "h": int(img.shape[0]), "faces": {}}
             for it, img in zip(items, images)
         ]
@@ -238,7 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     if "lfw" in args.sources:
         run_photos(labeller, list_photos(root, "lfw", args.lfw_limit), args.cache / "lfw.jsonl", args.log_every)
     if "celeba" in args.sources:
-        run_photos(labeller, list_photos(root, "celeba299", args.celeba_limit), args.cache / "celeba.jsonl", args.log_every)
+        run_photos(
+            labeller, list_photos(root, "celeba299", args.celeba_limit), args.cache / "celeba.jsonl", args.log_every
+        )
 
 
 if __name__ == "__main__":

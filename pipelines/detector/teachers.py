@@ -54,7 +54,9 @@ def _check_image(image_bgr: np.ndarray) -> None:
         raise VigilError(f"image: expected an H x W x 3 BGR array, got {getattr(image_bgr, 'shape', type(image_bgr))}")
 
 
-def _letterbox(image_bgr: np.ndarray, input_size: int, canvas: int, centre: bool, pad_value: int) -> tuple[np.ndarray, float, float, float]:
+def _letterbox(
+    image_bgr: np.ndarray, input_size: int, canvas: int, centre: bool, pad_value: int
+) -> tuple[np.ndarray, float, float, float]:
     """Scale the longer side to ``input_size`` and paste into a ``canvas`` square.
 
     Returns (canvas image, scale, pad_x, pad_y): original = (canvas - pad) / scale.
@@ -73,7 +75,15 @@ def _letterbox(image_bgr: np.ndarray, input_size: int, canvas: int, centre: bool
     return out, scale, float(pad_x), float(pad_y)
 
 
-def _to_faces(boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray, scale: float, pad_x: float, pad_y: float, shape: tuple[int, ...]) -> list[Face]:
+def _to_faces(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    kps: np.ndarray,
+    scale: float,
+    pad_x: float,
+    pad_y: float,
+    shape: tuple[int, ...],
+) -> list[Face]:
     """Undo the letterbox, clip boxes to the image and build Face objects."""
     h, w = shape[:2]
     offset = np.array([pad_x, pad_y], dtype=np.float64)
@@ -109,7 +119,15 @@ class ScrfdTeacher(_OnnxTeacher):
     strides = (8, 16, 32)
     anchors_per_location = 2
 
-    def __init__(self, model_path: Path, name: str, input_size: int = 640, score_thr: float = 0.3, nms_thr: float = 0.4, threads: int = 1):
+    def __init__(
+        self,
+        model_path: Path,
+        name: str,
+        input_size: int = 640,
+        score_thr: float = 0.3,
+        nms_thr: float = 0.4,
+        threads: int = 1,
+    ):
         super().__init__(model_path, name, input_size, score_thr, nms_thr, threads)
         self._centres = {s: self._anchor_centres(s) for s in self.strides}
 
@@ -139,7 +157,9 @@ class ScrfdTeacher(_OnnxTeacher):
             scores.append(score[keep])
         if not boxes:
             return []
-        faces = _to_faces(np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps), scale, pad_x, pad_y, image_bgr.shape)
+        faces = _to_faces(
+            np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps), scale, pad_x, pad_y, image_bgr.shape
+        )
         return nms_faces(faces, self.nms_thr)
 
 
@@ -153,7 +173,15 @@ class Yolov5FaceTeacher(_OnnxTeacher):
         ((146, 217), (231, 300), (335, 433)),
     )
 
-    def __init__(self, model_path: Path, name: str = "yolov5n_face", input_size: int = 640, score_thr: float = 0.3, nms_thr: float = 0.45, threads: int = 1):
+    def __init__(
+        self,
+        model_path: Path,
+        name: str = "yolov5n_face",
+        input_size: int = 640,
+        score_thr: float = 0.3,
+        nms_thr: float = 0.45,
+        threads: int = 1,
+    ):
         super().__init__(model_path, name, input_size, score_thr, nms_thr, threads)
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
@@ -171,7 +199,9 @@ class Yolov5FaceTeacher(_OnnxTeacher):
                 kps.append(decoded[2])
         if not boxes:
             return []
-        faces = _to_faces(np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps), scale, pad_x, pad_y, image_bgr.shape)
+        faces = _to_faces(
+            np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps), scale, pad_x, pad_y, image_bgr.shape
+        )
         return nms_faces(faces, self.nms_thr)
 
     def _decode_level(self, raw: np.ndarray, stride: int, anchors: np.ndarray):
@@ -194,7 +224,15 @@ class Yolov5FaceTeacher(_OnnxTeacher):
 class YunetTeacher:
     """YuNet (OpenCV zoo) through cv2.FaceDetectorYN, run at the scaled image size (dynamic input)."""
 
-    def __init__(self, model_path: Path, name: str = "yunet", input_size: int = 640, score_thr: float = 0.3, nms_thr: float = 0.3, threads: int = 1):
+    def __init__(
+        self,
+        model_path: Path,
+        name: str = "yunet",
+        input_size: int = 640,
+        score_thr: float = 0.3,
+        nms_thr: float = 0.3,
+        threads: int = 1,
+    ):
         import cv2
 
         model_path = Path(model_path)

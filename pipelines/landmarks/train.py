@@ -3,7 +3,8 @@
     python -m pipelines.landmarks.train --labels work/landmarks/celeba_scrfd.npz --out work/landmarks/run \
         [--epochs 24] [--time-budget-s 1800] [--crop-px 96] [--seed 0]
     # ship a checkpoint (fp16 weights): the ONNX written is exactly models/landmarks/<name>.onnx
-    python -m pipelines.landmarks.train --export-from work/landmarks/run1/best.pt --out models/landmarks/vigil-landmarks-96.onnx
+    python -m pipelines.landmarks.train --export-from work/landmarks/run1/best.pt \
+        --out models/landmarks/vigil-landmarks-96.onnx
 
 Data: ``pipelines.landmarks.label``'s pairs, split by CelebA identity (a tenth of the identities for validation;
 LFW is never used). Training crops follow the runtime geometry (``vigil.refine.crop_transform``: a square of
@@ -26,13 +27,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from vigil.errors import VigilError, run_reporting_errors
 from vigil.paths import data_path, repo_path
-from vigil.refine import MIRROR_ORDER, crop_transform
+from vigil.refine import crop_transform
+from vigil.types import LANDMARK_FLIP_INDEX
 
 PRE_CONTEXT = 2.2  # the stored pre-crops cover this multiple of the box, room for jitter and rotation
 PRE_PX = 176
@@ -70,7 +73,13 @@ def load_samples(labels: Path, root: Path | None = None) -> FaceSamples:
         teacher.append(t * m[0, 0] + m[:, 2])
         ours.append(v * m[0, 0] + m[:, 2])
         ident.append(key.split("/")[0])
-    return FaceSamples(np.stack(pre), np.array(side, np.float32), np.array(teacher, np.float32), np.array(ours, np.float32), np.array(ident))
+    return FaceSamples(
+        np.stack(pre),
+        np.array(side, np.float32),
+        np.array(teacher, np.float32),
+        np.array(ours, np.float32),
+        np.array(ident),
+    )
 
 
 def split_identities(identity: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +94,9 @@ def split_identities(identity: np.ndarray, val_fraction: float, seed: int) -> tu
     return ~val, val
 
 
-def view_transform(side: float, crop_px: int, context: float, shift=(0.0, 0.0), scale: float = 1.0, angle_deg: float = 0.0) -> np.ndarray:
+def view_transform(
+    side: float, crop_px: int, context: float, shift=(0.0, 0.0), scale: float = 1.0, angle_deg: float = 0.0
+) -> np.ndarray:
     """2x3 affine pre-crop -> net crop: the runtime geometry around the pre-crop's centre, jittered."""
     centre = PRE_PX / 2 + np.asarray(shift) * side
     s = crop_px / (context * side * scale)
@@ -104,12 +115,15 @@ def degrade(crop: np.ndarray, rng: np.random.Generator, face_px: float) -> np.nd
     target = rng.uniform(14, 60)
     if target < face_px:
         small = max(8, int(round(size * target / face_px)))
-        crop = cv2.resize(cv2.resize(crop, (small, small), interpolation=cv2.INTER_AREA), (size, size), interpolation=cv2.INTER_LINEAR)
+        crop = cv2.resize(
+            cv2.resize(crop, (small, small), interpolation=cv2.INTER_AREA), (size, size), interpolation=cv2.INTER_LINEAR
+        )
     if rng.random() < 0.5:
         crop = cv2.GaussianBlur(crop, (0, 0), rng.uniform(0.5, 2.0))
     if rng.random() < 0.7:
         ok, enc = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(15, 71))])
-        crop = cv2.imdecode(enc, cv2.IMREAD_COLOR) if ok else crop
+        decoded = cv2.imdecode(enc, cv2.IMREAD_COLOR) if ok else None
+        crop = crop if decoded is None else decoded
     out = crop.astype(np.float32)
     if rng.random() < 0.5:
         out = 255.0 * (out / 255.0) ** rng.uniform(0.6, 1.6)
@@ -120,18 +134,29 @@ def degrade(crop: np.ndarray, rng: np.random.Generator, face_px: float) -> np.nd
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def make_view(samples: FaceSamples, i: int, crop_px: int, context: float, rng: np.random.Generator | None, p_degrade: float):
+def make_view(
+    samples: FaceSamples, i: int, crop_px: int, context: float, rng: np.random.Generator | None, p_degrade: float
+):
     """(crop uint8, teacher points in crop units) for face ``i``; ``rng`` None: the plain runtime view."""
     side = float(samples.box_side[i])
     if rng is None:
         m = view_transform(side, crop_px, context)
     else:
-        m = view_transform(side, crop_px, context, rng.uniform(-0.08, 0.08, 2), rng.uniform(0.9, 1.12), float(np.clip(rng.normal(0, 10), -25, 25)))
-    crop = cv2.warpAffine(samples.pre[i], m, (crop_px, crop_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        m = view_transform(
+            side,
+            crop_px,
+            context,
+            rng.uniform(-0.08, 0.08, 2),
+            rng.uniform(0.9, 1.12),
+            float(np.clip(rng.normal(0, 10), -25, 25)),
+        )
+    crop = cv2.warpAffine(
+        samples.pre[i], m, (crop_px, crop_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     points = apply(m, samples.teacher[i])
     if rng is not None and rng.random() < 0.5:
         crop = np.ascontiguousarray(crop[:, ::-1])
-        points = points[list(MIRROR_ORDER)]
+        points = points[list(LANDMARK_FLIP_INDEX)]
         points[:, 0] = crop_px - points[:, 0]
     if rng is not None and rng.random() < p_degrade:
         crop = degrade(crop, rng, crop_px / context)
@@ -161,8 +186,48 @@ def validation_set(samples: FaceSamples, idx: np.ndarray, crop_px: int, context:
     clean = [make_view(samples, i, crop_px, context, None, 0.0) for i in idx]
     rng = np.random.default_rng(seed)
     degraded = np.stack([degrade(c, rng, crop_px / context) for c, _ in clean])
-    vig = np.stack([apply(view_transform(float(samples.box_side[i]), crop_px, context), samples.vigil[i]) / crop_px for i in idx])
-    return {"clean": np.stack([c for c, _ in clean]), "degraded": degraded, "target": np.stack([t for _, t in clean]), "vigil": vig}
+    vig = np.stack(
+        [apply(view_transform(float(samples.box_side[i]), crop_px, context), samples.vigil[i]) / crop_px for i in idx]
+    )
+    return {
+        "clean": np.stack([c for c, _ in clean]),
+        "degraded": degraded,
+        "target": np.stack([t for _, t in clean]),
+        "vigil": vig,
+    }
+
+
+def _train_epoch(
+    model: Any,
+    opt: Any,
+    sched: Any,
+    samples: FaceSamples,
+    order: np.ndarray,
+    steps: int,
+    rng: np.random.Generator,
+    args: argparse.Namespace,
+) -> list[float]:
+    """One epoch of ``steps`` batches in ``order``: mean point error over the inter-ocular distance; the losses."""
+    import torch
+
+    model.train()
+    losses = []
+    for s in range(steps):
+        views = [
+            make_view(samples, i, args.crop_px, args.context, rng, args.p_degrade)
+            for i in order[s * args.batch_size : (s + 1) * args.batch_size]
+        ]
+        x = torch.from_numpy(np.stack([v[0] for v in views])).permute(0, 3, 1, 2).float()
+        y = torch.from_numpy(np.stack([v[1] for v in views]))
+        iod = (y[:, 0] - y[:, 1]).norm(dim=1).clamp_min(1e-3)
+        loss = ((model(x) - y).norm(dim=2).mean(dim=1) / iod).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return losses
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -178,38 +243,38 @@ def train(args: argparse.Namespace) -> dict:
     train_idx, val_idx = np.flatnonzero(train_mask), np.flatnonzero(val_mask)
     val = validation_set(samples, val_idx, args.crop_px, args.context, args.seed + 1)
     base = {"vigil_detector_nme": float(nme(val["vigil"], val["target"]).mean())}
-    print(f"faces: train {len(train_idx)}, val {len(val_idx)} ({len(np.unique(samples.identity[val_idx]))} ids); "
-          f"detector's own landmarks on val: NME {base['vigil_detector_nme']:.4f}; loaded in {time.monotonic() - t0:.0f} s", flush=True)
+    print(
+        f"faces: train {len(train_idx)}, val {len(val_idx)} ({len(np.unique(samples.identity[val_idx]))} ids); "
+        f"detector's own landmarks on val: NME {base['vigil_detector_nme']:.4f}; "
+        f"loaded in {time.monotonic() - t0:.0f} s",
+        flush=True,
+    )
     model = build_network(args.crop_px)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = len(train_idx) // args.batch_size
     total = steps_per_epoch * args.epochs
     warm = max(1, steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s < warm else 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, total - warm)))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            (s + 1) / warm
+            if s < warm
+            else 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, total - warm))))
+        ),
+    )
     rng = np.random.default_rng(args.seed)
     out = repo_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     history, best, start = [], None, time.monotonic()
     for epoch in range(1, args.epochs + 1):
-        model.train()
-        order = rng.permutation(train_idx)
-        losses = []
-        for s in range(steps_per_epoch):
-            views = [make_view(samples, i, args.crop_px, args.context, rng, args.p_degrade) for i in order[s * args.batch_size : (s + 1) * args.batch_size]]
-            x = torch.from_numpy(np.stack([v[0] for v in views])).permute(0, 3, 1, 2).float()
-            y = torch.from_numpy(np.stack([v[1] for v in views]))
-            iod = (y[:, 0] - y[:, 1]).norm(dim=1).clamp_min(1e-3)
-            loss = ((model(x) - y).norm(dim=2).mean(dim=1) / iod).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-        model.eval()
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)),
-               "val_nme_clean": float(nme(predict(model, val["clean"]), val["target"]).mean()),
-               "val_nme_degraded": float(nme(predict(model, val["degraded"]), val["target"]).mean()),
-               "seconds": round(time.monotonic() - start, 1)}
+        losses = _train_epoch(model, opt, sched, samples, rng.permutation(train_idx), steps_per_epoch, rng, args)
+        row = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)),
+            "val_nme_clean": float(nme(predict(model, val["clean"]), val["target"]).mean()),
+            "val_nme_degraded": float(nme(predict(model, val["degraded"]), val["target"]).mean()),
+            "seconds": round(time.monotonic() - start, 1),
+        }
         row["val_nme"] = (row["val_nme_clean"] + row["val_nme_degraded"]) / 2
         history.append(row)
         print(json.dumps(row), flush=True)
@@ -220,9 +285,17 @@ def train(args: argparse.Namespace) -> dict:
             break
     model.load_state_dict(torch.load(out / "best.pt", weights_only=True))
     onnx_path = export_onnx(model, out / "model.onnx", args.crop_px)
-    result = {"command": "python -m pipelines.landmarks.train " + " ".join(sys.argv[1:]), "best": best, "baseline": base,
-              "history": history, "train_faces": int(len(train_idx)), "val_faces": int(len(val_idx)),
-              "crop_px": args.crop_px, "context": args.context, "onnx": str(onnx_path)}
+    result = {
+        "command": "python -m pipelines.landmarks.train " + " ".join(sys.argv[1:]),
+        "best": best,
+        "baseline": base,
+        "history": history,
+        "train_faces": len(train_idx),
+        "val_faces": len(val_idx),
+        "crop_px": args.crop_px,
+        "context": args.context,
+        "onnx": str(onnx_path),
+    }
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -230,7 +303,9 @@ def train(args: argparse.Namespace) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.landmarks.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--labels", default="work/landmarks/celeba_scrfd.npz")
-    p.add_argument("--images-root", default=None, help="folder the labels' image keys are relative to (default: <data>/celeba299)")
+    p.add_argument(
+        "--images-root", default=None, help="folder the labels' image keys are relative to (default: <data>/celeba299)"
+    )
     p.add_argument("--out", default="work/landmarks/run")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--time-budget-s", type=float, default=None)
@@ -257,7 +332,9 @@ def export_checkpoint(checkpoint: Path, out: Path, crop_px: int) -> Path:
     try:
         model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
     except Exception as exc:  # torch raises several types for a foreign or corrupt file
-        raise VigilError(f"{checkpoint}: not a landmark network checkpoint for --crop-px {crop_px} ({type(exc).__name__})") from None
+        raise VigilError(
+            f"{checkpoint}: not a landmark network checkpoint for --crop-px {crop_px} ({type(exc).__name__})"
+        ) from None
     path = export_onnx(model.eval(), out, crop_px)
     print(f"{path}: exported from {checkpoint}")
     return path
@@ -269,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --crop-px must be a multiple of 32, got {args.crop_px}", file=sys.stderr)
         return 2
     if args.export_from:
-        return run_reporting_errors(lambda: (export_checkpoint(repo_path(args.export_from), repo_path(args.out), args.crop_px), 0)[1])
+        return run_reporting_errors(
+            lambda: (export_checkpoint(repo_path(args.export_from), repo_path(args.out), args.crop_px), 0)[1]
+        )
     return run_reporting_errors(lambda: (train(args), 0)[1])
 
 

@@ -96,8 +96,14 @@ def matrices_to_int8(onnx_model, min_elements: int = INT8_MIN_ELEMENTS) -> list[
         name = init.name
         init.CopyFrom(numpy_helper.from_array(quantised, name=f"{name}__int8"))
         graph.initializer.append(numpy_helper.from_array(scale.astype(np.float32), name=f"{name}{INT8_SCALE_SUFFIX}"))
-        nodes += [helper.make_node("Cast", [f"{name}__int8"], [f"{name}__int8_float"], to=onnx.TensorProto.FLOAT, name=f"{name}__cast"),
-                  helper.make_node("Mul", [f"{name}__int8_float", f"{name}{INT8_SCALE_SUFFIX}"], [name], name=f"{name}__dequantise")]
+        nodes += [
+            helper.make_node(
+                "Cast", [f"{name}__int8"], [f"{name}__int8_float"], to=onnx.TensorProto.FLOAT, name=f"{name}__cast"
+            ),
+            helper.make_node(
+                "Mul", [f"{name}__int8_float", f"{name}{INT8_SCALE_SUFFIX}"], [name], name=f"{name}__dequantise"
+            ),
+        ]
         converted.append(name)
     all_nodes = nodes + list(graph.node)
     del graph.node[:]

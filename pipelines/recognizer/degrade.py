@@ -22,6 +22,7 @@ Everything is numpy/cv2 on (H, W, 3) uint8 BGR; each sample gets its own generat
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class DegradeConfig:
     jpeg_quality: tuple[int, int] = (10, 50)
 
     @classmethod
-    def from_dict(cls, values: dict | None) -> "DegradeConfig":
+    def from_dict(cls, values: dict | None) -> DegradeConfig:
         """Build from a YAML mapping; unknown keys raise ValueError naming the key."""
         values = dict(values or {})
         names = {f.name for f in fields(cls)}
@@ -72,7 +73,8 @@ class DegradeConfig:
         if unknown:
             raise ValueError(f"degrade: unknown key(s) {unknown}")
         defaults = asdict(cls())
-        return cls(**{k: tuple(v) if isinstance(defaults[k], tuple) else v for k, v in values.items()})
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(defaults[k], tuple) else v for k, v in values.items()}
+        return cls(**kwargs)
 
 
 class Degrader:
@@ -133,7 +135,9 @@ class Degrader:
             img = self._cv2.resize(img, size, interpolation=up)
         return img
 
-    def degrade_scene(self, image: np.ndarray, face_width_px: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    def degrade_scene(
+        self, image: np.ndarray, face_width_px: float, rng: np.random.Generator
+    ) -> tuple[np.ndarray, float]:
         """A whole photo as a distant CCTV camera would record it: (small degraded image, scale applied).
 
         The photo is shrunk so its face (``face_width_px`` wide in ``image``) is ``face_px`` wide, with steps 3 and
@@ -169,7 +173,10 @@ class Degrader:
         if rng.random() < c.p_jpeg:
             quality = int(rng.integers(c.jpeg_quality[0], c.jpeg_quality[1] + 1))
             _, buf = self._cv2.imencode(".jpg", img, [self._cv2.IMWRITE_JPEG_QUALITY, quality])
-            img = self._cv2.imdecode(buf, self._cv2.IMREAD_COLOR)
+            decoded = self._cv2.imdecode(buf, self._cv2.IMREAD_COLOR)
+            if decoded is None:
+                raise RuntimeError("OpenCV could not decode the JPEG it encoded")
+            img = decoded
         return img
 
     def _misalign(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -179,7 +186,9 @@ class Degrader:
         scale = 1.0 + rng.uniform(-c.scale_frac, c.scale_frac)
         m = self._cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
         m[:, 2] += rng.uniform(-c.shift_px, c.shift_px, size=2)
-        return self._cv2.warpAffine(img, m, (w, h), flags=self._cv2.INTER_LINEAR, borderMode=self._cv2.BORDER_REFLECT101)
+        return self._cv2.warpAffine(
+            img, m, (w, h), flags=self._cv2.INTER_LINEAR, borderMode=self._cv2.BORDER_REFLECT101
+        )
 
     def _turn(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Rotate the chip plane by a random yaw about its vertical axis: H = K R K^-1, focal length = chip width."""
@@ -188,8 +197,9 @@ class Degrader:
         k = np.array([[w, 0, w / 2], [0, w, h / 2], [0, 0, 1]], np.float64)
         r = np.array([[np.cos(theta), 0, np.sin(theta)], [0, 1, 0], [-np.sin(theta), 0, np.cos(theta)]])
         homography = k @ r @ np.linalg.inv(k)
-        return self._cv2.warpPerspective(img, homography, (w, h), flags=self._cv2.INTER_LINEAR,
-                                         borderMode=self._cv2.BORDER_REFLECT101)
+        return self._cv2.warpPerspective(
+            img, homography, (w, h), flags=self._cv2.INTER_LINEAR, borderMode=self._cv2.BORDER_REFLECT101
+        )
 
     def _occlude(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Paint a textured ellipse or rectangle of random colour over ``occlude_area_frac`` of the chip."""
@@ -206,7 +216,9 @@ class Degrader:
         if rng.random() < 0.5:
             self._cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
         else:
-            self._cv2.rectangle(mask, (centre[0] - axes[0], centre[1] - axes[1]), (centre[0] + axes[0], centre[1] + axes[1]), 255, -1)
+            self._cv2.rectangle(
+                mask, (centre[0] - axes[0], centre[1] - axes[1]), (centre[0] + axes[0], centre[1] + axes[1]), 255, -1
+            )
         colour = rng.uniform(20, 230, size=3)
         texture = rng.normal(0.0, rng.uniform(2, 20), size=(h, w, 1))
         shading = np.linspace(-1, 1, h)[:, None, None] * rng.uniform(-25, 25)

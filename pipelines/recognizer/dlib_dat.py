@@ -22,6 +22,7 @@ The format (dlib/serialize.h, dlib/dnn/core.h, dlib/dnn/layers.h, dlib/cuda/tens
 
 from __future__ import annotations
 
+import builtins
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +143,7 @@ class _Reader:
         raw = self.take(4 * count)
         return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)
 
-    def alias_tensor(self) -> tuple[int, int, int, int]:
+    def alias_tensor(self) -> tuple[builtins.int, builtins.int, builtins.int, builtins.int]:  # int: the method
         version = self.int()
         if version != 1:
             raise self.fail(f"alias_tensor version {version}")
@@ -159,7 +160,7 @@ def _read_con(r: _Reader, version: str) -> DlibLayer:
     use_bias = r.bool() if version == "con_5" else True
     n_filters = int(np.prod(filters))
     weight = params[:n_filters].reshape(filters)
-    arrays = {"weight": weight}
+    arrays: dict[str, np.ndarray] = {"weight": weight}
     if use_bias:
         bias = params[n_filters : n_filters + int(np.prod(biases))]
         arrays["bias"] = bias.reshape(-1)

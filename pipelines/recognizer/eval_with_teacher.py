@@ -78,7 +78,12 @@ def measure_lfw_geometry(lfw_dir: Path, teacher_name: str, limit: int | None) ->
         "min_score": MEASURE_MIN_SCORE,
         "images": len(names),
         "faces_not_found": missing,
-        "box_width_px": {"median": float(np.median(widths_a)), "p5": float(np.percentile(widths_a, 5)), "p95": float(np.percentile(widths_a, 95)), "mean": float(widths_a.mean())},
+        "box_width_px": {
+            "median": float(np.median(widths_a)),
+            "p5": float(np.percentile(widths_a, 5)),
+            "p95": float(np.percentile(widths_a, 95)),
+            "mean": float(widths_a.mean()),
+        },
         "box_height_px": {"median": float(np.median(heights_a)), "mean": float(heights_a.mean())},
         "mean_landmarks_px": np.mean(np.asarray(landmarks), axis=0).round(2).tolist(),
     }
@@ -134,8 +139,12 @@ def run_eval(args: argparse.Namespace) -> int:
     from vigil.eval.face_source import build_recognizer
     from vigil.eval.lfw import evaluate_lfw, write_lfw_report
 
-    recognizer = build_recognizer(args.model, batch_size=args.batch_size, template=_read_template(args.template), flip_average=args.flip_average)
-    detect_batch, detector_label = _teacher_detector(args.teacher, args.teacher_size, np.asarray(recognizer.aligner.template))
+    recognizer = build_recognizer(
+        args.model, batch_size=args.batch_size, template=_read_template(args.template), flip_average=args.flip_average
+    )
+    detect_batch, detector_label = _teacher_detector(
+        args.teacher, args.teacher_size, np.asarray(recognizer.aligner.template)
+    )
     report, roc = evaluate_lfw(
         lfw_dir=args.lfw_dir or data_path("lfw"),
         degraded=args.degraded,
@@ -167,17 +176,29 @@ def run_measure(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.recognizer.eval_with_teacher", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.recognizer.eval_with_teacher", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("eval", help="LFW protocol with teacher landmarks")
     ev.add_argument("--model", type=Path, required=True, help="recognizer ONNX (vigil's embedding contract)")
     ev.add_argument("--degraded", action="store_true")
     ev.add_argument("--teacher", default=DEFAULT_TEACHER)
-    ev.add_argument("--teacher-size", type=int, default=DEFAULT_TEACHER_SIZE, help="px the image's longer side is scaled to")
-    ev.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE if DEFAULT_TEMPLATE.is_file() else None,
-                    help="alignment template JSON (default: work/recognizer/template.json when present, else the manifest's)")
-    ev.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=True,
-                    help="test-time flip averaging, the runtime default (--no-flip-average: one chip per face)")
+    ev.add_argument(
+        "--teacher-size", type=int, default=DEFAULT_TEACHER_SIZE, help="px the image's longer side is scaled to"
+    )
+    ev.add_argument(
+        "--template",
+        type=Path,
+        default=DEFAULT_TEMPLATE if DEFAULT_TEMPLATE.is_file() else None,
+        help="alignment template JSON (default: work/recognizer/template.json when present, else the manifest's)",
+    )
+    ev.add_argument(
+        "--flip-average",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="test-time flip averaging, the runtime default (--no-flip-average: one chip per face)",
+    )
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--lfw-dir", type=Path)
     ev.add_argument("--json", type=Path, required=True)

@@ -59,7 +59,7 @@ class ChipSet:
     split: np.ndarray
     files: list[str]
 
-    def subset(self, which: str) -> "ChipSet":
+    def subset(self, which: str) -> ChipSet:
         """The chips of one split, labels re-indexed to 0..K-1 over that split's identities."""
         keep = np.flatnonzero(self.split == which)
         old = self.labels[keep]
@@ -168,20 +168,35 @@ def detect_landmarks(root: Path, weights: Path, cache: Path) -> dict:
 # --------------------------------------------------------------------------------------------- align
 
 
+def _decode_jpeg(encoded: np.ndarray, pack: Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    if image is None:
+        raise VigilError(f"{pack}: a chip does not decode as JPEG")
+    return image
+
+
 def load_template(path: Path) -> tuple[np.ndarray, int]:
     """The 5-point chip template (5, 2) in chip pixels and the chip size, from R1's template.json."""
     if not path.is_file():
         raise VigilError(f"{path}: alignment template not found (run python -m pipelines.recognizer.template)")
     data = json.loads(path.read_text())
     points = data.get("template", data.get("points", data.get("landmarks"))) if isinstance(data, dict) else data
-    size = int(data.get("chip_size", data.get("size", CHIP_SIZE))) if isinstance(data, dict) else CHIP_SIZE
+    size = (
+        int(data["chip_size"] if "chip_size" in data else data.get("size", CHIP_SIZE))
+        if isinstance(data, dict)
+        else CHIP_SIZE
+    )
     template = np.asarray(points, dtype=np.float32)
     if template.shape != (5, 2):
         raise VigilError(f"{path}: template must be 5 x 2 points, got {template.shape}")
     return template, size
 
 
-def build_chips(root: Path, landmarks: dict, template: np.ndarray, chip_size: int, val_fraction: float, seed: int) -> tuple[np.ndarray, dict]:
+def build_chips(
+    root: Path, landmarks: dict, template: np.ndarray, chip_size: int, val_fraction: float, seed: int
+) -> tuple[np.ndarray, dict]:
     """Aligned chips (uint8 N x S x S x 3) and their meta dict (files, identities, split, counts)."""
     import cv2
 
@@ -253,7 +268,9 @@ def save_carry_pack(carry: Path, chips: np.ndarray, meta: dict, quality: int) ->
     lengths = np.array([len(b) for b in encoded], dtype=np.int64)
     carry.mkdir(parents=True, exist_ok=True)
     path = carry / CARRY_PACK
-    np.savez(path, jpeg=np.concatenate(encoded), lengths=lengths, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    np.savez(
+        path, jpeg=np.concatenate(encoded), lengths=lengths, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    )
     return path
 
 
@@ -272,7 +289,6 @@ def _meta_to_chipset(chips: np.ndarray, meta: dict) -> ChipSet:
 
 def load_chip_set(path: Path) -> ChipSet:
     """Load a chip cache folder (``chips.npy`` + ``meta.json``) or a carry pack (``chips.npz`` or its folder)."""
-    import cv2
 
     path = Path(path)
     if path.is_dir() and (path / "chips.npy").is_file():
@@ -282,11 +298,13 @@ def load_chip_set(path: Path) -> ChipSet:
         return _meta_to_chipset(np.load(path / "chips.npy"), json.loads(meta_file.read_text()))
     pack = path / CARRY_PACK if path.is_dir() else path
     if not pack.is_file():
-        raise VigilError(f"{path}: no chips.npy/meta.json or {CARRY_PACK} (run python -m pipelines.recognizer.faces_dataset)")
+        raise VigilError(
+            f"{path}: no chips.npy/meta.json or {CARRY_PACK} (run python -m pipelines.recognizer.faces_dataset)"
+        )
     with np.load(pack) as data:
         jpeg, lengths, meta = data["jpeg"], data["lengths"], json.loads(bytes(data["meta"]).decode())
     offsets = np.r_[0, np.cumsum(lengths)]
-    chips = np.stack([cv2.imdecode(jpeg[offsets[i] : offsets[i + 1]], cv2.IMREAD_COLOR) for i in range(len(lengths))])
+    chips = np.stack([_decode_jpeg(jpeg[offsets[i] : offsets[i + 1]], pack) for i in range(len(lengths))])
     return _meta_to_chipset(chips, meta)
 
 
@@ -296,7 +314,9 @@ def load_chip_set(path: Path) -> ChipSet:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", type=Path, default=None, help="CelebA folder (default: <data>/celeba299)")
-    ap.add_argument("--weights", type=Path, default=None, help="YuNet ONNX (default: <data>/weights/" + YUNET_FILE + ")")
+    ap.add_argument(
+        "--weights", type=Path, default=None, help="YuNet ONNX (default: <data>/weights/" + YUNET_FILE + ")"
+    )
     ap.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--carry", type=Path, default=DEFAULT_CARRY)

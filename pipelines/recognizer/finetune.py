@@ -11,12 +11,14 @@ Regimes (``regimes:`` in the YAML):
 * ``d_lora``        backbone frozen, LoRA (low-rank residual convs, merged at export) on the stages' convs + projection.
 
 Loss per batch (train identities of the CelebA chips, each sample degraded by ``degrade.Degrader``):
-``margin_weight * margin-CE(head(e_deg), y) + consistency_weight * (1 - cos(e_clean, src_clean)) + distill_weight * (1 - cos(e_deg, src_clean))
+``margin_weight * margin-CE(head(e_deg), y) + consistency_weight * (1 - cos(e_clean, src_clean))
++ distill_weight * (1 - cos(e_deg, src_clean))
 + relational_weight * mean_{i != j} (cos(e_deg_i, e_deg_j) - cos(src_clean_i, src_clean_j))^2
 + mixed_relational_weight * mean_{i != j} (cos(e_deg_i, e_clean_j) - cos(src_clean_i, src_clean_j))^2``
 where ``e_*`` are the fine-tuned embeddings of the degraded / clean view and ``src_clean`` is the frozen source
 model's embedding of the clean view (the anti-forgetting term); the relational term keeps the batch's pairwise
-similarities (mostly impostor pairs) where the source model puts them on clean faces. AdamW, linear warm-up then cosine decay.
+similarities (mostly impostor pairs) where the source model puts them on clean faces. AdamW, linear warm-up then
+cosine decay.
 
 Validation (each epoch, on the VALIDATION identities only; never LFW): embeddings of the clean chips and of one
 fixed, seeded degraded view of each chip; all pairs among them: ``clean`` (clean vs clean), ``degraded`` (degraded
@@ -36,9 +38,10 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +50,12 @@ from vigil.paths import repo_path
 
 REGIME_NAMES = ("a_frozen", "b_last_stages", "c_full", "d_lora")
 SELECT_METRICS = (
-    "degraded_auc", "degraded_tar_at_far_1e-3", "degraded_balanced_accuracy", "mixed_auc", "mixed_tar_at_far_1e-3", "clean_auc",
+    "degraded_auc",
+    "degraded_tar_at_far_1e-3",
+    "degraded_balanced_accuracy",
+    "mixed_auc",
+    "mixed_tar_at_far_1e-3",
+    "clean_auc",
 )  # mixed: clean view of one chip against the degraded view of another (the watchlist case)
 
 
@@ -97,7 +105,9 @@ class LossConfig:
     consistency_weight: float = 1.0
     distill_weight: float = 0.0
     relational_weight: float = 0.0
-    mixed_relational_weight: float = 0.0  # the same between degraded and clean views (clean reference vs degraded probe)
+    mixed_relational_weight: float = (
+        0.0  # the same between degraded and clean views (clean reference vs degraded probe)
+    )
     head_init: str = "centroids"  # or "random"
 
 
@@ -183,7 +193,9 @@ def load_config(path: Path, overrides: dict | None = None) -> FinetuneConfig:
             DegradeConfig.from_dict(raw.get(key))
         except (ValueError, TypeError) as exc:
             raise VigilError(f"{path}: {key}: {exc}") from None
-    regimes = {name: _build(RegimeConfig, spec, f"{path}: regimes.{name}") for name, spec in (raw.get("regimes") or {}).items()}
+    regimes = {
+        name: _build(RegimeConfig, spec, f"{path}: regimes.{name}") for name, spec in (raw.get("regimes") or {}).items()
+    }
     cfg = FinetuneConfig(
         seed=int(raw.get("seed", 0)),
         out=str(raw.get("out", FinetuneConfig.out)),
@@ -214,7 +226,9 @@ def make_projection(dim: int = 128):
     """Residual projection ``y = x + D x`` (D starts at zero, so it starts as the identity; decays towards it)."""
     torch = _torch()
 
-    class ResidualProjection(torch.nn.Module):
+    module: Any = torch.nn.Module  # torch is imported lazily, so the base class is a runtime value
+
+    class ResidualProjection(module):
         def __init__(self) -> None:
             super().__init__()
             self.delta = torch.nn.Linear(dim, dim, bias=False)
@@ -238,7 +252,9 @@ def build_model(backbone, regime: RegimeConfig):
     torch = _torch()
     from pipelines.recognizer.lora import add_lora
 
-    class FineTuneModel(torch.nn.Module):
+    module: Any = torch.nn.Module  # torch is imported lazily, so the base class is a runtime value
+
+    class FineTuneModel(module):
         def __init__(self) -> None:
             super().__init__()
             self.backbone = backbone
@@ -271,26 +287,39 @@ def build_model(backbone, regime: RegimeConfig):
     if regime.lora_rank > 0:
         add_lora(backbone, regime.lora_rank, regime.lora_alpha, lambda name: name.startswith(regime.lora_targets))
     for name, p in backbone.named_parameters():
-        if ".down." in name or ".up." in name:
-            p.requires_grad_(True)
-        elif "all" in regime.trainable or any(name.startswith(prefix + ".") for prefix in regime.trainable):
+        if (
+            ".down." in name
+            or ".up." in name
+            or "all" in regime.trainable
+            or any(name.startswith(prefix + ".") for prefix in regime.trainable)
+        ):
             p.requires_grad_(True)
     return FineTuneModel()
 
 
 def param_groups(model, head, regime: RegimeConfig, train: TrainConfig) -> list[dict]:
-    """AdamW groups: head, new parts (projection, LoRA), pretrained backbone (x backbone_lr_mult); no decay on 1-d params."""
+    """AdamW groups: head, new parts (projection, LoRA), pretrained backbone (x backbone_lr_mult); no decay on 1-d."""
     buckets: dict[tuple[bool, bool], list] = {(n, m): [] for n in (True, False) for m in (True, False)}
     for name, p in model.named_parameters():
         if p.requires_grad:
             is_new = name.startswith("projection.") or ".down." in name or ".up." in name
             buckets[(is_new, p.ndim > 1)].append(p)
-    new, new_1d, old, old_1d = buckets[(True, True)], buckets[(True, False)], buckets[(False, True)], buckets[(False, False)]
+    new, new_1d, old, old_1d = (
+        buckets[(True, True)],
+        buckets[(True, False)],
+        buckets[(False, True)],
+        buckets[(False, False)],
+    )
     groups = [
         {"params": list(head.parameters()), "lr": train.head_lr, "weight_decay": 0.0, "name": "head"},
         {"params": new, "lr": train.lr, "weight_decay": train.weight_decay, "name": "new"},
         {"params": new_1d, "lr": train.lr, "weight_decay": 0.0, "name": "new_1d"},
-        {"params": old, "lr": train.lr * regime.backbone_lr_mult, "weight_decay": train.weight_decay, "name": "backbone"},
+        {
+            "params": old,
+            "lr": train.lr * regime.backbone_lr_mult,
+            "weight_decay": train.weight_decay,
+            "name": "backbone",
+        },
         {"params": old_1d, "lr": train.lr * regime.backbone_lr_mult, "weight_decay": 0.0, "name": "backbone_1d"},
     ]
     return [g for g in groups if g["params"]]
@@ -346,7 +375,9 @@ class TrainViews:
     The clean view is the chip flipped the same way as the degraded one.
     """
 
-    def __init__(self, chips: np.ndarray, labels: np.ndarray, degrader, seed: int, scenes: SceneViewSource | None = None) -> None:
+    def __init__(
+        self, chips: np.ndarray, labels: np.ndarray, degrader, seed: int, scenes: SceneViewSource | None = None
+    ) -> None:
         self.chips, self.labels, self.degrader, self.seed, self.scenes = chips, labels, degrader, seed, scenes
 
     def __len__(self) -> int:
@@ -427,7 +458,19 @@ def cross_relational_loss(queries, references, source):
     return ((q @ r.T - s @ s.T)[off_diagonal] ** 2).mean()
 
 
-def train_step(model, head, optimizer, batch, src_table, loss_cfg: LossConfig, device, amp: bool = False, grad_clip: float = 0.0, scheduler=None, cached=None) -> StepResult:
+def train_step(
+    model,
+    head,
+    optimizer,
+    batch,
+    src_table,
+    loss_cfg: LossConfig,
+    device,
+    amp: bool = False,
+    grad_clip: float = 0.0,
+    scheduler=None,
+    cached=None,
+) -> StepResult:
     """One optimisation step. ``batch`` = (degraded u8, clean u8, labels, index, flipped) tensors;
     ``src_table`` (2, N, D) frozen source embeddings (unit norm) of the clean chips [unflipped, flipped];
     ``cached`` (B, D) frozen embeddings of the degraded views (regime a's CPU route) replaces the trunk."""
@@ -460,8 +503,13 @@ def train_step(model, head, optimizer, batch, src_table, loss_cfg: LossConfig, d
     rel = relational_loss(e_deg, src) if loss_cfg.relational_weight > 0 and len(labels) > 1 else cls.new_zeros(())
     use_mixed = loss_cfg.mixed_relational_weight > 0 and len(labels) > 1
     mixed = cross_relational_loss(e_deg, e_clean.float(), src) if use_mixed else cls.new_zeros(())
-    loss = (loss_cfg.margin_weight * cls + loss_cfg.consistency_weight * cons + loss_cfg.distill_weight * dist
-            + loss_cfg.relational_weight * rel + loss_cfg.mixed_relational_weight * mixed)
+    loss = (
+        loss_cfg.margin_weight * cls
+        + loss_cfg.consistency_weight * cons
+        + loss_cfg.distill_weight * dist
+        + loss_cfg.relational_weight * rel
+        + loss_cfg.mixed_relational_weight * mixed
+    )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
@@ -495,7 +543,13 @@ def pair_metrics(a: np.ndarray, b: np.ndarray, labels_a: np.ndarray, labels_b: n
     s, y = scores[mask].astype(np.float64), same[mask]
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
-        return {"auc": float("nan"), "balanced_accuracy": float("nan"), "tar_at_far_1e-3": float("nan"), "pairs_pos": n_pos, "pairs_neg": n_neg}
+        return {
+            "auc": float("nan"),
+            "balanced_accuracy": float("nan"),
+            "tar_at_far_1e-3": float("nan"),
+            "pairs_pos": n_pos,
+            "pairs_neg": n_neg,
+        }
     order = np.argsort(-s, kind="stable")
     y_sorted = y[order]
     tp = np.cumsum(y_sorted) / n_pos
@@ -518,7 +572,11 @@ def pair_metrics(a: np.ndarray, b: np.ndarray, labels_a: np.ndarray, labels_b: n
 def validation_metrics(clean: np.ndarray, degraded: np.ndarray, labels: np.ndarray) -> dict:
     """Flat dict ``<variant>_<metric>`` for variants clean, degraded, mixed (clean gallery vs degraded probe)."""
     out = {}
-    for variant, (a, b, same_set) in {"clean": (clean, clean, True), "degraded": (degraded, degraded, True), "mixed": (clean, degraded, False)}.items():
+    for variant, (a, b, same_set) in {
+        "clean": (clean, clean, True),
+        "degraded": (degraded, degraded, True),
+        "mixed": (clean, degraded, False),
+    }.items():
         for key, value in pair_metrics(a, b, labels, labels, same_set).items():
             out[f"{variant}_{key}"] = value
     return out
@@ -544,7 +602,9 @@ class FrozenSource:
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         if self.session is not None:
-            return np.concatenate([self.session.run(None, {"chips": chips[i : i + 64]})[0] for i in range(0, len(chips), 64)])
+            return np.concatenate(
+                [self.session.run(None, {"chips": chips[i : i + 64]})[0] for i in range(0, len(chips), 64)]
+            )
         return embed_chips(self.model, chips, self.device, self.batch_size)
 
 
@@ -612,7 +672,7 @@ class Prepared:
     val_clean: np.ndarray
     val_degraded: np.ndarray
     val_labels: np.ndarray
-    src_table: object  # torch (2, N, D)
+    src_table: Any  # torch (2, N, D)
     src_val_clean: np.ndarray
     src_val_degraded: np.ndarray
     num_classes: int
@@ -634,28 +694,51 @@ def prepare(cfg: FinetuneConfig, device, log) -> Prepared:
     train, val = full.subset("train"), full.subset("val")
     if cfg.data.val_max_chips is not None and len(val.chips) > cfg.data.val_max_chips:
         keep = np.sort(np.random.default_rng(cfg.seed).choice(len(val.chips), cfg.data.val_max_chips, replace=False))
-        val = type(val)(val.chips[keep], val.labels[keep], val.identities, val.split[keep], [val.files[i] for i in keep])
+        val = type(val)(
+            val.chips[keep], val.labels[keep], val.identities, val.split[keep], [val.files[i] for i in keep]
+        )
     train_scenes, val_from_scenes = None, 0
     if cfg.data.scene_views:
-        folders = [_opt_path(f) for f in cfg.data.scene_views]
+        folders = [_required_path(f, "data.scene_views") for f in cfg.data.scene_views]
         train, val, train_scenes, val_scene = _with_scene_views(folders, train, val, cfg.train.p_scene_view)
     val_degraded = Degrader(DegradeConfig.from_dict(cfg.val_degrade)).degrade_batch(val.chips, cfg.data.val_seed)
     if cfg.data.scene_views:
+        assert train_scenes is not None and val_scene is not None  # made above with the same condition
         val_from_scenes = int(val_scene.found[0].sum())
         val_degraded[val_scene.found[0]] = val_scene.views[0][val_scene.found[0]]
-        log(f"scene views {cfg.data.scene_views}: train chips with a found view {int(train_scenes.found.any(axis=0).sum())}/{len(train.chips)}, "
-            f"validation degraded views from scenes {val_from_scenes}/{len(val.chips)}")
-    log(f"chips {chips_path}: train {len(train.chips)} chips / {len(train.identities)} ids, val {len(val.chips)} chips / {len(val.identities)} ids")
+        log(
+            f"scene views {cfg.data.scene_views}: train chips with a found view "
+            f"{int(train_scenes.found.any(axis=0).sum())}/{len(train.chips)}, "
+            f"validation degraded views from scenes {val_from_scenes}/{len(val.chips)}"
+        )
+    log(
+        f"chips {chips_path}: train {len(train.chips)} chips / {len(train.identities)} ids, val {len(val.chips)} "
+        f"chips / {len(val.identities)} ids"
+    )
     t1 = time.monotonic()
-    source = FrozenSource(load_source_backbone(cfg).to(device).to(memory_format=torch.channels_last), device, _opt_path(cfg.data.source_onnx))
+    source = FrozenSource(
+        load_source_backbone(cfg).to(device).to(memory_format=torch.channels_last),
+        device,
+        _opt_path(cfg.data.source_onnx),
+    )
     src = np.stack([source.embed(train.chips), source.embed(np.ascontiguousarray(train.chips[:, :, ::-1]))])
     src_val_clean, src_val_deg = source.embed(val.chips), source.embed(val_degraded)
     t2 = time.monotonic()
     log(f"source embeddings of {2 * len(train.chips) + 2 * len(val.chips)} chips: {t2 - t1:.1f} s")
     return Prepared(
-        train.chips, train.labels, val.chips, val_degraded, val.labels, torch.from_numpy(src).to(device),
-        src_val_clean, src_val_deg, len(train.identities), str(chips_path), {"load_s": t1 - t0, "source_embed_s": t2 - t1},
-        train_scenes, val_from_scenes,
+        train.chips,
+        train.labels,
+        val.chips,
+        val_degraded,
+        val.labels,
+        torch.from_numpy(src).to(device),
+        src_val_clean,
+        src_val_deg,
+        len(train.identities),
+        str(chips_path),
+        {"load_s": t1 - t0, "source_embed_s": t2 - t1},
+        train_scenes,
+        val_from_scenes,
     )
 
 
@@ -679,7 +762,17 @@ def _opt_path(p: str | None) -> Path | None:
     return repo_path(p)
 
 
-def cache_degraded_views(prep: Prepared, cfg: FinetuneConfig, views: int, source: FrozenSource, degrader, log) -> tuple[np.ndarray, np.ndarray]:
+def _required_path(p: str | None, key: str) -> Path:
+    """``p`` under the repo; VigilError naming the config ``key`` when it is not set."""
+    path = _opt_path(p)
+    if path is None:
+        raise VigilError(f"config: {key} is not set")
+    return path
+
+
+def cache_degraded_views(
+    prep: Prepared, cfg: FinetuneConfig, views: int, source: FrozenSource, degrader, log
+) -> tuple[np.ndarray, np.ndarray]:
     """(views, N, D) frozen embeddings of ``views`` degraded views per train chip (regime a, CPU route).
 
     View k of chip i is sample id ``k * N + i`` (the same ids as epochs' ``uid``) with its own flip; the flip
@@ -697,14 +790,31 @@ def cache_degraded_views(prep: Prepared, cfg: FinetuneConfig, views: int, source
     return feats, flips
 
 
-def run_regime(cfg: FinetuneConfig, name: str, prep: Prepared, device, resume: bool, export: bool, log) -> dict:
-    """Train one regime; returns its metrics dict (also written to ``<out>/<name>/metrics.json``)."""
+@dataclass
+class _Training:
+    """One regime's training objects, built by :func:`_start_training` (the pieces :func:`run_regime` drives)."""
+
+    name: str
+    out_dir: Path
+    model: Any
+    head: Any
+    optimizer: Any
+    scheduler: Any
+    sampler: EpochBatches
+    degrader: Any
+    steps_per_epoch: int
+    total_steps: int
+    trainable: int
+
+
+def _start_training(cfg: FinetuneConfig, name: str, prep: Prepared, device: Any) -> _Training:
+    """Seed, model, margin head, optimizer, the epoch sampler and the two learning-rate schedules of one regime."""
     torch = _torch()
     from pipelines.recognizer.degrade import DegradeConfig, Degrader
     from pipelines.recognizer.heads import MarginHead
 
     regime, tc = cfg.regime(name), cfg.train
-    out_dir = _opt_path(cfg.out) / name
+    out_dir = _required_path(cfg.out, "out") / name
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = build_model(load_source_backbone(cfg), regime).to(device)
@@ -716,7 +826,9 @@ def run_regime(cfg: FinetuneConfig, name: str, prep: Prepared, device, resume: b
     degrader = Degrader(DegradeConfig.from_dict(cfg.degrade))
     sampler = EpochBatches(len(prep.train_chips), tc.batch_size, cfg.seed)
     steps_per_epoch = len(sampler)
-    total_steps = tc.epochs * steps_per_epoch if tc.max_steps is None else min(tc.max_steps, tc.epochs * steps_per_epoch)
+    total_steps = (
+        tc.epochs * steps_per_epoch if tc.max_steps is None else min(tc.max_steps, tc.epochs * steps_per_epoch)
+    )
     warmup = min(tc.warmup_steps, max(1, total_steps // 5))
     hold = min(tc.head_warmup_steps, total_steps // 3)
     head_schedule = lr_lambda(warmup, total_steps, tc.min_lr_frac)
@@ -725,112 +837,248 @@ def run_regime(cfg: FinetuneConfig, name: str, prep: Prepared, device, resume: b
         optimizer, [head_schedule if g["name"] == "head" else body_schedule for g in optimizer.param_groups]
     )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    state = {"epoch": 0, "global_step": 0, "history": [], "best": None, "since_best": 0}
-    last = out_dir / "last.pt"
+    return _Training(
+        name, out_dir, model, head, optimizer, scheduler, sampler, degrader, steps_per_epoch, total_steps, trainable
+    )
+
+
+def _resume_state(run: _Training, device: Any, resume: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """The training state (epoch, step, history, best, since_best): from ``last.pt`` when resuming, else fresh."""
+    state: dict[str, Any] = {"epoch": 0, "global_step": 0, "history": [], "best": None, "since_best": 0}
+    last = run.out_dir / "last.pt"
     if resume and last.is_file():
-        ck = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
-        head.load_state_dict(ck["head"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
+        ck = _torch().load(last, map_location=device, weights_only=False)
+        run.model.load_state_dict(ck["model"])
+        run.head.load_state_dict(ck["head"])
+        run.optimizer.load_state_dict(ck["optimizer"])
+        run.scheduler.load_state_dict(ck["scheduler"])
         state = ck["state"]
-        log(f"[{name}] resumed at epoch {state['epoch']} step {state['global_step']}")
-    frozen = model.trunk_frozen()
-    cached = None
-    if frozen and tc.cache_views > 0:
-        if prep.train_scenes is not None:
-            raise VigilError(f"[{name}] train.cache_views caches Degrader views only: set it to 0 with data.scene_views")
-        source = FrozenSource(model.backbone, device, _opt_path(cfg.data.source_onnx))
-        cached = cache_degraded_views(prep, cfg, tc.cache_views, source, degrader, log)
-    log(f"[{name}] trainable parameters {trainable}, steps/epoch {steps_per_epoch}, total steps {total_steps}, device {device}")
+        log(f"[{run.name}] resumed at epoch {state['epoch']} step {state['global_step']}")
+    return state
+
+
+def _validation(run: _Training, prep: Prepared, device: Any, frozen: bool) -> Callable[[], dict]:
+    """The epoch's validation: all pairs of the CelebA validation chips, clean and degraded."""
+    torch = _torch()
+    model = run.model
 
     def evaluate() -> dict:
         if frozen:  # the model is projection(source): reuse the source's validation embeddings
             with torch.no_grad():
-                proj = lambda e: _unit(model.projection(torch.from_numpy(e).to(device)).float().cpu().numpy())  # noqa: E731
-                return validation_metrics(proj(prep.src_val_clean), proj(prep.src_val_degraded), prep.val_labels)
-        return validation_metrics(embed_chips(model, prep.val_clean, device), embed_chips(model, prep.val_degraded, device), prep.val_labels)
 
+                def proj(e):
+                    return _unit(model.projection(torch.from_numpy(e).to(device)).float().cpu().numpy())
+
+                return validation_metrics(proj(prep.src_val_clean), proj(prep.src_val_degraded), prep.val_labels)
+        return validation_metrics(
+            embed_chips(model, prep.val_clean, device), embed_chips(model, prep.val_degraded, device), prep.val_labels
+        )
+
+    return evaluate
+
+
+def _train_loader(run: _Training, cfg: FinetuneConfig, prep: Prepared, device: Any) -> Any:
+    """The DataLoader of degraded training views (used when views are not cached)."""
+    tc = cfg.train
+    return _torch().utils.data.DataLoader(
+        TrainViews(prep.train_chips, prep.train_labels, run.degrader, cfg.seed, prep.train_scenes),
+        batch_sampler=run.sampler,
+        num_workers=tc.num_workers,
+        persistent_workers=tc.num_workers > 0,
+        pin_memory=str(device).startswith("cuda"),
+        worker_init_fn=_worker_init,
+    )
+
+
+@dataclass
+class _EpochSums:
+    """Loss sums of one epoch (loss, cls, consistency, distill, relational, mixed relational) and its counts."""
+
+    sums: np.ndarray
+    steps: int = 0
+    samples: int = 0
+    out_of_time: bool = False
+
+
+def _train_epoch(
+    run: _Training,
+    cfg: FinetuneConfig,
+    prep: Prepared,
+    device: Any,
+    state: dict[str, Any],
+    batches: Any,
+    cached: Any,
+    t_start: float,
+) -> _EpochSums:
+    """One pass over ``batches`` (stops early at the step budget or the time budget); updates ``global_step``."""
+    tc = cfg.train
+    epoch = _EpochSums(np.zeros(6))
+    for batch in batches:
+        view = None
+        if cached is not None:
+            batch, view = batch
+        r = train_step(
+            run.model,
+            run.head,
+            run.optimizer,
+            batch,
+            prep.src_table,
+            cfg.loss,
+            device,
+            tc.amp,
+            tc.grad_clip,
+            run.scheduler,
+            view,
+        )
+        epoch.sums += (r.loss, r.cls, r.consistency, r.distill, r.relational, r.mixed_relational)
+        epoch.steps += 1
+        epoch.samples += len(batch[2])
+        state["global_step"] += 1
+        if not math.isfinite(r.loss):
+            raise VigilError(f"[{run.name}] loss is not finite at step {state['global_step']}")
+        if state["global_step"] >= run.total_steps:
+            break
+        if tc.time_budget_s is not None and time.monotonic() - t_start > tc.time_budget_s:
+            epoch.out_of_time = True
+            break
+    return epoch
+
+
+def _epoch_row(
+    run: _Training, state: dict[str, Any], epoch: int, sums: _EpochSums, train_s: float, metrics: dict
+) -> dict:
+    steps = max(sums.steps, 1)
+    return {
+        "epoch": epoch,
+        "step": state["global_step"],
+        "train_samples_per_s": sums.samples / max(train_s, 1e-9),
+        "loss": sums.sums[0] / steps,
+        "loss_cls": sums.sums[1] / steps,
+        "loss_consistency": sums.sums[2] / steps,
+        "loss_distill": sums.sums[3] / steps,
+        "loss_relational": sums.sums[4] / steps,
+        "loss_mixed_relational": sums.sums[5] / steps,
+        "lr": _group_lr(run.optimizer, "new"),
+        "partial_epoch": sums.steps < run.steps_per_epoch,
+        **metrics,
+    }
+
+
+def _keep_epoch(run: _Training, cfg: FinetuneConfig, state: dict[str, Any], row: dict) -> None:
+    """Add the epoch to the history, keep the best model (clean guard permitting), save the ``last.pt`` checkpoint."""
+    tc = cfg.train
+    state["history"].append(row)
+    guard_ok = tc.clean_guard is None or row["clean_auc"] >= state["history"][0]["clean_auc"] - tc.clean_guard
+    if guard_ok and row[tc.select_metric] > state["best"]["metric"]:
+        state["best"] = {"epoch": row["epoch"], "metric": row[tc.select_metric]}
+        state["since_best"] = 0
+        _save_best(run.model, run.out_dir)
+    else:
+        state["since_best"] += 1
+    _torch().save(
+        {
+            "model": run.model.state_dict(),
+            "head": run.head.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "state": state,
+            "regime": run.name,
+        },
+        run.out_dir / "last.pt",
+    )
+
+
+def _train_epochs(
+    run: _Training,
+    cfg: FinetuneConfig,
+    prep: Prepared,
+    device: Any,
+    state: dict[str, Any],
+    evaluate: Callable[[], dict],
+    cached: Any,
+    log: Callable[[str], None],
+) -> tuple[str, float]:
+    """Epochs until the epoch count, the step budget, early stopping or the time budget; (stop reason, start time)."""
+    torch, tc = _torch(), cfg.train
+    loader = _train_loader(run, cfg, prep, device) if cached is None else None
+    t_start = time.monotonic()
+    while state["epoch"] < tc.epochs:
+        if state["global_step"] >= run.total_steps:
+            return "max_steps", t_start
+        if state["since_best"] >= tc.patience:
+            return "early_stopping", t_start
+        epoch = state["epoch"] + 1
+        run.sampler.set_epoch(epoch)
+        t_epoch = time.monotonic()
+        batches = loader if loader is not None else _cached_batches(run.sampler, prep, cached, epoch, torch)
+        sums = _train_epoch(run, cfg, prep, device, state, batches, cached, t_start)
+        train_s = time.monotonic() - t_epoch
+        metrics = evaluate()
+        state["epoch"] = epoch
+        row = _epoch_row(run, state, epoch, sums, train_s, metrics)
+        _keep_epoch(run, cfg, state, row)
+        log(
+            f"[{run.name}] epoch {epoch} steps {sums.steps} {row['train_samples_per_s']:.0f} samples/s "
+            f"loss {row['loss']:.3f} (cls {row['loss_cls']:.3f} cons {row['loss_consistency']:.4f}) " + _fmt(metrics)
+        )
+        if sums.out_of_time:
+            return "time_budget", t_start
+    return "epochs", t_start
+
+
+def run_regime(cfg: FinetuneConfig, name: str, prep: Prepared, device, resume: bool, export: bool, log) -> dict:
+    """Train one regime; returns its metrics dict (also written to ``<out>/<name>/metrics.json``)."""
+    tc = cfg.train
+    run = _start_training(cfg, name, prep, device)
+    state = _resume_state(run, device, resume, log)
+    frozen = run.model.trunk_frozen()
+    cached = None
+    if frozen and tc.cache_views > 0:
+        if prep.train_scenes is not None:
+            raise VigilError(
+                f"[{name}] train.cache_views caches Degrader views only: set it to 0 with data.scene_views"
+            )
+        source = FrozenSource(run.model.backbone, device, _opt_path(cfg.data.source_onnx))
+        cached = cache_degraded_views(prep, cfg, tc.cache_views, source, run.degrader, log)
+    log(
+        f"[{name}] trainable parameters {run.trainable}, steps/epoch {run.steps_per_epoch}, "
+        f"total steps {run.total_steps}, device {device}"
+    )
+    evaluate = _validation(run, prep, device, frozen)
     if not state["history"]:
         m0 = evaluate()
         state["history"].append({"epoch": 0, "step": 0, **m0})
         state["best"] = {"epoch": 0, "metric": m0[tc.select_metric]}
-        _save_best(model, out_dir)
+        _save_best(run.model, run.out_dir)
         log(f"[{name}] epoch 0 (source): " + _fmt(m0))
-    loader = None
-    if cached is None:
-        loader = torch.utils.data.DataLoader(
-            TrainViews(prep.train_chips, prep.train_labels, degrader, cfg.seed, prep.train_scenes), batch_sampler=sampler,
-            num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0, pin_memory=str(device).startswith("cuda"),
-            worker_init_fn=_worker_init,
-        )
-    t_start = time.monotonic()
-    stop_reason = "epochs"
-    while state["epoch"] < tc.epochs:
-        if state["global_step"] >= total_steps:
-            stop_reason = "max_steps"
-            break
-        if state["since_best"] >= tc.patience:
-            stop_reason = "early_stopping"
-            break
-        epoch = state["epoch"] + 1
-        sampler.set_epoch(epoch)
-        sums, n_steps, n_samples, t_epoch = np.zeros(6), 0, 0, time.monotonic()
-        batches = loader if loader is not None else _cached_batches(sampler, prep, cached, epoch, torch)
-        out_of_time = False
-        for batch in batches:
-            view = None
-            if cached is not None:
-                batch, view = batch
-            r = train_step(model, head, optimizer, batch, prep.src_table, cfg.loss, device, tc.amp, tc.grad_clip, scheduler, view)
-            sums += (r.loss, r.cls, r.consistency, r.distill, r.relational, r.mixed_relational)
-            n_steps += 1
-            n_samples += len(batch[2])
-            state["global_step"] += 1
-            if not math.isfinite(r.loss):
-                raise VigilError(f"[{name}] loss is not finite at step {state['global_step']}")
-            if state["global_step"] >= total_steps:
-                break
-            if tc.time_budget_s is not None and time.monotonic() - t_start > tc.time_budget_s:
-                out_of_time = True
-                break
-        train_s = time.monotonic() - t_epoch
-        metrics = evaluate()
-        state["epoch"] = epoch
-        row = {"epoch": epoch, "step": state["global_step"], "train_samples_per_s": n_samples / max(train_s, 1e-9),
-               "loss": sums[0] / max(n_steps, 1), "loss_cls": sums[1] / max(n_steps, 1), "loss_consistency": sums[2] / max(n_steps, 1),
-               "loss_distill": sums[3] / max(n_steps, 1), "loss_relational": sums[4] / max(n_steps, 1),
-               "loss_mixed_relational": sums[5] / max(n_steps, 1), "lr": _group_lr(optimizer, "new"),
-               "partial_epoch": n_steps < steps_per_epoch, **metrics}
-        state["history"].append(row)
-        guard_ok = tc.clean_guard is None or metrics["clean_auc"] >= state["history"][0]["clean_auc"] - tc.clean_guard
-        if guard_ok and metrics[tc.select_metric] > state["best"]["metric"]:
-            state["best"] = {"epoch": epoch, "metric": metrics[tc.select_metric]}
-            state["since_best"] = 0
-            _save_best(model, out_dir)
-        else:
-            state["since_best"] += 1
-        torch.save({"model": model.state_dict(), "head": head.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "state": state, "regime": name}, last)
-        log(f"[{name}] epoch {epoch} steps {n_steps} {row['train_samples_per_s']:.0f} samples/s loss {row['loss']:.3f} "
-            f"(cls {row['loss_cls']:.3f} cons {row['loss_consistency']:.4f}) " + _fmt(metrics))
-        if out_of_time:
-            stop_reason = "time_budget"
-            break
+    stop_reason, t_start = _train_epochs(run, cfg, prep, device, state, evaluate, cached, log)
     result = {
-        "regime": name, "regime_config": asdict(regime), "seed": cfg.seed, "device": str(device),
-        "trainable_parameters": trainable, "steps_per_epoch": steps_per_epoch, "total_steps_planned": total_steps,
-        "stop_reason": stop_reason, "select_metric": tc.select_metric, "best_epoch": state["best"]["epoch"],
+        "regime": name,
+        "regime_config": asdict(cfg.regime(name)),
+        "seed": cfg.seed,
+        "device": str(device),
+        "trainable_parameters": run.trainable,
+        "steps_per_epoch": run.steps_per_epoch,
+        "total_steps_planned": run.total_steps,
+        "stop_reason": stop_reason,
+        "select_metric": tc.select_metric,
+        "best_epoch": state["best"]["epoch"],
         "best": next(h for h in state["history"] if h["epoch"] == state["best"]["epoch"]),
-        "source": state["history"][0], "history": state["history"], "chips": prep.chips_path,
-        "train_config": asdict(tc), "loss_config": asdict(cfg.loss), "degrade": cfg.degrade,
-        "train_wall_s": time.monotonic() - t_start, "cached_views": tc.cache_views if cached is not None else 0,
+        "source": state["history"][0],
+        "history": state["history"],
+        "chips": prep.chips_path,
+        "train_config": asdict(tc),
+        "loss_config": asdict(cfg.loss),
+        "degrade": cfg.degrade,
+        "train_wall_s": time.monotonic() - t_start,
+        "cached_views": tc.cache_views if cached is not None else 0,
         "validation": "all pairs among the CelebA validation identities' chips (never LFW)",
-        "scene_views": cfg.data.scene_views, "val_degraded_from_scenes": prep.val_degraded_from_scenes,
+        "scene_views": cfg.data.scene_views,
+        "val_degraded_from_scenes": prep.val_degraded_from_scenes,
     }
     if export:
-        result["onnx"] = str(export_best(out_dir))
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
+        result["onnx"] = str(export_best(run.out_dir))
+    (run.out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -866,7 +1114,9 @@ def export_best(out_dir: Path) -> Path:
 
     model = DlibResNet()
     model.load_state_dict(torch.load(out_dir / "best.pt", map_location="cpu", weights_only=True))
-    return export_onnx(model.eval(), out_dir / "model.onnx", fp16_weights=True, metadata={"vigil.finetune_regime": out_dir.name})
+    return export_onnx(
+        model.eval(), out_dir / "model.onnx", fp16_weights=True, metadata={"vigil.finetune_regime": out_dir.name}
+    )
 
 
 def export_last(cfg: FinetuneConfig, name: str) -> Path:
@@ -875,7 +1125,7 @@ def export_last(cfg: FinetuneConfig, name: str) -> Path:
     torch = _torch()
     from pipelines.recognizer.convert import export_onnx
 
-    out_dir = _opt_path(cfg.out) / name
+    out_dir = _required_path(cfg.out, "out") / name
     if not (out_dir / "last.pt").is_file():
         raise VigilError(f"{out_dir / 'last.pt'}: no checkpoint (train the regime first)")
     model = build_model(load_source_backbone(cfg), cfg.regime(name))
@@ -915,7 +1165,9 @@ def collect(run_dir: Path, dest: Path, names: list[str]) -> dict:
 
 
 def _fmt(m: dict) -> str:
-    return " ".join(f"{v}_{k} {m[f'{v}_{k}']:.4f}" for v in ("clean", "degraded", "mixed") for k in ("auc", "tar_at_far_1e-3"))
+    return " ".join(
+        f"{v}_{k} {m[f'{v}_{k}']:.4f}" for v in ("clean", "degraded", "mixed") for k in ("auc", "tar_at_far_1e-3")
+    )
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -947,18 +1199,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--workers", type=int)
     ap.add_argument("--cache-views", type=int, help="regime a on CPU: degraded views cached per chip")
-    ap.add_argument("--select-metric", choices=SELECT_METRICS, help="validation metric for the best checkpoint and early stopping")
+    ap.add_argument(
+        "--select-metric", choices=SELECT_METRICS, help="validation metric for the best checkpoint and early stopping"
+    )
     ap.add_argument("--consistency-weight", type=float, help="overrides loss.consistency_weight")
     ap.add_argument("--relational-weight", type=float, help="overrides loss.relational_weight")
     ap.add_argument("--distill-weight", type=float, help="overrides loss.distill_weight")
     ap.add_argument("--mixed-relational-weight", type=float, help="overrides loss.mixed_relational_weight")
-    ap.add_argument("--margin-weight", type=float, help="overrides loss.margin_weight (0: distillation only, no identity loss)")
-    ap.add_argument("--degrade", action="append", default=[], metavar="KEY=VALUE",
-                    help="overrides one degrade.KEY of the config (YAML value), e.g. --degrade p_occlude=0.3; repeatable")
+    ap.add_argument(
+        "--margin-weight", type=float, help="overrides loss.margin_weight (0: distillation only, no identity loss)"
+    )
+    ap.add_argument(
+        "--degrade",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides one degrade.KEY of the config (YAML value), e.g. --degrade p_occlude=0.3; repeatable",
+    )
     ap.add_argument("--val-max-chips", type=int)
     ap.add_argument("--chips", help="chip cache folder or carry pack (overrides data.chips)")
-    ap.add_argument("--scene-views", nargs="+", help="scene-view folder(s) (pipelines.recognizer.scene_views; overrides data.scene_views)")
-    ap.add_argument("--p-scene-view", type=float, help="share of samples trained on a scene view (overrides train.p_scene_view)")
+    ap.add_argument(
+        "--scene-views",
+        nargs="+",
+        help="scene-view folder(s) (pipelines.recognizer.scene_views; overrides data.scene_views)",
+    )
+    ap.add_argument(
+        "--p-scene-view", type=float, help="share of samples trained on a scene view (overrides train.p_scene_view)"
+    )
     ap.add_argument("--out", help="output folder (overrides out)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
@@ -966,7 +1233,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-export", action="store_true")
     ap.add_argument("--write-json", type=Path, help="write the config as JSON here and exit")
     ap.add_argument("--collect-into", type=Path, help="gather finished regimes of --out into this folder and exit")
-    ap.add_argument("--export-last", action="store_true", help="export each regime's last checkpoint (model_last.onnx) and exit")
+    ap.add_argument(
+        "--export-last", action="store_true", help="export each regime's last checkpoint (model_last.onnx) and exit"
+    )
     args = ap.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -983,14 +1252,28 @@ def _run_finetune(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {
-        "train": {"epochs": args.epochs, "max_steps": args.max_steps, "time_budget_s": args.time_budget_s,
-                  "batch_size": args.batch_size, "num_workers": args.workers, "cache_views": args.cache_views,
-                  "select_metric": args.select_metric, "p_scene_view": args.p_scene_view},
-        "data": {"val_max_chips": args.val_max_chips, "chips": [args.chips] if args.chips else None,
-                 "scene_views": args.scene_views},
-        "loss": {"consistency_weight": args.consistency_weight, "relational_weight": args.relational_weight,
-                 "distill_weight": args.distill_weight, "margin_weight": args.margin_weight,
-                 "mixed_relational_weight": args.mixed_relational_weight},
+        "train": {
+            "epochs": args.epochs,
+            "max_steps": args.max_steps,
+            "time_budget_s": args.time_budget_s,
+            "batch_size": args.batch_size,
+            "num_workers": args.workers,
+            "cache_views": args.cache_views,
+            "select_metric": args.select_metric,
+            "p_scene_view": args.p_scene_view,
+        },
+        "data": {
+            "val_max_chips": args.val_max_chips,
+            "chips": [args.chips] if args.chips else None,
+            "scene_views": args.scene_views,
+        },
+        "loss": {
+            "consistency_weight": args.consistency_weight,
+            "relational_weight": args.relational_weight,
+            "distill_weight": args.distill_weight,
+            "margin_weight": args.margin_weight,
+            "mixed_relational_weight": args.mixed_relational_weight,
+        },
         "degrade": parse_key_values(args.degrade, "--degrade"),
     }
     if args.write_json:
@@ -1008,15 +1291,21 @@ def _run_finetune(args: argparse.Namespace, log: Callable[[str], None]) -> int:
             log(f"[{n}] last checkpoint -> {export_last(cfg, n)}")
         return 0
     if args.collect_into:
-        summary = collect(_opt_path(cfg.out), args.collect_into, names)
-        print(json.dumps({k: v.get("best", v) if isinstance(v, dict) else v for k, v in summary.items()}, indent=1)[:4000])
+        summary = collect(_required_path(cfg.out, "out"), args.collect_into, names)
+        print(
+            json.dumps({k: v.get("best", v) if isinstance(v, dict) else v for k, v in summary.items()}, indent=1)[:4000]
+        )
         return 0
     device = resolve_device(args.device)
     prep = prepare(cfg, device, log)
     summary = {}
     for n in names:
         r = run_regime(cfg, n, prep, device, args.resume, not args.no_export, log)
-        summary[n] = {"best_epoch": r["best_epoch"], "stop_reason": r["stop_reason"], **{k: r["best"][k] for k in r["best"] if k.endswith(("auc", "accuracy", "1e-3"))}}
+        summary[n] = {
+            "best_epoch": r["best_epoch"],
+            "stop_reason": r["stop_reason"],
+            **{k: r["best"][k] for k in r["best"] if k.endswith(("auc", "accuracy", "1e-3"))},
+        }
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -6,7 +6,8 @@
 
 Each model embeds every LFW image through vigil's own path (``vigil.eval.lfw.embed_lfw``, as ``vigil eval lfw``:
 default detector, the model's manifest template, flip-averaged as the runtime does; detections from
-``--detections-cache``), once per model and variant: its pair scores are kept in ``--cache``. Then, for each weight ``w`` of the SECOND model, the fused pair score
+``--detections-cache``), once per model and variant: its pair scores are kept in ``--cache``. Then, for each weight
+``w`` of the SECOND model, the fused pair score
 ``(1 - w) cos_1 + w cos_2`` (what an ensemble file with those weights computes) goes through the LFW protocol.
 ``--weights`` are chosen before looking: the LFW pairs are the test set, a sweep shows sensitivity, not a tuning.
 The report gives each model alone and each fusion, and the impostor cosine spread of each model on the LFW pairs.
@@ -46,8 +47,16 @@ def pair_scores(model: Path, variant: str, detections_cache: Path, cache: Path) 
     if stored.is_file():
         return parse_lfw_pairs(lfw_dir / lfw.PAIRS_FILE), np.load(stored)
     detect_batch, detector_label = build_detector(None)
-    embedded = lfw.embed_lfw(lfw_dir, variant == "degraded", detect_batch, detector_label, recognizer.aligner,
-                             recognizer.embedder, recognizer.label, detections_cache=detections_cache)
+    embedded = lfw.embed_lfw(
+        lfw_dir,
+        variant == "degraded",
+        detect_batch,
+        detector_label,
+        recognizer.aligner,
+        recognizer.embedder,
+        recognizer.label,
+        detections_cache=detections_cache,
+    )
     scores = cosine_scores(embedded.first, embedded.second)
     cache.mkdir(parents=True, exist_ok=True)
     np.save(stored, scores)
@@ -57,7 +66,16 @@ def pair_scores(model: Path, variant: str, detections_cache: Path, cache: Path) 
 def celeba_val_impostor_std(model: Path, detections_cache: Path, val_fraction: float = 0.15, seed: int = 0) -> dict:
     """``model``'s cosine spread over all different-person pairs of the CelebA validation identities' photos."""
     from pipelines.recognizer.faces_dataset import list_photos, validation_identities
-    from vigil.eval.face_source import DEFAULT_MIN_SCORE, DetectionCache, FaceSource, ImageEmbedder, build_detector, build_recognizer, read_image
+    from vigil.eval.face_source import (
+        DEFAULT_MIN_SCORE,
+        DetectionCache,
+        FaceSource,
+        ImageEmbedder,
+        build_detector,
+        build_recognizer,
+        read_image,
+        vector_rows,
+    )
     from vigil.paths import data_path
 
     root = data_path("celeba299")
@@ -69,16 +87,22 @@ def celeba_val_impostor_std(model: Path, detections_cache: Path, val_fraction: f
     cache = DetectionCache.in_folder(detections_cache, "celeba-val", detector_label, DEFAULT_MIN_SCORE)
     source = FaceSource(detect_batch, recognizer.aligner, fallback="skip", min_score=DEFAULT_MIN_SCORE, cache=cache)
     embedded = ImageEmbedder(source, recognizer.embedder, detector_label, recognizer.label).embed(
-        rels, lambda rel: read_image(root / rel), progress=f"celeba val {Path(model).name}")
+        rels, lambda rel: read_image(root / rel), progress=f"celeba val {Path(model).name}"
+    )
     cache.save()
     kept = [r for r in rels if embedded[r].vector is not None]
-    vectors = np.stack([embedded[r].vector for r in kept])
+    vectors = vector_rows(embedded[r] for r in kept)
     people = np.array([r.split("/")[0] for r in kept])
     upper = np.triu(np.ones((len(kept), len(kept)), dtype=bool), k=1)
     impostor = (vectors @ vectors.T)[upper & (people[:, None] != people[None, :])]
-    return {"photos": len(kept), "skipped_no_face": len(rels) - len(kept), "identities": len(set(people)),
-            "impostor_pairs": int(impostor.size), "impostor_mean": round(float(impostor.mean()), 4),
-            "impostor_std": round(float(impostor.std()), 4)}
+    return {
+        "photos": len(kept),
+        "skipped_no_face": len(rels) - len(kept),
+        "identities": len(set(people)),
+        "impostor_pairs": int(impostor.size),
+        "impostor_mean": round(float(impostor.mean()), 4),
+        "impostor_std": round(float(impostor.std()), 4),
+    }
 
 
 def equal_weight(first_std: float, second_std: float) -> float:
@@ -92,26 +116,40 @@ def protocol(scores: np.ndarray, pairs) -> dict:
 
     labels = np.array([p.same for p in pairs])
     folds = kfold_accuracy(scores, labels, np.array([p.fold for p in pairs]))
-    return {"accuracy_mean": round(100 * folds.mean, 2), "accuracy_std": round(100 * folds.std, 2),
-            "tar_at_far_1e-3": round(100 * tar_at_far(scores, labels, 1e-3).tar, 2), "auc": round(roc_curve(scores, labels).auc, 5),
-            "fold_accuracies": [round(float(a), 4) for a in folds.fold_accuracies]}
+    return {
+        "accuracy_mean": round(100 * folds.mean, 2),
+        "accuracy_std": round(100 * folds.std, 2),
+        "tar_at_far_1e-3": round(100 * tar_at_far(scores, labels, 1e-3).tar, 2),
+        "auc": round(roc_curve(scores, labels).auc, 5),
+        "fold_accuracies": [round(float(a), 4) for a in folds.fold_accuracies],
+    }
 
 
 def sweep(first: np.ndarray, second: np.ndarray, pairs, weights: list[float]) -> dict:
     labels = np.array([p.same for p in pairs])
-    report = {"first": protocol(first, pairs), "second": protocol(second, pairs),
-              "impostor_std": [round(float(first[~labels].std()), 4), round(float(second[~labels].std()), 4)]}
+    report = {
+        "first": protocol(first, pairs),
+        "second": protocol(second, pairs),
+        "impostor_std": [round(float(first[~labels].std()), 4), round(float(second[~labels].std()), 4)],
+    }
     report["fused"] = {str(w): protocol((1 - w) * first + w * second, pairs) for w in weights}
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", type=Path, nargs=2, required=True, help="two recognizers listed in models/manifest.yaml")
+    ap.add_argument(
+        "--models", type=Path, nargs=2, required=True, help="two recognizers listed in models/manifest.yaml"
+    )
     ap.add_argument("--weights", type=float, nargs="+", default=[], help="weights of the second model, each in [0, 1]")
-    ap.add_argument("--celeba-val", action="store_true",
-                    help="instead of LFW: each model's impostor spread on the CelebA validation identities, and the equal weight")
-    ap.add_argument("--degraded", action="store_true", help="the seeded surveillance-degraded LFW (vigil eval lfw --degraded)")
+    ap.add_argument(
+        "--celeba-val",
+        action="store_true",
+        help="instead of LFW: each model's impostor spread on the CelebA validation identities, and the equal weight",
+    )
+    ap.add_argument(
+        "--degraded", action="store_true", help="the seeded surveillance-degraded LFW (vigil eval lfw --degraded)"
+    )
     ap.add_argument("--detections-cache", type=Path, default=DEFAULT_DETECTIONS)
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="embeddings per model and variant")
     ap.add_argument("--json", type=Path)
@@ -127,12 +165,22 @@ def main(argv: list[str] | None = None) -> int:
         variant = "degraded" if args.degraded else "clean"
         pairs, first = pair_scores(args.models[0], variant, args.detections_cache, args.cache)
         _, second = pair_scores(args.models[1], variant, args.detections_cache, args.cache)
-        report = {"variant": variant, "models": [str(m) for m in args.models], **sweep(first, second, pairs, args.weights)}
+        report = {
+            "variant": variant,
+            "models": [str(m) for m in args.models],
+            **sweep(first, second, pairs, args.weights),
+        }
         for name in ("first", "second"):
             r = report[name]
-            print(f"{variant} {name:6s}: {r['accuracy_mean']:.2f} +- {r['accuracy_std']:.2f} %, TAR@1e-3 {r['tar_at_far_1e-3']:.2f} %")
+            print(
+                f"{variant} {name:6s}: {r['accuracy_mean']:.2f} +- {r['accuracy_std']:.2f} %, TAR@1e-3 "
+                f"{r['tar_at_far_1e-3']:.2f} %"
+            )
         for w, r in report["fused"].items():
-            print(f"{variant} w={w:5s}: {r['accuracy_mean']:.2f} +- {r['accuracy_std']:.2f} %, TAR@1e-3 {r['tar_at_far_1e-3']:.2f} %")
+            print(
+                f"{variant} w={w:5s}: {r['accuracy_mean']:.2f} +- {r['accuracy_std']:.2f} %, TAR@1e-3 "
+                f"{r['tar_at_far_1e-3']:.2f} %"
+            )
         print(f"impostor cosine std {report['impostor_std']}")
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -144,11 +192,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _celeba_weight(args: argparse.Namespace) -> int:
     spreads = [celeba_val_impostor_std(model, args.detections_cache) for model in args.models]
-    report = {"set": "celeba299 validation identities (faces_dataset split, 15 %, seed 0)", "models": [str(m) for m in args.models],
-              "per_model": spreads, "equal_weight_second": equal_weight(spreads[0]["impostor_std"], spreads[1]["impostor_std"])}
+    report = {
+        "set": "celeba299 validation identities (faces_dataset split, 15 %, seed 0)",
+        "models": [str(m) for m in args.models],
+        "per_model": spreads,
+        "equal_weight_second": equal_weight(spreads[0]["impostor_std"], spreads[1]["impostor_std"]),
+    }
     for model, spread in zip(args.models, spreads):
-        print(f"{model.name}: {spread['photos']} photos of {spread['identities']} people, impostor cosine "
-              f"{spread['impostor_mean']:.4f} +- {spread['impostor_std']:.4f} ({spread['impostor_pairs']} pairs)")
+        print(
+            f"{model.name}: {spread['photos']} photos of {spread['identities']} people, impostor cosine "
+            f"{spread['impostor_mean']:.4f} +- {spread['impostor_std']:.4f} ({spread['impostor_pairs']} pairs)"
+        )
     print(f"equal-weight fusion: second model weight {report['equal_weight_second']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,9 @@ HEAD_KINDS = ("arcface", "cosface")
 class MarginHead(nn.Module):
     """ArcFace or CosFace over ``num_classes`` identities; ``scale`` s and ``margin`` m (radians for ArcFace)."""
 
-    def __init__(self, num_classes: int, dim: int = 128, kind: str = "arcface", scale: float = 32.0, margin: float = 0.3) -> None:
+    def __init__(
+        self, num_classes: int, dim: int = 128, kind: str = "arcface", scale: float = 32.0, margin: float = 0.3
+    ) -> None:
         super().__init__()
         if kind not in HEAD_KINDS:
             raise ValueError(f"head: kind must be one of {HEAD_KINDS}, got {kind!r}")
@@ -33,7 +35,7 @@ class MarginHead(nn.Module):
 
     @torch.no_grad()
     def init_from_centroids(self, embeddings: np.ndarray, labels: np.ndarray) -> None:
-        """Set each class weight to the normalised mean of its (N, D) embeddings; classes without samples keep theirs."""
+        """Each class weight := the normalised mean of its (N, D) embeddings; a class without samples keeps its own."""
         emb = torch.as_tensor(embeddings, dtype=torch.float32)
         lab = torch.as_tensor(labels, dtype=torch.int64)
         sums = torch.zeros_like(self.weight).index_add_(0, lab, F.normalize(emb, dim=1))

@@ -36,8 +36,12 @@ def evenly_spaced(items: list[str], count: int) -> list[str]:
 def cosine_summary(first: np.ndarray, second: np.ndarray) -> dict:
     """Row-wise cosine of two stacks of unit vectors: count, mean, min, 1st percentile."""
     cos = np.sum(first * second, axis=1)
-    return {"chips": int(len(cos)), "cosine_mean": round(float(cos.mean()), 6), "cosine_min": round(float(cos.min()), 6),
-            "cosine_p01": round(float(np.percentile(cos, 1)), 6)}
+    return {
+        "chips": len(cos),
+        "cosine_mean": round(float(cos.mean()), 6),
+        "cosine_min": round(float(cos.min()), 6),
+        "cosine_p01": round(float(np.percentile(cos, 1)), 6),
+    }
 
 
 def lfw_chips(model: Path, variant: str, images: int, detections_cache: Path) -> np.ndarray:
@@ -51,13 +55,21 @@ def lfw_chips(model: Path, variant: str, images: int, detections_cache: Path) ->
     rels = evenly_spaced(list({p.path1 for p in pairs} | {p.path2 for p in pairs}), images)
     keys = [f"{variant}:{rel}" for rel in rels]  # the keys vigil eval lfw caches detections under
     detect_batch, label = build_detector(None)
-    source, cache = lfw.lfw_face_source(variant == "degraded", detect_batch, label,
-                                        build_recognizer(model, flip_average=False).aligner, detections_cache=detections_cache)
+    source, cache = lfw.lfw_face_source(
+        variant == "degraded",
+        detect_batch,
+        label,
+        build_recognizer(model, flip_average=False).aligner,
+        detections_cache=detections_cache,
+    )
     load = lfw.lfw_loader(lfw_dir, variant == "degraded")
-    chips = []
+    chips: list[np.ndarray] = []
     for start in range(0, len(keys), 32):
         batch = keys[start : start + 32]
-        chips += [face.chip for face in source.chips([load(key) for key in batch], batch)]
+        for key, face in zip(batch, source.chips([load(key) for key in batch], batch)):
+            if face.chip is None:
+                raise VigilError(f"{key}: no chip (the LFW protocol's source always gives one)")
+            chips.append(face.chip)
     if cache is not None:
         cache.save()
     return np.stack(chips)
@@ -80,8 +92,15 @@ def compare(model: Path, other: Path, images: int, detections_cache: Path) -> di
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, required=True, help="a recognizer listed in models/manifest.yaml (its template cuts the chips)")
-    ap.add_argument("--other", type=Path, required=True, help="another file of the same recognizer (same input contract)")
+    ap.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="a recognizer listed in models/manifest.yaml (its template cuts the chips)",
+    )
+    ap.add_argument(
+        "--other", type=Path, required=True, help="another file of the same recognizer (same input contract)"
+    )
     ap.add_argument("--images", type=int, default=600)
     ap.add_argument("--detections-cache", type=Path, default=DEFAULT_DETECTIONS)
     ap.add_argument("--json", type=Path)
@@ -91,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         report = compare(args.model, args.other, args.images, args.detections_cache)
         for variant in VARIANTS:
             row = report[variant]
-            print(f"{variant}: {row['chips']} chips, cosine mean {row['cosine_mean']:.6f}, min {row['cosine_min']:.6f}, "
-                  f"1st percentile {row['cosine_p01']:.6f}")
+            print(
+                f"{variant}: {row['chips']} chips, cosine mean {row['cosine_mean']:.6f}, min {row['cosine_min']:.6f}, "
+                f"1st percentile {row['cosine_p01']:.6f}"
+            )
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(report, indent=1))

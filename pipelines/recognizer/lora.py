@@ -11,7 +11,7 @@ ONNX contract is unchanged.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -42,7 +42,11 @@ class LoRAConv2d(nn.Module):
     def merged(self) -> nn.Conv2d:
         """A plain conv equal to this module's function."""
         conv = nn.Conv2d(
-            self.conv.in_channels, self.conv.out_channels, self.conv.kernel_size, self.conv.stride, self.conv.padding,
+            self.conv.in_channels,
+            self.conv.out_channels,
+            self.conv.kernel_size,
+            self.conv.stride,
+            self.conv.padding,
             bias=self.conv.bias is not None,
         ).to(self.conv.weight.device)
         delta = torch.einsum("or,rikl->oikl", self.up.weight[:, :, 0, 0], self.down.weight) * self.scaling
@@ -71,7 +75,14 @@ def add_lora(root: nn.Module, rank: int, alpha: float, include: Callable[[str], 
         raise ValueError(f"lora: rank must be >= 1, got {rank}")
     return _replace(
         root,
-        lambda name, m: LoRAConv2d(m, rank, alpha) if isinstance(m, nn.Conv2d) and not isinstance(m, LoRAConv2d) and include(name) and not name.endswith((".down", ".up")) else None,
+        lambda name, m: (
+            LoRAConv2d(m, rank, alpha)
+            if isinstance(m, nn.Conv2d)
+            and not isinstance(m, LoRAConv2d)
+            and include(name)
+            and not name.endswith((".down", ".up"))
+            else None
+        ),
     )
 
 

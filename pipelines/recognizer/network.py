@@ -21,8 +21,8 @@ block's values in the top-left 3x3. Affine layers are dlib's frozen batch norm: 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import numpy as np
 import torch

@@ -15,6 +15,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -135,7 +136,10 @@ def measure(faces: int, onnx_paths: dict[str, Path]) -> dict:
 
     ref = DlibReference()
     model = load_source_model()
-    names, chips, dlib_vectors, skipped = [], [], [], []
+    names: list[str] = []
+    chips: list[np.ndarray] = []
+    vectors: list[np.ndarray] = []
+    skipped: list[str] = []
     for path in lfw_sample(faces):
         face = ref.face(read_rgb(path))
         if face is None:
@@ -143,12 +147,16 @@ def measure(faces: int, onnx_paths: dict[str, Path]) -> dict:
             continue
         names.append(path.name)
         chips.append(face.chip_rgb)
-        dlib_vectors.append(ref.descriptor(face.chip_rgb))
+        vectors.append(ref.descriptor(face.chip_rgb))
     if not chips:
         raise VigilError("no LFW face found by dlib's detector")
     chips_bgr = np.ascontiguousarray(np.stack(chips)[..., ::-1])
-    dlib_vectors = np.stack(dlib_vectors)
-    report = {"faces_requested": faces, "faces_compared": len(names), "faces_skipped_no_detection": skipped}
+    dlib_vectors = np.stack(vectors)
+    report: dict[str, Any] = {
+        "faces_requested": faces,
+        "faces_compared": len(names),
+        "faces_skipped_no_detection": skipped,
+    }
     report["torch"] = summarize(cosines(dlib_vectors, torch_embed(model, chips_bgr)))
     for key, path in onnx_paths.items():
         if path.is_file():

@@ -4,7 +4,8 @@
         --out work/recognizer/dlib-resnet-v1-int8.onnx --json work/recognizer/int8_report.json
 
 Static QDQ quantisation with onnxruntime (per-channel int8 weights, uint8 activations, MinMax calibration on
-``--calib`` chips of the CelebA VALIDATION identities; the first conv and the last dense layer stay float), falling back to dynamic quantisation with ``--dynamic``
+``--calib`` chips of the CelebA VALIDATION identities; the first conv and the last dense layer stay float), falling
+back to dynamic quantisation with ``--dynamic``
 or when static quantisation fails on the graph. A model whose weights are stored as float16 (+ Cast) is first
 turned back into float32 initialisers so the quantiser sees plain Conv/Gemm weights.
 
@@ -103,14 +104,30 @@ def depthwise_convs(model_path: Path) -> list[str]:
     SFace, CelebA validation chips: cosine to float mean 0.988, min 0.91 with them quantised; 0.995, 0.98 without)."""
     import onnx
 
-    return [n.name for n in onnx.load(str(model_path)).graph.node
-            if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    return [
+        n.name
+        for n in onnx.load(str(model_path)).graph.node
+        if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
+    ]
 
 
-def quantize(model_path: Path, out_path: Path, calib: np.ndarray, dynamic: bool, keep_edges: bool = True,
-             keep_depthwise: bool = False) -> str:
+def quantize(
+    model_path: Path,
+    out_path: Path,
+    calib: np.ndarray,
+    dynamic: bool,
+    keep_edges: bool = True,
+    keep_depthwise: bool = False,
+) -> str:
     """Write the int8 model; returns the method actually used ("static_qdq" or "dynamic")."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     work = out_path.with_suffix(".prep.onnx")
     fp32 = fp16_weights_to_fp32(model_path, out_path.with_suffix(".fp32.onnx"))
@@ -124,15 +141,27 @@ def quantize(model_path: Path, out_path: Path, calib: np.ndarray, dynamic: bool,
     if not dynamic:
         try:
             quantize_static(
-                str(work), str(out_path), ChipReader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                nodes_to_exclude=(edge_nodes(work) if keep_edges else []) + (depthwise_convs(work) if keep_depthwise else []),
+                str(work),
+                str(out_path),
+                ChipReader(calib),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=(edge_nodes(work) if keep_edges else [])
+                + (depthwise_convs(work) if keep_depthwise else []),
             )
             method = "static_qdq"
         except Exception as exc:  # the quantiser raises many types on graphs it cannot handle
             print(f"static quantisation failed ({type(exc).__name__}: {exc}); using dynamic")
     if method == "dynamic":
-        quantize_dynamic(str(work), str(out_path), weight_type=QuantType.QInt8, nodes_to_exclude=edge_nodes(work) if keep_edges else [])
+        quantize_dynamic(
+            str(work),
+            str(out_path),
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=edge_nodes(work) if keep_edges else [],
+        )
     for tmp in (work, fp32):
         tmp.unlink(missing_ok=True)
     return method
@@ -170,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chips", type=Path, default=Path("work/recognizer/celeba_chips"), help="chip cache or carry pack")
     ap.add_argument("--calib", type=int, default=200, help="calibration chips (validation identities)")
     ap.add_argument("--dynamic", action="store_true")
-    ap.add_argument("--quantize-edges", action="store_true", help="also quantise the first conv and the last dense layer")
+    ap.add_argument(
+        "--quantize-edges", action="store_true", help="also quantise the first conv and the last dense layer"
+    )
     ap.add_argument("--keep-depthwise-float", action="store_true", help="leave grouped (depthwise) convs in float")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bench-s", type=float, default=5.0, help="seconds per timed loop")
@@ -189,13 +220,25 @@ def main(argv: list[str] | None = None) -> int:
         test_chips, test_labels = val.chips[held], val.labels[held]
         test_degraded = Degrader(DegradeConfig(p_clean=0.0, p_flip=0.0)).degrade_batch(test_chips, 1234)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        method = quantize(args.model, args.out, calib, args.dynamic, keep_edges=not args.quantize_edges,
-                          keep_depthwise=args.keep_depthwise_float)
-        report = {"model": str(args.model), "int8": str(args.out), "method": method, "calibration_chips": len(calib),
-                  "kept_float": ([] if args.quantize_edges else ["first Conv and last MatMul/Gemm"])
-                  + (["depthwise Convs"] if args.keep_depthwise_float else []),
-                  "test_chips": len(held), "data": "CelebA validation identities (pipelines/recognizer/faces_dataset.py split)",
-                  "threads": args.threads}
+        method = quantize(
+            args.model,
+            args.out,
+            calib,
+            args.dynamic,
+            keep_edges=not args.quantize_edges,
+            keep_depthwise=args.keep_depthwise_float,
+        )
+        report = {
+            "model": str(args.model),
+            "int8": str(args.out),
+            "method": method,
+            "calibration_chips": len(calib),
+            "kept_float": ([] if args.quantize_edges else ["first Conv and last MatMul/Gemm"])
+            + (["depthwise Convs"] if args.keep_depthwise_float else []),
+            "test_chips": len(held),
+            "data": "CelebA validation identities (pipelines/recognizer/faces_dataset.py split)",
+            "threads": args.threads,
+        }
         embs = {}
         for name, path in (("float", args.model), ("int8", args.out)):
             sess = session(path, args.threads)
@@ -207,9 +250,17 @@ def main(argv: list[str] | None = None) -> int:
                 "validation": validation_metrics(*embs[name], test_labels),
             }
         cos = np.sum(embs["float"][0] * embs["int8"][0], axis=1)
-        report["cosine_float_vs_int8_clean"] = {"mean": float(cos.mean()), "min": float(cos.min()), "p05": float(np.percentile(cos, 5))}
-        report["speedup_batch1"] = round(report["int8"]["faces_per_s_batch1"] / report["float"]["faces_per_s_batch1"], 2)
-        report["speedup_batch64"] = round(report["int8"]["faces_per_s_batch64"] / report["float"]["faces_per_s_batch64"], 2)
+        report["cosine_float_vs_int8_clean"] = {
+            "mean": float(cos.mean()),
+            "min": float(cos.min()),
+            "p05": float(np.percentile(cos, 5)),
+        }
+        report["speedup_batch1"] = round(
+            report["int8"]["faces_per_s_batch1"] / report["float"]["faces_per_s_batch1"], 2
+        )
+        report["speedup_batch64"] = round(
+            report["int8"]["faces_per_s_batch64"] / report["float"]["faces_per_s_batch64"], 2
+        )
     except VigilError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

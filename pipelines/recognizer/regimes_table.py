@@ -54,7 +54,7 @@ def load_row(name: str, metrics: dict | None, validation: dict, lfw: Path) -> Re
 def build_rows(runs: Path, lfw: Path, names: list[str]) -> list[RegimeRow]:
     """The source row (its validation: epoch 0 of the first regime that has one) and one row per regime (best epoch)."""
     metrics = {n: _read_json(runs / n / "metrics.json") for n in names}
-    source_val = next((m["history"][0] for m in metrics.values() if m and m.get("history")), {})
+    source_val: dict = next((m["history"][0] for m in metrics.values() if m and m.get("history")), {})
     rows = [load_row(SOURCE, None, source_val, lfw)]
     rows += [load_row(name, m, (m or {}).get("best", {}), lfw) for name, m in metrics.items()]
     return rows

@@ -36,13 +36,19 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vigil.errors import VigilError, run_reporting_errors
 from vigil.paths import data_path, repo_path
-from vigil.refine import unrefined
+from vigil.refine import RefiningAligner, unrefined
 from vigil.types import Face
+
+if TYPE_CHECKING:  # the degrader and aligner pull in cv2 and the recognizer path: imported where they are built
+    from pipelines.recognizer.degrade import Degrader
+    from vigil.align import Aligner
+    from vigil.eval.face_source import DetectBatch
 
 DEFAULT_OUT = Path("work/recognizer/scene_views")
 DEFAULT_CHIPS = Path("work/recognizer/celeba_chips")
@@ -60,17 +66,21 @@ class SceneViews:
     clean_found: np.ndarray
     files: list[str]
 
-    def take(self, files: list[str]) -> "SceneViews":
+    def take(self, files: list[str]) -> SceneViews:
         """The rows for ``files`` (a chip set's order); VigilError naming the first file that is missing."""
         index = {f: i for i, f in enumerate(self.files)}
         missing = [f for f in files if f not in index]
         if missing:
             raise VigilError(f"scene views: no row for {missing[0]} ({len(missing)} chip(s) missing: rebuild them)")
         rows = np.array([index[f] for f in files], dtype=np.int64)
-        return SceneViews(self.clean[rows], self.views[:, rows], self.found[:, rows], self.clean_found[rows], list(files))
+        return SceneViews(
+            self.clean[rows], self.views[:, rows], self.found[:, rows], self.clean_found[rows], list(files)
+        )
 
 
-def match_face(faces: list[Face], expected_landmarks: np.ndarray, max_error_frac: float = MAX_ERROR_FRAC) -> Face | None:
+def match_face(
+    faces: list[Face], expected_landmarks: np.ndarray, max_error_frac: float = MAX_ERROR_FRAC
+) -> Face | None:
     """The face whose 5 landmarks are nearest ``expected_landmarks`` (mean point distance), or None when even that
     one is off by ``max_error_frac`` x the expected eye distance or more."""
     expected = np.asarray(expected_landmarks, dtype=np.float64)
@@ -101,9 +111,9 @@ def view_seed(seed: int, view: int, index: int) -> list[int]:
 class _Stage:
     """What a batch of photos goes through: detect (batch), align, degrade."""
 
-    detect_batch: object  # list[image] -> list[list[Face]]
-    aligner: object  # vigil.align.Aligner
-    degrader: object  # pipelines.recognizer.degrade.Degrader
+    detect_batch: DetectBatch  # list[image] -> list[list[Face]]
+    aligner: Aligner | RefiningAligner
+    degrader: Degrader
     max_error_frac: float
 
     def chips(self, images: list[np.ndarray], expected: list[Face]) -> tuple[list[np.ndarray | None], list[bool]]:
@@ -116,7 +126,15 @@ class _Stage:
         return out, found
 
 
-def build_scene_views(photos: list[np.ndarray], entries: list[dict], stage: _Stage, views: int, seed: int, first_index: int = 0, first_view: int = 0) -> SceneViews:
+def build_scene_views(
+    photos: list[np.ndarray],
+    entries: list[dict],
+    stage: _Stage,
+    views: int,
+    seed: int,
+    first_index: int = 0,
+    first_view: int = 0,
+) -> SceneViews:
     """Scene views ``first_view .. first_view + views - 1`` of a list of photos (``entries``: their known landmark
     entries, ``face_width_px`` included); view k of a photo is the same whichever run makes it."""
     n = len(photos)
@@ -155,17 +173,26 @@ def concat_views(parts: list[SceneViews]) -> SceneViews:
     for part in parts[1:]:
         if part.files != parts[0].files:
             raise VigilError("scene views: folders list different photos (build them from the same chip set)")
-    return SceneViews(parts[0].clean, np.concatenate([p.views for p in parts]), np.concatenate([p.found for p in parts]),
-                      parts[0].clean_found, parts[0].files)
+    return SceneViews(
+        parts[0].clean,
+        np.concatenate([p.views for p in parts]),
+        np.concatenate([p.found for p in parts]),
+        parts[0].clean_found,
+        parts[0].files,
+    )
 
 
 def load(folder: Path) -> SceneViews:
     """Read a scene-view folder (memory-mapped views); VigilError naming what is missing."""
     folder = Path(folder)
     names = ("clean", "views", "found", "clean_found")
-    missing = [n for n in names if not (folder / f"{n}.npy").is_file()] + ([] if (folder / "meta.json").is_file() else ["meta"])
+    missing = [n for n in names if not (folder / f"{n}.npy").is_file()] + (
+        [] if (folder / "meta.json").is_file() else ["meta"]
+    )
     if missing:
-        raise VigilError(f"{folder}: not a scene-view folder (missing {missing}; run python -m pipelines.recognizer.scene_views)")
+        raise VigilError(
+            f"{folder}: not a scene-view folder (missing {missing}; run python -m pipelines.recognizer.scene_views)"
+        )
     arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r" if n == "views" else None) for n in names}
     files = json.loads((folder / "meta.json").read_text())["files"]
     return SceneViews(arrays["clean"], arrays["views"], arrays["found"], arrays["clean_found"], files)
@@ -181,12 +208,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--views", type=int, default=3, help="degraded views per photo")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--first-view", type=int, default=0, help="number of the first view made (more views for an existing folder)")
+    ap.add_argument(
+        "--first-view", type=int, default=0, help="number of the first view made (more views for an existing folder)"
+    )
     ap.add_argument("--batch", type=int, default=32, help="photos per detector call")
     ap.add_argument("--limit", type=int, default=None, help="only the first N photos (a quick look)")
     ap.add_argument("--max-error-frac", type=float, default=MAX_ERROR_FRAC)
-    ap.add_argument("--refine-landmarks", action=argparse.BooleanOptionalAction, default=True,
-                    help="the runtime's landmark refiner gives each detected face its points (default: on, as at runtime)")
+    ap.add_argument(
+        "--refine-landmarks",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the runtime's landmark refiner gives each detected face its points (default: on, as at runtime)",
+    )
     args = ap.parse_args(argv)
     return run_reporting_errors(lambda: _build(args))
 
@@ -198,10 +231,15 @@ def _stage(max_error_frac: float, template: np.ndarray, chip_size: int, refine_l
     from vigil.eval.face_source import build_detector
 
     detect_batch, detector_label = build_detector(None, min_score=MIN_SCORE)
-    aligner = Aligner(np.asarray(template, np.float32), int(chip_size))
-    info = {"detector": detector_label, "template": np.asarray(template).tolist(), "chip_size": int(chip_size), "landmarks": None}
+    aligner: Aligner | RefiningAligner = Aligner(np.asarray(template, np.float32), int(chip_size))
+    info = {
+        "detector": detector_label,
+        "template": np.asarray(template).tolist(),
+        "chip_size": int(chip_size),
+        "landmarks": None,
+    }
     if refine_landmarks:
-        from vigil.refine import RefiningAligner, default_landmark_refiner
+        from vigil.refine import default_landmark_refiner
 
         refiner, landmarks_path, landmarks_sha = default_landmark_refiner()
         aligner = RefiningAligner(aligner, refiner)
@@ -213,7 +251,10 @@ def chip_set_geometry(meta: dict, meta_file: Path) -> tuple[np.ndarray, int]:
     """The (5, 2) template and chip size a chip set was cut with; VigilError naming the file when they are absent."""
     template = np.asarray(meta.get("template", []), np.float32)
     if template.shape != (5, 2) or not meta.get("chip_size"):
-        raise VigilError(f"{meta_file}: no template/chip_size (rebuild the chip set with python -m pipelines.recognizer.faces_dataset)")
+        raise VigilError(
+            f"{meta_file}: no template/chip_size (rebuild the chip set with python -m "
+            "pipelines.recognizer.faces_dataset)"
+        )
     return template, int(meta["chip_size"])
 
 
@@ -239,19 +280,40 @@ def _build(args: argparse.Namespace) -> int:
             if image is None:
                 raise VigilError(f"{root / e['file']}: cannot decode image")
             photos.append(image)
-        parts.append(build_scene_views(photos, batch, stage, args.views, args.seed, first_index=start, first_view=args.first_view))
+        parts.append(
+            build_scene_views(
+                photos, batch, stage, args.views, args.seed, first_index=start, first_view=args.first_view
+            )
+        )
         done = start + len(batch)
         if done % (args.batch * 20) < args.batch or done == len(entries):
             print(f"  {done}/{len(entries)} photos ({time.monotonic() - t0:.0f} s)", flush=True)
     sv = SceneViews(
-        np.concatenate([p.clean for p in parts]), np.concatenate([p.views for p in parts], axis=1),
-        np.concatenate([p.found for p in parts], axis=1), np.concatenate([p.clean_found for p in parts]),
+        np.concatenate([p.clean for p in parts]),
+        np.concatenate([p.views for p in parts], axis=1),
+        np.concatenate([p.found for p in parts], axis=1),
+        np.concatenate([p.clean_found for p in parts]),
         [f for p in parts for f in p.files],
     )
-    counts = {"photos": len(sv.files), "views": args.views, "clean_found": int(sv.clean_found.sum()),
-              "found_per_view": sv.found.sum(axis=1).tolist(), "found_fraction": round(float(sv.found.mean()), 4),
-              "wall_s": round(time.monotonic() - t0, 1)}
-    save(repo_path(args.out), sv, {**info, "seed": args.seed, "first_view": args.first_view, "max_error_frac": args.max_error_frac, "counts": counts})
+    counts = {
+        "photos": len(sv.files),
+        "views": args.views,
+        "clean_found": int(sv.clean_found.sum()),
+        "found_per_view": sv.found.sum(axis=1).tolist(),
+        "found_fraction": round(float(sv.found.mean()), 4),
+        "wall_s": round(time.monotonic() - t0, 1),
+    }
+    save(
+        repo_path(args.out),
+        sv,
+        {
+            **info,
+            "seed": args.seed,
+            "first_view": args.first_view,
+            "max_error_frac": args.max_error_frac,
+            "counts": counts,
+        },
+    )
     print(json.dumps(counts))
     return 0
 

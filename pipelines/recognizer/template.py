@@ -43,7 +43,9 @@ def symmetrize(template: np.ndarray, chip_size: int = CHIP_SIZE) -> np.ndarray:
     return (template + mirrored) / 2
 
 
-ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]])
+ARCFACE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
+)
 ARCFACE_SIZE = 112
 
 
@@ -66,7 +68,9 @@ class EnsembleChip:
     member_boxes: dict[str, tuple[float, float, float, float]]
 
 
-def member_box(template: np.ndarray, member_template: np.ndarray, member_size: int) -> tuple[float, float, float, float]:
+def member_box(
+    template: np.ndarray, member_template: np.ndarray, member_size: int
+) -> tuple[float, float, float, float]:
     """The region of the ensemble chip (pixel-centre coordinates, edges of the outer pixels) that a member's
     ``member_size`` chip covers, given the ensemble ``template`` and the member's template (scale + shift only)."""
     from vigil.align import estimate_similarity
@@ -78,8 +82,9 @@ def member_box(template: np.ndarray, member_template: np.ndarray, member_size: i
     return (round(x0, 3), round(y0, 3), round(x0 + side, 3), round(y0 + side, 3))
 
 
-def ensemble_chip(anchor_template: np.ndarray, factor: int, chip_size: int,
-                  members: dict[str, tuple[np.ndarray, int]]) -> EnsembleChip:
+def ensemble_chip(
+    anchor_template: np.ndarray, factor: int, chip_size: int, members: dict[str, tuple[np.ndarray, int]]
+) -> EnsembleChip:
     """The ensemble template: the anchor member's template at ``factor`` x (pixel centres: factor * x + (factor - 1)
     / 2, so the anchor's chip is the exact factor x factor average of a block of the ensemble chip), shifted by
     whole pixels so that the union of all members' chips is centred in a ``chip_size`` chip.
@@ -93,7 +98,9 @@ def ensemble_chip(anchor_template: np.ndarray, factor: int, chip_size: int,
         raise ValueError(f"members' chips span {np.round(high - low, 1).tolist()} px: more than a {chip_size} px chip")
     shift = np.round((chip_size - (high - low)) / 2 - (low + 0.5))
     template = base + shift
-    return EnsembleChip(chip_size, template, {name: member_box(template, t, size) for name, (t, size) in members.items()})
+    return EnsembleChip(
+        chip_size, template, {name: member_box(template, t, size) for name, (t, size) in members.items()}
+    )
 
 
 def _ensemble_report(names: list[str], factor: int, chip_size: int) -> dict:
@@ -103,8 +110,14 @@ def _ensemble_report(names: list[str], factor: int, chip_size: int) -> dict:
     specs = [registry.named(name, "recognizer", where="--ensemble") for name in names]
     members = {spec.name: (np.asarray(spec.alignment_template, np.float64), int(spec.input_size[0])) for spec in specs}
     chip = ensemble_chip(members[specs[0].name][0], factor, chip_size, members)
-    return {"chip_size": chip.chip_size, "order": list(LANDMARK_NAMES), "template": np.round(chip.template, 3).tolist(),
-            "anchor": specs[0].name, "factor": factor, "member_boxes": chip.member_boxes}
+    return {
+        "chip_size": chip.chip_size,
+        "order": list(LANDMARK_NAMES),
+        "template": np.round(chip.template, 3).tolist(),
+        "anchor": specs[0].name,
+        "factor": factor,
+        "member_boxes": chip.member_boxes,
+    }
 
 
 def nearest_box_centre(centres: np.ndarray, box_xyxy: np.ndarray) -> int | None:
@@ -182,14 +195,16 @@ def _map(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def derive_template(ref: DlibReference, yunet: YuNet, files: list[Path]) -> dict:
+def derive_template(ref: DlibReference, yunet: YuNet | VigilLandmarks, files: list[Path]) -> dict:
     """Mean and std of YuNet's landmarks in dlib's chip; also how well our matrix reproduces dlib's chip."""
-    points, skipped, chip_diffs = [], 0, []
+    points: list[np.ndarray] = []
+    chip_diffs: list[float] = []
+    skipped = 0
     for path in files:
         rgb = read_rgb(path)
         face = ref.face(rgb)
         landmarks = None if face is None else yunet.landmarks_near(_bgr(rgb), _rect_xyxy(face.rect))
-        if landmarks is None:
+        if face is None or landmarks is None:
             skipped += 1
             continue
         matrix = ref.chip_transform(face.shape)
@@ -209,18 +224,21 @@ def derive_template(ref: DlibReference, yunet: YuNet, files: list[Path]) -> dict
     }
 
 
-def alignment_parity(ref: DlibReference, yunet: YuNet, files: list[Path], template: np.ndarray, onnx: Path) -> dict:
+def alignment_parity(
+    ref: DlibReference, yunet: YuNet | VigilLandmarks, files: list[Path], template: np.ndarray, onnx: Path
+) -> dict:
     """Cosine (dlib descriptor of dlib's chip) vs (our ONNX on vigil.align's chip), per border mode."""
     from pipelines.recognizer.convert import onnx_embed
 
     modes = list(BORDER_MODES) + [f"{mode}_tight_crop" for mode in BORDER_MODES]
-    dlib_vectors, chips = [], {mode: [] for mode in modes}
+    dlib_vectors: list[np.ndarray] = []
+    chips: dict[str, list[np.ndarray]] = {mode: [] for mode in modes}
     for path in files:
         rgb = read_rgb(path)
         face = ref.face(rgb)
         bgr = _bgr(rgb)
         landmarks = None if face is None else yunet.landmarks_near(bgr, _rect_xyxy(face.rect))
-        if landmarks is None:
+        if face is None or landmarks is None:
             continue
         dlib_vectors.append(ref.descriptor(face.chip_rgb))
         x0, y0, tight = _tight_crop(bgr, _rect_xyxy(face.rect))
@@ -238,62 +256,88 @@ def alignment_parity(ref: DlibReference, yunet: YuNet, files: list[Path], templa
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=400, help="LFW images for the template")
     parser.add_argument("--eval-images", type=int, default=200, help="other LFW images for the alignment parity")
     parser.add_argument("--onnx", type=Path, default=Path("work/recognizer/dlib-resnet-v1.onnx"))
     parser.add_argument("--json", type=Path, default=Path("work/recognizer/template.json"))
-    parser.add_argument("--landmarks", choices=("yunet", "vigil", "refined"), default="yunet",
-                        help="landmark source: the YuNet teacher, vigil's own detector, or vigil's detector + the landmark "
-                             "refiner (the runtime's points)")
-    parser.add_argument("--symmetric", action="store_true", help="average the template with its mirror image (see symmetrize)")
-    parser.add_argument("--compare-shipped", action="store_true",
-                        help="also measure the alignment parity with the manifest's current template, same landmarks")
-    parser.add_argument("--arcface", action="store_true",
-                        help="instead: write the symmetric ArcFace 112 px template (arcface_template) to --json")
-    parser.add_argument("--ensemble", nargs="+", metavar="MODEL",
-                        help="instead: the template of an ensemble chip for these manifest recognizers (the first is "
-                             "the anchor, cut at --factor x), written to --json with where each member's chip lies")
+    parser.add_argument(
+        "--landmarks",
+        choices=("yunet", "vigil", "refined"),
+        default="yunet",
+        help="landmark source: the YuNet teacher, vigil's own detector, or vigil's detector + the landmark "
+        "refiner (the runtime's points)",
+    )
+    parser.add_argument(
+        "--symmetric", action="store_true", help="average the template with its mirror image (see symmetrize)"
+    )
+    parser.add_argument(
+        "--compare-shipped",
+        action="store_true",
+        help="also measure the alignment parity with the manifest's current template, same landmarks",
+    )
+    parser.add_argument(
+        "--arcface",
+        action="store_true",
+        help="instead: write the symmetric ArcFace 112 px template (arcface_template) to --json",
+    )
+    parser.add_argument(
+        "--ensemble",
+        nargs="+",
+        metavar="MODEL",
+        help="instead: the template of an ensemble chip for these manifest recognizers (the first is "
+        "the anchor, cut at --factor x), written to --json with where each member's chip lies",
+    )
     parser.add_argument("--factor", type=int, default=2, help="--ensemble: the anchor member's chip scale")
     parser.add_argument("--chip-size", type=int, default=256, help="--ensemble: the ensemble chip's size")
-    args = parser.parse_args(argv)
-    if args.arcface or args.ensemble:
-        try:
-            report = _ensemble_report(args.ensemble, args.factor, args.chip_size) if args.ensemble else {
-                "chip_size": ARCFACE_SIZE, "order": list(LANDMARK_NAMES), "template": np.round(arcface_template(), 3).tolist(),
-                "reference": "ArcFace 112 px (insightface norm_crop, OpenCV alignCrop), made symmetric"}
-        except (VigilError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"template {report['template']} ({report['chip_size']} px) -> {args.json}")
-        for name, box in report.get("member_boxes", {}).items():
-            print(f"  {name}: chip covers x {box[0]:.1f}-{box[2]:.1f}, y {box[1]:.1f}-{box[3]:.1f}")
-        return 0
-    try:
-        files = lfw_sample(2 * max(args.images, args.eval_images))
-        ref = DlibReference()
-        source = YuNet() if args.landmarks == "yunet" else VigilLandmarks(refine=args.landmarks == "refined")
-        derived = derive_template(ref, source, files[0::2][: args.images])
-        template = symmetrize(derived["template"]) if args.symmetric else derived["template"]
-        parity, shipped_parity = None, None
-        if args.eval_images > 0:
-            if not args.onnx.is_file():
-                raise VigilError(f"{args.onnx}: not found (run python -m pipelines.recognizer.convert first)")
-            eval_files = files[1::2][: args.eval_images]
-            parity = alignment_parity(ref, source, eval_files, template, args.onnx)
-            if args.compare_shipped:
-                from vigil.models import ModelRegistry
+    return parser
 
-                # the dlib template in the manifest (the default recognizer may be an ensemble with its own chip)
-                shipped = np.asarray(ModelRegistry().resolve("recognizer", args.onnx).alignment_template, dtype=np.float64)
-                shipped_parity = alignment_parity(ref, source, eval_files, shipped, args.onnx)
-    except VigilError as exc:
+
+def _write_fixed_template(args: argparse.Namespace) -> int:
+    """``--arcface`` / ``--ensemble``: a template that needs no landmarks, written to ``--json``."""
+    try:
+        report = (
+            _ensemble_report(args.ensemble, args.factor, args.chip_size)
+            if args.ensemble
+            else {
+                "chip_size": ARCFACE_SIZE,
+                "order": list(LANDMARK_NAMES),
+                "template": np.round(arcface_template(), 3).tolist(),
+                "reference": "ArcFace 112 px (insightface norm_crop, OpenCV alignCrop), made symmetric",
+            }
+        )
+    except (VigilError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    report = {
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    print(f"template {report['template']} ({report['chip_size']} px) -> {args.json}")
+    for name, box in report.get("member_boxes", {}).items():
+        print(f"  {name}: chip covers x {box[0]:.1f}-{box[2]:.1f}, y {box[1]:.1f}-{box[3]:.1f}")
+    return 0
+
+
+def _measure_template(args: argparse.Namespace) -> dict:
+    """Derive the template from ``--landmarks`` on LFW and measure its alignment parity with dlib's chips."""
+    files = lfw_sample(2 * max(args.images, args.eval_images))
+    ref = DlibReference()
+    source = YuNet() if args.landmarks == "yunet" else VigilLandmarks(refine=args.landmarks == "refined")
+    derived = derive_template(ref, source, files[0::2][: args.images])
+    template = symmetrize(derived["template"]) if args.symmetric else derived["template"]
+    parity, shipped_parity = None, None
+    if args.eval_images > 0:
+        if not args.onnx.is_file():
+            raise VigilError(f"{args.onnx}: not found (run python -m pipelines.recognizer.convert first)")
+        eval_files = files[1::2][: args.eval_images]
+        parity = alignment_parity(ref, source, eval_files, template, args.onnx)
+        if args.compare_shipped:
+            from vigil.models import ModelRegistry
+
+            # the dlib template in the manifest (the default recognizer may be an ensemble with its own chip)
+            shipped = np.asarray(ModelRegistry().resolve("recognizer", args.onnx).alignment_template, dtype=np.float64)
+            shipped_parity = alignment_parity(ref, source, eval_files, shipped, args.onnx)
+    return {
         "chip_size": CHIP_SIZE,
         "order": list(LANDMARK_NAMES),
         "template": np.round(template, 3).tolist(),
@@ -302,26 +346,43 @@ def main(argv: list[str] | None = None) -> int:
         "std": np.round(derived["std"], 3).tolist(),
         "images_used": derived["used"],
         "images_skipped": derived["skipped"],
-        "landmarks": "YuNet face_detection_yunet_2026may.onnx via cv2.FaceDetectorYN" if args.landmarks == "yunet"
+        "landmarks": "YuNet face_detection_yunet_2026may.onnx via cv2.FaceDetectorYN"
+        if isinstance(source, YuNet)
         else f"vigil detector {source.label}",
         "chip_geometry": "dlib.get_face_chip_details(shape_5pt, 150, 0.25)",
         "matrix_check_mean_abs_diff": derived["matrix_check_mean_abs_diff"],
         "alignment_parity_vs_dlib_chip": parity,
         "alignment_parity_shipped_template": shipped_parity,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
+
+
+def _print_report(report: dict, json_path: Path) -> None:
     print(f"template (150x150 chip, {report['images_used']} faces, {report['images_skipped']} skipped):")
     for name, (x, y), (sx, sy) in zip(LANDMARK_NAMES, report["template"], report["std"]):
         print(f"  {name:12s} {x:8.3f} {y:8.3f}   std {sx:.2f} {sy:.2f}")
     print(f"our warp with dlib's matrix vs dlib's chip: mean |diff| {report['matrix_check_mean_abs_diff']:.2f} (0-255)")
+    parity, shipped_parity = report["alignment_parity_vs_dlib_chip"], report["alignment_parity_shipped_template"]
     for label, table in (("derived template", parity), ("shipped template", shipped_parity)):
         for mode, stats in (table or {}).items():
             print(
                 f"{label}: our aligner ({mode}) vs dlib chip, cosine: mean {stats['mean']:.4f} min {stats['min']:.4f} "
                 f"p05 {stats['p05']:.4f} (n={stats['count']})"
             )
-    print(f"saved {args.json}")
+    print(f"saved {json_path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.arcface or args.ensemble:
+        return _write_fixed_template(args)
+    try:
+        report = _measure_template(args)
+    except VigilError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    _print_report(report, args.json)
     return 0
 
 

@@ -55,17 +55,28 @@ def _prefix_nodes(source_input: str, rgb: bool, mean: float, std: float):
         nodes.append(helper.make_node("Gather", [current, "wrap_bgr_to_rgb"], ["wrap_rgb"], axis=1))
         current = "wrap_rgb"
     if mean != 0.0 or std != 1.0:
-        inits += [numpy_helper.from_array(np.array(mean, np.float32), "wrap_mean"),
-                  numpy_helper.from_array(np.array(1.0 / std, np.float32), "wrap_inv_std")]
-        nodes += [helper.make_node("Sub", [current, "wrap_mean"], ["wrap_centred"]),
-                  helper.make_node("Mul", ["wrap_centred", "wrap_inv_std"], ["wrap_scaled"])]
+        inits += [
+            numpy_helper.from_array(np.array(mean, np.float32), "wrap_mean"),
+            numpy_helper.from_array(np.array(1.0 / std, np.float32), "wrap_inv_std"),
+        ]
+        nodes += [
+            helper.make_node("Sub", [current, "wrap_mean"], ["wrap_centred"]),
+            helper.make_node("Mul", ["wrap_centred", "wrap_inv_std"], ["wrap_scaled"]),
+        ]
         current = "wrap_scaled"
     nodes.append(helper.make_node("Identity", [current], [source_input]))
     return nodes, inits
 
 
-def wrap(model_in: Path, model_out: Path, rgb: bool, mean: float = 0.0, std: float = 1.0, fp16_weights: bool = False,
-         int8_matrices: bool = False):
+def wrap(
+    model_in: Path,
+    model_out: Path,
+    rgb: bool,
+    mean: float = 0.0,
+    std: float = 1.0,
+    fp16_weights: bool = False,
+    int8_matrices: bool = False,
+):
     """Write the wrapped model; returns (chip size S, embedding size D)."""
     import onnx
     from onnx import TensorProto, helper
@@ -87,7 +98,9 @@ def wrap(model_in: Path, model_out: Path, rgb: bool, mean: float = 0.0, std: flo
     graph.node.extend(nodes)
     graph.initializer.extend(prefix_inits)
     del graph.input[:]
-    graph.input.extend([helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [BATCH_DIM, size, size, 3])] + kept_inputs)
+    graph.input.extend(
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [BATCH_DIM, size, size, 3])] + kept_inputs
+    )
     dim = graph.output[0].type.tensor_type.shape.dim[-1].dim_value
     del graph.output[:]
     graph.output.extend([helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [BATCH_DIM, dim])])
@@ -128,8 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mean", type=float, default=0.0, help="subtracted from 0-255 pixels (0: the model does it)")
     ap.add_argument("--std", type=float, default=1.0, help="pixels are divided by this after --mean")
     ap.add_argument("--fp16-weights", action="store_true", help="store weights as float16 (computed in float32)")
-    ap.add_argument("--int8-matrices", action="store_true",
-                    help="store big fully connected weights as int8 with a scale per row (computed in float32)")
+    ap.add_argument(
+        "--int8-matrices",
+        action="store_true",
+        help="store big fully connected weights as int8 with a scale per row (computed in float32)",
+    )
     ap.add_argument("--check", type=int, default=16, help="random chips to compare against the source model (0: skip)")
     args = ap.parse_args(argv)
     try:

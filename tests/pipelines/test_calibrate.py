@@ -52,4 +52,8 @@ def test_cross_pair_scores_never_pairs_a_photo_with_its_own_degraded_copy():
 def test_at_threshold(threshold, tar, far, passing):
     genuine, impostor = np.array([0.4, 0.9, 0.99]), np.array([0.0, 0.1, 0.2, 0.7])
     row = at_threshold(genuine, impostor, threshold)
-    assert row["tar"] == pytest.approx(round(tar, 4)) and row["far"] == pytest.approx(far) and row["impostors_passing"] == passing
+    assert (
+        row["tar"] == pytest.approx(round(tar, 4))
+        and row["far"] == pytest.approx(far)
+        and row["impostors_passing"] == passing
+    )

@@ -81,8 +81,18 @@ def test_from_dict_turns_lists_into_tuples():
     assert cfg.jpeg_quality == (20, 30)
 
 
-NOTHING_ELSE = dict(p_clean=0.0, p_flip=0.0, p_misalign=0.0, p_photometric=0.0, p_gray=0.0, p_downscale=0.0,
-                    p_gaussian_blur=0.0, p_motion_blur=0.0, p_noise=0.0, p_jpeg=0.0)
+NOTHING_ELSE = {
+    "p_clean": 0.0,
+    "p_flip": 0.0,
+    "p_misalign": 0.0,
+    "p_photometric": 0.0,
+    "p_gray": 0.0,
+    "p_downscale": 0.0,
+    "p_gaussian_blur": 0.0,
+    "p_motion_blur": 0.0,
+    "p_noise": 0.0,
+    "p_jpeg": 0.0,
+}
 
 
 @pytest.mark.parametrize(
@@ -101,5 +111,5 @@ def test_head_turn_and_occlusion(override, changed_frac_range, lower_share_min):
     frac = changed.mean(axis=(1, 2))
     assert changed_frac_range[0] <= frac.min() and frac.max() <= changed_frac_range[1]
     if lower_share_min is not None:
-        lower = changed[:, changed.shape[1] // 2:].sum() / max(1, changed.sum())
+        lower = changed[:, changed.shape[1] // 2 :].sum() / max(1, changed.sum())
         assert lower >= lower_share_min

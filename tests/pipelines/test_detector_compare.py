@@ -36,7 +36,22 @@ def test_compare_scores_a_teacher_on_tiled_mosaics(shared_data, tmp_path):
     shared_data("weights")
     data = shared_data("wider200", "data.yaml")
     out = tmp_path / "compare"
-    args = ["--data", str(data), "--teachers", "yunet", "--limit", "4", "--mosaic", "2x1", "--tile-px", "208", "--tile-overlap-px", "32", "--out", str(out)]
+    args = [
+        "--data",
+        str(data),
+        "--teachers",
+        "yunet",
+        "--limit",
+        "4",
+        "--mosaic",
+        "2x1",
+        "--tile-px",
+        "208",
+        "--tile-overlap-px",
+        "32",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     row = json.loads((out / "yunet_m2x1_t208o32.json").read_text())
     assert (row["images"], row["frames"], row["mosaic"], row["tile_px"]) == (4, 2, "2x1", 208)

@@ -48,11 +48,26 @@ P = FusionParams(iou_thr=0.5, min_votes=2, solo_score=0.85, min_teacher_score=0.
 
 FUSION_CASES = [
     # (description, per-teacher faces, expected fused boxes (rounded), expected scores)
-    ("two teachers agree", {"a": [face(0, 0, 100, 100, 0.8)], "b": [face(0, 0, 100, 100, 0.6)]}, [[0, 0, 100, 100]], [0.7]),
+    (
+        "two teachers agree",
+        {"a": [face(0, 0, 100, 100, 0.8)], "b": [face(0, 0, 100, 100, 0.6)]},
+        [[0, 0, 100, 100]],
+        [0.7],
+    ),
     ("weighted box mean", {"a": [face(0, 0, 100, 100, 0.9)], "b": [face(10, 0, 110, 100, 0.3)]}, None, None),
     ("single unconfident teacher dropped", {"a": [face(0, 0, 100, 100, 0.6)], "b": []}, [], []),
-    ("single very confident teacher kept at half score", {"a": [face(0, 0, 100, 100, 0.9)]}, [[0, 0, 100, 100]], [0.45]),
-    ("no overlap: two solo unconfident faces dropped", {"a": [face(0, 0, 50, 50, 0.7)], "b": [face(200, 200, 250, 250, 0.7)]}, [], []),
+    (
+        "single very confident teacher kept at half score",
+        {"a": [face(0, 0, 100, 100, 0.9)]},
+        [[0, 0, 100, 100]],
+        [0.45],
+    ),
+    (
+        "no overlap: two solo unconfident faces dropped",
+        {"a": [face(0, 0, 50, 50, 0.7)], "b": [face(200, 200, 250, 250, 0.7)]},
+        [],
+        [],
+    ),
     ("one teacher cannot vote twice", {"a": [face(0, 0, 100, 100, 0.7), face(2, 2, 102, 102, 0.65)]}, [], []),
     ("below min teacher score ignored", {"a": [face(0, 0, 100, 100, 0.2)], "b": [face(0, 0, 100, 100, 0.25)]}, [], []),
     (

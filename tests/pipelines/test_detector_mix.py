@@ -17,7 +17,12 @@ FILES = [Path(f"{src}_{i:04d}.jpg") for src, n in (("lfw", 10), ("synth", 6), ("
 
 @pytest.mark.parametrize(
     ("name", "source"),
-    [("celeba299_000123_1.jpg", "celeba299"), ("synthcrowd_train_000001.jpg", "synthcrowd"), ("synth_train_000001.jpg", "synth"), ("video_hamilton_00012.jpg", "video")],
+    [
+        ("celeba299_000123_1.jpg", "celeba299"),
+        ("synthcrowd_train_000001.jpg", "synthcrowd"),
+        ("synth_train_000001.jpg", "synth"),
+        ("video_hamilton_00012.jpg", "video"),
+    ],
 )
 def test_source_of(name, source):
     assert source_of(Path(name)) == source
@@ -25,7 +30,12 @@ def test_source_of(name, source):
 
 @pytest.mark.parametrize(
     "takes",
-    [{"lfw": 3, "synth": 6}, {"synthcrowd": 4}, {"lfw": 0, "synth": 1, "synthcrowd": 2}, {"lfw": 10, "synth": 6, "synthcrowd": 4}],
+    [
+        {"lfw": 3, "synth": 6},
+        {"synthcrowd": 4},
+        {"lfw": 0, "synth": 1, "synthcrowd": 2},
+        {"lfw": 10, "synth": 6, "synthcrowd": 4},
+    ],
 )
 def test_select_images_takes_exact_counts_per_source(takes):
     chosen = select_images(FILES, takes, seed=0)
@@ -47,7 +57,10 @@ def test_select_images_rejects_more_than_the_source_has(takes):
         select_images(FILES, takes, seed=0)
 
 
-@pytest.mark.parametrize(("items", "ok"), [(["synth=3", "lfw=0"], True), (["synth"], False), (["=3"], False), (["synth=-1"], False), (["synth=x"], False)])
+@pytest.mark.parametrize(
+    ("items", "ok"),
+    [(["synth=3", "lfw=0"], True), (["synth"], False), (["=3"], False), (["synth=-1"], False), (["synth=x"], False)],
+)
 def test_parse_takes(items, ok):
     if ok:
         assert parse_takes(items) == {"synth": 3, "lfw": 0}

@@ -21,7 +21,15 @@ def draw_face(img: np.ndarray, cx: float, cy: float, w: float, rng: np.random.Ge
     h = 1.25 * w
     skin = tuple(int(v) for v in rng.uniform(120, 230, 3))
     cv2.ellipse(img, (int(cx), int(cy)), (int(w / 2), int(h / 2)), 0, 0, 360, skin, -1)
-    lms = np.array([[cx - 0.2 * w, cy - 0.1 * h], [cx + 0.2 * w, cy - 0.1 * h], [cx, cy + 0.08 * h], [cx - 0.17 * w, cy + 0.25 * h], [cx + 0.17 * w, cy + 0.25 * h]])
+    lms = np.array(
+        [
+            [cx - 0.2 * w, cy - 0.1 * h],
+            [cx + 0.2 * w, cy - 0.1 * h],
+            [cx, cy + 0.08 * h],
+            [cx - 0.17 * w, cy + 0.25 * h],
+            [cx + 0.17 * w, cy + 0.25 * h],
+        ]
+    )
     for x, y in lms[:2]:
         cv2.circle(img, (int(x), int(y)), max(1, int(w / 12)), (20, 20, 20), -1)
     cv2.circle(img, (int(lms[2, 0]), int(lms[2, 1])), max(1, int(w / 20)), (60, 60, 120), -1)
@@ -41,7 +49,10 @@ def make_dataset(root: Path, n_train: int = 8, n_val: int = 2) -> Path:
         (root / "labels" / split).mkdir(parents=True)
         for i in range(n):
             img = np.full((SIZE, SIZE, 3), rng.integers(40, 200), np.uint8)
-            faces = [draw_face(img, 40 + 80 * (k % 2), 45 + 70 * (k // 2), rng.uniform(20, 40), rng) for k in range(int(rng.integers(1, 5)))]
+            faces = [
+                draw_face(img, 40 + 80 * (k % 2), 45 + 70 * (k // 2), rng.uniform(20, 40), rng)
+                for k in range(int(rng.integers(1, 5)))
+            ]
             cv2.imwrite(str(root / "images" / split / f"{i}.jpg"), img)
             (root / "labels" / split / f"{i}.txt").write_text("\n".join(label_lines(faces, SIZE, SIZE)) + "\n")
     return write_data_yaml(root)
@@ -52,11 +63,28 @@ def smoke_train(data: Path, runs: Path, name: str, *init: str) -> Path:
 
     return train.main(
         [
-            "--data", str(data), *init, "--device", "cpu", "--epochs", "1", "--imgsz", str(SIZE),
-            "--batch", "4", "--workers", "0", "--project", str(runs), "--name", name,
-            "--set", "conf=0.25", "max_det=50",
+            "--data",
+            str(data),
+            *init,
+            "--device",
+            "cpu",
+            "--epochs",
+            "1",
+            "--imgsz",
+            str(SIZE),
+            "--batch",
+            "4",
+            "--workers",
+            "0",
+            "--project",
+            str(runs),
+            "--name",
+            name,
+            "--set",
+            "conf=0.25",
+            "max_det=50",
         ]
-    )  # fmt: skip
+    )
 
 
 def test_one_epoch_cpu_training_writes_a_small_5_keypoint_model(tmp_path):

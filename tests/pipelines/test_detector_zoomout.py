@@ -26,7 +26,12 @@ def _layout_boxes(face_px: tuple[float, float], photos: list[tuple[int, int, flo
 
 @pytest.mark.parametrize(
     ("face_px", "photo"),
-    [((6.0, 6.0), (250, 250, 100.0)), ((10.0, 25.0), (178, 218, 80.0)), ((20.0, 40.0), (640, 360, 120.0)), ((8.0, 12.0), (60, 60, 50.0))],
+    [
+        ((6.0, 6.0), (250, 250, 100.0)),
+        ((10.0, 25.0), (178, 218, 80.0)),
+        ((20.0, 40.0), (640, 360, 120.0)),
+        ((8.0, 12.0), (60, 60, 50.0)),
+    ],
 )
 def test_row_layout_places_photos_inside_the_canvas_without_overlap(face_px, photo):
     boxes, face_widths, layout = _layout_boxes(face_px, [photo] * 5000)
@@ -62,7 +67,10 @@ def _write_photo(folder: Path, name: str, box: tuple[int, int, int, int], shape=
     img[y1:y2, x1:x2] = 255
     cv2.imwrite(str(folder / "images" / "train" / f"{name}.jpg"), img)
     cx, cy, bw, bh = (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h
-    kps = " ".join(f"{(x1 + (x2 - x1) * fx) / w:.5f} {(y1 + (y2 - y1) * fy) / h:.5f} 2" for fx, fy in [(0.3, 0.4), (0.7, 0.4), (0.5, 0.6), (0.35, 0.8), (0.65, 0.8)])
+    kps = " ".join(
+        f"{(x1 + (x2 - x1) * fx) / w:.5f} {(y1 + (y2 - y1) * fy) / h:.5f} 2"
+        for fx, fy in [(0.3, 0.4), (0.7, 0.4), (0.5, 0.6), (0.35, 0.8), (0.65, 0.8)]
+    )
     (folder / "labels" / "train" / f"{name}.txt").write_text(f"0 {cx:.5f} {cy:.5f} {bw:.5f} {bh:.5f} {kps}\n")
 
 
@@ -91,5 +99,7 @@ def test_make_scene_white_faces_sit_inside_their_boxes(tmp_path, monkeypatch):
     photos = sorted((tmp_path / "images" / "train").glob("*.jpg"))
     image, faces, _ = make_scene(photos, seed=1, split="train", index=2, size=SIZE)
     grey = image.mean(axis=2)
-    inside = sum(grey[int(np.ceil(f.box[1])) : int(f.box[3]), int(np.ceil(f.box[0])) : int(f.box[2])].sum() for f in faces)
+    inside = sum(
+        grey[int(np.ceil(f.box[1])) : int(f.box[3]), int(np.ceil(f.box[0])) : int(f.box[2])].sum() for f in faces
+    )
     assert inside > 0.85 * grey.sum()

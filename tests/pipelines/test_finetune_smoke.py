@@ -3,14 +3,12 @@ and the exported (folded / merged) network computes the same embedding as the tr
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
-torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
-
-from pipelines.recognizer.finetune import (  # noqa: E402
+from pipelines.recognizer.finetune import (
     REGIME_NAMES,
     EpochBatches,
     LossConfig,
@@ -25,8 +23,8 @@ from pipelines.recognizer.finetune import (  # noqa: E402
     relational_loss,
     train_step,
 )
-from pipelines.recognizer.heads import MarginHead  # noqa: E402
-from vigil.paths import repo_root  # noqa: E402
+from pipelines.recognizer.heads import MarginHead
+from vigil.paths import repo_root
 
 CONFIG = repo_root() / "pipelines/recognizer/config/finetune.yaml"
 
@@ -102,7 +100,11 @@ def test_one_step_per_regime(regime_name, kind, size, n):
     assert np.isfinite(result.loss) and result.loss > 0
 
     changed = {k for k, v in model.named_parameters() if not torch.equal(v, before[k])}
-    must = {k for k in before if k.startswith(TRAINED[regime_name]) or (regime_name == "d_lora" and k.endswith(".up.weight"))}
+    must = {
+        k
+        for k in before
+        if k.startswith(TRAINED[regime_name]) or (regime_name == "d_lora" and k.endswith(".up.weight"))
+    }
     frozen = {k for k in before if not k.startswith(TRAINED[regime_name]) and ".down." not in k and ".up." not in k}
     assert must, "the regime trains nothing"
     assert must <= changed, f"not updated: {sorted(must - changed)[:5]}"
@@ -137,7 +139,14 @@ def test_pair_metrics(embeddings, auc, balanced_accuracy):
 
 @pytest.mark.parametrize(
     "warmup, total, hold, step, expect",
-    [(10, 100, 0, 0, 0.1), (10, 100, 0, 9, 1.0), (10, 100, 0, 100, 0.01), (10, 100, 5, 4, 0.0), (10, 100, 5, 5, 0.1), (10, 100, 5, 105, 0.01)],
+    [
+        (10, 100, 0, 0, 0.1),
+        (10, 100, 0, 9, 1.0),
+        (10, 100, 0, 100, 0.01),
+        (10, 100, 5, 4, 0.0),
+        (10, 100, 5, 5, 0.1),
+        (10, 100, 5, 105, 0.01),
+    ],
 )
 def test_lr_schedule(warmup, total, hold, step, expect):
     assert lr_lambda(warmup, total, 0.01, hold_steps=hold)(step) == pytest.approx(expect)
@@ -159,7 +168,11 @@ def test_chip_pack_round_trip_and_identity_split(tmp_path):
     val = validation_identities(ids, 0.15, seed=0)
     assert len(val) == 3 and val == validation_identities(list(reversed(ids)), 0.15, seed=0)
     assert val != validation_identities(ids, 0.15, seed=1)
-    items = [{"file": f"{name}/{k}.jpg", "identity": name, "split": "val" if name in val else "train"} for name in ids for k in range(2)]
+    items = [
+        {"file": f"{name}/{k}.jpg", "identity": name, "split": "val" if name in val else "train"}
+        for name in ids
+        for k in range(2)
+    ]
     chips = np.random.default_rng(0).integers(0, 256, size=(len(items), 150, 150, 3), dtype=np.uint8)
     save_carry_pack(tmp_path, chips, {"items": items}, quality=90)
     loaded = load_chip_set(tmp_path)
@@ -193,11 +206,18 @@ def test_relational_loss(embeddings, source, expected):
         ([[1, 0], [0, 1]], [[1, 0], [0, 1]], [[1, 0], [0, 1]], 0.0),  # same structure as the source
         ([[1, 0], [0, 1]], [[0, 1], [1, 0]], [[1, 0], [0, 1]], 1.0),  # q0 meets r1 at cos 1 where the source has 0
         ([[1, 0], [1, 0]], [[0, 1], [0, 1]], [[1, 0], [1, 0]], 1.0),  # cos 0 across views where the source has 1
-        ([[3, 0], [0, 2]], [[1, 0], [0.6, 0.8]], [[1, 0], [0, 1]], 0.18),  # scale-free; only i != j counts: (0.6^2 + 0) / 2
+        (
+            [[3, 0], [0, 2]],
+            [[1, 0], [0.6, 0.8]],
+            [[1, 0], [0, 1]],
+            0.18,
+        ),  # scale-free; only i != j counts: (0.6^2 + 0) / 2
     ],
 )
 def test_cross_relational_loss(queries, references, source, expected):
-    t = lambda x: torch.tensor(x, dtype=torch.float32)  # noqa: E731
+    def t(x):
+        return torch.tensor(x, dtype=torch.float32)
+
     assert float(cross_relational_loss(t(queries), t(references), t(source))) == pytest.approx(expected, abs=1e-6)
 
 
@@ -215,8 +235,18 @@ def test_train_step_reports_a_relational_term_when_weighted(term, weights, consi
     head = MarginHead(2, 128, "arcface", 32.0, 0.3)
     optimizer = torch.optim.AdamW(param_groups(model, head, regime, TrainConfig()), lr=1e-3)
     batch, src = _batch(4, 24, 2)
-    off = train_step(model, head, optimizer, batch, src, LossConfig(consistency_weight=consistency_weight), torch.device("cpu"))
-    on = train_step(model, head, optimizer, batch, src, LossConfig(consistency_weight=consistency_weight, **weights), torch.device("cpu"))
+    off = train_step(
+        model, head, optimizer, batch, src, LossConfig(consistency_weight=consistency_weight), torch.device("cpu")
+    )
+    on = train_step(
+        model,
+        head,
+        optimizer,
+        batch,
+        src,
+        LossConfig(consistency_weight=consistency_weight, **weights),
+        torch.device("cpu"),
+    )
     weight = next(iter(weights.values()))
     assert getattr(off, term) == 0.0 and getattr(on, term) > 0.0
     assert on.loss == pytest.approx(on.cls + consistency_weight * on.consistency + weight * getattr(on, term), rel=1e-5)
@@ -232,7 +262,15 @@ def test_margin_weight_zero_trains_by_distillation_alone(margin_weight, head_lea
     head_before = [p.detach().clone() for p in head.parameters()]
     trunk_before = {k: v.detach().clone() for k, v in model.named_parameters()}
     batch, src = _batch(4, 24, 2)
-    r = train_step(model, head, optimizer, batch, src, LossConfig(margin_weight=margin_weight, distill_weight=1.0), torch.device("cpu"))
+    r = train_step(
+        model,
+        head,
+        optimizer,
+        batch,
+        src,
+        LossConfig(margin_weight=margin_weight, distill_weight=1.0),
+        torch.device("cpu"),
+    )
     assert (r.cls > 0) == head_learns
     assert r.loss == pytest.approx(margin_weight * r.cls + r.consistency + r.distill, rel=1e-5)
     assert any(not torch.equal(p, b) for p, b in zip(head.parameters(), head_before)) == head_learns
@@ -313,7 +351,11 @@ def test_export_last_writes_the_last_checkpoint_not_the_source(tmp_path, monkeyp
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"chips": chip})[0]
     with torch.no_grad():
-        expect = torch.nn.functional.normalize(model(torch.from_numpy(chip).permute(0, 3, 1, 2).flip(1).float()), dim=1).numpy()
-        source = torch.nn.functional.normalize(_backbone("dlib")(torch.from_numpy(chip).permute(0, 3, 1, 2).flip(1).float()), dim=1).numpy()
+        expect = torch.nn.functional.normalize(
+            model(torch.from_numpy(chip).permute(0, 3, 1, 2).flip(1).float()), dim=1
+        ).numpy()
+        source = torch.nn.functional.normalize(
+            _backbone("dlib")(torch.from_numpy(chip).permute(0, 3, 1, 2).flip(1).float()), dim=1
+        ).numpy()
     assert float((got * expect).sum()) > 0.999  # fp16 weights in the file
     assert float((got * source).sum()) < float((got * expect).sum())

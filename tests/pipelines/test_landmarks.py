@@ -16,19 +16,33 @@ from vigil.types import Face
 
 
 def face(box, score=0.9, landmarks=None) -> Face:
-    return Face(box=np.asarray(box, np.float32), score=score, landmarks=np.zeros((5, 2), np.float32) if landmarks is None else landmarks)
+    return Face(
+        box=np.asarray(box, np.float32),
+        score=score,
+        landmarks=np.zeros((5, 2), np.float32) if landmarks is None else landmarks,
+    )
 
 
-@pytest.mark.parametrize("ours, teacher, expected", [
-    ([face((0, 0, 10, 10))], [face((0, 0, 10, 10), 0.9)], [(0, 0)]),
-    ([face((0, 0, 10, 10))], [face((0, 0, 10, 10), 0.5)], []),  # teacher not confident
-    ([face((0, 0, 10, 10))], [face((6, 6, 16, 16), 0.9)], []),  # overlap too small
-    ([face((0, 0, 10, 10)), face((20, 0, 30, 10))], [face((21, 0, 31, 10), 0.95), face((0, 1, 10, 11), 0.8)], [(0, 1), (1, 0)]),
-    ([face((0, 0, 10, 10))], [], []),
-])
+@pytest.mark.parametrize(
+    "ours, teacher, expected",
+    [
+        ([face((0, 0, 10, 10))], [face((0, 0, 10, 10), 0.9)], [(0, 0)]),
+        ([face((0, 0, 10, 10))], [face((0, 0, 10, 10), 0.5)], []),  # teacher not confident
+        ([face((0, 0, 10, 10))], [face((6, 6, 16, 16), 0.9)], []),  # overlap too small
+        (
+            [face((0, 0, 10, 10)), face((20, 0, 30, 10))],
+            [face((21, 0, 31, 10), 0.95), face((0, 1, 10, 11), 0.8)],
+            [(0, 1), (1, 0)],
+        ),
+        ([face((0, 0, 10, 10))], [], []),
+    ],
+)
 def test_match_faces_pairs_each_face_with_its_best_confident_teacher(ours, teacher, expected):
     pairs = label_mod.match_faces(ours, teacher, min_iou=0.5, min_teacher_score=0.6)
-    position = lambda items, item: next(i for i, x in enumerate(items) if x is item)  # noqa: E731
+
+    def position(items, item):
+        return next(i for i, x in enumerate(items) if x is item)
+
     assert [(position(ours, a), position(teacher, b)) for a, b in pairs] == expected
 
 
@@ -52,10 +66,14 @@ def test_plain_training_view_is_the_runtime_crop():
     box = np.array([80, 90, 170, 200], np.float32)
     points = np.array([[105, 130], [145, 131], [125, 155], [110, 178], [140, 178]], np.float32)
     pre_m = crop_transform(box, train_mod.PRE_PX, train_mod.PRE_CONTEXT)
-    pre = cv2.warpAffine(image, pre_m, (train_mod.PRE_PX, train_mod.PRE_PX), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    pre = cv2.warpAffine(
+        image, pre_m, (train_mod.PRE_PX, train_mod.PRE_PX), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     side = pre_m[0, 0] * float(max(box[2] - box[0], box[3] - box[1]))
     to_pre = points * pre_m[0, 0] + pre_m[:, 2]
-    samples = train_mod.FaceSamples(pre[None], np.array([side], np.float32), to_pre[None], to_pre[None], np.array(["x"]))
+    samples = train_mod.FaceSamples(
+        pre[None], np.array([side], np.float32), to_pre[None], to_pre[None], np.array(["x"])
+    )
     crop, target = train_mod.make_view(samples, 0, 96, 1.4, None, 0.0)
     runtime_m = crop_transform(box, 96, 1.4)
     runtime_crop = cv2.warpAffine(image, runtime_m, (96, 96), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -82,11 +100,33 @@ def test_one_epoch_smoke_training(tmp_path: Path):
             boxes.append(drawn.box)
             points.append(drawn.landmarks)
     labels = tmp_path / "labels.npz"
-    np.savez(labels, keys=np.array(keys), boxes=np.array(boxes, np.float32), scores=np.ones(len(keys), np.float32),
-             vigil=np.array(points), teacher=np.array(points))
+    np.savez(
+        labels,
+        keys=np.array(keys),
+        boxes=np.array(boxes, np.float32),
+        scores=np.ones(len(keys), np.float32),
+        vigil=np.array(points),
+        teacher=np.array(points),
+    )
     out = tmp_path / "run"
-    code = train_mod.main(["--labels", str(labels), "--images-root", str(tmp_path), "--out", str(out), "--epochs", "1",
-                           "--batch-size", "4", "--crop-px", "64", "--threads", "1"])
+    code = train_mod.main(
+        [
+            "--labels",
+            str(labels),
+            "--images-root",
+            str(tmp_path),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--crop-px",
+            "64",
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 0
     session = ort.InferenceSession(str(out / "model.onnx"))
     got = session.run(None, {"crops": np.zeros((3, 64, 64, 3), np.uint8)})[0]

@@ -12,7 +12,11 @@ from vigil.paths import repo_path
 
 @pytest.mark.parametrize(
     ("items", "count", "expected"),
-    [(["d", "a", "c", "b"], 2, ["a", "c"]), (["b", "a"], 5, ["a", "b"]), ([str(i) for i in range(10)], 3, ["0", "3", "6"])],
+    [
+        (["d", "a", "c", "b"], 2, ["a", "c"]),
+        (["b", "a"], 5, ["a", "b"]),
+        ([str(i) for i in range(10)], 3, ["0", "3", "6"]),
+    ],
 )
 def test_evenly_spaced(items, count, expected) -> None:
     assert evenly_spaced(items, count) == expected
@@ -28,7 +32,9 @@ def test_a_file_matches_itself_and_not_a_retrained_model(shared_data, tmp_path) 
     shared_data("lfw")
     source = repo_path("models/recognizer/dlib-resnet-v1.onnx")
     same = compare(source, source, images=6, detections_cache=tmp_path)
-    other = compare(source, repo_path("models/recognizer/dlib-resnet-v1-scene.onnx"), images=6, detections_cache=tmp_path)
+    other = compare(
+        source, repo_path("models/recognizer/dlib-resnet-v1-scene.onnx"), images=6, detections_cache=tmp_path
+    )
     for variant in ("clean", "degraded"):
         assert same[variant]["chips"] == 6 and same[variant]["cosine_min"] > 0.99999
         assert other[variant]["cosine_mean"] < 0.999  # the fine-tune moved the embedding

@@ -10,10 +10,20 @@ from vigil.models import sha256_of
 
 
 def _report(sha: str, flip: bool, probes: str = "clean", t4: float = 0.78) -> dict:
-    return {"model": f"m@{sha[:12]}{'+flip' if flip else ''}", "flip_average": flip, "probes": probes, "people": 1000,
-            "detector": "det@abc", "impostor_pairs": 1660120, "command": "python -m pipelines.recognizer.calibrate --x",
-            "thresholds": [{"far": 1e-3, "threshold": t4 - 0.02, "tar": 0.98}, {"far": 1e-4, "threshold": t4, "tar": 0.97},
-                           {"far": 1e-5, "threshold": t4 + 0.02, "tar": 0.95}]}
+    return {
+        "model": f"m@{sha[:12]}{'+flip' if flip else ''}",
+        "flip_average": flip,
+        "probes": probes,
+        "people": 1000,
+        "detector": "det@abc",
+        "impostor_pairs": 1660120,
+        "command": "python -m pipelines.recognizer.calibrate --x",
+        "thresholds": [
+            {"far": 1e-3, "threshold": t4 - 0.02, "tar": 0.98},
+            {"far": 1e-4, "threshold": t4, "tar": 0.97},
+            {"far": 1e-5, "threshold": t4 + 0.02, "tar": 0.95},
+        ],
+    }
 
 
 @pytest.fixture()

@@ -18,8 +18,13 @@ W = np.random.default_rng(1).normal(size=(2, 3, 3, 3)).astype(np.float32)
 def conv_model(path: Path, opset: int) -> Path:
     """float [N, 3, 6, 6] -> Conv (2 filters) -> Relu."""
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
-    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 6, 6])], [numpy_helper.from_array(W, "w")])
+    graph = helper.make_graph(
+        nodes,
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 6, 6])],
+        [numpy_helper.from_array(W, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 7
     onnx.save(model, str(path))

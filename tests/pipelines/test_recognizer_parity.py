@@ -114,7 +114,7 @@ def test_pad_add_is_dlibs_add_prev(a_shape, b_shape, out_shape):
     assert tuple(out.shape) == out_shape
     c, h, w = a_shape[1:]
     cb, hb, wb = b_shape[1:]
-    assert torch.all(out[:, :min(c, cb), :min(h, hb), :min(w, wb)] == 3)  # overlap, top-left aligned
+    assert torch.all(out[:, : min(c, cb), : min(h, hb), : min(w, wb)] == 3)  # overlap, top-left aligned
     assert float(out.sum()) == float(a.sum() + b.sum())  # zero padding adds nothing else
 
 

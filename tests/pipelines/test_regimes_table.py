@@ -15,8 +15,10 @@ def _write(path, obj):
 
 
 def _metrics(best_degraded: float) -> dict:
-    history = [{"epoch": 0, "clean_auc": 0.98, "degraded_auc": 0.84}, {"epoch": 1, "train_samples_per_s": 30.0,
-               "clean_auc": 0.97, "degraded_auc": best_degraded}]
+    history = [
+        {"epoch": 0, "clean_auc": 0.98, "degraded_auc": 0.84},
+        {"epoch": 1, "train_samples_per_s": 30.0, "clean_auc": 0.97, "degraded_auc": best_degraded},
+    ]
     return {"trainable_parameters": 1234, "best_epoch": 1, "train_wall_s": 60.0, "history": history, "best": history[1]}
 
 
@@ -24,8 +26,17 @@ def _metrics(best_degraded: float) -> dict:
     "lfw_files, expected_cells",
     [
         ({}, ["-", "-", "-", "-", "-", "-"]),
-        ({"c_full_clean.json": {"accuracy_mean": 0.9812, "accuracy_std": 0.005, "tar_at_far_1e-3": 0.9, "auc": 0.999}},
-         ["98.12 ± 0.50", "90.00", "0.9990", "-", "-", "-"]),
+        (
+            {
+                "c_full_clean.json": {
+                    "accuracy_mean": 0.9812,
+                    "accuracy_std": 0.005,
+                    "tar_at_far_1e-3": 0.9,
+                    "auc": 0.999,
+                }
+            },
+            ["98.12 ± 0.50", "90.00", "0.9990", "-", "-", "-"],
+        ),
     ],
 )
 def test_rows_from_metrics_and_reports(tmp_path, lfw_files, expected_cells):

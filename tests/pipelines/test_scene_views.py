@@ -18,7 +18,11 @@ TEMPLATE = np.array([[44.5, 45.8], [104.5, 45.8], [74.5, 81.4], [49.4, 105.1], [
 
 def _face(landmarks, score=0.9) -> Face:
     lm = np.asarray(landmarks, np.float32)
-    return Face(box=np.array([lm[:, 0].min() - 10, lm[:, 1].min() - 10, lm[:, 0].max() + 10, lm[:, 1].max() + 10], np.float32), score=score, landmarks=lm)
+    return Face(
+        box=np.array([lm[:, 0].min() - 10, lm[:, 1].min() - 10, lm[:, 0].max() + 10, lm[:, 1].max() + 10], np.float32),
+        score=score,
+        landmarks=lm,
+    )
 
 
 @pytest.mark.parametrize(
@@ -58,7 +62,13 @@ def _photo(seed: int) -> np.ndarray:
 
 
 def _entry(i: int) -> dict:
-    return {"file": f"id{i}/p.jpg", "box": [25, 25, 75, 75], "score": 0.9, "landmarks": LANDMARKS.tolist(), "face_width_px": 50.0}
+    return {
+        "file": f"id{i}/p.jpg",
+        "box": [25, 25, 75, 75],
+        "score": 0.9,
+        "landmarks": LANDMARKS.tolist(),
+        "face_width_px": 50.0,
+    }
 
 
 @pytest.mark.parametrize("miss_small, found", [(False, True), (True, False)])
@@ -68,7 +78,7 @@ def test_build_scene_views(miss_small, found):
     stage = _Stage(detector, Aligner(TEMPLATE, 150), Degrader(DegradeConfig(face_px=(16.0, 24.0))), 0.5)
     sv = build_scene_views(photos, entries, stage, views=2, seed=0)
     assert sv.views.shape == (2, 3, 150, 150, 3) and sv.clean.shape == (3, 150, 150, 3)
-    assert sv.found.all() == found and not sv.found.any() == (not found)
+    assert sv.found.all() == found and sv.found.any() == found
     assert sv.clean_found.all()  # the full photo is always found by the fake
     # the views were made from small images: the face shrunk from 50 px to 16-24 px, so the photo to 32-48 px
     for shapes in detector.calls[1:]:
@@ -129,8 +139,13 @@ def test_chip_set_geometry(meta, ok, tmp_path):
 
 def test_scene_views_folder_round_trip_and_take(tmp_path):
     rng = np.random.default_rng(0)
-    sv = SceneViews(rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8), rng.integers(0, 255, (2, 3, 8, 8, 3), dtype=np.uint8),
-                    np.array([[True, False, True], [False, False, True]]), np.array([True, True, False]), ["a", "b", "c"])
+    sv = SceneViews(
+        rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8),
+        rng.integers(0, 255, (2, 3, 8, 8, 3), dtype=np.uint8),
+        np.array([[True, False, True], [False, False, True]]),
+        np.array([True, True, False]),
+        ["a", "b", "c"],
+    )
     save(tmp_path / "sv", sv, {"seed": 0})
     back = load(tmp_path / "sv")
     sub = back.take(["c", "a"])
@@ -191,7 +206,9 @@ def test_more_views_later_match_one_run_and_concatenate():
     from pipelines.recognizer.scene_views import concat_views
 
     photos, entries = [_photo(i) for i in range(2)], [_entry(i) for i in range(2)]
-    stage = _Stage(_FakeDetector(100, False), Aligner(TEMPLATE, 150), Degrader(DegradeConfig(face_px=(16.0, 48.0))), 0.5)
+    stage = _Stage(
+        _FakeDetector(100, False), Aligner(TEMPLATE, 150), Degrader(DegradeConfig(face_px=(16.0, 48.0))), 0.5
+    )
     both = build_scene_views(photos, entries, stage, views=2, seed=3)
     first = build_scene_views(photos, entries, stage, views=1, seed=3)
     second = build_scene_views(photos, entries, stage, views=1, seed=3, first_view=1)

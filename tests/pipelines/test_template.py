@@ -51,7 +51,9 @@ def test_template_in_image_is_sent_onto_the_template(scale, angle_deg, shift):
     from pipelines.recognizer.eval_with_teacher import template_in_image
 
     a = np.deg2rad(angle_deg)
-    image_to_chip = np.hstack([scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]), np.array(shift)[:, None]])
+    image_to_chip = np.hstack(
+        [scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]), np.array(shift)[:, None]]
+    )
     points = template_in_image(image_to_chip, TEMPLATE)
     assert np.allclose(points @ image_to_chip[:, :2].T + image_to_chip[:, 2], TEMPLATE, atol=1e-3)
     if (scale, angle_deg) != (1.0, 0.0):
@@ -96,7 +98,11 @@ def test_ensemble_chip_centres_every_member_inside_the_chip(chip_size):
     low, high = boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)
     assert np.all(np.abs((low + 0.5) - (chip_size - 0.5 - high)) <= 1.0)  # centred to a whole pixel
     x0, y0, x1, y1 = chip.member_boxes["anchor"]
-    assert (x1 - x0, y1 - y0) == pytest.approx((224.0, 224.0)) and float(x0 + 0.5).is_integer() and float(y0 + 0.5).is_integer()
+    assert (
+        (x1 - x0, y1 - y0) == pytest.approx((224.0, 224.0))
+        and float(x0 + 0.5).is_integer()
+        and float(y0 + 0.5).is_integer()
+    )
     assert chip.template[2, 0] == pytest.approx((chip_size - 1) / 2)  # still symmetric about the chip's axis
 
 
@@ -127,7 +133,9 @@ def test_vigil_landmarks_source_gives_the_detector_or_the_refined_points(monkeyp
     points = np.array([[130, 130], [170, 130], [150, 150], [135, 170], [165, 170]], np.float32)
     near = Face(box=BOX.astype(np.float32), score=0.9, landmarks=points)
     far = Face(box=np.float32([400, 400, 500, 500]), score=0.99, landmarks=points + 300)
-    monkeypatch.setattr(face_source, "build_detector", lambda detector: (lambda images: [[far, near] for _ in images], "fake"))
+    monkeypatch.setattr(
+        face_source, "build_detector", lambda detector: (lambda images: [[far, near] for _ in images], "fake")
+    )
     source = VigilLandmarks(refine=False)
     source.refiner = _FixedRefiner() if refine else None
     got = source.landmarks_near(np.zeros((600, 600, 3), np.uint8), BOX)

@@ -21,11 +21,19 @@ def third_party_model(path: Path, weights_as_inputs: bool = True, inputs: int = 
     """float [1, 3, S, S] -> Flatten -> MatMul -> [1, 5], batch fixed to 1, weights also listed as graph inputs
     (as old exporters did), raw (not normalised) output."""
     nodes = [helper.make_node("Flatten", ["data"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["fc1"])]
-    graph_inputs = [helper.make_tensor_value_info(f"data{'' if i == 0 else i}", TensorProto.FLOAT, [1, 3, S, S]) for i in range(inputs)]
+    graph_inputs = [
+        helper.make_tensor_value_info(f"data{'' if i == 0 else i}", TensorProto.FLOAT, [1, 3, S, S])
+        for i in range(inputs)
+    ]
     if weights_as_inputs:
         graph_inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, list(W.shape)))
-    graph = helper.make_graph(nodes, "third_party", graph_inputs,
-                              [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, [1, 5])], [numpy_helper.from_array(W, "w")])
+    graph = helper.make_graph(
+        nodes,
+        "third_party",
+        graph_inputs,
+        [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, [1, 5])],
+        [numpy_helper.from_array(W, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 7
     onnx.save(model, str(path))
@@ -34,7 +42,12 @@ def third_party_model(path: Path, weights_as_inputs: bool = True, inputs: int = 
 
 @pytest.mark.parametrize(
     "rgb, mean, std, fp16, atol",
-    [(False, 0.0, 1.0, False, 1e-6), (True, 0.0, 1.0, False, 1e-6), (True, 127.5, 128.0, False, 1e-6), (True, 127.5, 128.0, True, 1e-3)],
+    [
+        (False, 0.0, 1.0, False, 1e-6),
+        (True, 0.0, 1.0, False, 1e-6),
+        (True, 127.5, 128.0, False, 1e-6),
+        (True, 127.5, 128.0, True, 1e-3),
+    ],
 )
 def test_wrapped_model_keeps_the_contract_and_the_embedding(tmp_path, rgb, mean, std, fp16, atol):
     source = third_party_model(tmp_path / "src.onnx")
@@ -58,10 +71,13 @@ def test_two_data_inputs_are_refused(tmp_path):
 
 def _gemm_model(weight: np.ndarray):
     """float x [N, in] -> Gemm(transB=1) with weight [out, in] -> [N, out]: a fully connected layer."""
-    graph = helper.make_graph([helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], "fc",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", weight.shape[1]])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", weight.shape[0]])],
-                              [numpy_helper.from_array(weight, "w")])
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)],
+        "fc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", weight.shape[1]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", weight.shape[0]])],
+        [numpy_helper.from_array(weight, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
     model.ir_version = 7
     return model

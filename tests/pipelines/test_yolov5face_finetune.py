@@ -27,7 +27,7 @@ def test_match_level_known_answer():
     m = match_level(targets, anchors, (80, 80), 8.0, 4.0)
     cells = sorted(zip(m.anchor.tolist(), m.gx.tolist(), m.gy.tolist()))
     assert cells == sorted((a, x, y) for a in (1, 2) for x, y in ((12, 7), (13, 7), (12, 8)))
-    for a, x, y, box in zip(m.anchor.tolist(), m.gx.tolist(), m.gy.tolist(), m.box):
+    for x, y, box in zip(m.gx.tolist(), m.gy.tolist(), m.box):
         np.testing.assert_allclose(box.numpy(), [12.5375 - x, 7.525 - y, 2.5, 3.125], atol=1e-4)
     nose = m.landmarks[:, 4:6].numpy()  # the nose is at the face centre: relative to each matched cell
     np.testing.assert_allclose(nose, m.box[:, :2].numpy(), atol=1e-4)

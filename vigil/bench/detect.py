@@ -8,10 +8,10 @@ What is timed, per device (``auto``: CPU, plus CUDA when torch sees a GPU):
   letterbox, forward pass, NMS, results back to frame pixels), batch 1, and batch 16 on CUDA (FP16 on CUDA).
 * When an ``.onnx`` file lies beside the ``.pt`` (same stem), or is the model: ``ultralytics-onnx``, the same call
   with the ONNX export (Ultralytics runs it with onnxruntime), or ``yolov5-face-onnx`` for a YOLOv5-face file
-  (:mod:`vigil.yolov5_face`: letterbox, forward pass, decoding, NMS), and ``onnxruntime``, the bare ``InferenceSession.run`` of the
-  network on a ready square S x S float tensor (no pre/post-processing; the Ultralytics rows letterbox the 16:9
-  frame to a smaller S x (S * 9/16, rounded up to 32) input when the model's shape allows), with the CUDA provider
-  on CUDA. A static-shape export
+  (:mod:`vigil.yolov5_face`: letterbox, forward pass, decoding, NMS), and ``onnxruntime``, the bare
+  ``InferenceSession.run`` of the network on a ready square S x S float tensor (no pre/post-processing; the
+  Ultralytics rows letterbox the 16:9 frame to a smaller S x (S * 9/16, rounded up to 32) input when the model's
+  shape allows), with the CUDA provider on CUDA. A static-shape export
   is timed only at its own size and batch.
 
 The input is frame 100 of the shared Hamilton clip (640x360; a seeded synthetic frame when the clip is absent),
@@ -25,7 +25,6 @@ confidence threshold (a sanity check), the model (path, sha256) and the host.
 from __future__ import annotations
 
 import argparse
-
 import logging
 import os
 import time
@@ -119,7 +118,9 @@ def _row(runtime: str, device: str, imgsz: int, batch: int, latencies: list[floa
         **extra,
     }
     print(
-        f"{runtime:18s} {device:4s} imgsz {imgsz:4d} batch {batch:2d}: {row['frames_per_s']:8.1f} frames/s (best call {row['frames_per_s_best_call']:.1f}; median {row['latency_ms_median']:.1f} ms per call, {row['calls']} calls)",
+        f"{runtime:18s} {device:4s} imgsz {imgsz:4d} batch {batch:2d}: {row['frames_per_s']:8.1f} frames/s (best "
+        f"call {row['frames_per_s_best_call']:.1f}; median {row['latency_ms_median']:.1f} ms per call, "
+        f"{row['calls']} calls)",
         flush=True,
     )
     return row
@@ -141,7 +142,7 @@ def bench_detector(
             frames = [frame] * batch
             faces = len(detector.detect([frame])[0])
             sync = _cuda_sync if device == "cuda" else None
-            latencies = _time_calls(lambda: detector.detect(frames), seconds, WARMUP_CALLS[device], sync)
+            latencies = _time_calls(lambda d=detector, f=frames: d.detect(f), seconds, WARMUP_CALLS[device], sync)
             rows.append(
                 _row(
                     runtime,
@@ -207,7 +208,7 @@ def bench_onnxruntime(path: Path, device: str, seconds: float) -> list[dict]:
     for imgsz in sizes:
         for batch in batches:
             tensor = np.random.default_rng(0).random((batch, 3, imgsz, imgsz)).astype(dtype)
-            latencies = _time_calls(lambda: session.run(None, {name: tensor}), seconds, WARMUP_CALLS[device])
+            latencies = _time_calls(lambda t=tensor: session.run(None, {name: t}), seconds, WARMUP_CALLS[device])
             rows.append(
                 _row(
                     "onnxruntime",

@@ -13,7 +13,6 @@ The JSON holds the numbers, the provider each run really got, the model (path, s
 from __future__ import annotations
 
 import argparse
-
 import logging
 import os
 import platform
@@ -43,7 +42,9 @@ def _model(path: Path | None):
     except ModelError:
         if path is None or not Path(path).is_file():
             raise
-    user = ModelSpec(name=Path(path).stem, kind="recognizer", path=Path(path), sha256=None, input_size=(0, 0), format="onnx")
+    user = ModelSpec(
+        name=Path(path).stem, kind="recognizer", path=Path(path), sha256=None, input_size=(0, 0), format="onnx"
+    )
     return user, sha256_of(Path(path))  # a user model with no manifest to compare against
 
 
@@ -57,7 +58,7 @@ def _embedder(spec, device: str, batch: int, flip_average: bool = False):
     """The spec's embedder on exactly that device, or None when the provider is not usable here."""
     import onnxruntime as ort
 
-    from vigil.embed import build_embedder
+    from vigil.recognizer import build_embedder
 
     if device == "cuda":
         if PROVIDERS["cuda"] not in ort.get_available_providers():
@@ -68,8 +69,13 @@ def _embedder(spec, device: str, batch: int, flip_average: bool = False):
             except Exception as exc:  # missing CUDA/cuDNN libraries: the session below falls back and we report it
                 log.debug("preload_dlls: %s", exc)
     # flip averaging runs a face and its mirror in one call: batch_size 2 x batch keeps `batch` faces per call
-    embedder = build_embedder(spec, providers=[PROVIDERS[device]], batch_size=batch * (2 if flip_average else 1), logger=log,
-                              flip_average=flip_average)
+    embedder = build_embedder(
+        spec,
+        providers=[PROVIDERS[device]],
+        batch_size=batch * (2 if flip_average else 1),
+        logger=log,
+        flip_average=flip_average,
+    )
     return embedder if embedder.provider == PROVIDERS[device] else None
 
 
@@ -79,7 +85,7 @@ def measure(embedder, batch: int, seconds: float, warmup: int) -> dict:
     chips = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     for _ in range(warmup):
         embedder.embed(chips)
-    latencies = []
+    latencies: list[float] = []
     started = time.monotonic()
     while len(latencies) < MIN_CALLS or time.monotonic() - started < seconds:
         t0 = time.monotonic()
@@ -107,8 +113,13 @@ def _cpu_name() -> str:
 
 def _gpu_name() -> str | None:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
@@ -141,7 +152,11 @@ def run_bench(model: Path | None, device: str, seconds: float, flip_average: boo
             row = measure(embedder, batch, seconds, WARMUP_CALLS[dev])
             row.update(device=dev, provider=embedder.provider, input_size=embedder.input_size, dim=embedder.dim)
             results.append(row)
-            print(f"{dev:4s} batch {batch:3d}: {row['faces_per_s']:10.1f} faces/s  (median {row['latency_ms_median']:.2f} ms per call, {row['calls']} calls)", flush=True)
+            print(
+                f"{dev:4s} batch {batch:3d}: {row['faces_per_s']:10.1f} faces/s  (median "
+                f"{row['latency_ms_median']:.2f} ms per call, {row['calls']} calls)",
+                flush=True,
+            )
     if device == "cuda" and unavailable:
         raise VigilError(f"{path}: CUDAExecutionProvider is not usable on this machine (onnxruntime fell back to CPU)")
     return {

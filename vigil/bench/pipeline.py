@@ -18,14 +18,22 @@ import cv2
 
 from vigil.bench.report import save_report
 from vigil.capture import FileSource
+from vigil.config import VigilConfig
 from vigil.paths import data_path, repo_root
 from vigil.pipeline import WatchPipeline
-from vigil.runtime import build_analyzer, build_embed_schedule, build_rules, enroll, load_config_or_default, resolve_models
+from vigil.runtime import build_pipeline, load_config_or_default
 from vigil.types import Frame
 
 
 class NullSink:
+    """Events go nowhere: the benchmark times the pipeline, not the disk."""
+
+    name = "null"
+
     def emit(self, event) -> None:
+        pass
+
+    def flush(self) -> None:
         pass
 
     def close(self) -> None:
@@ -41,23 +49,34 @@ def _resized(frame: Frame, height: int) -> Frame:
     return Frame(frame.camera, frame.index, frame.mono_ts_s, frame.video_ts_s, image)
 
 
+def bench_config(config: VigilConfig, detector_model: Path | None) -> VigilConfig:
+    """The config as the benchmark runs it: no snapshots (disk speed must not count), no cameras (the input is a
+    file), and ``--model`` as the detector when given."""
+    updates: dict = {"alerts": config.alerts.model_copy(update={"snapshots": False}), "cameras": []}
+    if detector_model is not None:
+        updates["detector"] = config.detector.model_copy(update={"model": Path(detector_model).resolve()})
+    return config.model_copy(update=updates)
+
+
 def run_cli(args: argparse.Namespace) -> int:
-    config = load_config_or_default(args.config)
-    if args.model is not None:  # --model: the detector to measure in the pipeline
-        config = config.model_copy(update={"detector": config.detector.model_copy(update={"model": Path(args.model).resolve()})})
+    config = bench_config(load_config_or_default(args.config), args.model)
     video = args.video or data_path("video", "short_hamilton_clip.mp4")
     watchlist = args.watchlist or repo_root() / "examples/hamilton/watchlist.yaml"
-    models = resolve_models(config)
-    analyzer = build_analyzer(config, models)
-    gallery, rules = build_rules(config, enroll(config, watchlist, analyzer, models), models)
+    runtime = build_pipeline(config, watchlist, sink=NullSink())
+    analyzer = runtime.analyzer
     analyzer.times = type(analyzer.times)()  # enrollment is not part of the benchmark
-    pipeline = WatchPipeline(
-        analyzer, gallery, rules, NullSink(), {}, config.tracker, None, embed_schedule=build_embed_schedule(config)
+    try:
+        report = measure(runtime.pipeline, Path(video), args.height, config.detector.batch_size, args.seconds)
+    finally:
+        runtime.close()
+    report.update(
+        model_detector=str(runtime.models.detector.path),
+        model_recognizer=str(runtime.models.recognizer.path),
+        embed_provider=getattr(analyzer.embedder, "provider", "?"),
+        host=platform.node(),
+        cpu=platform.processor() or platform.machine(),
+        batch_size=config.detector.batch_size,
     )
-    report = measure(pipeline, Path(video), args.height, config.detector.batch_size, args.seconds)
-    report.update(model_detector=str(models.detector.path), model_recognizer=str(models.recognizer.path),
-                  embed_provider=getattr(analyzer.embedder, "provider", "?"), host=platform.node(),
-                  cpu=platform.processor() or platform.machine(), batch_size=config.detector.batch_size)  # fmt: skip
     print(json.dumps(report, indent=2))
     save_report(report, args.json)
     return 0

@@ -21,11 +21,14 @@ def run_cli(args: argparse.Namespace) -> int:
 def check_providers() -> int:
     import onnxruntime
 
-    from vigil.embed import DEFAULT_PROVIDERS, cuda_driver_present, usable_providers
+    from vigil.onnx_session import DEFAULT_PROVIDERS, cuda_driver_present, usable_providers
 
     providers = onnxruntime.get_available_providers()
     driver = cuda_driver_present()
-    print(f"onnxruntime {onnxruntime.__version__}: providers {', '.join(providers)}; NVIDIA driver {'yes' if driver else 'no'}")
+    print(
+        f"onnxruntime {onnxruntime.__version__}: providers {', '.join(providers)}; "
+        f"NVIDIA driver {'yes' if driver else 'no'}"
+    )
     print(f"recognizer will run on: {usable_providers(DEFAULT_PROVIDERS, providers, driver)[0]}")
     try:
         import torch
@@ -48,7 +51,7 @@ def check_models() -> int:
     for spec in registry.specs.values():
         try:
             verify_checksum(spec)
-            print(f"model {spec.name} ({spec.kind}): ok, sha256 {spec.sha256[:12]}...")
+            print(f"model {spec.name} ({spec.kind}): ok, sha256 {str(spec.sha256)[:12]}...")
         except VigilError as exc:
             problems += 1
             print(f"model {spec.name} ({spec.kind}): FAIL {exc}")

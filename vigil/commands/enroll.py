@@ -12,7 +12,9 @@ def run_cli(args: argparse.Namespace) -> int:
     models = resolve_models(config)
     result = enroll(config, args.watchlist, build_analyzer(config, models), models, strict=args.strict)
     for person in result.people:
-        print(f"enrolled {person.id:<24} {person.name:<28} {person.list.value:<5} photos={len(person.photo_embeddings)}")
+        print(
+            f"enrolled {person.id:<24} {person.name:<28} {person.list.value:<5} photos={len(person.photo_embeddings)}"
+        )
     for problem in result.problems:
         print(f"skipped  {problem}")
     print(

@@ -12,12 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vigil.alerts import AlertDispatcher
 from vigil.capture import FileSource
-from vigil.config import AlertsConfig, JsonlSinkConfig, VigilConfig
+from vigil.config import JsonlSinkConfig, VigilConfig
 from vigil.errors import VigilError
 from vigil.pipeline import WatchPipeline
-from vigil.runtime import build_analyzer, build_embed_schedule, build_rules, enroll, load_config_or_default, resolve_models
+from vigil.runtime import build_pipeline, load_config_or_default
 
 log = logging.getLogger("vigil.process")
 
@@ -36,17 +35,15 @@ class VideoSummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def _process_config(args: argparse.Namespace) -> VigilConfig:
-    config = load_config_or_default(args.config)
-    alerts = AlertsConfig(
-        console=config.alerts.console,
-        sqlite=False,  # a batch job reports to --events; the camera service keeps the SQLite store
-        jsonl=JsonlSinkConfig(path=args.events) if args.events else None,
-        webhook=config.alerts.webhook,
-        snapshots=config.alerts.snapshots,
+def process_config(config: VigilConfig, events: Path | None, data_dir: Path | None) -> VigilConfig:
+    """The config as `vigil process` runs it; only what differs from the file is changed, so every other sink and
+    setting is kept: no SQLite store (a batch job reports to ``events``; the camera service keeps the store), the
+    JSONL sink writes ``events`` (none without it), ``data_dir`` overrides the config's, and the config's cameras
+    are ignored (the inputs are files)."""
+    alerts = config.alerts.model_copy(
+        update={"sqlite": False, "jsonl": JsonlSinkConfig(path=events) if events else None}
     )
-    data_dir = args.data_dir or config.data_dir
-    return config.model_copy(update={"alerts": alerts, "data_dir": data_dir})
+    return config.model_copy(update={"alerts": alerts, "data_dir": data_dir or config.data_dir, "cameras": []})
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -55,26 +52,19 @@ def run_cli(args: argparse.Namespace) -> int:
     for video in args.videos:
         if not video.is_file():
             raise VigilError(f"{video}: video file not found")
-    config = _process_config(args)
-    models = resolve_models(config)
-    analyzer = build_analyzer(config, models)
-    enrollment = enroll(config, args.watchlist, analyzer, models)
-    gallery, rules = build_rules(config, enrollment, models)
+    config = process_config(load_config_or_default(args.config), args.events, args.data_dir)
     if args.events:
         args.events.parent.mkdir(parents=True, exist_ok=True)
         args.events.write_text("", encoding="utf-8")  # one run, one events file
-    dispatcher = AlertDispatcher.from_config(config.alerts, config.data_dir)
+    runtime = build_pipeline(config, args.watchlist)
     summaries = []
     try:
-        for video in args.videos:
-            pipeline = WatchPipeline(
-                analyzer, gallery, rules, dispatcher, {}, config.tracker,
-                config.data_dir if config.alerts.snapshots else None, embed_schedule=build_embed_schedule(config),
-            )  # fmt: skip
+        for index, video in enumerate(args.videos):
+            pipeline = runtime.pipeline if index == 0 else runtime.new_pipeline()  # fresh trackers per video
             summaries.append(process_video(pipeline, video, config.detector.batch_size, args))
     finally:
-        dispatcher.close()
-    print(format_summary(summaries, analyzer.times.seconds))
+        runtime.close()
+    print(format_summary(summaries, runtime.analyzer.times.seconds))
     return 0
 
 
@@ -101,8 +91,12 @@ def process_video(pipeline: WatchPipeline, video: Path, batch_size: int, args: a
                 writer.close()
         seconds = time.perf_counter() - start
     counters = pipeline.counters
-    log.info("%s: %d tracks split on an identity switch, %d embeddings held out (did not match their track)",
-             video.name, counters.identity_switches, counters.embeddings_held_out)
+    log.info(
+        "%s: %d tracks split on an identity switch, %d embeddings held out (did not match their track)",
+        video.name,
+        counters.identity_switches,
+        counters.embeddings_held_out,
+    )
     return VideoSummary(
         video, counters.frames, seconds, counters.faces, counters.embeddings, dict(counters.alerts_by_person)
     )
@@ -124,7 +118,8 @@ def format_summary(summaries: list[VideoSummary], stage_seconds: dict[str, float
     for s in summaries:
         alerts = ", ".join(f"{k}={v}" for k, v in sorted(s.alerts.items())) or "none"
         lines.append(
-            f"{s.video.name[:32]:<32} {s.frames:>7} {s.seconds:>8.1f} {s.fps:>7.1f} {s.faces:>7} {s.embedded:>8}  {alerts}"
+            f"{s.video.name[:32]:<32} {s.frames:>7} {s.seconds:>8.1f} {s.fps:>7.1f} {s.faces:>7} {s.embedded:>8}  "
+            f"{alerts}"
         )
     total_frames = sum(s.frames for s in summaries)
     if total_frames:

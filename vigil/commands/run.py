@@ -4,6 +4,11 @@ One capture thread per camera feeds a bounded latest-frame queue; this loop take
 round, runs the batch through the pipeline (detection batched across cameras) and prints a status line per camera
 every ``status_interval_s``. A dead camera never blocks the loop: ``get`` has a timeout and capture threads
 reconnect on their own.
+
+The service (``server:`` in the config, on by default on 127.0.0.1:8080): the HTTP API runs in its own thread
+(vigil/server/runner.py) and reads what this loop publishes after each batch (vigil/live_publish.py); between
+batches this loop also applies watchlist changes and answers the API's photo checks (vigil/watchlist_reload.py).
+The retention job runs in its own thread. All of them stop with the run's stop event.
 """
 
 from __future__ import annotations
@@ -13,16 +18,28 @@ import logging
 import signal
 import threading
 import time
+from pathlib import Path
 
-from vigil.alerts import AlertDispatcher
 from vigil.capture import CameraSource, CameraStats
 from vigil.config import VigilConfig, load_config
 from vigil.errors import ConfigError
+from vigil.live import LiveHub
+from vigil.live_publish import LivePublisher
 from vigil.pipeline import WatchPipeline
-from vigil.runtime import build_analyzer, build_embed_schedule, build_rules, enroll, resolve_models
+from vigil.redact import mask_url
+from vigil.runtime import LoadedModels, build_pipeline, enroll
+from vigil.server.context import ServiceInfo
+from vigil.server.runner import ServerThread, is_loopback, refuse_open_without_users
+from vigil.store.audit import AuditLog
+from vigil.store.db import Database
+from vigil.store.retention import RetentionJob
+from vigil.store.users import UserStore
+from vigil.watchlist import EnrollmentResult
+from vigil.watchlist_reload import WatchlistReloader, photo_checker
 
 log = logging.getLogger("vigil.run")
 IDLE_WAIT_S = 0.01  # wait when no camera had a frame, so the loop never spins
+PUBLISH_INTERVAL_S = 1.0  # camera status and counters for the API at least this often
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -32,27 +49,91 @@ def run_cli(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: watchlist: no watchlist given (set it in the config or pass --watchlist)")
     if not config.cameras:
         raise ConfigError(f"{args.config}: cameras: no camera configured")
-    models = resolve_models(config)
-    analyzer = build_analyzer(config, models)
-    gallery, rules = build_rules(config, enroll(config, watchlist, analyzer, models), models)
-    dispatcher = AlertDispatcher.from_config(config.alerts, config.data_dir)
-    pipeline = WatchPipeline(
-        analyzer, gallery, rules, dispatcher, {c.name: c for c in config.cameras}, config.tracker,
-        config.data_dir if config.alerts.snapshots else None, embed_schedule=build_embed_schedule(config),
-    )  # fmt: skip
+    db = Database.in_data_dir(config.data_dir)
+    if config.server.enabled:  # before the models load: a refusal should cost no time
+        refuse_open_without_users(config.server, UserStore(db).count(), str(args.config))
+    runtime = build_pipeline(config, watchlist)
+    pipeline, analyzer, models = runtime.pipeline, runtime.analyzer, runtime.models
+    hub = LiveHub()
+
+    def reenroll(path: Path) -> EnrollmentResult:
+        return enroll(config, path, analyzer, models, prune_cache=True)
+
+    reloader = WatchlistReloader(
+        watchlist, reenroll, photo_checker(analyzer, config.detector.min_face_px), hub, runtime.enrollment
+    )
     stop = threading.Event()
     _install_signal_handlers(stop)
     sources = [CameraSource(camera, config.reconnect) for camera in config.cameras]
+    service = Service(config, db, hub, watchlist, models)
     try:
+        service.start()
         for source in sources:
             source.start()
-        serve(pipeline, sources, config, stop)
+        serve(pipeline, sources, config, stop, LivePublisher(hub, pipeline, reloader))
     finally:
+        service.stop()
         for source in sources:
             source.stop(timeout_s=2.0)
         pipeline.close()
+        db.close()
         log.info("stopped: %d frames, %d alerts", pipeline.counters.frames, pipeline.counters.alerts)
     return 0
+
+
+class Service:
+    """The API server thread and the retention job of one `vigil run`."""
+
+    def __init__(self, config: VigilConfig, db: Database, hub: LiveHub, watchlist: Path, models: LoadedModels) -> None:
+        self.config, self.db, self.hub = config, db, hub
+        self.retention = RetentionJob(db, config.data_dir, config.retention, AuditLog(db))
+        self.server: ServerThread | None = None
+        if config.server.enabled:
+            from vigil.server.app import create_app
+            from vigil.server.context import ServiceContext
+
+            ctx = ServiceContext.build(config, hub, db, service_info(config, models), watchlist=watchlist)
+            ctx.retention_job = self.retention
+            self.server = ServerThread(create_app(ctx), config.server)
+
+    def start(self) -> None:
+        self.retention.start()
+        if self.server is not None:
+            self.server.start()
+            if not is_loopback(self.config.server.host) and self.config.server.tls is None:
+                log.warning(
+                    "server: %s is reachable from other machines over plain HTTP: passwords, cookies "
+                    "and tokens travel in clear (set server.tls: {cert, key})",
+                    self.config.server.listen,
+                )
+
+    def stop(self) -> None:
+        self.hub.closed.set()
+        if self.server is not None:
+            self.server.stop()
+        self.retention.stop()
+
+
+def service_info(config: VigilConfig, models: LoadedModels) -> ServiceInfo:
+    specs = [models.detector, models.recognizer, *models.recognizer_members]
+    if models.landmarks is not None:
+        specs.append(models.landmarks)
+    alerts = config.alerts
+    sinks = [
+        name
+        for name, on in (
+            ("sqlite", alerts.sqlite),
+            ("webhook", alerts.webhook is not None),
+            ("jsonl", alerts.jsonl is not None),
+            ("console", alerts.console),
+        )
+        if on
+    ]
+    return ServiceInfo(
+        models=tuple({"kind": spec.kind, "name": spec.name, "sha256": spec.sha256} for spec in specs),
+        sinks=tuple(sinks),
+        cameras=tuple({"name": c.name, "source": mask_url(c.source)} for c in config.cameras),
+    )
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:
@@ -64,16 +145,31 @@ def _install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
-def serve(pipeline: WatchPipeline, sources: list[CameraSource], config: VigilConfig, stop: threading.Event) -> None:
-    """The service loop: gather, process, report; returns when ``stop`` is set."""
+def serve(
+    pipeline: WatchPipeline,
+    sources: list[CameraSource],
+    config: VigilConfig,
+    stop: threading.Event,
+    publisher: LivePublisher | None = None,
+) -> None:
+    """The service loop: gather, process, publish, report; returns when ``stop`` is set."""
     next_status = time.monotonic() + config.status_interval_s
+    next_publish = time.monotonic()
     while not stop.is_set():
         frames = [frame for source in sources if (frame := source.get(timeout_s=0.0)) is not None]
         if frames:
-            pipeline.process(frames)
+            started = time.perf_counter()
+            results = pipeline.process(frames)
+            if publisher is not None:
+                publisher.after_batch(results, time.perf_counter() - started)
         else:
             stop.wait(IDLE_WAIT_S)
         now = time.monotonic()
+        if publisher is not None:
+            publisher.between_batches()
+            if now >= next_publish:
+                publisher.publish_status(sources)
+                next_publish = now + min(PUBLISH_INTERVAL_S, config.status_interval_s)
         if now >= next_status:
             for source in sources:
                 log_status(source.stats())
@@ -84,6 +180,10 @@ def log_status(stats: CameraStats) -> None:
     state = "up" if stats.connected else "DOWN"
     logging.getLogger(f"vigil.camera.{stats.name}").info(
         "%s fps=%.1f read=%d dropped=%d reconnects=%d%s",
-        state, stats.fps, stats.frames_read, stats.frames_dropped, stats.reconnects,
+        state,
+        stats.fps,
+        stats.frames_read,
+        stats.frames_dropped,
+        stats.reconnects,
         f" last_error={stats.last_error}" if stats.last_error and not stats.connected else "",
-    )  # fmt: skip
+    )

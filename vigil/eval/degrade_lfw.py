@@ -56,7 +56,7 @@ class DegradeParams:
 def seed_for(rel_path: str) -> int:
     """A stable 64-bit seed from the image's relative path (sha256, never Python's salted ``hash``)."""
     key = rel_path.replace("\\", "/")
-    digest = hashlib.sha256(f"{VERSION}:{key}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{VERSION}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "little")
 
 
@@ -66,7 +66,9 @@ def degrade_params(rel_path: str) -> DegradeParams:
     face_width = float(rng.uniform(*FACE_WIDTH_RANGE_PX))
     sigma = float(rng.uniform(*BLUR_SIGMA_RANGE_PX))
     quality = int(rng.integers(JPEG_QUALITY_RANGE[0], JPEG_QUALITY_RANGE[1] + 1))
-    return DegradeParams(face_width_px=face_width, scale=face_width / LFW_FACE_WIDTH_PX, blur_sigma_px=sigma, jpeg_quality=quality)
+    return DegradeParams(
+        face_width_px=face_width, scale=face_width / LFW_FACE_WIDTH_PX, blur_sigma_px=sigma, jpeg_quality=quality
+    )
 
 
 def downscale(image: np.ndarray, scale: float) -> np.ndarray:
@@ -91,7 +93,10 @@ def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise RuntimeError("OpenCV could not JPEG-encode the image")
-    return cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise RuntimeError("OpenCV could not decode the JPEG it encoded")
+    return decoded
 
 
 def degrade(image: np.ndarray, params: DegradeParams) -> np.ndarray:

@@ -114,7 +114,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def match_image(iou: np.ndarray, order: np.ndarray, gt_ignored: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def match_image(
+    iou: np.ndarray, order: np.ndarray, gt_ignored: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Greedy matching of one image at one IoU threshold.
 
     ``iou`` (P, N) detections x GT; ``order`` the detection indices by descending score; ``gt_ignored`` (N,) bool.
@@ -126,7 +128,7 @@ def match_image(iou: np.ndarray, order: np.ndarray, gt_ignored: np.ndarray, thre
     if n_gt == 0:
         return gt_of_detection, gt_matched
     candidates = iou >= threshold
-    has_candidate = candidates.any(axis=1)
+    has_candidate = np.asarray(candidates.any(axis=1))
     for det in order[has_candidate[order]]:
         row_ok = candidates[det] & ~gt_matched
         if not row_ok.any():
@@ -180,7 +182,9 @@ class _Pooled:
         return interpolated_ap(scores, tps, self.positives)
 
 
-def _accumulate_image(truth: ImageTruth, dets: ImageDetections, bucket: str | None, pooled: _Pooled, operating_threshold: float) -> None:
+def _accumulate_image(
+    truth: ImageTruth, dets: ImageDetections, bucket: str | None, pooled: _Pooled, operating_threshold: float
+) -> None:
     gt_boxes = np.asarray(truth.boxes, dtype=np.float64).reshape(-1, 4)
     det_boxes = np.asarray(dets.boxes, dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(dets.scores, dtype=np.float64).reshape(-1)
@@ -244,7 +248,9 @@ def evaluate_detections(pairs: list[tuple[ImageTruth, ImageDetections]], operati
         ap50_95_by_size={b: float(np.mean([pooled[b].ap(i) for i in range(len(IOU_THRESHOLDS))])) for b in named},
         recall_at_operating_threshold=_ratio(overall.recalled_at_operating, overall.positives),
         operating_threshold=float(operating_threshold),
-        recall_at_operating_threshold_by_size={b: _ratio(pooled[b].recalled_at_operating, pooled[b].positives) for b in named},
+        recall_at_operating_threshold_by_size={
+            b: _ratio(pooled[b].recalled_at_operating, pooled[b].positives) for b in named
+        },
         recall_at_score_floor=_ratio(overall.recalled_at_floor, overall.positives),
         recall_at_score_floor_by_size={b: _ratio(pooled[b].recalled_at_floor, pooled[b].positives) for b in named},
         boxes=overall.positives,

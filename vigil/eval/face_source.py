@@ -28,15 +28,16 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import numpy as np
 
 from vigil.errors import VigilError
 from vigil.refine import unrefined
-from vigil.types import Face
+from vigil.types import AlignedFace, Face
 
 LFW_IMAGE_SIZE_PX = 250
 # Mean teacher landmarks on the 250 x 250 LFW images, vigil 5-point order, (x, y) px. Measured, see module docstring.
@@ -52,7 +53,15 @@ Fallback = Literal["centre", "skip"]
 
 
 class AlignerLike(Protocol):
-    def align(self, image: np.ndarray, face: Face): ...  # -> vigil.types.AlignedFace
+    """vigil.align.Aligner, or vigil.refine.RefiningAligner around one."""
+
+    @property
+    def template(self) -> np.ndarray: ...
+
+    @property
+    def chip_size(self) -> int: ...
+
+    def align(self, image: np.ndarray, face: Face) -> AlignedFace: ...
 
 
 class EmbedderLike(Protocol):
@@ -72,6 +81,16 @@ class ChipResult:
 class ImageEmbedding:
     vector: np.ndarray | None  # (D,) float32 unit norm; None when the image was skipped (no face, skip policy)
     found: bool
+
+
+def vector_rows(embeddings: Iterable[ImageEmbedding]) -> np.ndarray:
+    """The embeddings' vectors stacked as rows; ValueError for an image that has none (skipped: filter it first)."""
+    rows = []
+    for embedding in embeddings:
+        if embedding.vector is None:
+            raise ValueError("an image without an embedding (skipped, no face) cannot be a row")
+        rows.append(embedding.vector)
+    return np.stack(rows)
 
 
 def read_image(path: Path, context: str = "") -> np.ndarray:
@@ -140,8 +159,8 @@ class DetectionCache:
         self.loaded = self._load()
 
     @classmethod
-    def in_folder(cls, folder: Path, run_name: str, detector_label: str, min_score: float) -> "DetectionCache":
-        """The cache file for one run (``run_name`` names the image set, e.g. ``lfw-degraded``) and detector in ``folder``."""
+    def in_folder(cls, folder: Path, run_name: str, detector_label: str, min_score: float) -> DetectionCache:
+        """The cache file in ``folder`` for one run (``run_name``: the image set, e.g. lfw-degraded) and detector."""
         file_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{run_name}-{detector_label}-min{min_score}") + ".npz"
         return cls(Path(folder) / file_name, detector_label, min_score)
 
@@ -211,17 +230,19 @@ class FaceSource:
 
     def chosen_faces(self, images: list[np.ndarray], keys: Sequence[str] | None = None) -> list[Face | None]:
         """The chosen face per image (None: no confident face); from the cache where ``keys`` are cached."""
-        use_cache = self.cache is not None and keys is not None
-        cached = [k in self.cache for k in keys] if use_cache else [False] * len(images)
+        cache, cache_keys = (self.cache, keys) if self.cache is not None and keys is not None else (None, [])
+        cached = [k in cache for k in cache_keys] if cache is not None else [False] * len(images)
         todo = [i for i, hit in enumerate(cached) if not hit]
         detections = self.detect_batch([images[i] for i in todo]) if todo else []
         if len(detections) != len(todo):
             raise RuntimeError(f"detector returned {len(detections)} results for {len(todo)} images")
-        chosen: list[Face | None] = [self.cache.get(keys[i]) if hit else None for i, hit in enumerate(cached)]
+        chosen: list[Face | None] = [
+            cache.get(cache_keys[i]) if hit and cache is not None else None for i, hit in enumerate(cached)
+        ]
         for i, faces in zip(todo, detections):
             chosen[i] = choose_face(faces, images[i].shape, self.min_score)
-            if use_cache:
-                self.cache.put(keys[i], chosen[i])
+            if cache is not None:
+                cache.put(cache_keys[i], chosen[i])
         return chosen
 
     def chips(self, images: list[np.ndarray], keys: Sequence[str] | None = None) -> list[ChipResult]:
@@ -279,7 +300,7 @@ class ImageEmbedder:
         results = self.source.chips(images, keys)
         with_chip = [i for i, r in enumerate(results) if r.chip is not None]
         vectors = (
-            self.embedder.embed(np.stack([results[i].chip for i in with_chip]))
+            self.embedder.embed(np.stack([chip for r in results if (chip := r.chip) is not None]))
             if with_chip
             else np.zeros((0, 0), np.float32)
         )
@@ -325,8 +346,9 @@ def build_recognizer(
     on each face before it is aligned; the label gets ``+lm<checksum>``.
     """
     from vigil.align import Aligner
-    from vigil.embed import OnnxEmbedder, build_embedder
+    from vigil.embed import OnnxEmbedder
     from vigil.models import sha256_of
+    from vigil.recognizer import build_embedder
 
     if template is None:
         from vigil.models import ModelRegistry
@@ -337,12 +359,12 @@ def build_recognizer(
             raise VigilError(f"{spec.path}: the manifest gives no alignment_template for this recognizer")
         embedder = build_embedder(spec, batch_size=batch_size, flip_average=flip_average)
     else:
-        path, sha = Path(model) if model else None, None
-        if path is None:
+        if model is None:
             raise ValueError("a model path is needed with an explicit template")
+        path, sha = Path(model), None
         embedder = OnnxEmbedder(path, batch_size=batch_size, flip_average=flip_average)
     sha = sha or sha256_of(path)
-    aligner = Aligner(np.asarray(template, dtype=np.float32), embedder.input_size)
+    aligner: AlignerLike = Aligner(np.asarray(template, dtype=np.float32), embedder.input_size)
     label = f"{path.stem}@{sha[:12]}{'+flip' if flip_average else ''}"
     if refine_landmarks:
         from vigil.refine import RefiningAligner, default_landmark_refiner

@@ -19,16 +19,33 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from vigil.eval import degrade_lfw
-from vigil.eval.face_source import DEFAULT_MIN_SCORE, DetectionCache, FaceSource, ImageEmbedder, build_detector, build_recognizer, read_image
+from vigil.eval.face_source import (
+    DEFAULT_MIN_SCORE,
+    DetectionCache,
+    FaceSource,
+    ImageEmbedder,
+    build_detector,
+    build_recognizer,
+    read_image,
+    vector_rows,
+)
 from vigil.eval.report import write_report
-from vigil.eval.verification import RocCurve, VerificationPair, cosine_scores, kfold_accuracy, parse_lfw_pairs, roc_curve, tar_at_far
+from vigil.eval.verification import (
+    RocCurve,
+    VerificationPair,
+    cosine_scores,
+    kfold_accuracy,
+    parse_lfw_pairs,
+    roc_curve,
+    tar_at_far,
+)
 from vigil.paths import data_path
 
 PAIRS_FILE = "pairs.txt"
@@ -59,12 +76,20 @@ class LfwEmbeddings:
 
 
 def lfw_face_source(
-    degraded: bool, detect_batch, detector_label: str, aligner, min_score: float = DEFAULT_MIN_SCORE,
+    degraded: bool,
+    detect_batch,
+    detector_label: str,
+    aligner,
+    min_score: float = DEFAULT_MIN_SCORE,
     detections_cache: Path | None = None,
 ) -> tuple[FaceSource, DetectionCache | None]:
     """The LFW protocol's face source (no confident face: LFW's mean landmarks) and its detection cache, if any."""
     variant = "degraded" if degraded else "clean"
-    cache = None if detections_cache is None else DetectionCache.in_folder(detections_cache, f"lfw-{variant}", detector_label, min_score)
+    cache = (
+        None
+        if detections_cache is None
+        else DetectionCache.in_folder(detections_cache, f"lfw-{variant}", detector_label, min_score)
+    )
     return FaceSource(detect_batch, aligner, fallback="centre", min_score=min_score, cache=cache), cache
 
 
@@ -94,8 +119,8 @@ def embed_lfw(
     unique = dict.fromkeys(keys1 + keys2)
     return LfwEmbeddings(
         pairs=pairs,
-        first=np.stack([embedded[k].vector for k in keys1]),
-        second=np.stack([embedded[k].vector for k in keys2]),
+        first=vector_rows(embedded[k] for k in keys1),
+        second=vector_rows(embedded[k] for k in keys2),
         faces_not_found=int(sum(not embedded[k].found for k in unique)),
         images=len(unique),
         detections_from_cache=0 if cache is None else cache.loaded,
@@ -118,8 +143,18 @@ def evaluate_lfw(
     started = time.monotonic()
     lfw_dir = Path(lfw_dir)
     variant = "degraded" if degraded else "clean"
-    embedded = embed_lfw(lfw_dir, degraded, detect_batch, detector_label, aligner, embedder, model_label,
-                         batch_size, min_score, detections_cache)
+    embedded = embed_lfw(
+        lfw_dir,
+        degraded,
+        detect_batch,
+        detector_label,
+        aligner,
+        embedder,
+        model_label,
+        batch_size,
+        min_score,
+        detections_cache,
+    )
     pairs = embedded.pairs
     scores = cosine_scores(embedded.first, embedded.second)
     labels = np.array([p.same for p in pairs])
@@ -179,7 +214,8 @@ def run_cli(args: argparse.Namespace) -> int:
     )
     write_lfw_report(args.json, report, roc)
     print(
-        f"LFW {report['variant']}: accuracy {100 * report['accuracy_mean']:.2f} +- {100 * report['accuracy_std']:.2f} % "
+        f"LFW {report['variant']}: accuracy {100 * report['accuracy_mean']:.2f} "
+        f"+- {100 * report['accuracy_std']:.2f} % "
         f"| TAR@FAR=1e-3 {100 * report['tar_at_far_1e-3']:.2f} % | AUC {report['auc']:.4f} "
         f"| faces not found {report['faces_not_found']}/{report['images']} | {report['seconds']:.0f} s -> {args.json}"
     )

@@ -25,7 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from vigil.errors import VigilError
-from vigil.eval.face_source import FaceSource, ImageEmbedder, build_detector, build_recognizer, read_image
+from vigil.eval.face_source import (
+    FaceSource,
+    ImageEmbedder,
+    build_detector,
+    build_recognizer,
+    read_image,
+    vector_rows,
+)
 from vigil.eval.report import write_report
 from vigil.eval.verification import best_threshold, cosine_scores, kfold_accuracy, roc_curve
 
@@ -50,8 +57,10 @@ def parse_pairs_csv(path: Path) -> list[CsvPair]:
             reader = csv.reader(handle)
             header = next(reader, None)
             if header is None or [h.strip() for h in header[:3]] != list(COLUMNS):
-                raise VigilError(f"{path}: line 1: expected the header 'img1,img2,same', got {','.join(header or [])!r}")
-            pairs = []
+                raise VigilError(
+                    f"{path}: line 1: expected the header 'img1,img2,same', got {','.join(header or [])!r}"
+                )
+            pairs: list[CsvPair] = []
             for fields in reader:
                 if not any(f.strip() for f in fields):
                     continue
@@ -86,7 +95,16 @@ def _cv_accuracy(scores: np.ndarray, labels: np.ndarray) -> float | None:
     return kfold_accuracy(scores, labels, folds).mean
 
 
-def evaluate_pairs(root: Path, pairs: list[CsvPair], pairs_file: Path, source: FaceSource, embedder, detector_label: str, model_label: str, batch_size: int = 16):
+def evaluate_pairs(
+    root: Path,
+    pairs: list[CsvPair],
+    pairs_file: Path,
+    source: FaceSource,
+    embedder,
+    detector_label: str,
+    model_label: str,
+    batch_size: int = 16,
+):
     """Score the pairs; returns (report dict, ROC or None when only one class was scored)."""
     started = time.monotonic()
     first_row: dict[str, int] = {}
@@ -103,8 +121,11 @@ def evaluate_pairs(root: Path, pairs: list[CsvPair], pairs_file: Path, source: F
     scored_rows = {p.row for p in scored}
     skipped = [p.row for p in pairs if p.row not in scored_rows]
     if not scored:
-        raise VigilError(f"{pairs_file}: no pair could be scored (no face found in {sum(e.vector is None for e in embedded.values())} images)")
-    scores = cosine_scores(np.stack([embedded[p.img1].vector for p in scored]), np.stack([embedded[p.img2].vector for p in scored]))
+        raise VigilError(
+            f"{pairs_file}: no pair could be scored "
+            f"(no face found in {sum(e.vector is None for e in embedded.values())} images)"
+        )
+    scores = cosine_scores(vector_rows(embedded[p.img1] for p in scored), vector_rows(embedded[p.img2] for p in scored))
     labels = np.array([p.same for p in scored])
     threshold, accuracy = best_threshold(scores, labels)
     roc = roc_curve(scores, labels) if 0 < labels.sum() < labels.size else None
@@ -136,9 +157,14 @@ def run_cli(args: argparse.Namespace) -> int:
     recognizer = build_recognizer(args.model, flip_average=args.flip_average, refine_landmarks=args.refine_landmarks)
     detect_batch, detector_label = build_detector(args.detector)
     source = FaceSource(detect_batch, recognizer.aligner, fallback="skip")
-    report, roc = evaluate_pairs(args.root, pairs, args.pairs, source, recognizer.embedder, detector_label, recognizer.label)
+    report, roc = evaluate_pairs(
+        args.root, pairs, args.pairs, source, recognizer.embedder, detector_label, recognizer.label
+    )
     auc = "n/a (one class)" if report["auc"] is None else f"{report['auc']:.4f}"
-    title = f"pairs {Path(args.pairs).name}: {report['model']}\naccuracy {100 * report['accuracy']:.2f} % at {report['threshold']:.3f}, AUC {auc}"
+    title = (
+        f"pairs {Path(args.pairs).name}: {report['model']}\n"
+        f"accuracy {100 * report['accuracy']:.2f} % at {report['threshold']:.3f}, AUC {auc}"
+    )
     write_report(args.json, report, roc, title)
     print(
         f"pairs: accuracy {100 * report['accuracy']:.2f} % at threshold {report['threshold']:.4f} | AUC {auc} "

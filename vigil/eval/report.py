@@ -1,4 +1,5 @@
-"""Evaluation reports: the JSON file and a ROC plot (PNG, same stem) next to it. matplotlib's Agg backend, no display."""
+"""Evaluation reports: the JSON file and a ROC plot (PNG, same stem) next to it; matplotlib's Agg backend, no
+display."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ def png_path_for(json_path: Path) -> Path:
     return Path(json_path).with_suffix(".png")
 
 
-def write_report(json_path: Path, report: dict, roc: RocCurve | None, title: str, mark_far: float | None = 1e-3) -> Path | None:
+def write_report(
+    json_path: Path, report: dict, roc: RocCurve | None, title: str, mark_far: float | None = 1e-3
+) -> Path | None:
     """Write ``report`` as JSON to ``json_path`` and, when ``roc`` is given, the ROC plot beside it.
 
     Returns the PNG path (None without a ROC). The report gets a ``roc_png`` key naming it.

@@ -56,7 +56,7 @@ class RocCurve:
 
     @property
     def auc(self) -> float:
-        return float(np.trapezoid(self.tar, self.far)) if hasattr(np, "trapezoid") else float(np.trapz(self.tar, self.far))
+        return float(np.trapezoid(self.tar, self.far))
 
 
 @dataclass(frozen=True)
@@ -113,16 +113,32 @@ def parse_lfw_pairs(path: Path) -> list[VerificationPair]:
     rows = [(i + 2, line) for i, line in enumerate(lines[1:]) if line.strip()]
     expected = folds * 2 * per_half
     if len(rows) != expected:
-        raise VigilError(f"{path}: expected {expected} pair rows after the header '{folds} {per_half}', found {len(rows)}")
+        raise VigilError(
+            f"{path}: expected {expected} pair rows after the header '{folds} {per_half}', found {len(rows)}"
+        )
     pairs = []
     for index, (line_no, line) in enumerate(rows):
         fold, within = divmod(index, 2 * per_half)
         same = within < per_half
         parts = line.split()
         if same and len(parts) == 3:
-            pairs.append(VerificationPair(_lfw_image(parts[0], parts[1], path, line_no), _lfw_image(parts[0], parts[2], path, line_no), True, fold))
+            pairs.append(
+                VerificationPair(
+                    _lfw_image(parts[0], parts[1], path, line_no),
+                    _lfw_image(parts[0], parts[2], path, line_no),
+                    True,
+                    fold,
+                )
+            )
         elif not same and len(parts) == 4:
-            pairs.append(VerificationPair(_lfw_image(parts[0], parts[1], path, line_no), _lfw_image(parts[2], parts[3], path, line_no), False, fold))
+            pairs.append(
+                VerificationPair(
+                    _lfw_image(parts[0], parts[1], path, line_no),
+                    _lfw_image(parts[2], parts[3], path, line_no),
+                    False,
+                    fold,
+                )
+            )
         else:
             kind = "'name n1 n2' (same person)" if same else "'name1 n1 name2 n2' (different people)"
             raise VigilError(f"{path}: line {line_no}: expected {kind}, got {line.strip()!r}")

@@ -118,7 +118,9 @@ def read_labels(label_path: Path, width: int, height: int) -> ImageTruth:
         has_points = has_points or bool(np.isfinite(kps).any())
         points.append(kps)
     box_array = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return ImageTruth(boxes=box_array, landmarks=np.asarray(points).reshape(-1, NUM_KEYPOINTS, 2) if has_points else None)
+    return ImageTruth(
+        boxes=box_array, landmarks=np.asarray(points).reshape(-1, NUM_KEYPOINTS, 2) if has_points else None
+    )
 
 
 def _row_keypoints(values: list[float], width: int, height: int) -> np.ndarray:
@@ -165,7 +167,9 @@ def parse_mosaic(text: str) -> MosaicSpec:
 def mosaic_frame(images: list[np.ndarray], truths: list[ImageTruth], spec: MosaicSpec) -> tuple[np.ndarray, ImageTruth]:
     """Images placed row by row in cells of the largest image's size (unfilled cells black), their labels shifted."""
     if not images or len(images) != len(truths) or len(images) > spec.images_per_frame:
-        raise ValueError(f"mosaic: need 1-{spec.images_per_frame} images with one truth each, got {len(images)} and {len(truths)}")
+        raise ValueError(
+            f"mosaic: need 1-{spec.images_per_frame} images with one truth each, got {len(images)} and {len(truths)}"
+        )
     cell_h = max(image.shape[0] for image in images)
     cell_w = max(image.shape[1] for image in images)
     canvas = np.zeros((spec.rows * cell_h, spec.columns * cell_w, 3), dtype=np.uint8)
@@ -176,10 +180,16 @@ def mosaic_frame(images: list[np.ndarray], truths: list[ImageTruth], spec: Mosai
         canvas[top : top + image.shape[0], left : left + image.shape[1]] = image
         boxes.append(truth.boxes + [left, top, left, top])
         if with_points:
-            known = truth.landmarks if truth.landmarks is not None else np.full((len(truth.boxes), NUM_KEYPOINTS, 2), np.nan)
+            known = (
+                truth.landmarks
+                if truth.landmarks is not None
+                else np.full((len(truth.boxes), NUM_KEYPOINTS, 2), np.nan)
+            )
             points.append(known + [left, top])
-    merged = ImageTruth(boxes=np.concatenate(boxes).reshape(-1, 4),
-                        landmarks=np.concatenate(points).reshape(-1, NUM_KEYPOINTS, 2) if with_points else None)
+    merged = ImageTruth(
+        boxes=np.concatenate(boxes).reshape(-1, 4),
+        landmarks=np.concatenate(points).reshape(-1, NUM_KEYPOINTS, 2) if with_points else None,
+    )
     return canvas, merged
 
 
@@ -207,7 +217,11 @@ def evaluate_detector(
     images = 0
     start = time.monotonic()
     for first in range(0, len(items), per_frame):
-        read = [loaded for loaded in (_read_labelled(item, log, unreadable) for item in items[first : first + per_frame]) if loaded]
+        read = [
+            loaded
+            for loaded in (_read_labelled(item, log, unreadable) for item in items[first : first + per_frame])
+            if loaded
+        ]
         if not read:
             continue
         images += len(read)
@@ -220,7 +234,9 @@ def evaluate_detector(
     return WiderResult(report=report, images=images, unreadable=unreadable, seconds=seconds, frames=len(pairs))
 
 
-def _read_labelled(item: LabelledImage, log: logging.Logger, unreadable: list[str]) -> tuple[np.ndarray, ImageTruth] | None:
+def _read_labelled(
+    item: LabelledImage, log: logging.Logger, unreadable: list[str]
+) -> tuple[np.ndarray, ImageTruth] | None:
     """(image, its labels), or None for an unreadable image (logged and listed in ``unreadable``)."""
     import cv2
 
@@ -236,7 +252,14 @@ def result_row(result: WiderResult, model: str, imgsz: int | None, **extra) -> d
     """The JSON record of one evaluation (NaN -> None so the file is strict JSON)."""
     report = asdict(result.report)
     report.pop("extra", None)
-    row = {"model": model, "imgsz": imgsz, **report, "images": result.images, "frames": result.frames, "seconds": round(result.seconds, 1)}
+    row = {
+        "model": model,
+        "imgsz": imgsz,
+        **report,
+        "images": result.images,
+        "frames": result.frames,
+        "seconds": round(result.seconds, 1),
+    }
     row.update(extra)
     if result.unreadable:
         row["unreadable"] = result.unreadable
@@ -256,8 +279,19 @@ def _json_safe(value):
 def markdown_table(rows: list[dict]) -> str:
     """A markdown table of evaluation rows (AP and recall in percent)."""
     buckets = list(SIZE_BUCKETS)
-    header = ["model", "imgsz", "AP50", "AP50:95", *[f"AP50 {b}" for b in buckets], "recall@thr", "thr",
-              *[f"found {b}" for b in buckets], "NME", "images", "s"]
+    header = [
+        "model",
+        "imgsz",
+        "AP50",
+        "AP50:95",
+        *[f"AP50 {b}" for b in buckets],
+        "recall@thr",
+        "thr",
+        *[f"found {b}" for b in buckets],
+        "NME",
+        "images",
+        "s",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [
@@ -277,8 +311,12 @@ def markdown_table(rows: list[dict]) -> str:
     counts = rows[0]["boxes_by_size"] if rows else {}
     if counts:
         lines.append("")
-        lines.append(f"GT boxes: {rows[0]['boxes']} (" + ", ".join(f"{b}: {n}" for b, n in counts.items()) + "); size = sqrt(w*h) px; "
-                     "found = recall at IoU 0.5 at the score floor (every kept detection)")
+        lines.append(
+            f"GT boxes: {rows[0]['boxes']} ("
+            + ", ".join(f"{b}: {n}" for b, n in counts.items())
+            + "); size = sqrt(w*h) px; "
+            "found = recall at IoU 0.5 at the score floor (every kept detection)"
+        )
     return "\n".join(lines)
 
 
@@ -308,11 +346,28 @@ def run_cli(args: argparse.Namespace) -> int:
     mosaic = parse_mosaic(args.mosaic) if getattr(args, "mosaic", None) else None
     tiling = tiling_from_args(getattr(args, "tile_px", None), getattr(args, "tile_overlap_px", 0))
     model_path = Path(args.model) if args.model else _default_model(log)
-    detector = FaceDetector(model_path, imgsz=args.imgsz, conf_threshold=AP_SCORE_THRESHOLD, nms_iou=defaults.nms_iou,
-                            device=getattr(args, "device", "auto"), tiling=tiling, logger=log)
-    result = evaluate_detector(detector.detect_one, Path(args.data), operating_threshold=defaults.conf_threshold, mosaic=mosaic, logger=log)
-    row = result_row(result, model=str(model_path), imgsz=args.imgsz, data=str(args.data), score_threshold=AP_SCORE_THRESHOLD,
-                     nms_iou=defaults.nms_iou, device=detector.device, **setup_fields(mosaic, tiling))
+    detector = FaceDetector(
+        model_path,
+        imgsz=args.imgsz,
+        conf_threshold=AP_SCORE_THRESHOLD,
+        nms_iou=defaults.nms_iou,
+        device=getattr(args, "device", "auto"),
+        tiling=tiling,
+        logger=log,
+    )
+    result = evaluate_detector(
+        detector.detect_one, Path(args.data), operating_threshold=defaults.conf_threshold, mosaic=mosaic, logger=log
+    )
+    row = result_row(
+        result,
+        model=str(model_path),
+        imgsz=args.imgsz,
+        data=str(args.data),
+        score_threshold=AP_SCORE_THRESHOLD,
+        nms_iou=defaults.nms_iou,
+        device=detector.device,
+        **setup_fields(mosaic, tiling),
+    )
     print(markdown_table([row]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
@@ -333,8 +388,11 @@ def tiling_from_args(tile_px: int | None, overlap_px: int) -> TileSpec | None:
 
 def setup_fields(mosaic: MosaicSpec | None, tiling: TileSpec | None) -> dict:
     """How the frames were made and seen, for a report row (``_setup_cell`` prints them)."""
-    return {"tile_px": tiling.tile_px if tiling else None, "tile_overlap_px": tiling.overlap_px if tiling else None,
-            "mosaic": f"{mosaic.columns}x{mosaic.rows}" if mosaic else None}
+    return {
+        "tile_px": tiling.tile_px if tiling else None,
+        "tile_overlap_px": tiling.overlap_px if tiling else None,
+        "mosaic": f"{mosaic.columns}x{mosaic.rows}" if mosaic else None,
+    }
 
 
 def _default_model(log: logging.Logger) -> Path:

@@ -1,0 +1,46 @@
+"""The one sink interface, and what a sink's builder is given."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from vigil.alerts.database import DB_FILENAME
+from vigil.config import AlertsConfig
+from vigil.types import Event
+
+
+class Sink(Protocol):
+    """Where events go. ``emit`` must not block for long (network delivery goes through the outbox); ``flush``
+    makes what was emitted durable; ``close`` flushes and releases. :class:`vigil.alerts.AlertDispatcher` is a
+    sink too (the fan-out to the configured ones), and it is what the pipeline gets."""
+
+    name: str
+
+    def emit(self, event: Event) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What a sink's ``build(alerts, context)`` may use besides its own config section.
+
+    ``outbox_options``: keyword options for every sink delivered from the outbox (:class:`vigil.alerts.Outbox`):
+    tests pass a fake ``wall_clock`` or a short ``poll_interval_s``.
+    """
+
+    data_dir: Path
+    outbox_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        """The events database shared by the SQLite store and the outbox: ``<data_dir>/events.sqlite3``."""
+        return Path(self.data_dir) / DB_FILENAME
+
+
+SinkBuilder = Callable[[AlertsConfig, SinkContext], "Sink | None"]

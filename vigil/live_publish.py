@@ -1,0 +1,101 @@
+"""What `vigil run`'s pipeline thread publishes for the server after each batch (see vigil/live.py).
+
+:class:`LivePublisher` turns the pipeline's results into snapshots: each camera's latest frame with its tracked faces
+(named once their track raised an alert), every event, per-stage latencies (the analyzer's and pipeline's own timers,
+differenced per batch), frame-to-alert latency, camera statuses and pipeline counters (every ``status_every_s``),
+and between batches runs the watchlist reloader. It only copies references and small values: the cost per batch is
+a few dictionary writes, and nothing it does waits for a reader.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Protocol
+
+from vigil.alerts import utc_timestamp
+from vigil.capture import CameraStats
+from vigil.live import CameraStatus, LiveFace, LiveFrame, LiveHub
+from vigil.pipeline import FrameResult, WatchPipeline
+from vigil.redact import mask_url
+from vigil.types import Alert
+from vigil.watchlist_reload import WatchlistReloader
+
+MAX_LABELS = 2048  # (camera, track) -> person labels kept for drawing (oldest forgotten first)
+
+
+class StatsSource(Protocol):
+    def stats(self) -> CameraStats: ...
+
+
+def camera_status(stats: CameraStats) -> CameraStatus:
+    return CameraStatus(
+        name=stats.name,
+        up=stats.connected,
+        fps=stats.fps,
+        frames_read=stats.frames_read,
+        frames_dropped=stats.frames_dropped,
+        frames_skipped=stats.frames_skipped,
+        reconnects=stats.reconnects,
+        stalls=stats.stalls,
+        last_error=mask_url(stats.last_error),
+    )
+
+
+class LivePublisher:
+    def __init__(self, hub: LiveHub, pipeline: WatchPipeline, reloader: WatchlistReloader | None = None) -> None:
+        self.hub = hub
+        self.pipeline = pipeline
+        self.reloader = reloader
+        self._labels: OrderedDict[tuple[str, int], tuple[str, str, str]] = OrderedDict()
+        self._stage_totals = self._stage_seconds()
+
+    def after_batch(self, results: Sequence[FrameResult], batch_seconds: float) -> None:
+        now_mono = time.monotonic()
+        for result in results:
+            for event in result.events:
+                if isinstance(event, Alert):
+                    self._label(event.camera, event.track_id, (event.person_id, event.person_name, event.list.value))
+                self.hub.publish_event(event.to_json())
+                self.hub.frame_to_alert.observe(now_mono - result.frame.mono_ts_s)
+        latest: dict[str, FrameResult] = {result.frame.camera: result for result in results}
+        stamp = utc_timestamp()
+        for camera, result in latest.items():
+            faces = tuple(self._face(camera, update) for update in result.updates)
+            self.hub.publish_frame(LiveFrame(camera, result.frame.index, stamp, result.frame.image, faces))
+        totals = self._stage_seconds()
+        for stage, seconds in totals.items():
+            self.hub.observe_stage(stage, seconds - self._stage_totals.get(stage, 0.0))
+        self._stage_totals = totals
+        self.hub.observe_stage("batch", batch_seconds)
+
+    def between_batches(self) -> None:
+        if self.reloader is not None:
+            self.reloader.step(self.pipeline)
+
+    def publish_status(self, sources: Sequence[StatsSource]) -> None:
+        self.hub.publish_statuses([camera_status(source.stats()) for source in sources], utc_timestamp())
+        counters = asdict(self.pipeline.counters)
+        self.hub.publish_counters(counters)
+
+    def _face(self, camera: str, update) -> LiveFace:
+        x1, y1, x2, y2 = (float(v) for v in update.face.box[:4])
+        box = (x1, y1, x2, y2)
+        label = self._labels.get((camera, update.track.track_id))
+        if label is None:
+            return LiveFace(box, update.track.track_id)
+        return LiveFace(box, update.track.track_id, *label)
+
+    def _label(self, camera: str, track_id: int, label: tuple[str, str, str]) -> None:
+        self._labels[(camera, track_id)] = label
+        self._labels.move_to_end((camera, track_id))
+        while len(self._labels) > MAX_LABELS:
+            self._labels.popitem(last=False)
+
+    def _stage_seconds(self) -> dict[str, float]:
+        seconds = dict(self.pipeline.analyzer.times.seconds)
+        seconds["track"] = self.pipeline.counters.track_seconds
+        seconds["decide"] = self.pipeline.counters.decide_seconds
+        return seconds
