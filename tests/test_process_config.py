@@ -19,6 +19,7 @@ NON_DEFAULT_ALERTS = {
     "jsonl": JsonlSinkConfig(path=Path("/elsewhere/events.jsonl")),
     "webhook": WebhookSinkConfig(url="http://127.0.0.1:9/hook", max_attempts=3),
     "snapshots": False,
+    "update_snapshot": True,
 }
 # what `vigil process` sets on purpose (a batch job reports to --events, not to the SQLite store)
 PROCESS_CHANGES = {"sqlite", "jsonl"}

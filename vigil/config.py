@@ -28,6 +28,8 @@ class StrictModel(BaseModel):
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveSeconds = Annotated[float, Field(gt=0.0, le=3600.0)]
+# shared by the global settings and each camera's overrides, so both are validated alike
+MinFacePx = Annotated[int, Field(ge=4, le=1024, description="faces narrower than this are not recognised")]
 
 
 class ZoneConfig(StrictModel):
@@ -45,6 +47,16 @@ class ScheduleWindow(StrictModel):
     end: clock_time = clock_time(23, 59, 59)
 
 
+class CameraOverrides(StrictModel):
+    """One camera's own recognition settings (a doorway sees 80 px faces, a car park 20 px); each key left unset
+    takes the global one. Effective values: :mod:`vigil.camera_settings`, printed by ``vigil doctor``."""
+
+    match_threshold: Fraction | None = Field(default=None, description="rules.match_threshold for this camera")
+    margin: Fraction | None = Field(default=None, description="rules.margin for this camera")
+    min_face_px: MinFacePx | None = Field(default=None, description="detector.min_face_px for this camera")
+    unknown_events: bool | None = Field(default=None, description="rules.unknown_events for this camera")
+
+
 class CameraConfig(StrictModel):
     name: str = Field(pattern=CAMERA_NAME_PATTERN, description="unique; used in logs, events and file names")
     source: str | int = Field(description="rtsp://..., http(s)://..., a video file path, or a device index")
@@ -55,6 +67,7 @@ class CameraConfig(StrictModel):
     queue_size: int = Field(default=2, ge=1, le=64)
     zones: list[ZoneConfig] = Field(default_factory=list)
     schedule: list[ScheduleWindow] = Field(default_factory=list, description="empty: always active")
+    overrides: CameraOverrides = CameraOverrides()
 
     @field_validator("source")
     @classmethod
@@ -121,7 +134,7 @@ class DetectorConfig(StrictModel):
     )
     conf_threshold: Fraction = 0.35
     nms_iou: Fraction = 0.5
-    min_face_px: int = Field(default=20, ge=4, le=1024, description="faces narrower than this are not recognised")
+    min_face_px: MinFacePx = 20
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|\d+)$")
     batch_size: int = Field(default=8, ge=1, le=256)
     tiling: TilingConfig | None = Field(default=None, description="None: detect on the whole frame only")
@@ -211,7 +224,10 @@ class AlertsConfig(StrictModel):
     sqlite: bool = True
     jsonl: JsonlSinkConfig | None = None
     webhook: WebhookSinkConfig | None = None
-    snapshots: bool = True
+    snapshots: bool = True  # the best face of the event's track, as <data_dir>/snapshots/<date>/<id>.jpg
+    update_snapshot: bool = Field(
+        default=False, description="overwrite an event's snapshot when its track later shows a better face"
+    )
 
 
 class TlsConfig(StrictModel):

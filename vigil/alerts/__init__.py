@@ -15,7 +15,7 @@ Modules:
 - ``outbox``: durable at-least-once delivery from a table of that database (the webhook's transport; MQTT's next)
 - ``registry``: which sinks a config builds, in which order
 - ``dispatcher``: the fan-out
-- ``snapshots``: the face crop saved with an event
+- ``snapshots``: the face crop saved with an event (the best face of its track)
 
 Adding a sink: a module with a class (``name``, ``emit``, ``flush``, ``close``) and ``build(alerts, context)``, its
 config model as a field of :class:`vigil.config.AlertsConfig`, and its ``build`` in ``registry.SINK_BUILDERS``.
@@ -31,7 +31,7 @@ from vigil.alerts.events import describe, event_from_decision, new_event_id, utc
 from vigil.alerts.jsonl import JsonlSink, read_jsonl
 from vigil.alerts.outbox import DeliveryResult, Outbox
 from vigil.alerts.sink import Sink, SinkContext
-from vigil.alerts.snapshots import save_snapshot, snapshot_path
+from vigil.alerts.snapshots import crop_with_margin, face_crop, replace_snapshot, save_snapshot, snapshot_path
 from vigil.alerts.sqlite import SqliteSink, load_events
 from vigil.alerts.webhook import WebhookSink, post_json
 
@@ -53,6 +53,9 @@ __all__ = [
     "open_database",
     "post_json",
     "read_jsonl",
+    "crop_with_margin",
+    "face_crop",
+    "replace_snapshot",
     "save_snapshot",
     "snapshot_path",
     "utc_timestamp",
