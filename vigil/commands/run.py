@@ -2,8 +2,9 @@
 
 One capture thread per camera feeds a bounded latest-frame queue; this loop takes at most one frame per camera per
 round, runs the batch through the pipeline (detection batched across cameras) and prints a status line per camera
-every ``status_interval_s``. A dead camera never blocks the loop: ``get`` has a timeout and capture threads
-reconnect on their own.
+every ``status_interval_s``; sinks that take camera state (MQTT's retained ``<camera>/status``) get it at the same
+interval and within a second of a camera going up or down (:class:`StatusReporter`). A dead camera never blocks the
+loop: ``get`` has a timeout and capture threads reconnect on their own.
 
 The service (``server:`` in the config, on by default on 127.0.0.1:8080): the HTTP API runs in its own thread
 (vigil/server/runner.py) and reads what this loop publishes after each batch (vigil/live_publish.py); between
@@ -18,8 +19,11 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
+from vigil.alerts import CameraStatusSink
 from vigil.capture import CameraSource, CameraStats
 from vigil.config import VigilConfig, load_config
 from vigil.errors import ConfigError
@@ -40,6 +44,7 @@ from vigil.watchlist_reload import WatchlistReloader, photo_checker
 log = logging.getLogger("vigil.run")
 IDLE_WAIT_S = 0.01  # wait when no camera had a frame, so the loop never spins
 PUBLISH_INTERVAL_S = 1.0  # camera status and counters for the API at least this often
+STATE_CHECK_INTERVAL_S = 1.0  # how often the cameras are checked for going up or down (published at once)
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -147,13 +152,13 @@ def _install_signal_handlers(stop: threading.Event) -> None:
 
 def serve(
     pipeline: WatchPipeline,
-    sources: list[CameraSource],
+    sources: Sequence[CameraSource],
     config: VigilConfig,
     stop: threading.Event,
     publisher: LivePublisher | None = None,
 ) -> None:
     """The service loop: gather, process, publish, report; returns when ``stop`` is set."""
-    next_status = time.monotonic() + config.status_interval_s
+    reporter = StatusReporter(sources, pipeline.sink, config.status_interval_s, time.monotonic())
     next_publish = time.monotonic()
     while not stop.is_set():
         frames = [frame for source in sources if (frame := source.get(timeout_s=0.0)) is not None]
@@ -170,10 +175,40 @@ def serve(
             if now >= next_publish:
                 publisher.publish_status(sources)
                 next_publish = now + min(PUBLISH_INTERVAL_S, config.status_interval_s)
-        if now >= next_status:
-            for source in sources:
-                log_status(source.stats())
-            next_status = now + config.status_interval_s
+        reporter.step(now)
+
+
+class StatsSource(Protocol):
+    def stats(self) -> CameraStats: ...
+
+
+class StatusReporter:
+    """A status line per camera every ``interval_s``; the same statuses to the sink when it takes them
+    (:class:`vigil.alerts.CameraStatusSink`), at that interval and within ``STATE_CHECK_INTERVAL_S`` of a camera
+    going up or down (so a dead camera shows on MQTT in about a second, not at the next status line)."""
+
+    def __init__(self, sources: Sequence[StatsSource], sink: object, interval_s: float, now_s: float) -> None:
+        self.sources = sources
+        self.sink = sink if isinstance(sink, CameraStatusSink) else None
+        self.interval_s = interval_s
+        self._next_line_s = now_s + interval_s
+        self._next_check_s = now_s
+        self._states: dict[str, bool] = {}  # camera -> up, as last published
+
+    def step(self, now_s: float) -> None:
+        line_due = now_s >= self._next_line_s
+        if not line_due and (self.sink is None or now_s < self._next_check_s):
+            return
+        statuses = [source.stats() for source in self.sources]
+        states = {stats.name: stats.connected for stats in statuses}
+        changed, self._states = states != self._states, states
+        self._next_check_s = now_s + STATE_CHECK_INTERVAL_S
+        if line_due:
+            for stats in statuses:
+                log_status(stats)
+            self._next_line_s = now_s + self.interval_s
+        if self.sink is not None and (line_due or changed):
+            self.sink.publish_camera_status(statuses)
 
 
 def log_status(stats: CameraStats) -> None:
