@@ -10,9 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from tests.test_alerts import make_alert, make_unknown
 from vigil.alerts import AlertDispatcher, JsonlSink, MqttSink, open_database, read_jsonl
 from vigil.alerts.mqtt import OUTBOX_TABLE, MqttTopics, event_messages
 from vigil.bench.mosquitto import BrokerTls, LocalMosquitto, find_mosquitto, free_port
+from vigil.bench.mqtt import TopicRecorder
 from vigil.capture import CameraStats
 from vigil.commands.run import STATE_CHECK_INTERVAL_S, StatusReporter
 from vigil.config import AlertsConfig, MqttSinkConfig
@@ -35,54 +34,9 @@ WAIT_S = 60.0  # generous: the test machine is shared and loaded
 REPO = Path(__file__).resolve().parent.parent
 
 
-@dataclass(frozen=True)
-class Message:
-    topic: str
-    payload: str
-    retain: bool
-
-
-class Subscriber:
-    """A paho client that records every message under ``vigil/#`` (QoS 1). ``persistent``: a session the broker
-    keeps while the subscriber is away (and, with a persistent broker, across its restarts), so nothing published
-    meanwhile is missed."""
-
-    def __init__(self, port: int, client_id: str = "test-subscriber", persistent: bool = False) -> None:
-        import paho.mqtt.client as mqtt
-
-        self.messages: list[Message] = []
-        self._changed = threading.Condition()
-        self._subscribed = threading.Event()
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent, protocol=mqtt.MQTTv311
-        )
-        self.client.reconnect_delay_set(1, 1)
-        self.client.on_connect = lambda client, *_: client.subscribe("vigil/#", qos=1)
-        self.client.on_subscribe = lambda *_: self._subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port, keepalive=30)
-        self.client.loop_start()
-        assert self._subscribed.wait(WAIT_S), "the test subscriber did not subscribe"
-
-    def _on_message(self, client, userdata, message) -> None:
-        with self._changed:
-            self.messages.append(Message(message.topic, message.payload.decode(), bool(message.retain)))
-            self._changed.notify_all()
-
-    def wait_for(self, predicate, timeout_s: float = WAIT_S) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: predicate(self), timeout=timeout_s)
-
-    def on(self, topic: str) -> list[Message]:
-        with self._changed:
-            return [m for m in self.messages if m.topic == topic]
-
-    def event_ids(self) -> list[str]:
-        return [json.loads(m.payload)["id"] for m in self.on("vigil/events")]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+def subscribe(port: int, client_id: str = "test-subscriber", persistent: bool = False) -> TopicRecorder:
+    """A subscriber on ``vigil/#`` (QoS 1) at the local broker; ``persistent``: its session outlives a disconnect."""
+    return TopicRecorder("127.0.0.1", port, client_id=client_id, persistent=persistent, timeout_s=WAIT_S)
 
 
 def mqtt_config(port: int, **overrides) -> MqttSinkConfig:
@@ -147,7 +101,7 @@ def test_a_provisional_alert_goes_to_events_only():
 
 
 def test_every_topic_and_payload_through_the_configured_sinks(tmp_path, broker):
-    subscriber = Subscriber(broker.port)
+    subscriber = subscribe(broker.port)
     alerts = AlertsConfig(console=False, sqlite=True, mqtt=mqtt_config(broker.port))
     dispatcher = AlertDispatcher.from_config(alerts, tmp_path, poll_interval_s=0.05)
     from dataclasses import replace
@@ -167,7 +121,7 @@ def test_every_topic_and_payload_through_the_configured_sinks(tmp_path, broker):
     assert statuses["vigil/cam1/status"]["state"] == "up" and statuses["vigil/cam1/status"]["fps"] == 12.5
     assert statuses["vigil/cam2/status"]["state"] == "down"
     assert statuses["vigil/cam2/status"]["last_error"] == "rtsp://admin:***@10.0.0.5/live"
-    late = Subscriber(broker.port, "late-subscriber")  # joins afterwards: gets the retained topics only
+    late = subscribe(broker.port, "late-subscriber")  # joins afterwards: gets the retained topics only
     assert late.wait_for(lambda s: len(s.messages) >= 3)
     assert {m.topic: (m.payload, m.retain) for m in late.messages} == {
         "vigil/available": ("online", True),
@@ -192,7 +146,7 @@ time.sleep(120)
 
 
 def test_the_broker_publishes_offline_when_vigil_dies(tmp_path, broker):
-    subscriber = Subscriber(broker.port)
+    subscriber = subscribe(broker.port)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     args = [sys.executable, "-c", LAST_WILL_SCRIPT, str(tmp_path / "events.sqlite3"), str(broker.port)]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
@@ -210,7 +164,7 @@ def test_the_broker_publishes_offline_when_vigil_dies(tmp_path, broker):
 def test_broker_down_at_start_then_up_delivers_every_alert(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="vigil.alerts")
     broker = LocalMosquitto(tmp_path / "broker", persistent=True).start()
-    subscriber = Subscriber(broker.port, persistent=True)  # its session outlives the broker's restart
+    subscriber = subscribe(broker.port, persistent=True)  # its session outlives the broker's restart
     broker.stop()
     sink = new_sink(tmp_path, mqtt_config(broker.port))
     alerts = [make_alert(i) for i in range(50)]
@@ -236,7 +190,7 @@ def test_broker_down_at_start_then_up_delivers_every_alert(tmp_path, caplog):
 def test_broker_restarted_mid_run_loses_nothing(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="vigil.alerts")
     broker = LocalMosquitto(tmp_path / "broker", persistent=True).start()
-    subscriber = Subscriber(broker.port, persistent=True)
+    subscriber = subscribe(broker.port, persistent=True)
     sink = new_sink(tmp_path, mqtt_config(broker.port))
     try:
         assert sink.connection.wait_connected(WAIT_S)
@@ -487,3 +441,14 @@ def test_the_dispatcher_gives_status_to_the_sinks_that_take_it_and_survives_a_fa
     AlertDispatcher([Broken(), ConsoleSink(), working]).publish_camera_status([CameraStats("door", connected=True)])
     assert [states for _, states in working.published] == [{"door": True}]
     assert any("broken failed to publish camera status: boom" in r.getMessage() for r in caplog.records)
+
+
+def test_bench_mqtt_counts_every_event_and_reports_latency(tmp_path, capsys):
+    from vigil.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "mqtt", "--json", str(out), "--events", "200", "--rate", "0", "--rounds", "0"]) == 0
+    delivery = json.loads(out.read_text())["delivery"]
+    assert (delivery["events"], delivery["received"], delivery["lost"]) == (200, 200, 0)
+    assert delivery["outbox"] == {"pending": 0, "delivered": 200, "dead": 0}
+    assert delivery["emit_to_receive_ms"]["n"] == 200 and delivery["emit_to_receive_ms"]["p95"] > 0
