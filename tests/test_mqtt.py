@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -172,12 +173,12 @@ def test_broker_down_at_start_then_up_delivers_every_alert(tmp_path, caplog):
         sink.emit(alert)
     time.sleep(2.0)  # a few connection attempts fail meanwhile
     attempts = attempts_made(tmp_path / "events.sqlite3")
-    assert sink.counts() == {"pending": 50, "delivered": 0, "dead": 0} and attempts == 0  # no attempt burnt
+    assert sink.outbox.counts() == {"pending": 50, "delivered": 0, "dead": 0} and attempts == 0  # no attempt burnt
     broker.start()
     try:
-        assert sink.wait_until_delivered(WAIT_S), sink.counts()
+        assert sink.outbox.wait_until_delivered(WAIT_S), sink.outbox.counts()
         assert subscriber.wait_for(lambda s: set(s.event_ids()) >= {a.id for a in alerts})
-        assert sink.counts() == {"pending": 0, "delivered": 50, "dead": 0}
+        assert sink.outbox.counts() == {"pending": 0, "delivered": 50, "dead": 0}
         assert sorted(set(subscriber.event_ids())) == sorted(a.id for a in alerts)  # every one, none lost
         refused = [line for line in mqtt_warnings(caplog) if "connection refused" in line]
         assert len(refused) == 1  # one line for the outage, not one per attempt
@@ -197,7 +198,7 @@ def test_broker_restarted_mid_run_loses_nothing(tmp_path, caplog):
         sent = [make_alert(i) for i in range(60)]
         for alert in sent[:20]:
             sink.emit(alert)
-        assert sink.wait_until_delivered(WAIT_S)
+        assert sink.outbox.wait_until_delivered(WAIT_S)
         broker.stop()
         for alert in sent[20:40]:  # while the broker is down
             sink.emit(alert)
@@ -205,9 +206,9 @@ def test_broker_restarted_mid_run_loses_nothing(tmp_path, caplog):
         broker.start()
         for alert in sent[40:]:  # while it comes back
             sink.emit(alert)
-        assert sink.wait_until_delivered(WAIT_S), sink.counts()
+        assert sink.outbox.wait_until_delivered(WAIT_S), sink.outbox.counts()
         assert subscriber.wait_for(lambda s: set(s.event_ids()) >= {a.id for a in sent})
-        assert sink.counts() == {"pending": 0, "delivered": 60, "dead": 0}
+        assert sink.outbox.counts() == {"pending": 0, "delivered": 60, "dead": 0}
         duplicates = len(subscriber.event_ids()) - len(set(subscriber.event_ids()))
         assert duplicates <= 1  # at least once: at most the one in flight when the broker went away
         assert any("reconnected to" in r.getMessage() for r in caplog.records)
@@ -239,7 +240,7 @@ def test_credentials_refused_give_one_clear_line_and_the_rest_keeps_running(
             time.sleep(2.5)  # more connection attempts
             dispatcher.emit(make_alert(1))
             assert [e["id"] for e in read_jsonl(tmp_path / "events.jsonl")] == [make_alert(1).id]  # the rest runs
-            assert sink.wait_until_delivered(WAIT_S if delivered else 1.0) is delivered
+            assert sink.outbox.wait_until_delivered(WAIT_S if delivered else 1.0) is delivered
         finally:
             dispatcher.close()
     warnings = mqtt_warnings(caplog)
@@ -323,7 +324,7 @@ def test_tls_works_or_gives_one_clear_line(tmp_path, caplog, certificates, case,
         try:
             connected = sink.connection.wait_connected(WAIT_S if expected is None else 4.0)
             sink.emit(make_alert(1))
-            assert sink.wait_until_delivered(WAIT_S if expected is None else 0.5) is (expected is None)
+            assert sink.outbox.wait_until_delivered(WAIT_S if expected is None else 0.5) is (expected is None)
         finally:
             sink.close()
     assert connected is (expected is None)
@@ -452,3 +453,48 @@ def test_bench_mqtt_counts_every_event_and_reports_latency(tmp_path, capsys):
     assert (delivery["events"], delivery["received"], delivery["lost"]) == (200, 200, 0)
     assert delivery["outbox"] == {"pending": 0, "delivered": 200, "dead": 0}
     assert delivery["emit_to_receive_ms"]["n"] == 200 and delivery["emit_to_receive_ms"]["p95"] > 0
+
+
+def test_the_run_loop_publishes_each_cameras_status_to_the_broker(tmp_path, broker, shared_data):
+    """`vigil run`'s loop with real capture sources (a file played as a camera, and an RTSP camera nobody serves):
+    their state reaches the retained status topics."""
+    from vigil.capture import CameraSource
+    from vigil.commands.run import serve
+    from vigil.config import CameraConfig, VigilConfig
+
+    class NoFacesPipeline:
+        def __init__(self, sink) -> None:
+            self.sink = sink
+
+        def process(self, frames) -> list:
+            return []
+
+    clip = shared_data("video", "short_hamilton_clip.mp4")
+    dead = f"rtsp://127.0.0.1:{free_port()}/live"
+    sources = [
+        CameraSource(CameraConfig(name="door", source=str(clip)), seed=0),
+        CameraSource(CameraConfig(name="gate", source=dead, open_timeout_s=1, read_timeout_s=1), seed=0),
+    ]
+    subscriber = subscribe(broker.port)
+    sink = new_sink(tmp_path, mqtt_config(broker.port))
+    stop = threading.Event()
+    loop = threading.Thread(target=serve, args=(NoFacesPipeline(AlertDispatcher([sink])), sources, VigilConfig(), stop))
+    for source in sources:
+        source.start()
+    loop.start()
+    try:
+
+        def latest(s, camera: str) -> dict:
+            messages = s.on(f"vigil/{camera}/status")
+            return json.loads(messages[-1].payload) if messages else {}
+
+        assert subscriber.wait_for(lambda s: latest(s, "door").get("state") == "up")
+        assert subscriber.wait_for(lambda s: latest(s, "gate").get("state") == "down")
+        assert latest(subscriber, "door")["frames_read"] > 0
+    finally:
+        stop.set()
+        loop.join(timeout=10)
+        for source in sources:
+            source.stop(timeout_s=2.0)
+        sink.close()
+        subscriber.close()

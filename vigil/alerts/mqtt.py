@@ -356,7 +356,8 @@ class MqttSink:
     """Events to MQTT from the durable outbox, camera status to retained topics (see the module docstring).
 
     ``wall_clock``, ``poll_interval_s``, ``batch_size`` and ``start`` are the outbox's (:class:`Outbox`); with
-    ``start`` False neither the outbox worker nor the connection is started (tests drive them).
+    ``start`` False neither the outbox worker nor the connection is started (tests drive them). Delivery state:
+    ``sink.outbox.counts()``, ``sink.outbox.wait_until_delivered(timeout_s)``.
     """
 
     name = "mqtt"
@@ -432,14 +433,6 @@ class MqttSink:
             self.outbox.wait_until_delivered(self.config.publish_timeout_s)
         self.outbox.close()
         self.connection.close()
-
-    def counts(self) -> dict[str, int]:
-        """Outbox rows by state: ``pending``, ``delivered``, ``dead``."""
-        return self.outbox.counts()
-
-    def wait_until_delivered(self, timeout_s: float) -> bool:
-        """Block up to ``timeout_s`` until no row is pending; True when none is (dead rows do not count)."""
-        return self.outbox.wait_until_delivered(timeout_s)
 
 
 def build(alerts: AlertsConfig, context: SinkContext) -> MqttSink | None:

@@ -170,7 +170,7 @@ def measure_delivery(sink: MqttSink, recorder: TopicRecorder, count: int, rate: 
         emitted[alert.id] = time.monotonic()
         sink.emit(alert)
     emitted_s = time.monotonic() - start
-    delivered = sink.wait_until_delivered(RECEIVE_WAIT_S)
+    delivered = sink.outbox.wait_until_delivered(RECEIVE_WAIT_S)
     recorder.wait_for(lambda r: set(emitted) <= set(r.event_ids(topic)), RECEIVE_WAIT_S)
     firsts = recorder.first_receipts(topic)
     ids = [event_id for event_id in recorder.event_ids(topic) if event_id in emitted]
@@ -184,7 +184,7 @@ def measure_delivery(sink: MqttSink, recorder: TopicRecorder, count: int, rate: 
         "received": len(received),
         "lost": count - len(received),
         "duplicates": len(ids) - len(set(ids)),
-        "outbox": sink.counts(),
+        "outbox": sink.outbox.counts(),
         "outbox_drained": delivered,
         "emit_to_receive_ms": percentiles_ms([firsts[event_id] - emitted[event_id] for event_id in received]),
         "throughput_per_s": round(len(received) / max(last_s - start, 1e-9), 1),
@@ -241,7 +241,7 @@ def _add_latencies(
     recorder: TopicRecorder,
     event_times: dict[str, tuple[float, float]],
 ) -> None:
-    sink.wait_until_delivered(RECEIVE_WAIT_S)
+    sink.outbox.wait_until_delivered(RECEIVE_WAIT_S)
     recorder.wait_for(lambda r: set(event_times) <= set(r.first_receipts()), RECEIVE_WAIT_S)
     firsts = recorder.first_receipts()
     for event_id, (frame_s, decided_s) in event_times.items():
