@@ -22,9 +22,10 @@ from vigil.alerts.mqtt import OUTBOX_TABLE, MqttTopics, event_messages
 from vigil.bench.mosquitto import BrokerTls, LocalMosquitto, find_mosquitto, free_port
 from vigil.bench.mqtt import TopicRecorder
 from vigil.capture import CameraStats
-from vigil.commands.run import STATE_CHECK_INTERVAL_S, StatusReporter
+from vigil.commands.run import PUBLISH_INTERVAL_S, StatusReporter
 from vigil.config import AlertsConfig, MqttSinkConfig
 from vigil.errors import VigilError
+from vigil.live import CameraStatus
 from vigil.types import AlertStage
 
 pytestmark = pytest.mark.skipif(
@@ -113,7 +114,7 @@ def test_every_topic_and_payload_through_the_configured_sinks(tmp_path, broker):
         dispatcher.emit(event)
     password = "rtsp://admin:hunter2@10.0.0.5/live"
     dispatcher.publish_camera_status(
-        [CameraStats("cam1", connected=True, fps=12.5, frames_read=90), CameraStats("cam2", last_error=password)]
+        [CameraStatus("cam1", True, fps=12.5, frames_read=90), CameraStatus("cam2", False, last_error=password)]
     )
     assert subscriber.wait_for(lambda s: len(s.on("vigil/events")) == 3 and s.on("vigil/cam2/status"))
     assert [json.loads(m.payload) for m in subscriber.on("vigil/events")] == [e.to_json() for e in events]
@@ -390,13 +391,13 @@ class RecordingStatusSink:
         self.now = 0.0
 
     def publish_camera_status(self, statuses) -> None:
-        self.published.append((self.now, {s.name: s.connected for s in statuses}))
+        self.published.append((self.now, {s.name: s.up for s in statuses}))
 
 
 def test_status_is_published_at_start_on_change_and_every_interval():
     door, gate = FakeCamera("door"), FakeCamera("gate", up=False)
     sink = RecordingStatusSink()
-    reporter = StatusReporter([door, gate], sink, interval_s=10.0, now_s=0.0)
+    reporter = StatusReporter([door, gate], sink, None, interval_s=10.0, now_s=0.0)
     for step in range(0, 251):  # 25 s in steps of 0.1 s
         sink.now = step / 10
         if step == 32:
@@ -407,12 +408,29 @@ def test_status_is_published_at_start_on_change_and_every_interval():
     moments = [(round(t, 1), states) for t, states in sink.published]
     assert moments == [
         (0.0, {"door": True, "gate": False}),  # at start
-        (4.0, {"door": True, "gate": True}),  # within STATE_CHECK_INTERVAL_S of the change
+        (4.0, {"door": True, "gate": True}),  # within PUBLISH_INTERVAL_S of the change
         (10.0, {"door": True, "gate": True}),  # every status interval
         (16.0, {"door": False, "gate": True}),
         (20.0, {"door": False, "gate": True}),
     ]
-    assert STATE_CHECK_INTERVAL_S == 1.0
+    assert PUBLISH_INTERVAL_S == 1.0
+
+
+def test_with_the_api_hub_the_sink_gets_the_statuses_as_the_hub_keeps_them():
+    from tests.test_live import FakePipeline
+    from vigil.live import LiveHub
+    from vigil.live_publish import LivePublisher
+
+    hub, sink, gate = LiveHub(), RecordingStatusSink(), FakeCamera("gate", up=False)
+    received = []
+    sink.publish_camera_status = received.append
+    reporter = StatusReporter([gate], sink, LivePublisher(hub, FakePipeline()), interval_s=10.0, now_s=0.0)
+    reporter.step(0.0)
+    gate.up = True
+    reporter.step(1.0)
+    assert [[(s.name, s.up) for s in statuses] for statuses in received] == [[("gate", False)], [("gate", True)]]
+    assert all(statuses[0].since for statuses in received)  # the hub's "since" reaches the sink
+    assert [(s.name, s.up) for s in hub.statuses()] == [("gate", True)]
 
 
 def test_a_sink_without_camera_status_gets_none_and_the_reporter_does_not_poll():
@@ -423,7 +441,7 @@ def test_a_sink_without_camera_status_gets_none_and_the_reporter_does_not_poll()
             Counting.calls += 1
             return super().stats()
 
-    reporter = StatusReporter([Counting("door")], JsonlSink.__new__(JsonlSink), interval_s=10.0, now_s=0.0)
+    reporter = StatusReporter([Counting("door")], JsonlSink.__new__(JsonlSink), None, interval_s=10.0, now_s=0.0)
     for step in range(0, 101):
         reporter.step(step / 10)
     assert reporter.sink is None and Counting.calls == 1  # only the status line at 10 s
@@ -439,7 +457,7 @@ def test_the_dispatcher_gives_status_to_the_sinks_that_take_it_and_survives_a_fa
             raise RuntimeError("boom")
 
     working = RecordingStatusSink()
-    AlertDispatcher([Broken(), ConsoleSink(), working]).publish_camera_status([CameraStats("door", connected=True)])
+    AlertDispatcher([Broken(), ConsoleSink(), working]).publish_camera_status([CameraStatus("door", True)])
     assert [states for _, states in working.published] == [{"door": True}]
     assert any("broken failed to publish camera status: boom" in r.getMessage() for r in caplog.records)
 

@@ -13,7 +13,7 @@ from vigil.config import AlertsConfig
 from vigil.types import Event
 
 if TYPE_CHECKING:
-    from vigil.capture import CameraStats
+    from vigil.live import CameraStatus
 
 log = logging.getLogger("vigil.alerts")
 
@@ -50,7 +50,7 @@ class AlertDispatcher:
             except Exception as exc:  # one broken sink must not silence the others
                 log.warning("alert sink %s failed for event %s: %s", sink.name, event.id, exc)
 
-    def publish_camera_status(self, statuses: Sequence[CameraStats]) -> None:
+    def publish_camera_status(self, statuses: Sequence[CameraStatus]) -> None:
         """The cameras' state to every sink that takes it (:class:`~vigil.alerts.sink.CameraStatusSink`)."""
         for sink in self.sinks:
             if isinstance(sink, CameraStatusSink):

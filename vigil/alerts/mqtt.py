@@ -4,8 +4,10 @@ Topics (``<prefix>`` is ``alerts.mqtt.topic_prefix``, default ``vigil``), as a F
 
 - ``<prefix>/events``: every event, the JSON object of the JSONL sink (with its ``id``); not retained.
 - ``<prefix>/<camera>/alert/<person_id>``: confirmed alerts only, the same JSON; not retained.
-- ``<prefix>/<camera>/status``: the camera's state (``{"camera", "state": "up"|"down", "fps", ...}``), retained,
-  published by ``vigil run`` every ``status_interval_s`` and within a second of a camera going up or down.
+- ``<prefix>/<camera>/status``: the camera's state, retained: the API's camera status JSON
+  (:class:`vigil.live.CameraStatus`: ``name``, ``up``, ``fps``, counters, ``last_error``, ``since``) plus
+  ``"state": "up"|"down"`` and ``ts``; published by ``vigil run`` every ``status_interval_s`` and within a second of
+  a camera going up or down.
 - ``<prefix>/available``: ``online`` when connected, ``offline`` at a clean stop and as the last will (the broker
   publishes it when vigil dies or loses the connection); retained.
 
@@ -55,7 +57,7 @@ from vigil.types import Event
 if TYPE_CHECKING:
     from paho.mqtt.client import Client, MQTTMessageInfo
 
-    from vigil.capture import CameraStats
+    from vigil.live import CameraStatus
 
 log = logging.getLogger("vigil.alerts")
 
@@ -99,21 +101,12 @@ def event_messages(topics: MqttTopics, payload: str) -> list[tuple[str, str]]:
     return messages
 
 
-def status_payload(stats: CameraStats, ts: str | None = None) -> str:
-    """A camera's retained status message (credentials in the last error masked)."""
-    return json.dumps(
-        {
-            "camera": stats.name,
-            "state": "up" if stats.connected else "down",
-            "fps": round(float(stats.fps), 2),
-            "frames_read": stats.frames_read,
-            "frames_dropped": stats.frames_dropped,
-            "reconnects": stats.reconnects,
-            "stalls": stats.stalls,
-            "last_error": "" if stats.connected else mask_url(stats.last_error),
-            "ts": ts or utc_timestamp(),
-        }
-    )
+def status_payload(status: CameraStatus, ts: str | None = None) -> str:
+    """A camera's retained status message: the API's status JSON, ``state`` and ``ts`` (last error masked again:
+    a status built elsewhere than vigil.live_publish.camera_status may not be)."""
+    record = status.to_json()
+    record.update(state="up" if status.up else "down", last_error=mask_url(status.last_error), ts=ts or utc_timestamp())
+    return json.dumps(record)
 
 
 # ---- settings checked when the sink is built ---------------------------------------------------------------------
@@ -414,14 +407,15 @@ class MqttSink:
         """Store the event in the outbox (one transaction) and wake the worker; the publish happens later."""
         self.outbox.put(event)
 
-    def publish_camera_status(self, statuses: Sequence[CameraStats]) -> None:
+    def publish_camera_status(self, statuses: Sequence[CameraStatus]) -> None:
         """Publish each camera's status to its retained topic (kept, and re-sent on every reconnect)."""
         stamp = utc_timestamp()
-        for stats in statuses:
-            payload = status_payload(stats, stamp)
+        for status in statuses:
+            payload = status_payload(status, stamp)
             with self._statuses_lock:
-                self._statuses[stats.name] = payload
-            self.connection.publish_nowait(self.topics.status(stats.name), payload, self.config.qos, self.config.retain)
+                self._statuses[status.name] = payload
+            topic = self.topics.status(status.name)
+            self.connection.publish_nowait(topic, payload, self.config.qos, self.config.retain)
 
     def flush(self) -> None:
         """Nothing to do: an emitted event is already durable in the outbox."""

@@ -12,7 +12,7 @@ from vigil.config import AlertsConfig
 from vigil.types import Event
 
 if TYPE_CHECKING:
-    from vigil.capture import CameraStats
+    from vigil.live import CameraStatus
 
 
 class Sink(Protocol):
@@ -32,10 +32,10 @@ class Sink(Protocol):
 @runtime_checkable
 class CameraStatusSink(Protocol):
     """A sink that also takes the cameras' state (MQTT's retained ``<camera>/status`` topics). ``vigil run`` gives
-    every camera's :class:`~vigil.capture.CameraStats` each status interval and when one goes up or down; it must
-    not block (state is published without waiting)."""
+    every camera's :class:`~vigil.live.CameraStatus` (the snapshot the API shows too) each status interval and when
+    one goes up or down; it must not block (state is published without waiting)."""
 
-    def publish_camera_status(self, statuses: Sequence[CameraStats]) -> None: ...
+    def publish_camera_status(self, statuses: Sequence[CameraStatus]) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,13 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 from vigil.alerts import CameraStatusSink
-from vigil.capture import CameraSource, CameraStats
+from vigil.capture import CameraSource
 from vigil.config import VigilConfig, load_config
 from vigil.errors import ConfigError
-from vigil.live import LiveHub
-from vigil.live_publish import LivePublisher
+from vigil.live import CameraStatus, LiveHub
+from vigil.live_publish import LivePublisher, StatsSource, camera_status
 from vigil.pipeline import WatchPipeline
 from vigil.redact import mask_url
 from vigil.runtime import LoadedModels, build_pipeline, enroll
@@ -44,7 +43,6 @@ from vigil.watchlist_reload import WatchlistReloader, photo_checker
 log = logging.getLogger("vigil.run")
 IDLE_WAIT_S = 0.01  # wait when no camera had a frame, so the loop never spins
 PUBLISH_INTERVAL_S = 1.0  # camera status and counters for the API at least this often
-STATE_CHECK_INTERVAL_S = 1.0  # how often the cameras are checked for going up or down (published at once)
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -129,6 +127,7 @@ def service_info(config: VigilConfig, models: LoadedModels) -> ServiceInfo:
         for name, on in (
             ("sqlite", alerts.sqlite),
             ("webhook", alerts.webhook is not None),
+            ("mqtt", alerts.mqtt is not None),
             ("jsonl", alerts.jsonl is not None),
             ("console", alerts.console),
         )
@@ -158,8 +157,7 @@ def serve(
     publisher: LivePublisher | None = None,
 ) -> None:
     """The service loop: gather, process, publish, report; returns when ``stop`` is set."""
-    reporter = StatusReporter(sources, pipeline.sink, config.status_interval_s, time.monotonic())
-    next_publish = time.monotonic()
+    reporter = StatusReporter(sources, pipeline.sink, publisher, config.status_interval_s, time.monotonic())
     while not stop.is_set():
         frames = [frame for source in sources if (frame := source.get(timeout_s=0.0)) is not None]
         if frames:
@@ -169,56 +167,61 @@ def serve(
                 publisher.after_batch(results, time.perf_counter() - started)
         else:
             stop.wait(IDLE_WAIT_S)
-        now = time.monotonic()
         if publisher is not None:
             publisher.between_batches()
-            if now >= next_publish:
-                publisher.publish_status(sources)
-                next_publish = now + min(PUBLISH_INTERVAL_S, config.status_interval_s)
-        reporter.step(now)
-
-
-class StatsSource(Protocol):
-    def stats(self) -> CameraStats: ...
+        reporter.step(time.monotonic())
 
 
 class StatusReporter:
-    """A status line per camera every ``interval_s``; the same statuses to the sink when it takes them
-    (:class:`vigil.alerts.CameraStatusSink`), at that interval and within ``STATE_CHECK_INTERVAL_S`` of a camera
-    going up or down (so a dead camera shows on MQTT in about a second, not at the next status line)."""
+    """Every camera's state, read as :class:`~vigil.live.CameraStatus` once per ``PUBLISH_INTERVAL_S`` (at most
+    ``interval_s``), goes to the API's hub (``publisher``), to the sink when it takes camera state (MQTT's retained
+    ``<camera>/status``) at each status interval and as soon as a camera went up or down, and as one log line per
+    camera every ``interval_s``."""
 
-    def __init__(self, sources: Sequence[StatsSource], sink: object, interval_s: float, now_s: float) -> None:
+    def __init__(
+        self,
+        sources: Sequence[StatsSource],
+        sink: object,
+        publisher: LivePublisher | None,
+        interval_s: float,
+        now_s: float,
+    ) -> None:
         self.sources = sources
         self.sink = sink if isinstance(sink, CameraStatusSink) else None
+        self.publisher = publisher
         self.interval_s = interval_s
+        self.check_interval_s = min(PUBLISH_INTERVAL_S, interval_s)
         self._next_line_s = now_s + interval_s
         self._next_check_s = now_s
-        self._states: dict[str, bool] = {}  # camera -> up, as last published
+        self._states: dict[str, bool] = {}  # camera -> up, as last read
 
     def step(self, now_s: float) -> None:
         line_due = now_s >= self._next_line_s
-        if not line_due and (self.sink is None or now_s < self._next_check_s):
+        polling = self.sink is not None or self.publisher is not None
+        if not line_due and (not polling or now_s < self._next_check_s):
             return
-        statuses = [source.stats() for source in self.sources]
-        states = {stats.name: stats.connected for stats in statuses}
+        statuses = [camera_status(source.stats()) for source in self.sources]
+        if self.publisher is not None:
+            statuses = self.publisher.publish_status(statuses)  # as the hub keeps them: with `since`
+        states = {status.name: status.up for status in statuses}
         changed, self._states = states != self._states, states
-        self._next_check_s = now_s + STATE_CHECK_INTERVAL_S
+        self._next_check_s = now_s + self.check_interval_s
         if line_due:
-            for stats in statuses:
-                log_status(stats)
+            for status in statuses:
+                log_status(status)
             self._next_line_s = now_s + self.interval_s
         if self.sink is not None and (line_due or changed):
             self.sink.publish_camera_status(statuses)
 
 
-def log_status(stats: CameraStats) -> None:
-    state = "up" if stats.connected else "DOWN"
-    logging.getLogger(f"vigil.camera.{stats.name}").info(
+def log_status(status: CameraStatus) -> None:
+    state = "up" if status.up else "DOWN"
+    logging.getLogger(f"vigil.camera.{status.name}").info(
         "%s fps=%.1f read=%d dropped=%d reconnects=%d%s",
         state,
-        stats.fps,
-        stats.frames_read,
-        stats.frames_dropped,
-        stats.reconnects,
-        f" last_error={stats.last_error}" if stats.last_error and not stats.connected else "",
+        status.fps,
+        status.frames_read,
+        status.frames_dropped,
+        status.reconnects,
+        f" last_error={status.last_error}" if status.last_error and not status.up else "",
     )
