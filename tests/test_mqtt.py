@@ -516,3 +516,22 @@ def test_the_run_loop_publishes_each_cameras_status_to_the_broker(tmp_path, brok
             source.stop(timeout_s=2.0)
         sink.close()
         subscriber.close()
+
+
+def test_the_service_counts_the_mqtt_outbox_apart_from_the_webhooks(tmp_path):
+    from vigil.store.db import Database
+    from vigil.store.events import EventStore
+
+    sink = MqttSink(tmp_path / "events.sqlite3", mqtt_config(free_port()), start=False)  # never connects
+    for index in range(3):
+        sink.emit(make_alert(index))
+    sink.close()
+    db = Database.in_data_dir(tmp_path)
+    try:
+        events = EventStore(db)
+        assert events.outbox_counts("mqtt_outbox") == {"pending": 3, "delivered": 0, "dead": 0}
+        assert events.outbox_counts() == {"pending": 0, "delivered": 0, "dead": 0}  # no webhook configured
+        with pytest.raises(ValueError, match="unknown outbox table"):
+            events.outbox_counts("alerts; DROP TABLE alerts")
+    finally:
+        db.close()
