@@ -340,14 +340,14 @@ def test_tls_works_or_gives_one_clear_line(tmp_path, caplog, certificates, case,
     "tls, message",
     [
         ({"ca_file": "missing.pem"}, "alerts.mqtt.tls.ca_file: {dir}/missing.pem: file not found"),
-        ({"ca_file": "garbage"}, "alerts.mqtt.tls.ca_file: {garbage}: not a usable PEM file"),
+        ({"ca_file": "garbage"}, "alerts.mqtt.tls.ca_file: {garbage}: not a usable PEM CA file"),
         (
             {"client_cert": {"cert_file": "good-cert", "key_file": "missing.key"}},
             "alerts.mqtt.tls.client_cert.key_file: {dir}/missing.key: file not found",
         ),
         (
             {"client_cert": {"cert_file": "garbage", "key_file": "good-key"}},
-            "alerts.mqtt.tls.client_cert.cert_file: {garbage}: not a usable PEM file",
+            "alerts.mqtt.tls.client_cert: {garbage} with {key}: not a usable PEM certificate and key",
         ),
     ],
 )
@@ -368,7 +368,7 @@ def test_a_tls_setting_that_cannot_work_stops_the_start_with_one_line(tmp_path, 
         AlertDispatcher.from_config(alerts, tmp_path / "data")
     text = str(info.value)
     assert "\n" not in text
-    assert message.format(dir=tmp_path, garbage=certificates["garbage"]) in text
+    assert message.format(dir=tmp_path, garbage=certificates["garbage"], key=certificates["good"][1]) in text
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -114,27 +114,32 @@ def tls_context(tls: MqttTlsConfig) -> ssl.SSLContext:
     """The TLS context for ``alerts.mqtt.tls``; VigilError naming the key when a file is missing or unusable.
 
     With ``ca_file`` only that bundle is trusted (a private CA), otherwise the system's CAs."""
-    ca_file = tls.ca_file
-    context = _loaded(
-        "ca_file", ca_file, lambda: ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
-    )
-    if tls.client_cert is not None:
-        cert, key = tls.client_cert.cert_file, tls.client_cert.key_file
-        _loaded("client_cert.key_file", key, lambda: None)
-        _loaded("client_cert.cert_file", cert, lambda: context.load_cert_chain(str(cert), str(key)))
+    cert = tls.client_cert
+    files = {"ca_file": tls.ca_file}
+    if cert is not None:
+        files.update({"client_cert.cert_file": cert.cert_file, "client_cert.key_file": cert.key_file})
+    for key, path in files.items():
+        if path is not None and not Path(path).is_file():
+            raise VigilError(f"alerts.mqtt.tls.{key}: {path}: file not found")
+    ca_file = None if tls.ca_file is None else str(tls.ca_file)
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise VigilError(f"alerts.mqtt.tls.ca_file: {ca_file}: not a usable PEM CA file ({_reason(exc)})") from None
+    if cert is not None:
+        try:
+            context.load_cert_chain(str(cert.cert_file), str(cert.key_file))
+        except (ssl.SSLError, OSError) as exc:
+            raise VigilError(
+                f"alerts.mqtt.tls.client_cert: {cert.cert_file} with {cert.key_file}: not a usable PEM certificate "
+                f"and key ({_reason(exc)})"
+            ) from None
     context.check_hostname = tls.check_hostname
     return context
 
 
-def _loaded(key: str, path: Path | None, load: Callable[[], Any]) -> Any:
-    """``load()``'s result; VigilError naming ``alerts.mqtt.tls.<key>`` when ``path`` is missing or unusable."""
-    if path is not None and not Path(path).is_file():
-        raise VigilError(f"alerts.mqtt.tls.{key}: {path}: file not found")
-    try:
-        return load()
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
-        raise VigilError(f"alerts.mqtt.tls.{key}: {path}: not a usable PEM file ({reason})") from None
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc)
 
 
 def resolve_password(config: MqttSinkConfig, environ: dict[str, str] | None = None) -> str | None:
