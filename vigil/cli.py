@@ -245,6 +245,7 @@ def _add_bench_mqtt(bsub: argparse._SubParsersAction) -> None:
     b.add_argument("--height", type=int, default=720, help="resize frames to this height first (0: as is)")
     b.add_argument("--rounds", type=int, default=2, help="pipeline runs per sink, alternated (0: delivery only)")
     b.add_argument("--seconds", type=float, default=0.0, help="time budget per pipeline run (0: the whole video)")
+    b.add_argument("--batch", type=int, default=1, help="frames per pipeline batch (1: as vigil run with one camera)")
     b.set_defaults(func=_handler("vigil.bench.mqtt"))
 
 

@@ -3,11 +3,14 @@
 Part 1, delivery: ``--events`` events (alerts, half of them confirmed, as the rules make them) go through the real
 :class:`~vigil.alerts.MqttSink` (its durable outbox in a temporary events database) to the broker at ``--qos``, at
 ``--rate`` events per second (0: all at once). A subscriber in the same process (same monotonic clock) records every
-message on ``<prefix>/events``: the report counts the ids received, lost and duplicated, and the latency from
-``emit`` to the subscriber's receipt (p50, p95, p99, max), which is the sink's share of frame-to-MQTT latency.
+message on ``<prefix>/events``: the report counts the ids received, lost and duplicated, the latency from ``emit``
+to the subscriber's receipt (p50, p95, p99, max), which is the sink's share of frame-to-MQTT latency, and how long
+``emit`` itself takes: the only work the sink adds to the pipeline's thread (one SQLite transaction, fsync'ed).
 
 Part 2, pipeline: the real pipeline (`vigil bench pipeline`'s ``measure``) runs ``--video`` with a null sink and
-with the MQTT sink, alternately, ``--rounds`` times each, so both see the same machine load; it reports frames/s
+with the MQTT sink, alternately, ``--rounds`` times each, so both see the same machine load, in batches of
+``--batch`` frames (default 1: `vigil run` takes one frame per camera per round, so with one camera a frame is
+processed as soon as it is read; larger batches make frames wait for their batch); it reports frames/s
 (wall clock, decoding included: the sink's work happens outside the stage timers) and the load average around each
 run. Every event the pipeline raises in the MQTT runs is timed from its frame's read time to the subscriber's
 receipt: the whole frame-to-MQTT latency, batching included, split into frame to decision (the pipeline: the frame
@@ -160,6 +163,7 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float | int | None]:
 def measure_delivery(sink: MqttSink, recorder: TopicRecorder, count: int, rate: float, topic: str) -> dict:
     """Emit ``count`` alerts at ``rate`` per second (0: at once) and account for every one at the subscriber."""
     emitted: dict[str, float] = {}
+    emit_seconds: list[float] = []
     start = time.monotonic()
     for index in range(count):
         if rate > 0:
@@ -169,6 +173,7 @@ def measure_delivery(sink: MqttSink, recorder: TopicRecorder, count: int, rate: 
         alert = synthetic_alert(index)
         emitted[alert.id] = time.monotonic()
         sink.emit(alert)
+        emit_seconds.append(time.monotonic() - emitted[alert.id])
     emitted_s = time.monotonic() - start
     delivered = sink.outbox.wait_until_delivered(RECEIVE_WAIT_S)
     recorder.wait_for(lambda r: set(emitted) <= set(r.event_ids(topic)), RECEIVE_WAIT_S)
@@ -186,6 +191,7 @@ def measure_delivery(sink: MqttSink, recorder: TopicRecorder, count: int, rate: 
         "duplicates": len(ids) - len(set(ids)),
         "outbox": sink.outbox.counts(),
         "outbox_drained": delivered,
+        "emit_call_ms": percentiles_ms(emit_seconds),
         "emit_to_receive_ms": percentiles_ms([firsts[event_id] - emitted[event_id] for event_id in received]),
         "throughput_per_s": round(len(received) / max(last_s - start, 1e-9), 1),
     }
@@ -213,13 +219,13 @@ def measure_pipelines(args: argparse.Namespace, config: VigilConfig, sink: MqttS
                     into.update((e.id, (result.frame.mono_ts_s, now)) for result in results for e in result.events)
 
                 load_before = os.getloadavg()[0]
-                report = measure(pipeline, video, args.height, config.detector.batch_size, args.seconds, record)
+                report = measure(pipeline, video, args.height, args.batch, args.seconds, record)
                 runs.append(_run_row(round_index, kind, report, load_before, len(event_times)))
                 if kind == "mqtt":
                     _add_latencies(latencies, sink, recorder, event_times)
     finally:
         runtime.close()
-    return _pipeline_summary(video, runs, latencies)
+    return {"batch": args.batch, "frame_height": args.height, **_pipeline_summary(video, runs, latencies)}
 
 
 def _run_row(round_index: int, kind: str, report: dict, load_before: float, events: int) -> dict:
@@ -287,8 +293,8 @@ def broker_for(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, i
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    if args.events < 1 or args.rate < 0 or args.rounds < 0:
-        raise VigilError("--events must be >= 1, --rate >= 0, --rounds >= 0")
+    if args.events < 1 or args.rate < 0 or args.rounds < 0 or args.batch < 1:
+        raise VigilError("--events must be >= 1, --rate >= 0, --rounds >= 0, --batch >= 1")
     config = bench_config(load_config_or_default(args.config), None)
     report: dict = {
         "command": "vigil bench mqtt",
