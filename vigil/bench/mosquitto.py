@@ -99,6 +99,7 @@ class LocalMosquitto:
     def _password_file(self) -> Path:
         path = self.workdir / "passwords"
         path.write_text("", encoding="utf-8")
+        path.chmod(0o600)  # mosquitto warns about (and newer versions refuse) a password file others can read
         tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
         for user, password in self.users.items():
             subprocess.run([tool, "-b", str(path), user, password], check=True, capture_output=True, timeout=30)
