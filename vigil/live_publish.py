@@ -30,6 +30,10 @@ class StatsSource(Protocol):
     def stats(self) -> CameraStats: ...
 
 
+class StageCounters(Protocol):
+    def to_json(self) -> dict: ...
+
+
 def camera_status(stats: CameraStats) -> CameraStatus:
     return CameraStatus(
         name=stats.name,
@@ -55,6 +59,8 @@ class LivePublisher:
     def after_batch(self, results: Sequence[FrameResult], batch_seconds: float) -> None:
         now_mono = time.monotonic()
         for result in results:
+            if result.analysed and result.decided_mono_s:
+                self.hub.frame_to_decision.observe(result.decided_mono_s - result.frame.mono_ts_s)
             for event in result.events:
                 if isinstance(event, Alert):
                     self._label(event.camera, event.track_id, (event.person_id, event.person_name, event.list.value))
@@ -75,9 +81,21 @@ class LivePublisher:
         if self.reloader is not None:
             self.reloader.step(self.pipeline)
 
-    def publish_status(self, sources: Sequence[StatsSource]) -> None:
+    def publish_status(self, sources: Sequence[StatsSource], stages: StageCounters | None = None) -> None:
+        """Camera statuses, the pipeline's counters, and (when given) the overlapped stages' queue counters and
+        two-source cameras' pairing counters (vigil/substream.py)."""
         self.hub.publish_statuses([camera_status(source.stats()) for source in sources], utc_timestamp())
-        counters = asdict(self.pipeline.counters)
+        with self.pipeline.state_lock:  # the recognition thread updates them
+            counters = asdict(self.pipeline.counters)
+        if stages is not None:
+            counters["stages"] = stages.to_json()
+        details = {
+            source.stats().name: detail_stats().to_json()
+            for source in sources
+            if (detail_stats := getattr(source, "detail_stats", None)) is not None
+        }
+        if details:
+            counters["detail_frames"] = details
         self.hub.publish_counters(counters)
 
     def _face(self, camera: str, update) -> LiveFace:

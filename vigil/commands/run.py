@@ -1,9 +1,11 @@
 """`vigil run --config C`: watch every camera until Ctrl-C or SIGTERM, then shut down cleanly (sinks flushed).
 
-One capture thread per camera feeds a bounded latest-frame queue; this loop takes at most one frame per camera per
-round, runs the batch through the pipeline (detection batched across cameras) and prints a status line per camera
-every ``status_interval_s``. A dead camera never blocks the loop: ``get`` has a timeout and capture threads
-reconnect on their own.
+One capture thread per camera (two for a camera with a detection sub-stream: vigil/substream.py) feeds a bounded
+latest-frame queue. By default (``stages.overlapped``) detection and recognition run in two threads joined by a
+bounded queue, with deadline batching (:class:`vigil.stages.OverlappedRunner`); otherwise :func:`serve` takes at most
+one frame per camera per round and runs the batch through the whole pipeline, one batch after the other. Either way
+a status line per camera is printed every ``status_interval_s``, and a dead camera never blocks anything: ``get``
+has a timeout and capture threads reconnect on their own.
 
 The service (``server:`` in the config, on by default on 127.0.0.1:8080): the HTTP API runs in its own thread
 (vigil/server/runner.py) and reads what this loop publishes after each batch (vigil/live_publish.py); between
@@ -18,26 +20,41 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
-from vigil.capture import CameraSource, CameraStats
+from vigil.capture import CameraStats
 from vigil.config import VigilConfig, load_config
 from vigil.errors import ConfigError
 from vigil.live import LiveHub
 from vigil.live_publish import LivePublisher
-from vigil.pipeline import WatchPipeline
+from vigil.pipeline import FrameResult, WatchPipeline
 from vigil.redact import mask_url
 from vigil.runtime import LoadedModels, build_pipeline, enroll
 from vigil.server.context import ServiceInfo
 from vigil.server.runner import ServerThread, is_loopback, refuse_open_without_users
+from vigil.stages import BatchHook, OverlappedRunner, StageStats
 from vigil.store.audit import AuditLog
 from vigil.store.db import Database
 from vigil.store.retention import RetentionJob
 from vigil.store.users import UserStore
+from vigil.substream import make_source
+from vigil.types import Frame
 from vigil.watchlist import EnrollmentResult
 from vigil.watchlist_reload import WatchlistReloader, photo_checker
 
 log = logging.getLogger("vigil.run")
+
+
+class CameraFeed(Protocol):
+    """What the loops take from a camera (vigil.capture.CameraSource, vigil.substream.PairedCameraSource)."""
+
+    def get(self, timeout_s: float) -> Frame | None: ...
+
+    def stats(self) -> CameraStats: ...
+
+
 IDLE_WAIT_S = 0.01  # wait when no camera had a frame, so the loop never spins
 PUBLISH_INTERVAL_S = 1.0  # camera status and counters for the API at least this often
 
@@ -64,13 +81,17 @@ def run_cli(args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
     _install_signal_handlers(stop)
-    sources = [CameraSource(camera, config.reconnect) for camera in config.cameras]
+    sources = [make_source(camera, config.reconnect) for camera in config.cameras]
     service = Service(config, db, hub, watchlist, models)
     try:
         service.start()
         for source in sources:
             source.start()
-        serve(pipeline, sources, config, stop, LivePublisher(hub, pipeline, reloader))
+        publisher = LivePublisher(hub, pipeline, reloader)
+        if config.stages.overlapped:
+            serve_overlapped(pipeline, sources, config, stop, publisher)
+        else:
+            serve(pipeline, sources, config, stop, publisher)
     finally:
         service.stop()
         for source in sources:
@@ -145,35 +166,105 @@ def _install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
+class StatusClock:
+    """Publishes statuses and counters at least every ``PUBLISH_INTERVAL_S`` and logs a status line per camera
+    every ``status_interval_s``; ``step(now)`` is called from the loop."""
+
+    def __init__(
+        self, sources: Sequence[CameraFeed], config: VigilConfig, publisher: LivePublisher | None, now_s: float
+    ) -> None:
+        self.sources, self.publisher = sources, publisher
+        self.interval_s = config.status_interval_s
+        self.next_status_s = now_s + self.interval_s
+        self.next_publish_s = now_s
+        self.stage_stats: Callable[[], StageStats] | None = None
+
+    def step(self, now_s: float) -> None:
+        if self.publisher is not None and now_s >= self.next_publish_s:
+            stages = self.stage_stats() if self.stage_stats is not None else None
+            self.publisher.publish_status(self.sources, stages)
+            self.next_publish_s = now_s + min(PUBLISH_INTERVAL_S, self.interval_s)
+        if now_s >= self.next_status_s:
+            for source in self.sources:
+                log_status(source.stats())
+            if self.stage_stats is not None:
+                log_stages(self.stage_stats())
+            self.next_status_s = now_s + self.interval_s
+
+
 def serve(
     pipeline: WatchPipeline,
-    sources: list[CameraSource],
+    sources: Sequence[CameraFeed],
     config: VigilConfig,
     stop: threading.Event,
     publisher: LivePublisher | None = None,
+    on_results: BatchHook | None = None,
 ) -> None:
-    """The service loop: gather, process, publish, report; returns when ``stop`` is set."""
-    next_status = time.monotonic() + config.status_interval_s
-    next_publish = time.monotonic()
+    """The serial service loop: gather, process, publish, report; returns when ``stop`` is set."""
+    clock = StatusClock(sources, config, publisher, time.monotonic())
     while not stop.is_set():
         frames = [frame for source in sources if (frame := source.get(timeout_s=0.0)) is not None]
         if frames:
             started = time.perf_counter()
             results = pipeline.process(frames)
+            seconds = time.perf_counter() - started
             if publisher is not None:
-                publisher.after_batch(results, time.perf_counter() - started)
+                publisher.after_batch(results, seconds)
+            if on_results is not None:
+                on_results(results, seconds)
         else:
             stop.wait(IDLE_WAIT_S)
-        now = time.monotonic()
         if publisher is not None:
             publisher.between_batches()
-            if now >= next_publish:
-                publisher.publish_status(sources)
-                next_publish = now + min(PUBLISH_INTERVAL_S, config.status_interval_s)
-        if now >= next_status:
-            for source in sources:
-                log_status(source.stats())
-            next_status = now + config.status_interval_s
+        clock.step(time.monotonic())
+
+
+def serve_overlapped(
+    pipeline: WatchPipeline,
+    sources: Sequence[CameraFeed],
+    config: VigilConfig,
+    stop: threading.Event,
+    publisher: LivePublisher | None = None,
+    on_results: BatchHook | None = None,
+) -> StageStats:
+    """The overlapped service loop (:class:`vigil.stages.OverlappedRunner`); returns its counters when ``stop``
+    is set."""
+    runner = OverlappedRunner(
+        pipeline,
+        sources,
+        config.detector.batch_size,
+        config.stages.batch_deadline_s,
+        config.stages.embed_queue_batches,
+        stop,
+    )
+    clock = StatusClock(sources, config, publisher, time.monotonic())
+    clock.stage_stats = runner.stats
+
+    def after(results: list[FrameResult], seconds: float) -> None:
+        if publisher is not None:
+            publisher.after_batch(results, seconds)
+        if on_results is not None:
+            on_results(results, seconds)
+
+    runner.on_results = after
+    runner.between_batches = publisher.between_batches if publisher is not None else None
+    runner.periodic = clock.step
+    runner.run()
+    return runner.stats()
+
+
+def log_stages(stats: StageStats) -> None:
+    log.info(
+        "stages: %d detection batches (%d frames), %d recognition batches, queue %d/%d (max %d), "
+        "detection waited %.1f s for recognition",
+        stats.detect_batches,
+        stats.detect_frames,
+        stats.recognise_batches,
+        stats.queue_depth,
+        stats.queue_size,
+        stats.queue_max_depth,
+        stats.detect_waited_s,
+    )
 
 
 def log_status(stats: CameraStats) -> None:
