@@ -16,10 +16,17 @@ import numpy as np
 
 from vigil.alerts import AlertDispatcher, Sink
 from vigil.analyzer import FaceAnalyzer
+from vigil.cascade import RecognitionCascade
 from vigil.config import RulesConfig, VigilConfig, load_config
 from vigil.embed_schedule import EmbedSchedule
 from vigil.errors import ConfigError
-from vigil.models import ModelRegistry, ModelSpec, calibrated_match_threshold, read_members
+from vigil.models import (
+    ModelRegistry,
+    ModelSpec,
+    calibrated_cascade_reject,
+    calibrated_match_threshold,
+    read_members,
+)
 from vigil.pipeline import WatchPipeline
 from vigil.refine import LandmarkRefiner, build_landmark_refiner
 from vigil.rules import Gallery, RulesEngine
@@ -177,6 +184,27 @@ def build_rules(config: VigilConfig, enrollment: EnrollmentResult, models: Loade
     return Gallery.from_people(enrollment.people), RulesEngine(rules, enrollment.people, rules.vote_window_hits)
 
 
+def build_cascade(config: VigilConfig, models: LoadedModels, analyzer: FaceAnalyzer) -> RecognitionCascade | None:
+    """The recognition cascade (vigil/cascade.py) when it is on and the recognizer is an ensemble; None otherwise
+    (one log line says why when it was asked for but cannot run)."""
+    from vigil.ensemble import EnsembleEmbedder
+
+    recognizer = config.recognizer
+    embedder = analyzer.embedder
+    if not recognizer.cascade or not isinstance(embedder, EnsembleEmbedder):
+        return None
+    reject = recognizer.cascade_reject_cosine
+    if reject is None:
+        reject = calibrated_cascade_reject(models.recognizer, recognizer.flip_average)
+    if reject is None:
+        log.info("recognizer: no calibrated cascade_reject_cosine for %s: every face gets the whole ensemble",
+                 models.recognizer.name)  # fmt: skip
+        return None
+    log.info("recognizer: cascade on: %s first, the whole ensemble for faces scoring >= %.4f on it",
+             embedder.fast_member, reject)  # fmt: skip
+    return RecognitionCascade(embedder, reject)
+
+
 @dataclass(frozen=True)
 class Runtime:
     """Everything one config builds: the models, the face stages, the watchlist's gallery and rules, the sink, and a
@@ -194,9 +222,10 @@ class Runtime:
     rules: RulesEngine
     sink: Sink
     pipeline: WatchPipeline
+    cascade: RecognitionCascade | None = None
 
     def new_pipeline(self) -> WatchPipeline:
-        return new_watch_pipeline(self.config, self.analyzer, self.gallery, self.rules, self.sink)
+        return new_watch_pipeline(self.config, self.analyzer, self.gallery, self.rules, self.sink, self.cascade)
 
     def close(self) -> None:
         """Flush and close the sinks."""
@@ -204,9 +233,15 @@ class Runtime:
 
 
 def new_watch_pipeline(
-    config: VigilConfig, analyzer: FaceAnalyzer, gallery: Gallery, rules: RulesEngine, sink: Sink
+    config: VigilConfig,
+    analyzer: FaceAnalyzer,
+    gallery: Gallery,
+    rules: RulesEngine,
+    sink: Sink,
+    cascade: RecognitionCascade | None = None,
 ) -> WatchPipeline:
-    """The per-batch pipeline over built parts, wired as the config says (cameras, tracker, snapshots, schedule)."""
+    """The per-batch pipeline over built parts, wired as the config says (cameras, tracker, snapshots, schedule,
+    the recognition cascade)."""
     return WatchPipeline(
         analyzer,
         gallery,
@@ -216,6 +251,7 @@ def new_watch_pipeline(
         config.tracker,
         config.data_dir if config.alerts.snapshots else None,
         embed_schedule=build_embed_schedule(config),
+        cascade=cascade,
     )
 
 
@@ -232,5 +268,6 @@ def build_pipeline(config: VigilConfig, watchlist: Path, sink: Sink | None = Non
     gallery, rules = build_rules(config, enrollment, models)
     if sink is None:
         sink = AlertDispatcher.from_config(config.alerts, config.data_dir)
-    pipeline = new_watch_pipeline(config, analyzer, gallery, rules, sink)
-    return Runtime(config, models, analyzer, enrollment, gallery, rules, sink, pipeline)
+    cascade = build_cascade(config, models, analyzer)
+    pipeline = new_watch_pipeline(config, analyzer, gallery, rules, sink, cascade)
+    return Runtime(config, models, analyzer, enrollment, gallery, rules, sink, pipeline, cascade)
