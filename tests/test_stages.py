@@ -15,7 +15,7 @@ from vigil.alerts import AlertDispatcher, JsonlSink
 from vigil.config import RulesConfig, TrackerConfig
 from vigil.pipeline import TrackedBatch, WatchPipeline
 from vigil.rules import Gallery, RulesEngine
-from vigil.stages import DeadlineBatcher, OverlappedRunner, StageQueue, gather_round, merge_batches
+from vigil.stages import DeadlineBatcher, OverlappedRunner, StageQueue, gather_round, merge_batches, overlap_wanted
 
 # (what happens, expected: was a batch due after each step)
 BATCHING_CASES = [
@@ -163,3 +163,17 @@ def test_a_failing_recognition_stage_stops_the_run_and_is_raised(tmp_path):
     with pytest.raises(RuntimeError, match="embedder exploded"):
         runner.run()
     assert time.monotonic() - started < 4.0
+
+
+@pytest.mark.parametrize(
+    "setting, device, provider, expected",
+    [
+        ("auto", "cpu", "CPUExecutionProvider", False),
+        ("auto", "cuda:0", "CPUExecutionProvider", True),
+        ("auto", "cpu", "CUDAExecutionProvider", True),
+        (True, "cpu", "CPUExecutionProvider", True),
+        (False, "cuda:0", "CUDAExecutionProvider", False),
+    ],
+)
+def test_stages_overlap_by_default_where_a_model_runs_on_a_gpu(setting, device, provider, expected):
+    assert overlap_wanted(setting, device, provider) is expected

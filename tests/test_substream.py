@@ -113,7 +113,7 @@ def test_a_camera_with_a_detect_source_gets_a_paired_source_and_relative_files_r
 
     camera = load_config(config_file).cameras[0]
     assert (camera.source, camera.detect_source) == (str(tmp_path / "main.mp4"), str(tmp_path / "sub.mp4"))
-    assert VigilConfig().stages.overlapped
+    assert VigilConfig().stages.overlapped == "auto"
 
 
 class RecordingAnalyzer(ScriptedAnalyzer):
@@ -150,3 +150,22 @@ def test_the_pipeline_detects_on_the_sub_stream_and_cuts_faces_from_the_main_str
     assert analyzer.cut_from[0][1] == pytest.approx([300.0, 150.0, 336.0, 193.2])  # 12 px x3: 36 px, recognisable
     assert results[0].updates[0].face.box.tolist()[:2] == [100.0, 50.0]  # tracking stays in sub-stream pixels
     assert [e.stage.value for r in results for e in r.events] == ["provisional", "confirmed"]
+
+
+@pytest.mark.parametrize("yaml_value, expected", [("off", "off"), ("any", "any"), ("vaapi", "vaapi"), ("on", "any")])
+def test_hw_acceleration_reads_yaml_on_and_off(tmp_path, yaml_value, expected):
+    from vigil.config import load_config
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(f"cameras:\n  - {{name: c, source: a.mp4, hw_acceleration: {yaml_value}}}\n")
+    assert load_config(config_file).cameras[0].hw_acceleration == expected
+
+
+def test_an_unknown_hw_acceleration_is_one_clear_line(tmp_path):
+    from vigil.config import load_config
+    from vigil.errors import ConfigError
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("cameras:\n  - {name: c, source: a.mp4, hw_acceleration: cuda}\n")
+    with pytest.raises(ConfigError, match=r"cameras\[0\]\.hw_acceleration"):
+        load_config(config_file)

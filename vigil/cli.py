@@ -240,7 +240,11 @@ def _add_bench_streams(bsub: argparse._SubParsersAction) -> None:
     b.add_argument("--warmup-seconds", type=float, default=6.0, help="run before measuring (queues, caches)")
     b.add_argument("--substream", type=int, default=0, help="detect on a copy of this height (e.g. 360); 0: off")
     b.add_argument("--detect-fps", type=float, help="every camera's detect_fps")
-    b.add_argument("--mode", choices=("serial", "overlapped", "both"), default="both")
+    b.add_argument(
+        "--variants",
+        default="today,serial,overlapped",
+        help="comma list: today (serial loop, no cascade, one stream), serial, overlapped (with cascade, substream)",
+    )
     b.add_argument("--find-max", action="store_true", help="search the largest camera count that holds real time")
     b.add_argument("--max-cameras", type=int, default=32, help="--find-max: the search stops here")
     b.add_argument("--p95-ms", type=float, default=250.0, help="real time: p95 frame-to-decision latency bound")
@@ -249,7 +253,6 @@ def _add_bench_streams(bsub: argparse._SubParsersAction) -> None:
     b.add_argument("--watchlist", type=Path, help="default: examples/hamilton/watchlist.yaml")
     b.add_argument("--video", type=Path, help="default: the shared Hamilton clip")
     b.add_argument("--device", default="auto", help="auto (the config's: CUDA when present) | cpu | cuda")
-    b.add_argument("--no-cascade", action="store_true", help="every face through the whole ensemble")
     b.add_argument("--work-dir", type=Path, default=Path("work/bench/streams"), help="clips and run data go here")
     b.set_defaults(func=_handler("vigil.bench.streams"))
 

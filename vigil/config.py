@@ -79,6 +79,12 @@ class CameraConfig(StrictModel):
     )
     decode_threads: int | None = Field(default=None, ge=1, le=64, description="FFmpeg decoder threads (None: OpenCV's)")
 
+    @field_validator("hw_acceleration", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML reads a bare ``off`` as false (and ``on`` as true)."""
+        return {False: "off", True: "any"}.get(value, value) if isinstance(value, bool) else value
+
     @field_validator("source", "detect_source")
     @classmethod
     def _source_not_empty(cls, value: str | int | None) -> str | int | None:
@@ -311,10 +317,10 @@ class RetentionConfig(StrictModel):
 class StagesConfig(StrictModel):
     """How `vigil run` schedules the stages (vigil/stages.py)."""
 
-    overlapped: bool = Field(
-        default=True,
+    overlapped: bool | Literal["auto"] = Field(
+        default="auto",
         description="detection (+ tracking) and recognition (+ decisions) in two threads joined by a bounded queue; "
-        "false: one loop does one batch after the other",
+        "false: one loop does one batch after the other; auto: overlapped when a model runs on a GPU",
     )
     batch_deadline_s: float = Field(
         default=0.04,

@@ -16,12 +16,18 @@ recognition thread takes every batch waiting (merged into one embedding batch, :
 :meth:`WatchPipeline.recognise`. Both threads take batches in order, so each camera's decisions keep their frame
 order; the pipeline's own lock keeps the trackers and rules consistent between them.
 
-Back-pressure, not silent loss: when recognition falls behind, the queue fills and the detection thread waits (the
-time is counted, ``detect_waited_s``); meanwhile the cameras' latest-frame queues drop their oldest frames and count
-them (``frames_dropped`` per camera), which is where a live system should lose frames: before any work was spent on
-them. A frame can wait behind at most the batch being recognised and ``embed_queue_batches`` more, so an overloaded
-machine drops frames instead of falling ever further behind. The counts go to the live hub (status, /metrics) with
-the cameras' own.
+Back-pressure, not silent loss: when recognition falls behind, the queue fills and the detection thread waits
+before it gathers the next batch (the time is counted, ``detect_waited_s``), so the frames it then takes are fresh;
+meanwhile the cameras' latest-frame queues drop their oldest frames and count them (``frames_dropped`` per camera),
+which is where a live system should lose frames: before any work was spent on them. A frame waits behind at most the
+batch being recognised and the ``embed_queue_batches`` queued ones, so an overloaded machine drops frames instead of
+falling ever further behind. The counts go to the live hub (status, /metrics) with the cameras' own.
+
+When it pays: the two threads overlap where the models release the GIL (onnxruntime, the GPU). With the models on a
+GPU the CPU prepares the next batch while the GPU computes; on a CPU whose cores each stage's onnxruntime sessions
+already use, the two stages mostly take turns and the queue adds latency. ``stages.overlapped: auto`` (the default)
+therefore overlaps when a model runs on a GPU and runs the serial loop otherwise
+(:func:`overlap_wanted`); `vigil bench streams` measures both side by side.
 
 Between batches the detection thread (which owns the detector) answers the server's photo checks and applies
 watchlist reloads (:class:`vigil.live_publish.LivePublisher`); the recognition thread publishes results.
@@ -156,6 +162,17 @@ class StageQueue(Generic[T]):
             self._cond.notify_all()
         return True
 
+    def wait_for_room(self, stop: threading.Event) -> bool:
+        """Wait until a ``put`` would not wait (counted like one); False when ``stop`` is set first."""
+        started = time.monotonic()
+        with self._cond:
+            while len(self._items) >= self.maxsize:
+                if stop.is_set():
+                    return False
+                self._cond.wait(QUEUE_POLL_S)
+            self.put_waited_s += time.monotonic() - started
+        return True
+
     def take_all(self, timeout_s: float) -> list[T]:
         """Every waiting item, oldest first; [] when none arrives within ``timeout_s``."""
         with self._cond:
@@ -189,6 +206,16 @@ class StageStats:
 
 
 BatchHook = Callable[[list[FrameResult], float], None]
+
+
+def overlap_wanted(setting: bool | str, detector_device: str, embed_provider: str) -> bool:
+    """``stages.overlapped``: True/False as set; ``auto``: when the detector or the recognizer runs on a GPU."""
+    if setting != "auto":
+        return bool(setting)
+    return detector_device.startswith("cuda") or embed_provider in (
+        "CUDAExecutionProvider",
+        "TensorrtExecutionProvider",
+    )
 
 
 class OverlappedRunner:
@@ -249,6 +276,8 @@ class OverlappedRunner:
 
     def _detect_loop(self) -> None:
         while not self.stop.is_set():
+            if not self.batcher and not self.queue.wait_for_room(self.stop):
+                break  # gather fresh frames only once recognition can take the batch: none waits detected
             now = self.clock()
             frames, self._start = gather_round(self.sources, self._start, self.batcher.room(), self._in_batch)
             for position, frame in frames:

@@ -10,10 +10,14 @@ the console sink is off). After ``--warmup-seconds`` it measures for ``--seconds
   (events emitted to the sinks), and the same for the frames that raised an alert; the process's CPU (cores used)
   and memory (RSS); the machine's load average and overall CPU use (a shared machine's figures mean little).
 
-A configuration *holds real time* when fewer than ``--max-drop-pct`` (1 %) of the frames read were dropped and the
-p95 frame-to-decision latency is at most ``--p95-ms`` (250 ms). ``--find-max`` searches the largest N that holds,
-doubling then bisecting (:func:`next_candidate`), for each mode; ``--mode both`` measures the serial loop and the
-overlapped stages at each N one after the other in the same run, so a drifting machine load falls on both.
+Variants (``--variants``, default all three, measured one after the other at each N in the same run, so that a
+drifting machine load falls on all): ``today`` is the serial loop as it was before the overlapped stages, with every
+face through the whole ensemble and one stream per camera; ``serial`` and ``overlapped`` are the two loops with the
+recognition cascade (when the recognizer has a calibrated reject cosine), ``--substream`` and ``--detect-fps``.
+
+A variant *holds real time* when fewer than ``--max-drop-pct`` (1 %) of the frames read were dropped and the p95
+frame-to-decision latency is at most ``--p95-ms`` (250 ms). ``--find-max`` searches the largest N that holds,
+doubling then bisecting (:func:`next_candidate`), for each variant.
 
 Inputs: ``--video`` (default: the shared Hamilton clip) re-encoded once with ffmpeg to ``--height`` at ``--fps``
 (H.264, cached in ``--work-dir``); ``--substream H`` also makes an H-pixel copy and configures every camera with it
@@ -55,7 +59,21 @@ from vigil.substream import make_source
 from vigil.types import Alert
 
 log = logging.getLogger("vigil.bench.streams")
-MODES = ("serial", "overlapped")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to run the cameras: the loop, and whether this issue's cascade, sub-stream and detect_fps apply."""
+
+    loop: str  # "serial" | "overlapped"
+    new_features: bool  # the recognition cascade, --substream and --detect-fps
+
+
+VARIANTS = {
+    "today": Variant("serial", False),  # the serial loop, every face through the whole ensemble, one stream
+    "serial": Variant("serial", True),
+    "overlapped": Variant("overlapped", True),
+}
 
 
 # ---- pure policy -------------------------------------------------------------------------------------------------
@@ -141,13 +159,16 @@ def decode_cost(path: Path, frames: int = 100) -> dict:
     }
 
 
-def camera_configs(count: int, main: Path, sub: Path | None, detect_fps: float | None) -> list[CameraConfig]:
+def camera_configs(
+    count: int, main: Path, sub: Path | None, detect_fps: float | None, variant: Variant
+) -> list[CameraConfig]:
+    """``count`` file cameras; the sub-stream and detect_fps only for a variant with this issue's features."""
     return [
         CameraConfig(
             name=f"cam{i:02d}",
             source=str(main),
-            detect_source=None if sub is None else str(sub),
-            detect_fps=detect_fps,
+            detect_source=None if sub is None or not variant.new_features else str(sub),
+            detect_fps=detect_fps if variant.new_features else None,
         )
         for i in range(count)
     ]
@@ -155,7 +176,7 @@ def camera_configs(count: int, main: Path, sub: Path | None, detect_fps: float |
 
 def bench_config(base: VigilConfig, args: argparse.Namespace, data_dir: Path) -> VigilConfig:
     """The config the benchmark runs: real sinks in a fresh data folder (no console), no HTTP server (no clients),
-    the device asked for, the cascade off with ``--no-cascade``."""
+    the device asked for."""
     alerts = base.alerts.model_copy(
         update={
             "console": False,
@@ -174,9 +195,6 @@ def bench_config(base: VigilConfig, args: argparse.Namespace, data_dir: Path) ->
         updates["detector"] = base.detector.model_copy(update={"device": args.device})
         if args.device == "cpu":
             updates["recognizer"] = base.recognizer.model_copy(update={"providers": ["CPUExecutionProvider"]})
-    if args.no_cascade:
-        recognizer = updates.get("recognizer", base.recognizer)
-        updates["recognizer"] = recognizer.model_copy(update={"cascade": False})
     return base.model_copy(update=updates)
 
 
@@ -240,13 +258,17 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_trial(runtime: Runtime, config: VigilConfig, cameras: list[CameraConfig], mode: str, args) -> dict:
-    """One run of ``cameras`` in ``mode`` for warm-up + measurement; the measured figures."""
+def run_trial(runtime: Runtime, config: VigilConfig, count: int, name: str, inputs: tuple, args) -> dict:
+    """``count`` cameras run as variant ``name`` for warm-up + measurement; the measured figures. ``inputs``: (main
+    clip, sub-stream clip or None)."""
     from vigil.commands.run import serve, serve_overlapped
 
+    variant = VARIANTS[name]
+    cameras = camera_configs(count, inputs[0], inputs[1], args.detect_fps, variant)
     config = config.model_copy(update={"cameras": cameras})
     _, rules = build_rules(config, runtime.enrollment, runtime.models)
-    pipeline = new_watch_pipeline(config, runtime.analyzer, runtime.gallery, rules, runtime.sink, runtime.cascade)
+    cascade = runtime.cascade if variant.new_features else None
+    pipeline = new_watch_pipeline(config, runtime.analyzer, runtime.gallery, rules, runtime.sink, cascade)
     publisher = LivePublisher(LiveHub(), pipeline)
     sources = [make_source(camera, config.reconnect) for camera in cameras]
     recorder, stop, marks = TrialRecorder(), threading.Event(), {}
@@ -266,14 +288,17 @@ def run_trial(runtime: Runtime, config: VigilConfig, cameras: list[CameraConfig]
     for timer in timers:
         timer.start()
     try:
-        loop = serve_overlapped if mode == "overlapped" else serve
+        loop = serve_overlapped if variant.loop == "overlapped" else serve
         loop(pipeline, sources, config, stop, publisher, recorder.observe)
     finally:
         for timer in timers:
             timer.cancel()
         for source in sources:
             source.stop(timeout_s=2.0)
-    return trial_report(mode, cameras, marks, recorder, args)
+    report = trial_report(name, cameras, marks, recorder, args)
+    report.update(cascade=cascade is not None, embeddings=pipeline.counters.embeddings,
+                  cascade_fast_only=pipeline.counters.cascade_fast_only)  # fmt: skip
+    return report
 
 
 def trial_report(mode: str, cameras: list[CameraConfig], marks: dict, recorder: TrialRecorder, args) -> dict:
@@ -311,7 +336,10 @@ def trial_report(mode: str, cameras: list[CameraConfig], marks: dict, recorder: 
 
 # ---- the command -------------------------------------------------------------------------------------------------
 def run_cli(args: argparse.Namespace) -> int:
-    modes = MODES if args.mode == "both" else (args.mode,)
+    modes = tuple(name.strip() for name in args.variants.split(","))
+    unknown = [name for name in modes if name not in VARIANTS]
+    if unknown:
+        raise VigilError(f"--variants: unknown {', '.join(unknown)} (expected some of {', '.join(VARIANTS)})")
     work_dir = Path(args.work_dir)
     video = Path(args.video or data_path("video", "short_hamilton_clip.mp4"))
     main = prepared_clip(video, args.height, args.fps, work_dir) if args.height else video
@@ -324,10 +352,11 @@ def run_cli(args: argparse.Namespace) -> int:
     trials: list[dict] = []
     try:
         if args.find_max:
-            best = find_max(runtime, config, modes, main, sub, args, trials)
+            best = find_max(runtime, config, modes, (main, sub), args, trials)
         else:
-            cameras = camera_configs(args.cameras, main, sub, args.detect_fps)
-            trials += [run_trial(runtime, config, cameras, mode, args) for mode in modes]
+            for mode in modes:
+                trials.append(run_trial(runtime, config, args.cameras, mode, (main, sub), args))
+                print_trial(trials[-1])
             best = {}
     finally:
         runtime.close()
@@ -335,7 +364,8 @@ def run_cli(args: argparse.Namespace) -> int:
         "command": "vigil bench streams " + " ".join(args.argv or []),
         "video": str(video), "main_stream": str(main), "detect_stream": None if sub is None else str(sub),
         "fps": args.fps, "detect_fps": args.detect_fps, "p95_bound_ms": args.p95_ms, "max_drop_pct": args.max_drop_pct,
-        "cascade": runtime.cascade is not None,
+        "variants": {name: VARIANTS[name].__dict__ for name in modes},
+        "cascade_reject_cosine": None if runtime.cascade is None else runtime.cascade.reject_cosine,
         "detector_device": getattr(runtime.analyzer.detector, "device", "?"),
         "embed_provider": getattr(runtime.analyzer.embedder, "provider", "?"),
         "host": platform.node(), "cpu_count": os.cpu_count(),
@@ -347,7 +377,7 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def find_max(runtime: Runtime, config: VigilConfig, modes, main: Path, sub: Path | None, args, trials: list) -> dict:
+def find_max(runtime: Runtime, config: VigilConfig, modes, inputs: tuple, args, trials: list) -> dict:
     """The largest camera count that holds real time, per mode; the modes are tried at the same counts in turn."""
     verdicts: dict[str, dict[int, bool]] = {mode: {} for mode in modes}
     while True:
@@ -358,7 +388,7 @@ def find_max(runtime: Runtime, config: VigilConfig, modes, main: Path, sub: Path
         count = counts[0]
         for mode in modes:
             if pending[mode] == count:
-                trial = run_trial(runtime, config, camera_configs(count, main, sub, args.detect_fps), mode, args)
+                trial = run_trial(runtime, config, count, mode, inputs, args)
                 trials.append(trial)
                 verdicts[mode][count] = trial["holds_real_time"]
                 print_trial(trial)

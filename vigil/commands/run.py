@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from vigil.analyzer import FaceAnalyzer
 from vigil.capture import CameraStats
 from vigil.config import VigilConfig, load_config
 from vigil.errors import ConfigError
@@ -34,7 +35,7 @@ from vigil.redact import mask_url
 from vigil.runtime import LoadedModels, build_pipeline, enroll
 from vigil.server.context import ServiceInfo
 from vigil.server.runner import ServerThread, is_loopback, refuse_open_without_users
-from vigil.stages import BatchHook, OverlappedRunner, StageStats
+from vigil.stages import BatchHook, OverlappedRunner, StageStats, overlap_wanted
 from vigil.store.audit import AuditLog
 from vigil.store.db import Database
 from vigil.store.retention import RetentionJob
@@ -88,7 +89,7 @@ def run_cli(args: argparse.Namespace) -> int:
         for source in sources:
             source.start()
         publisher = LivePublisher(hub, pipeline, reloader)
-        if config.stages.overlapped:
+        if runs_overlapped(config, runtime.analyzer):
             serve_overlapped(pipeline, sources, config, stop, publisher)
         else:
             serve(pipeline, sources, config, stop, publisher)
@@ -190,6 +191,17 @@ class StatusClock:
             if self.stage_stats is not None:
                 log_stages(self.stage_stats())
             self.next_status_s = now_s + self.interval_s
+
+
+def runs_overlapped(config: VigilConfig, analyzer: FaceAnalyzer) -> bool:
+    """Whether this run overlaps the stages (``stages.overlapped``; auto: a model on a GPU), said in one line."""
+    device = str(getattr(analyzer.detector, "device", "cpu"))
+    provider = str(getattr(analyzer.embedder, "provider", "CPUExecutionProvider"))
+    overlapped = overlap_wanted(config.stages.overlapped, device, provider)
+    log.info(
+        "stages: %s (detector on %s, recognizer on %s)", "overlapped" if overlapped else "serial", device, provider
+    )
+    return overlapped
 
 
 def serve(
