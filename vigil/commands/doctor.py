@@ -74,7 +74,9 @@ def check_cameras(config) -> int:
             if capture is not None:
                 capture.release()
             limit = f"{camera.open_timeout_s:.0f}+{camera.read_timeout_s:.0f} s"
-            status = f"ok, {image.shape[1]}x{image.shape[0]}" if ok else f"FAIL: no frame within {limit}"
+            ok = bool(ok) and image is not None
+            size = f"{image.shape[1]}x{image.shape[0]}" if image is not None else ""
+            status = f"ok, {size}" if ok else f"FAIL: no frame within {limit}"
             print(f"camera {camera.name}{label} ({mask_url(source)}): {status} ({took:.1f} s)")
             problems += 0 if ok else 1
     return problems
