@@ -169,3 +169,52 @@ def test_an_unknown_hw_acceleration_is_one_clear_line(tmp_path):
     config_file.write_text("cameras:\n  - {name: c, source: a.mp4, hw_acceleration: cuda}\n")
     with pytest.raises(ConfigError, match=r"cameras\[0\]\.hw_acceleration"):
         load_config(config_file)
+
+
+def write_clip(path, size: tuple[int, int], fps: float, frames: int = 6) -> None:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    for index in range(frames):
+        writer.write(np.full((size[1], size[0], 3), 40 * index, np.uint8))
+    writer.release()
+
+
+def test_a_recorded_two_stream_camera_pairs_frames_by_number(tmp_path):
+    from vigil.capture import FileSource
+    from vigil.errors import VigilError
+    from vigil.substream import paired_file_frames
+
+    write_clip(tmp_path / "sub.avi", (64, 36), 25.0)
+    write_clip(tmp_path / "main.avi", (192, 108), 25.0)
+    write_clip(tmp_path / "other.avi", (192, 108), 30.0)
+    with FileSource(tmp_path / "sub.avi") as sub, FileSource(tmp_path / "main.avi") as main:
+        frames = list(paired_file_frames(sub, main))
+    assert [f.index for f in frames] == list(range(6)) and {f.camera for f in frames} == {"main"}
+    assert all(f.detail is not None and f.detail.shape == (108, 192, 3) for f in frames)
+    assert [int(f.face_image[0, 0, 0]) // 40 for f in frames] == [int(f.image[0, 0, 0]) // 40 for f in frames]
+    with (
+        FileSource(tmp_path / "sub.avi") as sub,
+        FileSource(tmp_path / "other.avi") as other,
+        pytest.raises(VigilError, match="cannot pair"),
+    ):
+        list(paired_file_frames(sub, other))
+
+
+@pytest.mark.parametrize("detect_fps, analysed", [(None, 12), (10.0, 4), (15.0, 6)])
+def test_detect_fps_analyses_frames_by_video_time(detect_fps, analysed):
+    pipeline = WatchPipeline(
+        ScriptedAnalyzer(),
+        Gallery.from_people(PEOPLE),
+        RulesEngine(RulesConfig(match_threshold=0.5), PEOPLE),
+        AlertDispatcher([]),
+        {"cam": CameraConfig(name="cam", source="a.mp4", detect_fps=detect_fps)},
+        TrackerConfig(),
+        None,
+    )
+    frames = [
+        Frame("cam", i, 100.0, i / 30.0, np.full((240, 320, 3), 1 if i == 0 else 0, np.uint8)) for i in range(12)
+    ]  # 30 fps video time, all read at the same moment (a file read as fast as it decodes)
+    results = pipeline.process(frames)
+    assert sum(r.analysed for r in results) == analysed
+    assert pipeline.counters.frames_not_analysed == 12 - analysed

@@ -41,6 +41,12 @@ def _add_process(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-video", type=Path, help="write an annotated video (one input video only)")
     p.add_argument("--data-dir", type=Path, help="where snapshots and the embedding cache go")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--detect-video",
+        type=Path,
+        help="the same camera's sub-stream recording: detect on it, cut faces from VIDEO (frames pair by number)",
+    )
+    p.add_argument("--detect-fps", type=float, help="detect and recognise on at most this many frames per second")
     p.set_defaults(func=_handler("vigil.commands.process"))
 
 

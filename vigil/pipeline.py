@@ -135,6 +135,7 @@ class WatchPipeline:
         self.cascade = cascade
         self.state_lock = threading.RLock()  # trackers, schedule, rules, gallery, counters (see the module docstring)
         self._cadences: dict[str, RateLimiter] = {}  # camera -> its detect_fps limiter
+        self.default_detect_fps: float | None = None  # detect_fps of cameras the config does not list (vigil process)
 
     def process(self, frames: list[Frame]) -> list[FrameResult]:
         """Detect on the batch, track frame by frame, embed the tracked faces the schedule asks for (one batch),
@@ -181,14 +182,16 @@ class WatchPipeline:
             self.rules.forget_people(changed)
 
     def _analyse(self, frame: Frame) -> bool:
-        """Whether the frame's camera lets this frame be analysed (``detect_fps``, by the frame's read time)."""
+        """Whether the frame's camera lets this frame be analysed (``detect_fps``, by the frame's video time: a
+        file's own clock, a camera's seconds since it started)."""
         camera = self.cameras.get(frame.camera)
-        if camera is None or camera.detect_fps is None:
+        fps = self.default_detect_fps if camera is None else camera.detect_fps
+        if fps is None:
             return True
         cadence = self._cadences.get(frame.camera)
         if cadence is None:
-            cadence = self._cadences[frame.camera] = RateLimiter(camera.detect_fps)
-        return cadence.allow(frame.mono_ts_s)
+            cadence = self._cadences[frame.camera] = RateLimiter(fps)
+        return cadence.allow(frame.video_ts_s)
 
     def _track(self, frame: Frame, faces: list[Face]) -> list[TrackUpdate]:
         start = time.perf_counter()

@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 
-from vigil.capture import CameraSource, CameraStats
+from vigil.capture import CameraSource, CameraStats, FileSource
 from vigil.config import CameraConfig, ReconnectConfig
+from vigil.errors import VigilError
 from vigil.types import Face, Frame
 
 MatchState = Literal["pending", "matched", "unmatched"]
@@ -202,3 +203,13 @@ def make_source(
     if camera.detect_source is not None:
         return PairedCameraSource(camera, reconnect, seed)
     return CameraSource(camera, reconnect, seed)
+
+
+def paired_file_frames(detect: FileSource, main: FileSource, stop: threading.Event | None = None) -> Iterator[Frame]:
+    """A recorded two-stream camera (``vigil process MAIN --detect-video SUB``): the sub-stream file's frames, each
+    with the main file's frame of the same number as ``detail`` (files carry their own clock, so frames pair by
+    number; both must have the same frame rate). The frames are named after the main file's camera."""
+    if detect.fps and main.fps and abs(detect.fps - main.fps) > 0.01:
+        raise VigilError(f"{detect.path}: {detect.fps:g} fps, but {main.path} has {main.fps:g}: cannot pair frames")
+    for sub, large in zip(detect.frames(stop), main.frames(stop)):
+        yield replace(sub, camera=main.camera, detail=large.image)
