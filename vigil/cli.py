@@ -260,6 +260,7 @@ def _add_bench_streams(bsub: argparse._SubParsersAction) -> None:
     b.add_argument("--video", type=Path, help="default: the shared Hamilton clip")
     b.add_argument("--device", default="auto", help="auto (the config's: CUDA when present) | cpu | cuda")
     b.add_argument("--work-dir", type=Path, default=Path("work/bench/streams"), help="clips and run data go here")
+    b.add_argument("--decode-only", action="store_true", help="only measure decoding the clips (CPU ms per frame)")
     b.set_defaults(func=_handler("vigil.bench.streams"))
 
 

@@ -25,7 +25,7 @@ Inputs: ``--video`` (default: the shared Hamilton clip) re-encoded once with ffm
 (H.264, cached in ``--work-dir``); ``--substream H`` also makes an H-pixel copy and configures every camera with it
 as ``detect_source`` (detection on the small stream, faces from the large one: vigil/substream.py). ``--detect-fps``
 sets every camera's ``detect_fps``. Decode cost: each clip is decoded once alone before the trials (CPU ms per
-frame, single-threaded decoder), reported with its share of the measured CPU.
+frame, single-threaded decoder, and the cores that takes at ``--fps``); ``--decode-only`` measures only that.
 
 GPU: ``--device auto`` (the default) leaves the config's choice: the detector on CUDA when torch sees a GPU
 (vigil.detect.resolve_device), the recognizer on ``recognizer.providers`` (CUDA first; vigil.onnx_session drops it
@@ -364,6 +364,13 @@ def run_cli(args: argparse.Namespace) -> int:
     main = prepared_clip(video, args.height, args.fps, work_dir) if args.height else video
     sub = prepared_clip(video, args.substream, args.fps, work_dir) if args.substream else None
     decode = [decode_cost(path) for path in (main, sub) if path is not None]
+    for cost in decode:  # cores one camera's decoding takes at --fps
+        cost["cores_at_fps"] = round(cost["cpu_ms_per_frame"] * args.fps / 1000.0, 3)
+    if args.decode_only:
+        report = {"command": command_line(args), "fps": args.fps, "decode": decode, "load": os.getloadavg()}
+        print_decode(decode, args.fps)
+        save_report(report, args.json)
+        return 0
     data_dir = work_dir / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
     config = bench_config(load_config_or_default(args.config), args, data_dir)
     watchlist = args.watchlist or repo_root() / "examples/hamilton/watchlist.yaml"
@@ -380,7 +387,7 @@ def run_cli(args: argparse.Namespace) -> int:
     finally:
         runtime.close()
     report = {
-        "command": "vigil bench streams " + " ".join(args.argv or []),
+        "command": command_line(args),
         "video": str(video), "main_stream": str(main), "detect_stream": None if sub is None else str(sub),
         "fps": args.fps, "detect_fps": args.detect_fps, "p95_bound_ms": args.p95_ms, "max_drop_pct": args.max_drop_pct,
         "variants": {name: VARIANTS[name].__dict__ for name in modes},
@@ -394,6 +401,17 @@ def run_cli(args: argparse.Namespace) -> int:
     print_table(report)
     save_report(report, args.json)
     return 0
+
+
+def command_line(args: argparse.Namespace) -> str:
+    words = list(args.argv or [])
+    return "vigil " + " ".join(words if words[:2] == ["bench", "streams"] else ["bench", "streams", *words])
+
+
+def print_decode(decode: list[dict], fps: float) -> None:
+    for cost in decode:
+        print(f"  decode {Path(cost['file']).name}: {cost['cpu_ms_per_frame']} CPU ms/frame (single-threaded), "
+              f"{cost['cores_at_fps']} cores at {fps:g} fps")  # fmt: skip
 
 
 def find_max(runtime: Runtime, config: VigilConfig, modes, inputs: tuple, args, trials: list) -> dict:
@@ -430,8 +448,7 @@ def print_table(report: dict) -> None:
     print(f"\nstreams: {report['main_stream']} at {report['fps']:g} fps"
           f"{', detection on ' + report['detect_stream'] if report['detect_stream'] else ''}; "
           f"p95 bound {report['p95_bound_ms']} ms, < {report['max_drop_pct']} % dropped")  # fmt: skip
-    for decode in report["decode"]:
-        print(f"  decode {Path(decode['file']).name}: {decode['cpu_ms_per_frame']} CPU ms/frame")
+    print_decode(report["decode"], report["fps"])
     print(f"{'mode':>10} {'cams':>4} {'drop%':>6} {'miss%':>6} {'p50':>7} {'p95':>7} {'p99':>7} {'alert p95':>9} "
           f"{'fps/cam':>7} {'cores':>5} {'RSS MiB':>7} {'load':>5}  verdict")  # fmt: skip
     for trial in report["trials"]:
