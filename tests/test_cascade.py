@@ -11,6 +11,7 @@ import pytest
 from tests.test_pipeline import PEOPLE, ScriptedAnalyzer, basis, frames_showing, unit
 from vigil.alerts import AlertDispatcher, JsonlSink
 from vigil.analyzer import StageTimes
+from vigil.camera_settings import CameraSettings, CameraSettingsTable
 from vigil.cascade import RecognitionCascade, best_scores, fast_gallery, needs_full
 from vigil.config import RulesConfig, TrackerConfig
 from vigil.embed import unit_rows
@@ -75,10 +76,12 @@ def test_only_faces_at_or_above_the_reject_cosine_run_the_whole_ensemble():
     assert fast_gallery(Gallery.from_people(PEOPLE), embedder).prototypes.shape == (3, FAST_DIMS)
 
 
-def run(tmp_path, codes, cascade: bool, unknown: bool = False):
+def run(tmp_path, codes, cascade: bool, unknown: bool = False, camera_threshold: float | None = None):
     rules = RulesConfig(
         match_threshold=0.5, margin=0.05, min_hits=2, confirm_hits=4, cooldown_s=60, unknown_events=unknown
     )
+    default = CameraSettings(0.5, 0.05, 20, unknown)
+    own = {} if camera_threshold is None else {"cam": CameraSettings(camera_threshold, 0.05, 20, unknown)}
     events_path = tmp_path / f"events-{cascade}.jsonl"
     pipeline = WatchPipeline(
         AligningAnalyzer(),
@@ -89,6 +92,7 @@ def run(tmp_path, codes, cascade: bool, unknown: bool = False):
         TrackerConfig(),
         None,
         cascade=RecognitionCascade(ScriptedEnsemble(), 0.3) if cascade else None,
+        camera_settings=CameraSettingsTable(default, own),
     )
     frames = frames_showing(codes)
     for start in range(0, len(frames), 4):
@@ -112,6 +116,14 @@ def test_a_stranger_is_settled_by_the_fast_member_and_still_raises_an_unknown_fa
     events, counters = run(tmp_path, [9] * 8, cascade=True, unknown=True)
     assert counters.cascade_fast_only == 8 and counters.cascade_full == 0
     assert [(e["type"], e["frame_index"], e["score"]) for e in events] == [("unknown", 3, 0.0)]
+
+
+@pytest.mark.parametrize("camera_threshold, fast_only", [(0.4, 0), (0.5, 8), (0.6, 8)])
+def test_a_camera_with_a_lower_own_threshold_skips_the_cascade(tmp_path, camera_threshold, fast_only):
+    """The reject cosine is calibrated at the global threshold: a camera that lowers its own (overrides) embeds
+    every face with the whole ensemble; one that keeps or raises it goes through the cascade."""
+    _, counters = run(tmp_path, [9] * 8, cascade=True, unknown=True, camera_threshold=camera_threshold)
+    assert counters.cascade_fast_only == fast_only and counters.embeddings == 8
 
 
 @pytest.mark.slow

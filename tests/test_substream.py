@@ -8,6 +8,7 @@ import pytest
 
 from tests.test_pipeline import PEOPLE, ScriptedAnalyzer
 from vigil.alerts import AlertDispatcher
+from vigil.camera_settings import CameraSettings, CameraSettingsTable
 from vigil.capture import CameraStats, LatestFrameQueue
 from vigil.config import CameraConfig, RulesConfig, TrackerConfig, VigilConfig
 from vigil.pipeline import WatchPipeline
@@ -150,6 +151,29 @@ def test_the_pipeline_detects_on_the_sub_stream_and_cuts_faces_from_the_main_str
     assert analyzer.cut_from[0][1] == pytest.approx([300.0, 150.0, 336.0, 193.2])  # 12 px x3: 36 px, recognisable
     assert results[0].updates[0].face.box.tolist()[:2] == [100.0, 50.0]  # tracking stays in sub-stream pixels
     assert [e.stage.value for r in results for e in r.events] == ["provisional", "confirmed"]
+
+
+@pytest.mark.parametrize("own_min_face_px, embedded", [(30, True), (40, False)])
+def test_a_cameras_own_min_face_px_counts_main_stream_pixels(own_min_face_px, embedded):
+    """The 12 px sub-stream face is 36 px on the main stream, where it is cut: the camera's own minimum (overrides)
+    is checked there."""
+    analyzer = RecordingAnalyzer()
+    rules = RulesConfig(match_threshold=0.5, margin=0.05, min_hits=2, confirm_hits=4)
+    own = CameraSettings(0.5, 0.05, own_min_face_px, False)
+    pipeline = WatchPipeline(
+        analyzer,
+        Gallery.from_people(PEOPLE),
+        RulesEngine(rules, PEOPLE),
+        AlertDispatcher([]),
+        {},
+        TrackerConfig(),
+        None,
+        camera_settings=CameraSettingsTable(CameraSettings(0.5, 0.05, 20, False), {"cam": own}),
+    )
+    image, detail = np.zeros((240, 320, 3), np.uint8), np.zeros((720, 960, 3), np.uint8)
+    image[0, 0, 0] = detail[0, 0, 0] = 1
+    pipeline.process([Frame("cam", 0, 0.0, 0.0, image, detail=detail)])
+    assert bool(analyzer.cut_from) is embedded
 
 
 @pytest.mark.parametrize("yaml_value, expected", [("off", "off"), ("any", "any"), ("vaapi", "vaapi"), ("on", "any")])

@@ -34,6 +34,15 @@ class StageCounters(Protocol):
     def to_json(self) -> dict: ...
 
 
+def detail_counters(sources: Sequence[StatsSource]) -> dict[str, dict]:
+    """Each two-source camera's pairing counters (vigil/substream.py), by camera name."""
+    return {
+        source.stats().name: detail_stats().to_json()
+        for source in sources
+        if (detail_stats := getattr(source, "detail_stats", None)) is not None
+    }
+
+
 def camera_status(stats: CameraStats) -> CameraStatus:
     return CameraStatus(
         name=stats.name,
@@ -81,22 +90,22 @@ class LivePublisher:
         if self.reloader is not None:
             self.reloader.step(self.pipeline)
 
-    def publish_status(self, sources: Sequence[StatsSource], stages: StageCounters | None = None) -> None:
-        """Camera statuses, the pipeline's counters, and (when given) the overlapped stages' queue counters and
-        two-source cameras' pairing counters (vigil/substream.py)."""
-        self.hub.publish_statuses([camera_status(source.stats()) for source in sources], utc_timestamp())
+    def publish_status(
+        self, statuses: Sequence[CameraStatus], stages: StageCounters | None = None, details: dict | None = None
+    ) -> list[CameraStatus]:
+        """The cameras' statuses and the pipeline's counters to the hub, with (when given) the overlapped stages'
+        queue counters and two-source cameras' pairing counters (vigil/substream.py, :func:`detail_counters`);
+        returns the statuses as the hub keeps them (with ``since``)."""
+        self.hub.publish_statuses(statuses, utc_timestamp())
         with self.pipeline.state_lock:  # the recognition thread updates them
             counters = asdict(self.pipeline.counters)
         if stages is not None:
             counters["stages"] = stages.to_json()
-        details = {
-            source.stats().name: detail_stats().to_json()
-            for source in sources
-            if (detail_stats := getattr(source, "detail_stats", None)) is not None
-        }
         if details:
             counters["detail_frames"] = details
         self.hub.publish_counters(counters)
+        kept = {status.name: status for status in self.hub.statuses()}
+        return [kept.get(status.name, status) for status in statuses]
 
     def _face(self, camera: str, update) -> LiveFace:
         x1, y1, x2, y2 = (float(v) for v in update.face.box[:4])

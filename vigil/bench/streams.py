@@ -277,9 +277,9 @@ def run_trial(runtime: Runtime, config: VigilConfig, count: int, name: str, inpu
     variant = VARIANTS[name]
     cameras = camera_configs(count, inputs[0], inputs[1], args.detect_fps, variant)
     config = config.model_copy(update={"cameras": cameras})
-    _, rules = build_rules(config, runtime.enrollment, runtime.models)
+    _, rules, settings = build_rules(config, runtime.enrollment, runtime.models)
     cascade = runtime.cascade if variant.new_features else None
-    pipeline = new_watch_pipeline(config, runtime.analyzer, runtime.gallery, rules, runtime.sink, cascade)
+    pipeline = new_watch_pipeline(config, runtime.analyzer, runtime.gallery, rules, runtime.sink, settings, cascade)
     publisher = LivePublisher(LiveHub(), pipeline)
     sources = [make_source(camera, config.reconnect) for camera in cameras]
     recorder, stop, marks = TrialRecorder(), threading.Event(), {}

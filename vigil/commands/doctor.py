@@ -1,19 +1,22 @@
-"""`vigil doctor [--config C]`: execution providers, model checksums, and whether each camera opens in time."""
+"""`vigil doctor [--config C]`: execution providers, model checksums, each camera's effective recognition settings
+(its overrides over the globals), and whether each camera opens in time."""
 
 from __future__ import annotations
 
 import argparse
 import time
 
+from vigil.camera_settings import camera_settings_table, format_camera_settings
+from vigil.config import VigilConfig
 from vigil.errors import VigilError
 from vigil.models import ModelRegistry, verify_checksum
 from vigil.redact import mask_url
-from vigil.runtime import load_config_or_default
+from vigil.runtime import effective_rules, load_config_or_default, resolve_models
 
 
 def run_cli(args: argparse.Namespace) -> int:
     config = load_config_or_default(args.config if args.config.exists() else None)
-    problems = check_providers() + check_models() + check_cameras(config)
+    problems = check_providers() + check_models() + check_camera_settings(config) + check_cameras(config)
     print("doctor: all checks passed" if not problems else f"doctor: {problems} problem(s) found")
     return 0 if not problems else 1
 
@@ -58,7 +61,23 @@ def check_models() -> int:
     return problems
 
 
-def check_cameras(config) -> int:
+def check_camera_settings(config: VigilConfig) -> int:
+    """Print the match threshold, margin, minimum face size and unknown-face setting each camera runs with."""
+    try:
+        models = resolve_models(config)
+        rules = effective_rules(config, models)
+    except VigilError as exc:
+        print(f"camera settings: FAIL {exc}")
+        return 1
+    table = camera_settings_table(config.cameras, rules, config.detector.min_face_px)
+    source = "rules.match_threshold" if config.rules.match_threshold is not None else models.recognizer.name
+    print(f"camera settings (effective; global match_threshold from {source}; * = the camera's own override):")
+    for line in format_camera_settings(table):
+        print(line)
+    return 0
+
+
+def check_cameras(config: VigilConfig) -> int:
     from vigil.capture import open_capture
 
     problems = 0

@@ -4,8 +4,10 @@ One capture thread per camera (two for a camera with a detection sub-stream: vig
 latest-frame queue. By default (``stages.overlapped``) detection and recognition run in two threads joined by a
 bounded queue, with deadline batching (:class:`vigil.stages.OverlappedRunner`); otherwise :func:`serve` takes at most
 one frame per camera per round and runs the batch through the whole pipeline, one batch after the other. Either way
-a status line per camera is printed every ``status_interval_s``, and a dead camera never blocks anything: ``get``
-has a timeout and capture threads reconnect on their own.
+a status line per camera is printed every ``status_interval_s``; sinks that take camera state (MQTT's retained
+``<camera>/status``) get it at the same interval and within a second of a camera going up or down
+(:class:`StatusReporter`). A dead camera never blocks anything: ``get`` has a timeout and capture threads reconnect
+on their own.
 
 The service (``server:`` in the config, on by default on 127.0.0.1:8080): the HTTP API runs in its own thread
 (vigil/server/runner.py) and reads what this loop publishes after each batch (vigil/live_publish.py); between
@@ -24,12 +26,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from vigil.alerts import CameraStatusSink
 from vigil.analyzer import FaceAnalyzer
 from vigil.capture import CameraStats
 from vigil.config import VigilConfig, load_config
 from vigil.errors import ConfigError
-from vigil.live import LiveHub
-from vigil.live_publish import LivePublisher
+from vigil.live import CameraStatus, LiveHub
+from vigil.live_publish import LivePublisher, camera_status, detail_counters
 from vigil.pipeline import FrameResult, WatchPipeline
 from vigil.redact import mask_url
 from vigil.runtime import LoadedModels, build_pipeline, enroll
@@ -146,6 +149,7 @@ def service_info(config: VigilConfig, models: LoadedModels) -> ServiceInfo:
         for name, on in (
             ("sqlite", alerts.sqlite),
             ("webhook", alerts.webhook is not None),
+            ("mqtt", alerts.mqtt is not None),
             ("jsonl", alerts.jsonl is not None),
             ("console", alerts.console),
         )
@@ -165,32 +169,6 @@ def _install_signal_handlers(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
-
-
-class StatusClock:
-    """Publishes statuses and counters at least every ``PUBLISH_INTERVAL_S`` and logs a status line per camera
-    every ``status_interval_s``; ``step(now)`` is called from the loop."""
-
-    def __init__(
-        self, sources: Sequence[CameraFeed], config: VigilConfig, publisher: LivePublisher | None, now_s: float
-    ) -> None:
-        self.sources, self.publisher = sources, publisher
-        self.interval_s = config.status_interval_s
-        self.next_status_s = now_s + self.interval_s
-        self.next_publish_s = now_s
-        self.stage_stats: Callable[[], StageStats] | None = None
-
-    def step(self, now_s: float) -> None:
-        if self.publisher is not None and now_s >= self.next_publish_s:
-            stages = self.stage_stats() if self.stage_stats is not None else None
-            self.publisher.publish_status(self.sources, stages)
-            self.next_publish_s = now_s + min(PUBLISH_INTERVAL_S, self.interval_s)
-        if now_s >= self.next_status_s:
-            for source in self.sources:
-                log_status(source.stats())
-            if self.stage_stats is not None:
-                log_stages(self.stage_stats())
-            self.next_status_s = now_s + self.interval_s
 
 
 def runs_overlapped(config: VigilConfig, analyzer: FaceAnalyzer) -> bool:
@@ -213,7 +191,7 @@ def serve(
     on_results: BatchHook | None = None,
 ) -> None:
     """The serial service loop: gather, process, publish, report; returns when ``stop`` is set."""
-    clock = StatusClock(sources, config, publisher, time.monotonic())
+    reporter = StatusReporter(sources, pipeline.sink, publisher, config.status_interval_s, time.monotonic())
     while not stop.is_set():
         frames = [frame for source in sources if (frame := source.get(timeout_s=0.0)) is not None]
         if frames:
@@ -228,7 +206,7 @@ def serve(
             stop.wait(IDLE_WAIT_S)
         if publisher is not None:
             publisher.between_batches()
-        clock.step(time.monotonic())
+        reporter.step(time.monotonic())
 
 
 def serve_overlapped(
@@ -249,8 +227,8 @@ def serve_overlapped(
         config.stages.embed_queue_batches,
         stop,
     )
-    clock = StatusClock(sources, config, publisher, time.monotonic())
-    clock.stage_stats = runner.stats
+    reporter = StatusReporter(sources, pipeline.sink, publisher, config.status_interval_s, time.monotonic())
+    reporter.stage_stats = runner.stats
 
     def after(results: list[FrameResult], seconds: float) -> None:
         if publisher is not None:
@@ -260,7 +238,7 @@ def serve_overlapped(
 
     runner.on_results = after
     runner.between_batches = publisher.between_batches if publisher is not None else None
-    runner.periodic = clock.step
+    runner.periodic = reporter.step
     runner.run()
     return runner.stats()
 
@@ -279,14 +257,61 @@ def log_stages(stats: StageStats) -> None:
     )
 
 
-def log_status(stats: CameraStats) -> None:
-    state = "up" if stats.connected else "DOWN"
-    logging.getLogger(f"vigil.camera.{stats.name}").info(
+class StatusReporter:
+    """Every camera's state, read as :class:`~vigil.live.CameraStatus` once per ``PUBLISH_INTERVAL_S`` (at most
+    ``interval_s``), goes to the API's hub (``publisher``), to the sink when it takes camera state (MQTT's retained
+    ``<camera>/status``) at each status interval and as soon as a camera went up or down, and as one log line per
+    camera every ``interval_s``. With the overlapped stages (``stage_stats``) their queue counters go to the hub and
+    the log too, and two-source cameras' pairing counters to the hub."""
+
+    def __init__(
+        self,
+        sources: Sequence[CameraFeed],
+        sink: object,
+        publisher: LivePublisher | None,
+        interval_s: float,
+        now_s: float,
+    ) -> None:
+        self.sources = sources
+        self.sink = sink if isinstance(sink, CameraStatusSink) else None
+        self.publisher = publisher
+        self.interval_s = interval_s
+        self.check_interval_s = min(PUBLISH_INTERVAL_S, interval_s)
+        self._next_line_s = now_s + interval_s
+        self._next_check_s = now_s
+        self._states: dict[str, bool] = {}  # camera -> up, as last read
+        self.stage_stats: Callable[[], StageStats] | None = None
+
+    def step(self, now_s: float) -> None:
+        line_due = now_s >= self._next_line_s
+        polling = self.sink is not None or self.publisher is not None
+        if not line_due and (not polling or now_s < self._next_check_s):
+            return
+        statuses = [camera_status(source.stats()) for source in self.sources]
+        stages = self.stage_stats() if self.stage_stats is not None else None
+        if self.publisher is not None:  # as the hub keeps them: with `since`
+            statuses = self.publisher.publish_status(statuses, stages, detail_counters(self.sources))
+        states = {status.name: status.up for status in statuses}
+        changed, self._states = states != self._states, states
+        self._next_check_s = now_s + self.check_interval_s
+        if line_due:
+            for status in statuses:
+                log_status(status)
+            if stages is not None:
+                log_stages(stages)
+            self._next_line_s = now_s + self.interval_s
+        if self.sink is not None and (line_due or changed):
+            self.sink.publish_camera_status(statuses)
+
+
+def log_status(status: CameraStatus) -> None:
+    state = "up" if status.up else "DOWN"
+    logging.getLogger(f"vigil.camera.{status.name}").info(
         "%s fps=%.1f read=%d dropped=%d reconnects=%d%s",
         state,
-        stats.fps,
-        stats.frames_read,
-        stats.frames_dropped,
-        stats.reconnects,
-        f" last_error={stats.last_error}" if stats.last_error and not stats.connected else "",
+        status.fps,
+        status.frames_read,
+        status.frames_dropped,
+        status.reconnects,
+        f" last_error={status.last_error}" if status.last_error and not status.up else "",
     )

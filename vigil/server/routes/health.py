@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from vigil.alerts.mqtt import OUTBOX_TABLE as MQTT_OUTBOX_TABLE
 from vigil.server.auth import ApiError, check_principal, context_of
 from vigil.server.roles import Permission
 
@@ -34,6 +35,9 @@ def health_json(ctx) -> dict:
     outbox = ctx.events.outbox_counts()
     if outbox["dead"]:
         degraded.append(f"{outbox['dead']} webhook deliveries dead")
+    mqtt_outbox = ctx.events.outbox_counts(MQTT_OUTBOX_TABLE)
+    if mqtt_outbox["dead"]:
+        degraded.append(f"{mqtt_outbox['dead']} MQTT deliveries dead")
     return {
         "status": "degraded" if degraded else "ok",
         "problems": degraded,
@@ -42,6 +46,7 @@ def health_json(ctx) -> dict:
         "cameras": cameras,
         "sinks": list(ctx.info.sinks),
         "outbox": outbox,
+        "mqtt_outbox": mqtt_outbox,
         "models": list(ctx.info.models),
         "watchlist": {"people_enrolled": state.people, "loaded_at": state.loaded_at, "error": state.error or None},
     }
