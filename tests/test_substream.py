@@ -127,10 +127,9 @@ class RecordingAnalyzer(ScriptedAnalyzer):
         return super().embed_faces(items)
 
 
-def test_the_pipeline_detects_on_the_sub_stream_and_cuts_faces_from_the_main_stream():
-    analyzer = RecordingAnalyzer()
+def recording_pipeline(analyzer: RecordingAnalyzer, settings: CameraSettingsTable | None = None) -> WatchPipeline:
     rules = RulesConfig(match_threshold=0.5, margin=0.05, min_hits=2, confirm_hits=4)
-    pipeline = WatchPipeline(
+    return WatchPipeline(
         analyzer,
         Gallery.from_people(PEOPLE),
         RulesEngine(rules, PEOPLE),
@@ -138,7 +137,13 @@ def test_the_pipeline_detects_on_the_sub_stream_and_cuts_faces_from_the_main_str
         {},
         TrackerConfig(),
         None,
+        camera_settings=settings,
     )
+
+
+def test_the_pipeline_detects_on_the_sub_stream_and_cuts_faces_from_the_main_stream():
+    analyzer = RecordingAnalyzer()
+    pipeline = recording_pipeline(analyzer)
     frames = []
     for index in range(4):
         image = np.zeros((240, 320, 3), np.uint8)
@@ -158,18 +163,8 @@ def test_a_cameras_own_min_face_px_counts_main_stream_pixels(own_min_face_px, em
     """The 12 px sub-stream face is 36 px on the main stream, where it is cut: the camera's own minimum (overrides)
     is checked there."""
     analyzer = RecordingAnalyzer()
-    rules = RulesConfig(match_threshold=0.5, margin=0.05, min_hits=2, confirm_hits=4)
     own = CameraSettings(0.5, 0.05, own_min_face_px, False)
-    pipeline = WatchPipeline(
-        analyzer,
-        Gallery.from_people(PEOPLE),
-        RulesEngine(rules, PEOPLE),
-        AlertDispatcher([]),
-        {},
-        TrackerConfig(),
-        None,
-        camera_settings=CameraSettingsTable(CameraSettings(0.5, 0.05, 20, False), {"cam": own}),
-    )
+    pipeline = recording_pipeline(analyzer, CameraSettingsTable(CameraSettings(0.5, 0.05, 20, False), {"cam": own}))
     image, detail = np.zeros((240, 320, 3), np.uint8), np.zeros((720, 960, 3), np.uint8)
     image[0, 0, 0] = detail[0, 0, 0] = 1
     pipeline.process([Frame("cam", 0, 0.0, 0.0, image, detail=detail)])

@@ -150,27 +150,27 @@ class StageQueue(Generic[T]):
 
     def put(self, item: T, stop: threading.Event) -> bool:
         """Append ``item`` once there is room; False (not added) when ``stop`` is set first."""
-        started = time.monotonic()
         with self._cond:
-            while len(self._items) >= self.maxsize:
-                if stop.is_set():
-                    return False
-                self._cond.wait(QUEUE_POLL_S)
+            if not self._room(stop):
+                return False
             self._items.append(item)
             self.max_depth = max(self.max_depth, len(self._items))
-            self.put_waited_s += time.monotonic() - started
             self._cond.notify_all()
         return True
 
     def wait_for_room(self, stop: threading.Event) -> bool:
         """Wait until a ``put`` would not wait (counted like one); False when ``stop`` is set first."""
-        started = time.monotonic()
         with self._cond:
-            while len(self._items) >= self.maxsize:
-                if stop.is_set():
-                    return False
-                self._cond.wait(QUEUE_POLL_S)
-            self.put_waited_s += time.monotonic() - started
+            return self._room(stop)
+
+    def _room(self, stop: threading.Event) -> bool:
+        """With the lock held: wait for room (the time counted in ``put_waited_s``); False when stopped first."""
+        started = time.monotonic()
+        while len(self._items) >= self.maxsize:
+            if stop.is_set():
+                return False
+            self._cond.wait(QUEUE_POLL_S)
+        self.put_waited_s += time.monotonic() - started
         return True
 
     def take_all(self, timeout_s: float) -> list[T]:
