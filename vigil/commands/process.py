@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from vigil.config import JsonlSinkConfig, VigilConfig
 from vigil.errors import VigilError
 from vigil.pipeline import WatchPipeline
 from vigil.runtime import build_pipeline, load_config_or_default
+from vigil.substream import paired_file_frames
 
 log = logging.getLogger("vigil.process")
 
@@ -49,6 +51,8 @@ def process_config(config: VigilConfig, events: Path | None, data_dir: Path | No
 def run_cli(args: argparse.Namespace) -> int:
     if args.out_video and len(args.videos) > 1:
         raise VigilError("--out-video: takes one input video, got several")
+    if args.detect_video is not None and (len(args.videos) > 1 or not args.detect_video.is_file()):
+        raise VigilError(f"--detect-video: {args.detect_video}: one file, for one input video")
     for video in args.videos:
         if not video.is_file():
             raise VigilError(f"{video}: video file not found")
@@ -73,14 +77,20 @@ def process_video(pipeline: WatchPipeline, video: Path, batch_size: int, args: a
 
     from vigil.annotate import AnnotatedVideoWriter
 
-    with FileSource(video) as source:
+    pipeline.default_detect_fps = args.detect_fps
+    with FileSource(video) as source, ExitStack() as stack:
+        frames = source.frames()
+        if args.detect_video is not None:  # a recorded two-stream camera: detect on the small file
+            small = stack.enter_context(FileSource(args.detect_video, camera=source.camera))
+            frames = paired_file_frames(small, source)
+            source = small  # the annotated video shows what was detected on
         writer = None
         if args.out_video:
             writer = AnnotatedVideoWriter(args.out_video, source.fps, (source.width, source.height))
         bar = tqdm(total=source.frame_count, unit="frame", desc=video.name, disable=args.no_progress)
         start = time.perf_counter()
         try:
-            for batch in _batches(source.frames(), batch_size):
+            for batch in _batches(frames, batch_size):
                 for result in pipeline.process(batch):
                     if writer is not None:
                         writer.write(result)
