@@ -65,7 +65,7 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluations: lfw, pairs, wider, video")
+    p = sub.add_parser("eval", help="evaluations: lfw, pairs, wider, fewshot, video")
     esub = p.add_subparsers(dest="eval_command", required=True)
 
     lfw = esub.add_parser("lfw", help="LFW 10-fold protocol, clean or degraded")
@@ -128,6 +128,21 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
     wider.add_argument("--json", type=Path, required=True)
     wider.set_defaults(func=_handler("vigil.eval.wider"))
+
+    fewshot = esub.add_parser("fewshot", help="open-set N-way K-shot watchlists on cached embeddings, per method and K")
+    fewshot.add_argument("--pool", type=Path, action="append", required=True, help="embedding cache (pipelines.meta.embed_cache); repeat")
+    fewshot.add_argument("--split", type=Path, required=True, help="identity split JSON (pipelines.meta.splits)")
+    fewshot.add_argument("--role", default="test", choices=("test", "val"), help="the split's identities to score on")
+    fewshot.add_argument("--adapter", type=Path, action="append", help="adapter file (pipelines.meta.train); repeat")
+    fewshot.add_argument("--k", type=int, nargs="+", default=[1, 3, 5], help="clean photos per listed person")
+    for option in ("n-way", "queries-per-identity", "impostor-identities", "impostor-queries-per-identity"):
+        fewshot.add_argument(f"--{option}", type=int, help="episode geometry (default: vigil.eval.episodes.Geometry)")
+    fewshot.add_argument("--episodes", type=int, default=500)
+    fewshot.add_argument("--seed", type=int, default=0)
+    fewshot.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    fewshot.add_argument("--min-face-px", type=float, default=20.0, help="narrower camera faces are not recognised (detector.min_face_px)")
+    fewshot.add_argument("--json", type=Path, required=True)
+    fewshot.set_defaults(func=_handler("vigil.eval.fewshot"))
 
     video = esub.add_parser("video", help="score alerts against a hand annotation of who appears when")
     video.add_argument("--events", type=Path, required=True)

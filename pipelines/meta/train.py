@@ -1,0 +1,423 @@
+"""Meta-train the embedding adapter (``vigil.adapter``) on cached embeddings of the training identities.
+
+Four ways to train the same adapter on the same data (clean photos and degraded views of the split's ``train``
+identities, ``pipelines.meta.splits``), with the same budget, optimiser (AdamW, linear warm-up then cosine decay),
+weight decay (on the residual, i.e. toward the identity map) and early stopping on the ``val`` identities:
+
+* ``protonet``: each step is one open-set episode (``vigil.eval.episodes``, K drawn from 1..``k_max``): the
+  prototypical loss of its queries (degraded views of other photos of the listed people, and impostors, whose target
+  is an "unknown" class at a learnt cosine) against the prototypes of the clean support;
+* ``reptile``: a copy of the adapter takes ``inner_steps`` SGD steps on the episode's closed-set task (prototypes from
+  the clean support, every degraded view of the episode's listed people as queries); the adapter moves toward it
+  (``pipelines.meta.updates``). At test time it takes the same steps on the support task
+  (``vigil.adapter.fine_tune_on_support``: the K photos and their degraded views, all a site has);
+* ``fomaml``: first-order MAML: the copy adapts on the support task (as at test time), the open-set query loss is
+  taken at the adapted parameters and its gradient applied to the adapter;
+* ``batch_control``: ordinary mini-batches of the same embeddings with a cosine classifier over the training
+  identities (weights imprinted from each identity's mean clean embedding). It tells whether the episodes, not the
+  extra parameters, do the work.
+
+The budget counts adapter row-passes (embeddings through the adapter with a gradient, inner steps included), so a
+Reptile step, which runs ``inner_steps`` passes over its episode, costs that many. Validation (every
+``eval_every`` rows): DIR at FAR 1e-2 at K=1 on fixed 20-way episodes of the ``val`` identities, scored exactly as
+``vigil eval fewshot`` does (test-time tuning included); the best checkpoint is kept and training stops after
+``patience`` evaluations without a gain.
+
+``--method all`` trains the four and also writes the plain fine-tuning rows: ``mean_ft`` (the identity adapter with
+the same test-time tuning as reptile/fomaml) and ``batch_control_ft`` (the control's adapter with it).
+
+    python -m pipelines.meta.train --pool work/meta/cache/celeba.npz --split work/meta/split.json --method all \\
+        --out work/meta/runs/r1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from collections.abc import Callable
+
+import numpy as np
+
+from vigil.adapter import (
+    DEFAULT_SCALE,
+    Adapter,
+    SupportTuning,
+    init_params,
+    prototypical_loss,
+    save_adapter,
+    to_numpy,
+    to_torch,
+)
+from vigil.errors import VigilError, run_reporting_errors
+from vigil.eval.episodes import EmbeddingPool, EpisodeArrays, EpisodeSampler, Geometry, episode_arrays, load_pool
+from vigil.eval.fewshot import PooledScores, dir_at_far, read_split, score_episode
+
+METHODS = ("protonet", "reptile", "fomaml", "batch_control")
+PLAIN_FINE_TUNE = {"mean_ft": None, "batch_control_ft": "batch_control"}  # row -> adapter it tunes (None: identity)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    kind: str = "linear"
+    hidden: int = 256
+    budget_rows: int = 1_500_000
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.05
+    n_way: int = 20
+    k_max: int = 5
+    queries_per_identity: int = 5
+    impostor_identities: int = 20
+    impostor_queries_per_identity: int = 2
+    inner_steps: int = 5
+    inner_lr: float = 0.5
+    inner_scale: float = DEFAULT_SCALE
+    batch_size: int = 200
+    eval_every_rows: int = 75_000
+    patience: int = 6
+    val_episodes: int = 200
+    val_far: float = 1e-2
+    seed: int = 0
+
+
+@dataclass
+class OuterState:
+    """What the outer optimiser updates: the adapter and the method's extras (temperature, unknown, classifier)."""
+
+    params: dict
+    extras: dict
+    optimiser: Any
+
+    def step(self, grads: dict) -> None:
+        for name, tensor in {**self.params, **self.extras}.items():
+            if name in grads:
+                tensor.grad = grads[name]
+        self.optimiser.step()
+        self.optimiser.zero_grad(set_to_none=True)
+
+
+def lr_factor(rows: int, cfg: TrainConfig) -> float:
+    """Linear warm-up over ``warmup_fraction`` of the budget, then cosine decay to 0 at its end."""
+    warm = max(1.0, cfg.warmup_fraction * cfg.budget_rows)
+    if rows < warm:
+        return (rows + 1) / warm
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (rows - warm) / max(1.0, cfg.budget_rows - warm))))
+
+
+def make_state(method: str, dim: int, cfg: TrainConfig, train: EmbeddingPool) -> OuterState:
+    import torch
+
+    params = to_torch(init_params(dim, cfg.kind, cfg.hidden, cfg.seed))
+    extras = {"log_scale": torch.tensor(math.log(cfg.inner_scale), requires_grad=True)}
+    if method in ("protonet", "fomaml"):
+        extras["unknown"] = torch.tensor(0.7, requires_grad=True)
+    if method == "batch_control":
+        extras["classes"] = torch.tensor(class_means(train)[1], requires_grad=True)
+    if method == "reptile":
+        extras = {}
+    groups = [{"params": list(params.values()), "weight_decay": cfg.weight_decay}]
+    if extras:
+        groups.append({"params": list(extras.values()), "weight_decay": 0.0})
+    return OuterState(params, extras, torch.optim.AdamW(groups, lr=cfg.lr))
+
+
+def class_means(pool: EmbeddingPool) -> tuple[list[str], np.ndarray]:
+    names = sorted(pool.identity_set())
+    means = np.stack([pool.clean[(pool.identities == n) & pool.clean_found].mean(axis=0) for n in names])
+    return names, means / np.linalg.norm(means, axis=1, keepdims=True)
+
+
+def episode_tensors(a: EpisodeArrays):
+    import torch
+
+    return torch.as_tensor(a.support), torch.as_tensor(a.queries), torch.as_tensor(a.labels)
+
+
+def task_views(a: EpisodeArrays):
+    """Reptile's inner task: every degraded view of the listed people in the episode (support photos' and queries)."""
+    import torch
+
+    from vigil.adapter import support_task
+
+    s, q, y = support_task(a.support, a.support_views, a.support_view_found)
+    listed = a.labels >= 0
+    return s, torch.cat([q, torch.as_tensor(a.queries[listed])]), torch.cat([y, torch.as_tensor(a.labels[listed])])
+
+
+def protonet_grads(state: OuterState, a: EpisodeArrays, cfg: TrainConfig) -> tuple[dict, int, float]:
+    import torch
+
+    s, q, y = episode_tensors(a)
+    loss = prototypical_loss(state.params, s, q, y, state.extras["log_scale"].exp(), state.extras["unknown"])
+    leaves = {**state.params, **state.extras}
+    grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+    return grads, int(s.shape[0] * s.shape[1] + len(q)), float(loss.detach())
+
+
+def reptile_grads(state: OuterState, a: EpisodeArrays, cfg: TrainConfig) -> tuple[dict, int, float]:
+    from pipelines.meta.updates import reptile_direction
+    from vigil.adapter import inner_adapt
+
+    s, q, y = task_views(a)
+    adapted = inner_adapt(
+        state.params, lambda p: prototypical_loss(p, s, q, y, cfg.inner_scale), cfg.inner_steps, cfg.inner_lr
+    )
+    loss = float(prototypical_loss(adapted, s, q, y, cfg.inner_scale).detach())
+    rows = cfg.inner_steps * int(s.shape[0] * s.shape[1] + len(q))
+    return reptile_direction(state.params, adapted), rows, loss
+
+
+def fomaml_grads(state: OuterState, a: EpisodeArrays, cfg: TrainConfig) -> tuple[dict, int, float]:
+    from pipelines.meta.updates import first_order_meta_gradient
+    from vigil.adapter import support_task
+
+    s_in, q_in, y_in = support_task(a.support, a.support_views, a.support_view_found)
+    s, q, y = episode_tensors(a)
+    grads, _, loss = first_order_meta_gradient(
+        state.params,
+        lambda p: prototypical_loss(p, s_in, q_in, y_in, cfg.inner_scale),
+        lambda p: prototypical_loss(p, s, q, y, state.extras["log_scale"].exp(), state.extras["unknown"]),
+        cfg.inner_steps,
+        cfg.inner_lr,
+        also=state.extras,
+    )
+    support_rows = int(s_in.shape[0] * s_in.shape[1] + len(q_in))
+    return grads, cfg.inner_steps * support_rows + int(s.shape[0] * s.shape[1] + len(q)), loss
+
+
+class BatchTable:
+    """Every training embedding (clean and found degraded views) with its identity, for ordinary mini-batches."""
+
+    def __init__(self, pool: EmbeddingPool) -> None:
+        names = class_means(pool)[0]
+        index = {n: i for i, n in enumerate(names)}
+        labels = np.array([index[n] for n in pool.identities])
+        found = [pool.clean_found] + list(pool.view_found & pool.clean_found[None, :])
+        vectors = [pool.clean] + list(pool.views)
+        self.x = np.concatenate([v[f] for v, f in zip(vectors, found)]).astype(np.float32)
+        self.y = np.concatenate([labels[f] for f in found])
+
+    def batch(self, rng: np.random.Generator, size: int):
+        import torch
+
+        rows = rng.choice(len(self.y), size=size, replace=False)
+        return torch.as_tensor(self.x[rows]), torch.as_tensor(self.y[rows])
+
+
+def batch_grads(
+    state: OuterState, table: BatchTable, rng: np.random.Generator, cfg: TrainConfig
+) -> tuple[dict, int, float]:
+    import torch
+    import torch.nn.functional as F
+
+    from vigil.adapter import forward
+
+    x, y = table.batch(rng, cfg.batch_size)
+    logits = state.extras["log_scale"].exp() * forward(state.params, x) @ F.normalize(state.extras["classes"], dim=1).T
+    loss = F.cross_entropy(logits, y)
+    leaves = {**state.params, **state.extras}
+    grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+    return grads, len(y), float(loss.detach())
+
+
+def as_adapter(method: str, params: dict, cfg: TrainConfig, train_ids: frozenset[str], meta: dict) -> Adapter:
+    tta = SupportTuning(cfg.inner_steps, cfg.inner_lr) if method in ("reptile", "fomaml") else None
+    return Adapter(to_numpy(params), method, cfg.inner_scale, tta, train_ids, meta)
+
+
+def validate(adapter: Adapter, val_arrays: list[EpisodeArrays], far: float) -> float:
+    return dir_at_far(PooledScores.of([score_episode(a, adapter) for a in val_arrays]), far)[0]
+
+
+def val_episodes(val: EmbeddingPool, cfg: TrainConfig) -> list[EpisodeArrays]:
+    sampler = EpisodeSampler(val)
+    geometry = Geometry(
+        min(cfg.n_way, len(sampler.eligible(1)) - 2),
+        1,
+        cfg.queries_per_identity,
+        100,
+        cfg.impostor_queries_per_identity,
+    )
+    return [episode_arrays(val, e) for e in sampler.episodes(geometry, cfg.val_episodes, seed=1000 + cfg.seed)]
+
+
+EPISODIC_GRADS = {"protonet": protonet_grads, "reptile": reptile_grads, "fomaml": fomaml_grads}
+
+
+def one_step(
+    method: str,
+    state: OuterState,
+    train: EmbeddingPool,
+    sampler: EpisodeSampler,
+    table: BatchTable | None,
+    rng: np.random.Generator,
+    cfg: TrainConfig,
+) -> tuple[dict, int, float]:
+    """(gradients, rows used, loss) of one training step: one episode (K drawn from 1..k_max), or one mini-batch."""
+    if table is not None:
+        return batch_grads(state, table, rng, cfg)
+    k = int(rng.integers(1, cfg.k_max + 1))
+    geometry = Geometry(
+        cfg.n_way, k, cfg.queries_per_identity, cfg.impostor_identities, cfg.impostor_queries_per_identity
+    )
+    return EPISODIC_GRADS[method](state, episode_arrays(train, sampler.sample(geometry, rng)), cfg)
+
+
+@dataclass
+class Progress:
+    """Validation bookkeeping: the best adapter so far, evaluations since it, the curves."""
+
+    best: Adapter
+    best_score: float
+    since_best: int = 0
+    next_eval: int = 0
+    val: list = field(default_factory=list)
+    loss: list = field(default_factory=list)
+
+    def record(self, rows: int, candidate: Adapter, score: float, losses: list[float]) -> None:
+        self.val.append((rows, round(score, 5)))
+        self.loss.append((rows, round(float(np.mean(losses)), 5)))
+        if score > self.best_score:
+            self.best, self.best_score, self.since_best = candidate, score, 0
+        else:
+            self.since_best += 1
+
+
+def train_method(
+    method: str,
+    train: EmbeddingPool,
+    val_arrays: list[EpisodeArrays],
+    cfg: TrainConfig,
+    log: Callable[[str], None] = print,
+) -> tuple[Adapter, dict]:
+    """Train one method within the budget; (best adapter on validation, history)."""
+    import torch
+
+    torch.set_num_threads(1)  # tiny matrices: threads only fight over the shared cores
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, METHODS.index(method)])
+    state = make_state(method, train.dim, cfg, train)
+    sampler, table = EpisodeSampler(train), BatchTable(train) if method == "batch_control" else None
+    train_ids = frozenset(train.identity_set())
+    start = as_adapter(method, state.params, cfg, train_ids, {})
+    progress = Progress(start, validate(start, val_arrays, cfg.val_far), next_eval=cfg.eval_every_rows)
+    progress.val.append((0, round(progress.best_score, 5)))
+    rows, losses, t0 = 0, [], time.monotonic()
+    while rows < cfg.budget_rows and progress.since_best < cfg.patience:
+        grads, used, loss = one_step(method, state, train, sampler, table, rng, cfg)
+        for group in state.optimiser.param_groups:
+            group["lr"] = cfg.lr * lr_factor(rows, cfg)
+        state.step(grads)
+        rows, losses = rows + used, losses + [loss]
+        if rows >= progress.next_eval or rows >= cfg.budget_rows:
+            progress.next_eval += cfg.eval_every_rows
+            candidate = as_adapter(method, state.params, cfg, train_ids, {})
+            progress.record(rows, candidate, validate(candidate, val_arrays, cfg.val_far), losses)
+            losses = []
+            log(
+                f"  {method}: {rows} rows, loss {progress.loss[-1][1]:.4f}, val DIR@{cfg.val_far:g} "
+                f"{progress.val[-1][1]:.4f} (start {progress.val[0][1]:.4f}, best {progress.best_score:.4f}), "
+                f"{time.monotonic() - t0:.0f} s"
+            )
+    extras = {k: float(v.detach()) for k, v in state.extras.items() if v.ndim == 0}
+    history = {
+        "val": progress.val,
+        "loss": progress.loss,
+        "rows": rows,
+        "seconds": round(time.monotonic() - t0, 1),
+        "best_val": progress.best_score,
+        "extras": extras,
+    }
+    return progress.best, history
+
+
+def plain_fine_tune(row: str, base: Adapter | None, dim: int, cfg: TrainConfig) -> Adapter:
+    """The plain test-time fine-tuning rows: ``base`` (or the identity) with reptile/fomaml's test-time tuning."""
+    params = init_params(dim, cfg.kind, cfg.hidden, cfg.seed) if base is None else base.params
+    ids = frozenset() if base is None else base.train_identities
+    return Adapter(params, row, cfg.inner_scale, SupportTuning(cfg.inner_steps, cfg.inner_lr), ids, {})
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pool", type=Path, required=True, help="embedding cache holding the train and val identities")
+    ap.add_argument("--split", type=Path, required=True)
+    ap.add_argument("--method", choices=METHODS + ("all",), default="all")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--tune-tta", help="STEPS:LR,...: only score the identity adapter with each test-time tuning on val"
+    )
+    for f, default in asdict(TrainConfig()).items():
+        ap.add_argument(f"--{f.replace('_', '-')}", type=type(default), default=default)
+    args = ap.parse_args(argv)
+    args.command = "python -m pipelines.meta.train " + " ".join(sys.argv[1:] if argv is None else argv)
+    return run_reporting_errors(lambda: _train(args))
+
+
+def _train(args: argparse.Namespace) -> int:
+    cfg = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
+    pool = load_pool(args.pool)
+    train_ids, val_ids = read_split(args.split, "train"), read_split(args.split, "val")
+    if train_ids & (read_split(args.split, "test") | val_ids):
+        raise VigilError(f"{args.split}: the train role shares identities with val or test")
+    train, val = pool.restrict(train_ids), pool.restrict(val_ids)
+    if not len(train.files) or not len(val.files):
+        raise VigilError(f"{args.pool}: holds no train or no val identities of {args.split}")
+    val_arrays = val_episodes(val, cfg)
+    if args.tune_tta:
+        return _tune_tta(args.tune_tta, val_arrays, pool.dim, cfg)
+    methods = METHODS if args.method == "all" else (args.method,)
+    out = Path(args.out)
+    trained: dict[str, Adapter] = {}
+    for method in methods:
+        adapter, history = train_method(method, train, val_arrays, cfg)
+        meta = {
+            "command": args.command,
+            "config": asdict(cfg),
+            "history": history,
+            "pool": str(args.pool),
+            "split": str(args.split),
+        }
+        trained[method] = replace(adapter, meta=meta)
+        save_adapter(out / f"{method}.npz", trained[method])
+        (out / f"{method}.json").write_text(json.dumps(meta, indent=1) + "\n")
+        print(
+            f"{method}: best val DIR@{cfg.val_far:g} {history['best_val']:.4f} after {history['rows']} rows, "
+            f"{history['seconds']} s"
+        )
+    if args.method == "all":
+        for row, base in PLAIN_FINE_TUNE.items():
+            adapter = plain_fine_tune(row, trained.get(base) if base else None, pool.dim, cfg)
+            save_adapter(
+                out / f"{row}.npz",
+                replace(adapter, meta={"command": args.command, "config": asdict(cfg), "base": base}),
+            )
+    return 0
+
+
+def _tune_tta(grid: str, val_arrays: list[EpisodeArrays], dim: int, cfg: TrainConfig) -> int:
+    """Plain test-time fine-tuning of the identity adapter on the val episodes, for each ``steps:lr`` of ``grid``."""
+    import torch
+
+    torch.set_num_threads(1)
+    plain = validate(Adapter(init_params(dim), "mean"), val_arrays, cfg.val_far)
+    print(f"identity, no tuning: val DIR@{cfg.val_far:g} {plain:.4f}")
+    for item in grid.split(","):
+        steps, lr = item.split(":")
+        tuned = replace(cfg, inner_steps=int(steps), inner_lr=float(lr))
+        score = validate(plain_fine_tune("mean_ft", None, dim, tuned), val_arrays, cfg.val_far)
+        print(f"steps {steps} lr {lr}: val DIR@{cfg.val_far:g} {score:.4f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
