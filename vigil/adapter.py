@@ -17,10 +17,10 @@ fine-tuning or null), ``train_identities`` (what it was trained on, checked agai
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -210,7 +210,8 @@ def save_adapter(path: Path, adapter: Adapter) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, meta=np.array(json.dumps(meta)), **adapter.params)
+    arrays: dict[str, Any] = {"meta": np.array(json.dumps(meta)), **adapter.params}
+    np.savez(tmp, **arrays)
     tmp.replace(path)
 
 

@@ -130,7 +130,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     wider.set_defaults(func=_handler("vigil.eval.wider"))
 
     fewshot = esub.add_parser("fewshot", help="open-set N-way K-shot watchlists on cached embeddings, per method and K")
-    fewshot.add_argument("--pool", type=Path, action="append", required=True, help="embedding cache (pipelines.meta.embed_cache); repeat")
+    fewshot.add_argument(
+        "--pool", type=Path, action="append", required=True, help="embedding cache (pipelines.meta.embed_cache); repeat"
+    )
     fewshot.add_argument("--split", type=Path, required=True, help="identity split JSON (pipelines.meta.splits)")
     fewshot.add_argument("--role", default="test", choices=("test", "val"), help="the split's identities to score on")
     fewshot.add_argument("--adapter", type=Path, action="append", help="adapter file (pipelines.meta.train); repeat")
@@ -140,7 +142,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     fewshot.add_argument("--episodes", type=int, default=500)
     fewshot.add_argument("--seed", type=int, default=0)
     fewshot.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
-    fewshot.add_argument("--min-face-px", type=float, default=20.0, help="narrower camera faces are not recognised (detector.min_face_px)")
+    fewshot.add_argument(
+        "--min-face-px",
+        type=float,
+        default=20.0,
+        help="narrower camera faces are not recognised (detector.min_face_px)",
+    )
     fewshot.add_argument("--json", type=Path, required=True)
     fewshot.set_defaults(func=_handler("vigil.eval.fewshot"))
 

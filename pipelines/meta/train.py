@@ -37,10 +37,10 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 import numpy as np
 
@@ -308,7 +308,8 @@ def train_method(
     start = as_adapter(method, state.params, cfg, train_ids, {})
     progress = Progress(start, validate(start, val_arrays, cfg.val_far), next_eval=cfg.eval_every_rows)
     progress.val.append((0, round(progress.best_score, 5)))
-    rows, losses, t0 = 0, [], time.monotonic()
+    rows, t0 = 0, time.monotonic()
+    losses: list[float] = []
     while rows < cfg.budget_rows and progress.since_best < cfg.patience:
         grads, used, loss = one_step(method, state, train, sampler, table, rng, cfg)
         for group in state.optimiser.param_groups:
@@ -351,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pool", type=Path, required=True, help="embedding cache holding the train and val identities")
     ap.add_argument("--split", type=Path, required=True)
-    ap.add_argument("--method", choices=METHODS + ("all",), default="all")
+    ap.add_argument(
+        "--method", default="all", help=f"all, or a comma-separated list of {', '.join(METHODS)} (trained in turn)"
+    )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument(
         "--tune-tta", help="STEPS:LR,...: only score the identity adapter with each test-time tuning on val"
@@ -361,6 +364,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.command = "python -m pipelines.meta.train " + " ".join(sys.argv[1:] if argv is None else argv)
     return run_reporting_errors(lambda: _train(args))
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """``all`` or a comma-separated list of :data:`METHODS` (order kept, repeats dropped)."""
+    if text == "all":
+        return METHODS
+    methods = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise VigilError(f"--method: expected 'all' or a comma-separated list of {', '.join(METHODS)}, got {text!r}")
+    return methods
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -375,7 +389,7 @@ def _train(args: argparse.Namespace) -> int:
     val_arrays = val_episodes(val, cfg)
     if args.tune_tta:
         return _tune_tta(args.tune_tta, val_arrays, pool.dim, cfg)
-    methods = METHODS if args.method == "all" else (args.method,)
+    methods = parse_methods(args.method)
     out = Path(args.out)
     trained: dict[str, Adapter] = {}
     for method in methods:
@@ -394,9 +408,9 @@ def _train(args: argparse.Namespace) -> int:
             f"{method}: best val DIR@{cfg.val_far:g} {history['best_val']:.4f} after {history['rows']} rows, "
             f"{history['seconds']} s"
         )
-    if args.method == "all":
-        for row, base in PLAIN_FINE_TUNE.items():
-            adapter = plain_fine_tune(row, trained.get(base) if base else None, pool.dim, cfg)
+    for row, base in PLAIN_FINE_TUNE.items():
+        if base is None or base in trained:  # the identity's row is written by every run, the control's with it
+            adapter = plain_fine_tune(row, trained[base] if base else None, pool.dim, cfg)
             save_adapter(
                 out / f"{row}.npz",
                 replace(adapter, meta={"command": args.command, "config": asdict(cfg), "base": base}),

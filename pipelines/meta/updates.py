@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
-from typing import Any
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from vigil.adapter import inner_adapt
 

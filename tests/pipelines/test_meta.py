@@ -23,6 +23,7 @@ from pipelines.meta.train import METHODS, TrainConfig, train_method, val_episode
 from pipelines.meta.updates import first_order_meta_gradient, reptile_direction, reptile_update
 from pipelines.recognizer.faces_dataset import validation_identities
 from tests.test_fewshot import synthetic_pool, write_split
+from vigil.errors import VigilError
 from vigil.eval.episodes import load_pool
 from vigil.types import Face
 
@@ -247,6 +248,38 @@ def test_train_cli_writes_every_method_and_the_plain_fine_tuning_rows(tmp_path):
     assert main(["--pool", str(pool_file), "--split", str(overlap), "--out", str(out)]) == 2
 
 
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("all", METHODS),
+        ("reptile", ("reptile",)),
+        ("fomaml, protonet,fomaml", ("fomaml", "protonet")),
+        ("protonet,maml", None),
+        (",", None),
+    ],
+)
+def test_method_list_keeps_order_and_refuses_unknown_names(text, expected):
+    from pipelines.meta.train import parse_methods
+    from vigil.errors import VigilError
+
+    if expected is None:
+        with pytest.raises(VigilError, match="--method"):
+            parse_methods(text)
+    else:
+        assert parse_methods(text) == expected
+
+
+def test_train_cli_with_some_methods_writes_only_their_rows(tmp_path):
+    from pipelines.meta.train import main
+
+    _, _, pool_file, split = _pools(tmp_path)
+    out = tmp_path / "run"
+    args = ["--pool", str(pool_file), "--split", str(split), "--out", str(out), "--method", "protonet"]
+    small = ["--budget-rows", "1000", "--eval-every-rows", "1000", "--n-way", "5", "--impostor-identities", "5"]
+    assert main(args + small + ["--val-episodes", "3"]) == 0
+    assert sorted(p.name for p in out.glob("*.npz")) == ["mean_ft.npz", "protonet.npz"]  # no control: no control row
+
+
 def test_lfw_check_compares_adapters_fold_by_fold(tmp_path):
     from pipelines.meta.lfw_check import compare
     from vigil.adapter import Adapter, init_params, save_adapter
@@ -254,7 +287,9 @@ def test_lfw_check_compares_adapters_fold_by_fold(tmp_path):
     rng = np.random.default_rng(0)
     first = rng.normal(size=(400, 8)).astype(np.float32)
     same = np.arange(400) % 2 == 0
-    second = np.where(same[:, None], first + 0.5 * rng.normal(size=(400, 8)), rng.normal(size=(400, 8))).astype(np.float32)
+    second = np.where(same[:, None], first + 0.5 * rng.normal(size=(400, 8)), rng.normal(size=(400, 8))).astype(
+        np.float32
+    )
     first /= np.linalg.norm(first, axis=1, keepdims=True)
     second /= np.linalg.norm(second, axis=1, keepdims=True)
     pairs = {"first": first, "second": second, "same": same, "fold": np.arange(400) // 40}
@@ -266,3 +301,25 @@ def test_lfw_check_compares_adapters_fold_by_fold(tmp_path):
     assert [r["method"] for r in rows] == ["mean", "protonet", "broken"]
     assert rows[1]["accuracy"] == rows[0]["accuracy"] and rows[1]["delta_accuracy"] == 0 and rows[1]["folds_worse"] == 0
     assert rows[2]["delta_accuracy"] < -0.1 and rows[2]["folds_worse"] >= 8
+
+
+def test_pool_pairs_pair_every_same_person_photo_pair_and_as_many_strangers(tmp_path):
+    from pipelines.meta.lfw_check import pool_pairs
+
+    path = synthetic_pool(tmp_path / "pool.npz", ids=12, photos=3, photos_of={0: 1, 1: 4})
+    pool = load_pool(path)
+    pairs = pool_pairs(pool, seed=1)
+    same_count = 10 * 3 + 0 + 6  # C(3,2) for ten people, none for the one-photo person, C(4,2)
+    assert pairs["same"].sum() == same_count and len(pairs["same"]) == 2 * same_count
+    rows = {tuple(v) for v in pool.clean}
+    assert all(tuple(v) in rows for v in pairs["first"]) and all(tuple(v) in rows for v in pairs["second"])
+    people_of = {tuple(v): n for v, n in zip(pool.clean, pool.identities)}
+    first = [people_of[tuple(v)] for v in pairs["first"]]
+    second = [people_of[tuple(v)] for v in pairs["second"]]
+    assert all((a == b) == s for a, b, s in zip(first, second, pairs["same"]))
+    fold_of_person: dict[str, set[int]] = {}
+    for person, fold in zip(first, pairs["fold"]):
+        fold_of_person.setdefault(person, set()).add(int(fold))
+    assert all(len(folds) == 1 for folds in fold_of_person.values())  # folds are folds of people
+    with pytest.raises(VigilError, match="two people"):
+        pool_pairs(pool.restrict({"syn:0"}))

@@ -14,9 +14,9 @@ The pool file (``.npz``, written by ``pipelines.meta.embed_cache``): ``files`` (
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable
 
 import numpy as np
 
@@ -154,13 +154,17 @@ class EpisodeSampler:
             support.append(photos[: geometry.k_shot])
             views = self._views[name][~np.isin(self._views[name][:, 0], photos[: geometry.k_shot])]
             take = views[rng.permutation(len(views))[: geometry.queries_per_identity]]
-            q_photo.append(take[:, 0]), q_view.append(take[:, 1]), q_label.append(np.full(len(take), label))
+            q_photo.append(take[:, 0])
+            q_view.append(take[:, 1])
+            q_label.append(np.full(len(take), label))
         on_list = set(listed)
         others = [n for n in self._names if n not in on_list and len(self._views[n])]
         for i in rng.permutation(len(others))[: geometry.impostor_identities]:
             views = self._views[others[i]]
             take = views[rng.permutation(len(views))[: geometry.impostor_queries_per_identity]]
-            q_photo.append(take[:, 0]), q_view.append(take[:, 1]), q_label.append(np.full(len(take), -1))
+            q_photo.append(take[:, 0])
+            q_view.append(take[:, 1])
+            q_label.append(np.full(len(take), -1))
         return Episode(
             tuple(listed),
             np.stack(support).astype(np.int64),
