@@ -129,6 +129,16 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     wider.add_argument("--json", type=Path, required=True)
     wider.set_defaults(func=_handler("vigil.eval.wider"))
 
+    _add_eval_fewshot(esub)
+
+    video = esub.add_parser("video", help="score alerts against a hand annotation of who appears when")
+    video.add_argument("--events", type=Path, required=True)
+    video.add_argument("--truth", type=Path, required=True)
+    video.add_argument("--json", type=Path)
+    video.set_defaults(func=_handler("vigil.eval.video"))
+
+
+def _add_eval_fewshot(esub: argparse._SubParsersAction) -> None:
     fewshot = esub.add_parser("fewshot", help="open-set N-way K-shot watchlists on cached embeddings, per method and K")
     fewshot.add_argument(
         "--pool", type=Path, action="append", required=True, help="embedding cache (pipelines.meta.embed_cache); repeat"
@@ -150,12 +160,6 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
     fewshot.add_argument("--json", type=Path, required=True)
     fewshot.set_defaults(func=_handler("vigil.eval.fewshot"))
-
-    video = esub.add_parser("video", help="score alerts against a hand annotation of who appears when")
-    video.add_argument("--events", type=Path, required=True)
-    video.add_argument("--truth", type=Path, required=True)
-    video.add_argument("--json", type=Path)
-    video.set_defaults(func=_handler("vigil.eval.video"))
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
