@@ -1,7 +1,8 @@
-"""Capture: latest-frame queue, fps cap, file source, camera reconnect against a real local RTSP server.
+"""Capture: latest-frame queue, fps cap, file source, camera reconnect against real local RTSP servers.
 
-The RTSP tests use tests/rtsp_server.py (Debian's ffmpeg + a small relay) and skip when ffmpeg is absent.
-Timeouts are shortened so the file runs in well under a minute.
+The RTSP tests use tests/rtsp_server.py (Debian's ffmpeg + a small relay) and skip when ffmpeg is absent, and
+GStreamer's RTSP server (tests/gst_rtsp_server.py: a process the tests freeze with SIGSTOP, and one with a password),
+skipped when it is not installed. Timeouts are shortened so the file runs in about a minute.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import numpy as np
 import pytest
 
 from vigil.capture import (
+    AUTH_FAILED,
     FFMPEG_OPTIONS_ENV,
+    STALLED,
+    UP,
     CameraSource,
     FilePacer,
     FileSource,
@@ -377,7 +381,8 @@ def test_rtsp_stalled_stream_is_abandoned_by_the_watchdog(rtsp_server, started) 
     assert cam.get(timeout_s=10.0) is not None
     rtsp_server.freeze()
     assert wait_until(lambda: cam.stats().stalls >= 1, timeout_s=5.0), cam.stats()
-    assert cam.stats().last_error == "stalled: no frame for 1.5 s"
+    assert cam.stats().last_error == "stalled: no good frame for 1.5 s"
+    assert cam.stats().state == STALLED
     rtsp_server.freeze(False)
     _drain(cam)
     assert cam.get(timeout_s=8.0) is not None, "frames did not resume after the stall"
@@ -403,3 +408,101 @@ def test_rtsp_dead_camera_does_not_block_live_one(rtsp_server, started) -> None:
     t0 = time.monotonic()
     assert dead.stop(1.0) and live.stop(1.0)
     assert time.monotonic() - t0 < 2.0
+
+
+# ---- GStreamer's RTSP server: a frozen process, a password ------------------------------------------------------
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory, shared_data) -> Path:
+    """The Hamilton clip's video track looped 12 times (2 minutes; each RTSP client plays it from the start)."""
+    import subprocess
+
+    from gst_rtsp_server import gst_rtsp_available
+
+    reason = gst_rtsp_available() or (None if shutil.which("ffmpeg") else "ffmpeg not installed")
+    if reason:
+        pytest.skip(reason)
+    path = tmp_path_factory.mktemp("gst") / "long.mp4"
+    clip = shared_data(*CLIP)
+    command = ["ffmpeg", "-loglevel", "error", "-stream_loop", "11", "-i", str(clip), "-an", "-c", "copy", str(path)]
+    subprocess.run(command, check=True, timeout=120)
+    return path
+
+
+@pytest.fixture
+def gst_server(long_clip: Path) -> Iterator[Callable[..., object]]:
+    """Factory for GStreamer RTSP servers on free ports; each is killed at teardown."""
+    from gst_rtsp_server import GstRtspServer
+    from rtsp_server import free_tcp_port
+
+    servers: list[GstRtspServer] = []
+
+    def make(**kwargs) -> GstRtspServer:
+        server = GstRtspServer(long_clip, free_tcp_port(), **kwargs)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.kill()
+
+
+def test_a_frozen_server_is_a_stall_within_the_stall_timeout_despite_stray_frames(gst_server, started) -> None:
+    """SIGSTOP: OpenCV returns one stale frame after each read timeout (2 s here). Those used to reset the watchdog,
+    so the freeze was noticed only when a read failed (about 3 read timeouts); now only good frames count."""
+    server = gst_server()
+    cam = started(camera("frozen", server.url, read_timeout_s=2.0, stall_timeout_s=3.0), ReconnectConfig())
+    assert cam.get(timeout_s=15.0) is not None
+    assert wait_until(lambda: cam.stats().state == UP, timeout_s=5.0)
+    _drain(cam)
+    server.freeze()
+    frozen = time.monotonic()
+    assert wait_until(lambda: cam.stats().stalls >= 1, timeout_s=3.0 + 1.0 + 0.5), cam.stats()
+    detected_s = time.monotonic() - frozen
+    print(f"\nstall detected {detected_s:.2f} s after the freeze (stall timeout 3 s, read timeout 2 s)")
+    assert detected_s <= 3.0 + 1.0
+    assert cam.stats().state == STALLED
+    time.sleep(2.0)
+    assert cam.stats().state == STALLED, "the status must stay STALLED while the outage lasts"
+    server.thaw()
+    thawed = time.monotonic()
+    assert wait_until(lambda: cam.stats().state == UP, timeout_s=8.0), cam.stats()
+    print(f"frames flowing {time.monotonic() - thawed:.2f} s after the server resumed")
+
+
+def test_frames_held_back_by_a_short_freeze_are_dropped_as_late(gst_server, started) -> None:
+    """A 3 s freeze (shorter than the stall timeout): the server then sends the 3 s it held back in a burst. Frames
+    more than max_frame_age_s (1 s) behind the stream's clock are counted as late and never queued."""
+    server = gst_server()
+    cam = started(camera("burst", server.url, read_timeout_s=5.0, stall_timeout_s=10.0, max_frame_age_s=1.0,
+                         queue_size=64), ReconnectConfig())  # fmt: skip
+    assert cam.get(timeout_s=15.0) is not None
+    time.sleep(1.0)
+    _drain(cam)
+    server.freeze()
+    time.sleep(3.0)
+    server.thaw()
+    assert wait_until(lambda: cam.stats().frames_late >= 30, timeout_s=5.0), cam.stats()
+    time.sleep(1.0)
+    stats = cam.stats()
+    delivered = [frame.mono_ts_s for frame in iter(lambda: cam.get(0.0), None)]
+    print(f"\nafter a 3 s freeze: {stats.frames_late} late frames dropped, {len(delivered)} queued")
+    assert stats.stalls == 0 and stats.state == UP
+    assert 30 <= stats.frames_late <= 3 * 30  # about 2 s of a ~25-30 fps stream (3 s minus the 1 s allowed)
+
+
+@pytest.mark.parametrize("auth", ["basic", "digest"])
+def test_a_wrong_password_is_recognised_and_retried_slowly(gst_server, started, auth: str) -> None:
+    """Cameras lock an account after a few failed logins: one refusal is reported as an authentication failure and
+    not retried for auth_initial_backoff_s (300 s by default), instead of every few seconds ("cannot open")."""
+    server = gst_server(user="admin", password="right-one", auth=auth)
+    cam = started(camera("locked", server.url_with("admin", "wrong")), ReconnectConfig())
+    assert wait_until(lambda: cam.stats().auth_failures >= 1, timeout_s=15.0), cam.stats()
+    time.sleep(6.0)  # the old policy retried 9 times in 23 s
+    stats = cam.stats()
+    assert stats.state == AUTH_FAILED and stats.auth_failures == 1, stats
+    assert stats.last_error == "authentication failed (RTSP 401 Unauthorized)"
+    assert server.count(401) <= 4  # one DESCRIBE without credentials and one with, by the check and by FFmpeg once
+    assert "wrong" not in stats.last_error
+    good = started(camera("unlocked", server.url_with("admin", "right-one")), ReconnectConfig())
+    assert good.get(timeout_s=15.0) is not None, "the right password must still open the stream"
