@@ -20,14 +20,17 @@ import threading
 import time
 from pathlib import Path
 
-from vigil.capture import CameraSource, CameraStats
+from vigil.alerts import AlertDispatcher
+from vigil.alerts.outbox import OutboxStatus
+from vigil.capture import UP, CameraSource, CameraStats
 from vigil.config import VigilConfig, load_config
 from vigil.errors import ConfigError
+from vigil.filemode import file_creation_mode, readable_by_others
 from vigil.live import LiveHub
 from vigil.live_publish import LivePublisher
 from vigil.pipeline import WatchPipeline
 from vigil.redact import mask_url
-from vigil.runtime import LoadedModels, build_pipeline, enroll
+from vigil.runtime import LoadedModels, build_pipeline, check_inputs, enroll
 from vigil.server.context import ServiceInfo
 from vigil.server.runner import ServerThread, is_loopback, refuse_open_without_users
 from vigil.store.audit import AuditLog
@@ -49,10 +52,18 @@ def run_cli(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: watchlist: no watchlist given (set it in the config or pass --watchlist)")
     if not config.cameras:
         raise ConfigError(f"{args.config}: cameras: no camera configured")
+    check_inputs(config, watchlist)  # data_dir, the watchlist and its photos: a refusal writes nothing
+    if config.data_access == "private" and readable_by_others(config.data_dir):
+        log.warning("data_dir %s is readable by other users: chmod 700 it (vigil creates it 0700)", config.data_dir)
+    with file_creation_mode(config.data_access):
+        return _run(config, watchlist, str(args.config))
+
+
+def _run(config: VigilConfig, watchlist: Path, config_path: str) -> int:
     db = Database.in_data_dir(config.data_dir)
     if config.server.enabled:  # before the models load: a refusal should cost no time
-        refuse_open_without_users(config.server, UserStore(db).count(), str(args.config))
-    runtime = build_pipeline(config, watchlist)
+        refuse_open_without_users(config.server, UserStore(db).count(), config_path)
+    runtime = build_pipeline(config, watchlist)  # refuses a watchlist that enrols nobody
     pipeline, analyzer, models = runtime.pipeline, runtime.analyzer, runtime.models
     hub = LiveHub()
 
@@ -173,17 +184,39 @@ def serve(
         if now >= next_status:
             for source in sources:
                 log_status(source.stats())
+            sink = getattr(pipeline, "sink", None)
+            if isinstance(sink, AlertDispatcher):
+                for outbox in sink.outbox_statuses():
+                    log_outbox(outbox)
             next_status = now + config.status_interval_s
 
 
 def log_status(stats: CameraStats) -> None:
-    state = "up" if stats.connected else "DOWN"
-    logging.getLogger(f"vigil.camera.{stats.name}").info(
-        "%s fps=%.1f read=%d dropped=%d reconnects=%d%s",
-        state,
+    """One line per camera: its state (up, STALLED, AUTH-FAILED, DOWN) and counters; a warning unless up."""
+    logging.getLogger(f"vigil.camera.{stats.name}").log(
+        logging.INFO if stats.state == UP else logging.WARNING,
+        "%s fps=%.1f read=%d dropped=%d late=%d reconnects=%d%s",
+        stats.state,
         stats.fps,
         stats.frames_read,
         stats.frames_dropped,
+        stats.frames_late,
         stats.reconnects,
-        f" last_error={stats.last_error}" if stats.last_error and not stats.connected else "",
+        f" last_error={stats.last_error}" if stats.last_error and stats.state != UP else "",
+    )
+
+
+def log_outbox(status: OutboxStatus) -> None:
+    """One line per outbox-delivered sink: rows waiting and given up, and whether its receiver is down."""
+    down = status.receiver_down_s is not None
+    trouble = down or status.dead > 0
+    log.log(
+        logging.WARNING if trouble else logging.INFO,
+        "alerts %s: %s pending=%d dead=%d delivered=%d%s",
+        status.channel,
+        f"receiver DOWN for {status.receiver_down_s:.0f} s" if status.receiver_down_s is not None else "up",
+        status.pending,
+        status.dead,
+        status.delivered,
+        " (re-send the dead ones: vigil outbox retry)" if status.dead else "",
     )
