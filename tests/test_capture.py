@@ -255,6 +255,70 @@ def test_file_source_truncated_file_stops_with_a_warning(clip: Path, tmp_path: P
     )
 
 
+def corrupt_clip(clip: Path, folder: Path, start: float = 0.4, end: float = 0.55) -> Path:
+    """60 frames of the clip (GOP 10), with the bytes from ``start`` to ``end`` of the file overwritten by noise."""
+    import subprocess
+
+    whole = folder / "s60.mp4"
+    command = ["ffmpeg", "-loglevel", "error", "-y", "-i", str(clip), "-frames:v", "60", "-an", "-c:v", "libx264",
+               "-g", "10", "-pix_fmt", "yuv420p", str(whole)]  # fmt: skip
+    subprocess.run(command, check=True, timeout=120)
+    data = bytearray(whole.read_bytes())
+    a, b = int(len(data) * start), int(len(data) * end)
+    data[a:b] = np.random.default_rng(0).integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    damaged = folder / "c60.mp4"
+    damaged.write_bytes(bytes(data))
+    return damaged
+
+
+def ffprobe_frames(path: Path) -> int:
+    import subprocess
+
+    command = ["ffprobe", "-v", "quiet", "-count_frames", "-select_streams", "v:0", "-show_entries",
+               "stream=nb_read_frames", "-of", "csv=p=0", str(path)]  # fmt: skip
+    return int(subprocess.run(command, check=True, capture_output=True, text=True, timeout=120).stdout.strip())
+
+
+@needs_ffmpeg
+def test_file_source_reads_past_a_corrupt_section_and_says_what_it_skipped(clip: Path, tmp_path: Path) -> None:
+    """Issue 26, defect 5: OpenCV's read fails on the first corrupt packet and went on failing for 10 reads; the file
+    used to end there (29 of 60 frames, exit 0) although FFmpeg decodes 49-50."""
+    damaged = corrupt_clip(clip, tmp_path)
+    with FileSource(damaged) as video:
+        frames = [(frame.index, frame.video_ts_s) for frame in video.frames()]
+        damage = video.damage()
+    indices = [index for index, _ in frames]
+    assert len(frames) >= ffprobe_frames(damaged) - 1, (len(frames), ffprobe_frames(damaged))
+    assert indices == sorted(set(indices)) and indices[-1] == 59  # in order, numbered by their place in the file
+    gaps = [(a + 1, b - 1) for a, b in zip(indices, indices[1:]) if b > a + 1]
+    assert (
+        gaps
+        and damage
+        == f"{60 - len(frames)} of 60 frames did not decode ("
+        + ", ".join(f"frames {first}-{last}" if last > first else f"frame {first}" for first, last in gaps)
+        + ")"
+    )
+    assert all(ts == pytest.approx(index / video.fps) for index, ts in frames)
+
+
+@pytest.mark.parametrize("offset_s", [0.0, 12.5])
+def test_file_frames_carry_the_videos_own_time(clip: Path, offset_s: float) -> None:
+    """`vigil process` clocks (track age, cooldown) run on video time: mono_ts_s = offset + position in the file,
+    whatever the machine's speed; end_ts_s is where the next file's clock starts."""
+    with FileSource(clip, clock_offset_s=offset_s) as video:
+        frames = [(frame.index, frame.mono_ts_s, frame.video_ts_s) for frame in video.frames()]
+    assert all(mono == pytest.approx(offset_s + index / video.fps) for index, mono, _ in frames)
+    assert all(mono - offset_s == pytest.approx(ts) for _, mono, ts in frames)
+    assert video.end_ts_s == pytest.approx(CLIP_FRAMES / video.fps) and video.damage() is None
+
+
+@pytest.mark.parametrize(("count", "next_index", "budget"), [(60, 29, 47), (60, 60, 16), (60, 70, 16), (None, 5, 300)])
+def test_read_failure_budget(count: int | None, next_index: int, budget: int) -> None:
+    from vigil.capture import read_failure_budget
+
+    assert read_failure_budget(count, next_index) == budget
+
+
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
@@ -411,25 +475,8 @@ def test_rtsp_dead_camera_does_not_block_live_one(rtsp_server, started) -> None:
 
 
 # ---- GStreamer's RTSP server: a frozen process, a password ------------------------------------------------------
-@pytest.fixture(scope="module")
-def long_clip(tmp_path_factory, shared_data) -> Path:
-    """The Hamilton clip's video track looped 12 times (2 minutes; each RTSP client plays it from the start)."""
-    import subprocess
-
-    from gst_rtsp_server import gst_rtsp_available
-
-    reason = gst_rtsp_available() or (None if shutil.which("ffmpeg") else "ffmpeg not installed")
-    if reason:
-        pytest.skip(reason)
-    path = tmp_path_factory.mktemp("gst") / "long.mp4"
-    clip = shared_data(*CLIP)
-    command = ["ffmpeg", "-loglevel", "error", "-stream_loop", "11", "-i", str(clip), "-an", "-c", "copy", str(path)]
-    subprocess.run(command, check=True, timeout=120)
-    return path
-
-
 @pytest.fixture
-def gst_server(long_clip: Path) -> Iterator[Callable[..., object]]:
+def gst_server(looped_clip: Path) -> Iterator[Callable[..., object]]:
     """Factory for GStreamer RTSP servers on free ports; each is killed at teardown."""
     from gst_rtsp_server import GstRtspServer
     from rtsp_server import free_tcp_port
@@ -437,7 +484,7 @@ def gst_server(long_clip: Path) -> Iterator[Callable[..., object]]:
     servers: list[GstRtspServer] = []
 
     def make(**kwargs) -> GstRtspServer:
-        server = GstRtspServer(long_clip, free_tcp_port(), **kwargs)
+        server = GstRtspServer(looped_clip, free_tcp_port(), **kwargs)
         server.start()
         servers.append(server)
         return server

@@ -1,18 +1,28 @@
-"""`vigil doctor [--config C]`: execution providers, model checksums, and whether each camera opens in time."""
+"""`vigil doctor [--config C]`: execution providers, model checksums, and whether each camera opens in time.
+
+``--config`` given and missing is an error (exit 2), not a pass; without ``--config``, ``config.yaml`` in the current
+folder is checked when there is one, else the built-in defaults (said so on the first line).
+"""
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from vigil.errors import VigilError
 from vigil.models import ModelRegistry, verify_checksum
 from vigil.redact import mask_url
+from vigil.rtsp_probe import is_plain_rtsp, probe_rtsp
 from vigil.runtime import load_config_or_default
+
+DEFAULT_CONFIG = Path("config.yaml")
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    config = load_config_or_default(args.config if args.config.exists() else None)
+    path = args.config if args.config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    config = load_config_or_default(path)  # a --config that does not exist is a ConfigError (exit 2)
+    print(f"config: {path}" if path is not None else "config: none given and no ./config.yaml: the built-in defaults")
     problems = check_providers() + check_models() + check_cameras(config)
     print("doctor: all checks passed" if not problems else f"doctor: {problems} problem(s) found")
     return 0 if not problems else 1
@@ -64,12 +74,17 @@ def check_cameras(config) -> int:
     problems = 0
     for camera in config.cameras:
         start = time.monotonic()
-        capture = open_capture(camera.source, camera.open_timeout_s, camera.read_timeout_s)
+        probe = probe_rtsp(str(camera.source), camera.open_timeout_s) if is_plain_rtsp(camera.source) else None
+        capture = None
+        if probe is None or not probe.auth_failed:  # a refused password is not tried twice (camera lockouts)
+            capture = open_capture(camera.source, camera.open_timeout_s, camera.read_timeout_s)
         ok = capture is not None and capture.read()[0]
         took = time.monotonic() - start
         if capture is not None:
             capture.release()
         status = "ok" if ok else f"FAIL: no frame within {camera.open_timeout_s:.0f}+{camera.read_timeout_s:.0f} s"
+        if not ok and probe is not None and probe.refusal is not None:
+            status = f"FAIL: {probe.describe()}"
         print(f"camera {camera.name} ({mask_url(camera.source)}): {status} ({took:.1f} s)")
         problems += 0 if ok else 1
     return problems
