@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except VigilError as exc:
-        print(f"vigil: error: {exc}", file=sys.stderr)
+        one_line = str(exc).replace("\r", "\\r").replace("\n", "\\n")  # a key or value may hold a line break
+        print(f"vigil: error: {one_line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vigil: interrupted", file=sys.stderr)

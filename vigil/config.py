@@ -11,11 +11,11 @@ import os
 import re
 from datetime import time as clock_time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from vigil.errors import ConfigError
 
@@ -27,7 +27,28 @@ WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun"
 
 
 class StrictModel(BaseModel):
+    """Unknown keys rejected, and no true/false where a number or text is expected (pydantic would read ``true``
+    as 1: a ``conf_threshold: true`` or ``source: true`` is a mistake, not a value)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if (
+            isinstance(value, bool)
+            and info.field_name
+            and not _accepts_bool(cls.model_fields[info.field_name].annotation)
+        ):
+            raise ValueError(f"expected a number or text, got {str(value).lower()}")
+        return value
+
+
+def _accepts_bool(annotation: Any) -> bool:
+    """Whether a field's type includes ``bool`` itself (``bool``, ``bool | None``, ``Any``)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_accepts_bool(arg) for arg in get_args(annotation) if arg is not type(None))
 
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -69,8 +90,8 @@ class CameraConfig(StrictModel):
     @classmethod
     def _source_not_empty(cls, value: str | int) -> str | int:
         if isinstance(value, int):
-            if value < 0:
-                raise ValueError("device index must be >= 0")
+            if not 0 <= value <= 255:
+                raise ValueError(f"device index must be 0-255, got {value}")
             return value
         if not value.strip():
             raise ValueError("must not be empty")
@@ -425,18 +446,27 @@ def _format_location(loc: tuple) -> str:
     return "".join(parts)
 
 
+MAX_YAML_BYTES = 4 * 1024 * 1024  # a config or watchlist larger than this is not one (and would be slow to parse)
+
+
 def read_yaml_mapping(path: Path, what: str) -> dict:
-    """Read a YAML file that must hold a mapping; ConfigError with one line otherwise."""
+    """Read a YAML file that must hold a mapping; ConfigError with one line otherwise (missing, too large, not UTF-8,
+    not YAML, nested too deeply for the parser, not a mapping)."""
     if not path.is_file():
         raise ConfigError(f"{path}: {what} file not found")
     try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: {what} file too large ({path.stat().st_size} bytes, limit {MAX_YAML_BYTES})")
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ConfigError(f"{path}: {where}not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{path}: {where}not valid YAML ({problem})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read {what} file ({exc})") from None
+        raise ConfigError(f"{path}: cannot read {what} file ({' '.join(str(exc).split())})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
