@@ -72,6 +72,7 @@ _PROBE_TIMEOUT_S = 0.5
 _FPS_WINDOW_S = 5.0  # stats().fps is measured over this many recent seconds
 _REMIND_S = 60.0  # while a camera stays down, one warning per this many seconds (DEBUG in between)
 _FILE_FPS_FALLBACK = 25.0  # a file camera whose container reports no usable frame rate is played at this rate
+_RECHECK_UNREACHABLE_S = 300.0  # a camera the RTSP check calls unreachable is still handed to OpenCV this often
 _RECHECK_FRAMES = 16  # after a failed read, number this many frames by their timestamps (the decoder's delay)
 
 
@@ -305,6 +306,9 @@ class CameraSource:
         self._last_warning_mono_s = float("-inf")
         self._probe_enabled = True  # the RTSP check before each open (off once OpenCV contradicted it)
         self._refusals_confirmed: set[str] = set()  # kinds of refusal (ProbeResult.refusal) OpenCV agreed with
+        self._unreachable_checked_mono_s = (
+            time.monotonic()
+        )  # when OpenCV last tried a camera the check calls unreachable
 
     @property
     def name(self) -> str:
@@ -405,7 +409,8 @@ class CameraSource:
         self._down_since_mono_s = down_since
         down_s = now - down_since
         if went_down or now - self._last_warning_mono_s >= _REMIND_S:
-            self.log.warning("camera %s: %s (down %.0f s, retrying)", self.name, mask_url(error), down_s)
+            source = mask_url(self.camera.source)
+            self.log.warning("camera %s: %s (down %.0f s, retrying %s)", self.name, mask_url(error), down_s, source)
             self._last_warning_mono_s = now
         else:
             self.log.debug("camera %s: %s (down %.0f s)", self.name, mask_url(error), down_s)
@@ -423,7 +428,10 @@ class CameraSource:
             return
         deadline = time.monotonic() + delay_s
         while not self._stop.wait(min(_PROBE_INTERVAL_S, max(deadline - time.monotonic(), 0.0))):
-            if time.monotonic() >= deadline or tcp_reachable(endpoint):
+            if time.monotonic() >= deadline:
+                return
+            if tcp_reachable(endpoint):
+                self.log.debug("camera %s: the port accepts connections again: retrying now", self.name)
                 return
 
     # ---- reader ----
@@ -444,15 +452,19 @@ class CameraSource:
     def _open(self, session: _Session):
         """Open the capture (its failure is logged by the supervisor, once per outage).
 
-        An ``rtsp://`` camera is asked first (:func:`vigil.rtsp_probe.probe_rtsp`, one DESCRIBE): when it refuses
-        (wrong password, no such stream, no answer) OpenCV is not asked to log in again. The first refusal of each
-        kind is checked by opening anyway; if OpenCV then opens the stream, the check is not used for this camera
-        again (a camera whose RTSP dialect the check misreads still works, at one extra login per open).
+        An ``rtsp://`` camera is asked first (:func:`vigil.rtsp_probe.probe_rtsp`, one DESCRIBE), and OpenCV is not
+        asked to open what the check says it cannot: a wrong password is not tried twice (camera lockouts), and a
+        closed port or a server that does not answer does not hold OpenCV's FFmpeg open lock. That lock is process-wide
+        (measured: while one camera's open waited out its 5 s timeout on a silent port, a killed camera's refused
+        connection took 4.5 s to report and a returning camera's open 6 s instead of 2). Trust is checked, not
+        assumed: the first wrong-password or error-status refusal is verified by opening anyway, and a camera the
+        check has found unreachable for ``_RECHECK_UNREACHABLE_S`` is handed to OpenCV once more; if OpenCV opens
+        the stream, the check is switched off for this camera.
         """
         source, cam = self.camera.source, self.camera
         probe = self._probe()
         refusal = probe.refusal if probe is not None else None
-        if probe is not None and refusal in self._refusals_confirmed:
+        if probe is not None and refusal is not None and self._trust(refusal):
             return self._refused(session, probe)
         capture = open_capture(source, cam.open_timeout_s, cam.read_timeout_s, self.log, logging.DEBUG)
         if probe is not None and refusal is not None:
@@ -473,6 +485,16 @@ class CameraSource:
             reconnected = session.number > 0
             self._stats = replace(self._stats, connected=True, reconnects=self._stats.reconnects + reconnected)
         return capture
+
+    def _trust(self, refusal: str) -> bool:
+        """Whether a refusal of this kind (ProbeResult.refusal) is taken without asking OpenCV (see ``_open``)."""
+        if refusal != "unreachable":
+            return refusal in self._refusals_confirmed
+        now = time.monotonic()
+        if now - self._unreachable_checked_mono_s < _RECHECK_UNREACHABLE_S:
+            return True
+        self._unreachable_checked_mono_s = now
+        return False
 
     def _probe(self) -> ProbeResult | None:
         if not self._probe_enabled or not is_plain_rtsp(self.camera.source):
