@@ -93,6 +93,19 @@ class VigilRun:
         assert found, f"no line matching {pattern!r} within {timeout_s} s; last lines:\n{self.tail()}"
         return found[0]
 
+    def health(self) -> dict:
+        """The API's ``/api/v1/health`` answer (its address is taken from the log)."""
+        import urllib.request
+
+        at = self.first(r"API on http://127\.0\.0\.1:\d+/api/v1")
+        assert at is not None, "the API did not start"
+        with self._lock:
+            line = next(line for t, line in self.lines if t == at and "API on" in line)
+        url = re.search(r"(http://127\.0\.0\.1:\d+/api/v1)", line).group(1) + "/health"  # type: ignore[union-attr]
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url, timeout=10) as answer:
+            return json.loads(answer.read())
+
     def tail(self, count: int = 30) -> str:
         with self._lock:
             return "\n".join(line for _, line in self.lines[-count:])
@@ -160,6 +173,7 @@ def write_config(folder: Path, watchlist: Path, cameras: list[dict], webhook: di
         "detector": {"imgsz": 320},
         "rules": rules or {},
         "alerts": {"console": True, "sqlite": True, "snapshots": False, "webhook": webhook},
+        "server": {"listen": "127.0.0.1:0"},  # the API on a free port: its health answer is checked too
     }
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")

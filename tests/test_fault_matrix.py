@@ -138,6 +138,7 @@ def _play_camera_faults(run, killed5, killed60, frozen, late, silent, silent_por
     stalled = run.wait_for(r"camera frozen: stalled: no good frame for 10\.0 s", 20.0, after=t0) - t0
     status = run.wait_for(r"vigil\.camera\.frozen: STALLED ", 5.0, after=t0) - t0
     assert stalled <= STALL_TIMEOUT_S + 1.0, stalled
+    assert wait_until(lambda: "camera frozen STALLED" in run.health()["problems"], 4.0), run.health()
     time.sleep(max(0.0, t0 + 15.0 - time.monotonic()))
     frozen.thaw()
     thawed_back = _back(run, "frozen", run.mark("SIGCONT frozen"))
@@ -232,12 +233,17 @@ def _receiver_faults(run: VigilRun, receiver: Receiver, db: Path, measurements: 
         receiver.stop() if fault == "down" else receiver.set_mode(fault)
         assert _new_alerts(db, 2, 60.0), f"no alert during the {fault} outage: {run.tail()}"
         time.sleep(max(0.0, began + outage_s - time.monotonic()))
+        health_during_outage = run.health()
         waiting = len(stored_ids(db) - receiver.keys)
         receiver.start() if fault == "down" else receiver.set_mode("ok")
         back = time.monotonic()
         assert _delivered_exactly(receiver, db, 30.0), (fault, receiver.keys, stored_ids(db))
         caught_up = time.monotonic() - back
         dead_seen = run.first(r"alerts webhook: receiver DOWN .* dead=[1-9]", after=began) is not None
+        if dead_seen and fault == "down":  # given-up rows are in the API's health answer too, until re-sent
+            health = health_during_outage
+            assert health["outboxes"]["outbox"]["dead"] >= 1, health
+            assert any("outbox deliveries given up" in problem for problem in health["problems"]), health
         measurements.add(f"receiver {fault} {time.monotonic() - began - caught_up:.0f} s", waiting=waiting,
                          caught_up_s=round(caught_up, 2), given_up_rows_shown=dead_seen,
                          delivered=len(receiver.keys), stored=len(stored_ids(db)))  # fmt: skip

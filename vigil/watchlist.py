@@ -38,8 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from vigil.config import format_validation_error, read_yaml_mapping
 from vigil.errors import ConfigError, VigilError
-from vigil.live import PhotoVerdict
 from vigil.imagefile import decode_image, image_problem
+from vigil.live import PhotoVerdict
 from vigil.types import ListKind, Observation, Person
 
 PERSON_ID_PATTERN = r"^[a-z0-9_-]+$"
@@ -77,13 +77,14 @@ class WatchlistFile(BaseModel):
 class Watchlist:
     path: Path
     people: list[PersonEntry]
-    photo_dirs: tuple[Path, ...] = ()  # resolved folders photos may come from besides the watchlist's own
+    photo_dirs: tuple[Path, ...] = ()  # folders photos may come from besides the watchlist's own, as written
 
     def photo_path(self, photo: Path) -> Path:
         return photo if photo.is_absolute() else self.path.parent / photo
 
     def allowed_dirs(self) -> tuple[Path, ...]:
-        return (self.path.parent.resolve(), *self.photo_dirs)
+        """The watchlist's folder and its ``photo_dirs``, resolved (symbolic links followed)."""
+        return tuple(self.photo_path(folder).resolve() for folder in (Path("."), *self.photo_dirs))
 
 
 def load_watchlist(path: Path | str) -> Watchlist:
@@ -95,8 +96,7 @@ def load_watchlist(path: Path | str) -> Watchlist:
         parsed = WatchlistFile.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(str(path), exc)) from None
-    dirs = tuple((d if d.is_absolute() else path.parent / d).resolve() for d in parsed.photo_dirs)
-    watchlist = Watchlist(path=path, people=list(parsed.people), photo_dirs=dirs)
+    watchlist = Watchlist(path=path, people=list(parsed.people), photo_dirs=tuple(parsed.photo_dirs))
     problem = photo_outside(watchlist)
     if problem:
         raise ConfigError(f"{path}: {problem}")

@@ -230,6 +230,13 @@ class EventStore:
     def cameras(self) -> list[str]:
         return [row[0] for row in self.db.conn().execute("SELECT DISTINCT camera FROM alerts ORDER BY camera")]
 
+    def outbox_counts_by_table(self) -> dict[str, dict[str, int]]:
+        """Every outbox table (any sink delivered from an outbox) with its rows by state."""
+        from vigil.alerts.outbox import outbox_tables, table_counts
+
+        conn = self.db.conn()
+        return {table: table_counts(conn, table) for table in outbox_tables(conn)}
+
     def outbox_counts(self) -> dict[str, int]:
         """Webhook outbox rows by state (all 0 when no webhook was ever configured)."""
         conn = self.db.conn()
