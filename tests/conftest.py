@@ -39,3 +39,24 @@ def looped_clip(tmp_path_factory, shared_data):
     command = ["ffmpeg", "-loglevel", "error", "-stream_loop", "20", "-i", str(clip), "-an", "-c", "copy", str(path)]
     subprocess.run(command, check=True, timeout=120)
     return path
+
+
+@pytest.fixture
+def gst_servers(looped_clip):
+    """Factory for GStreamer RTSP servers on free ports serving ``looped_clip`` (``start=False``: the port is chosen,
+    the server started later); every one is killed at teardown."""
+    from gst_rtsp_server import GstRtspServer
+    from rtsp_server import free_tcp_port
+
+    made: list[GstRtspServer] = []
+
+    def make(start: bool = True, **kwargs) -> GstRtspServer:
+        server = GstRtspServer(looped_clip, free_tcp_port(), **kwargs)
+        if start:
+            server.start()
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.kill()

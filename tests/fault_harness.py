@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 MEASUREMENTS_ENV = "VIGIL_FAULT_MATRIX_JSON"
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.1) -> bool:
+def wait_until(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.02) -> bool:
+    """True as soon as ``condition()`` is, False if it is not after ``timeout_s`` (checked every ``poll_s``)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.fault_harness import wait_until
 from vigil.capture import (
     AUTH_FAILED,
     FFMPEG_OPTIONS_ENV,
@@ -42,15 +43,6 @@ FAST_RETRY = ReconnectConfig(initial_backoff_s=0.05, max_backoff_s=0.2)
 needs_ffmpeg = pytest.mark.skipif(
     shutil.which("ffmpeg") is None, reason="ffmpeg not installed (apt-get install ffmpeg): no local RTSP server"
 )
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(poll_s)
-    return condition()
 
 
 def camera(name: str, source: str | int, **overrides) -> CameraConfig:
@@ -475,29 +467,10 @@ def test_rtsp_dead_camera_does_not_block_live_one(rtsp_server, started) -> None:
 
 
 # ---- GStreamer's RTSP server: a frozen process, a password ------------------------------------------------------
-@pytest.fixture
-def gst_server(looped_clip: Path) -> Iterator[Callable[..., object]]:
-    """Factory for GStreamer RTSP servers on free ports; each is killed at teardown."""
-    from gst_rtsp_server import GstRtspServer
-    from rtsp_server import free_tcp_port
-
-    servers: list[GstRtspServer] = []
-
-    def make(**kwargs) -> GstRtspServer:
-        server = GstRtspServer(looped_clip, free_tcp_port(), **kwargs)
-        server.start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.kill()
-
-
-def test_a_frozen_server_is_a_stall_within_the_stall_timeout_despite_stray_frames(gst_server, started) -> None:
+def test_a_frozen_server_is_a_stall_within_the_stall_timeout_despite_stray_frames(gst_servers, started) -> None:
     """SIGSTOP: OpenCV returns one stale frame after each read timeout (2 s here). Those used to reset the watchdog,
     so the freeze was noticed only when a read failed (about 3 read timeouts); now only good frames count."""
-    server = gst_server()
+    server = gst_servers()
     cam = started(camera("frozen", server.url, read_timeout_s=2.0, stall_timeout_s=3.0), ReconnectConfig())
     assert cam.get(timeout_s=15.0) is not None
     assert wait_until(lambda: cam.stats().state == UP, timeout_s=5.0)
@@ -517,10 +490,10 @@ def test_a_frozen_server_is_a_stall_within_the_stall_timeout_despite_stray_frame
     print(f"frames flowing {time.monotonic() - thawed:.2f} s after the server resumed")
 
 
-def test_frames_held_back_by_a_short_freeze_are_dropped_as_late(gst_server, started) -> None:
+def test_frames_held_back_by_a_short_freeze_are_dropped_as_late(gst_servers, started) -> None:
     """A 3 s freeze (shorter than the stall timeout): the server then sends the 3 s it held back in a burst. Frames
     more than max_frame_age_s (1 s) behind the stream's clock are counted as late and never queued."""
-    server = gst_server()
+    server = gst_servers()
     cam = started(camera("burst", server.url, read_timeout_s=5.0, stall_timeout_s=10.0, max_frame_age_s=1.0,
                          queue_size=64), ReconnectConfig())  # fmt: skip
     assert cam.get(timeout_s=15.0) is not None
@@ -539,10 +512,10 @@ def test_frames_held_back_by_a_short_freeze_are_dropped_as_late(gst_server, star
 
 
 @pytest.mark.parametrize("auth", ["basic", "digest"])
-def test_a_wrong_password_is_recognised_and_retried_slowly(gst_server, started, auth: str) -> None:
+def test_a_wrong_password_is_recognised_and_retried_slowly(gst_servers, started, auth: str) -> None:
     """Cameras lock an account after a few failed logins: one refusal is reported as an authentication failure and
     not retried for auth_initial_backoff_s (300 s by default), instead of every few seconds ("cannot open")."""
-    server = gst_server(user="admin", password="right-one", auth=auth)
+    server = gst_servers(user="admin", password="right-one", auth=auth)
     cam = started(camera("locked", server.url_with("admin", "wrong")), ReconnectConfig())
     assert wait_until(lambda: cam.stats().auth_failures >= 1, timeout_s=15.0), cam.stats()
     time.sleep(6.0)  # the old policy retried 9 times in 23 s

@@ -51,26 +51,6 @@ def measurements():
 
 
 @pytest.fixture
-def servers(looped_clip: Path):
-    """Factory for GStreamer RTSP servers; every one is killed at teardown."""
-    from gst_rtsp_server import GstRtspServer
-    from rtsp_server import free_tcp_port
-
-    made: list[GstRtspServer] = []
-
-    def make(start: bool = True, **kwargs) -> GstRtspServer:
-        server = GstRtspServer(looped_clip, free_tcp_port(), **kwargs)
-        if start:
-            server.start()
-        made.append(server)
-        return server
-
-    yield make
-    for server in made:
-        server.kill()
-
-
-@pytest.fixture
 def watchlist(tmp_path: Path, shared_data) -> Path:
     return write_watchlist(tmp_path, shared_data("video", "lin-manuel-miranda.png"))
 
@@ -85,12 +65,12 @@ def _back(run: VigilRun, camera: str, since: float) -> float:
 
 
 # ---- cameras ------------------------------------------------------------------------------------------------------
-def test_camera_faults(tmp_path, servers, watchlist, clip_relay, measurements) -> None:
+def test_camera_faults(tmp_path, gst_servers, watchlist, clip_relay, measurements) -> None:
     from rtsp_server import free_tcp_port
 
-    killed5, killed60, frozen = servers(), servers(), servers()
-    locked = servers(user="admin", password="right-one")
-    late = servers(start=False)
+    killed5, killed60, frozen = gst_servers(), gst_servers(), gst_servers()
+    locked = gst_servers(user="admin", password="right-one")
+    late = gst_servers(start=False)
     silent = SilentPort(free_tcp_port())
     silent_port = silent.listener.getsockname()[1]
     receiver = Receiver()
@@ -189,8 +169,8 @@ WEBHOOK = {"timeout_s": 2.0, "max_attempts": 3, "initial_backoff_s": 0.5, "max_b
 MAX_ATTEMPTS_WINDOW_S = 0.5 + 1.0 + 2.0  # what 3 attempts took before a row was given up for good
 
 
-def test_alert_faults(tmp_path, servers, watchlist, measurements) -> None:
-    camera = servers()
+def test_alert_faults(tmp_path, gst_servers, watchlist, measurements) -> None:
+    camera = gst_servers()
     receiver = Receiver()
     webhook = {"url": receiver.url, **WEBHOOK}
     config = write_config(tmp_path, watchlist, [{"name": "door", "source": camera.url}], webhook, {"cooldown_s": 4.0})
