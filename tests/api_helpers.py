@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 from argon2 import PasswordHasher
 
-from vigil.alerts import DB_FILENAME, SqliteSink, save_snapshot, utc_timestamp
+from vigil.alerts import DB_FILENAME, SqliteSink, new_event_id, save_snapshot, utc_timestamp
 from vigil.config import ServerConfig, VigilConfig
 from vigil.live import CameraStatus, LiveFace, LiveFrame, LiveHub, PhotoVerdict, WatchlistState
 from vigil.server.app import create_app
@@ -114,6 +114,35 @@ def store_events(data_dir: Path) -> None:
         )
     )
     sink.close()
+
+
+def store_alert(
+    data_dir: Path, person_id: str = "ann", person_name: str = "Ann", camera: str = "cam1", snapshot: bool = True
+) -> Alert:
+    """Store one provisional alert as the pipeline's SQLite sink does (with a face snapshot unless told not to)."""
+    event_id = new_event_id()
+    face = np.full((64, 64, 3), (40, 160, 40), np.uint8)
+    alert = Alert(
+        id=event_id,
+        stage=AlertStage.PROVISIONAL,
+        person_id=person_id,
+        person_name=person_name,
+        list=ListKind.DENY,
+        camera=camera,
+        track_id=7,
+        score=0.81,
+        margin=0.12,
+        ts=utc_timestamp(),
+        video_ts_s=3.0,
+        frame_index=90,
+        bbox=(1, 1, 40, 40),
+        snapshot=save_snapshot(data_dir, event_id, face) if snapshot else None,
+        label="watchlist",
+    )
+    sink = SqliteSink(data_dir / DB_FILENAME)
+    sink.emit(alert)
+    sink.close()
+    return alert
 
 
 def start_server(root: Path, **server_options) -> ApiServer:

@@ -1,4 +1,4 @@
-"""The FastAPI application: routes, one error shape, local API docs.
+"""The FastAPI application: routes, one error shape, local API docs, the web page (vigil/server/web.py).
 
 Every error is ``{"error": "<one line>"}`` (plus fields such as ``result`` for a refused photo) with a 4xx/5xx status.
 Invalid input is audited (``request.invalid`` or the route's own action) with the caller, and nothing is written.
@@ -36,6 +36,7 @@ DOCS_STATIC = Path(fastapi_offline.__file__).parent / "static"
 
 def create_app(ctx: ServiceContext) -> FastAPI:
     from vigil.server.routes import admin, auth, cameras, events, health, people, stream
+    from vigil.server.web import add_web
 
     app = FastAPI(
         title="vigil",
@@ -55,6 +56,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.metrics_router)
     _add_docs(app)
+    add_web(app)
     _add_error_handlers(app)
     return app
 
