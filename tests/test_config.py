@@ -107,6 +107,35 @@ BAD_CONFIGS = [
         "cameras[0].schedule[0].days[0]",
     ),
     ("webhook not http", "alerts:\n  webhook: {url: 'ftp://x'}\n", "alerts.webhook.url"),
+    ("mqtt without a host", "alerts:\n  mqtt: {port: 1883}\n", "alerts.mqtt.host: Field required"),
+    (
+        "mqtt wildcard in the prefix",
+        "alerts:\n  mqtt: {host: b, topic_prefix: 'vigil/#'}\n",
+        "alerts.mqtt.topic_prefix",
+    ),
+    (
+        "mqtt prefix with an empty level",
+        "alerts:\n  mqtt: {host: b, topic_prefix: 'a//b'}\n",
+        "alerts.mqtt.topic_prefix",
+    ),
+    ("mqtt qos 3", "alerts:\n  mqtt: {host: b, qos: 3}\n", "alerts.mqtt.qos"),
+    ("mqtt port out of range", "alerts:\n  mqtt: {host: b, port: 70000}\n", "alerts.mqtt.port"),
+    ("mqtt password without a user", "alerts:\n  mqtt: {host: b, password: x}\n", "a password needs a username"),
+    (
+        "mqtt password twice",
+        "alerts:\n  mqtt: {host: b, username: u, password: x, password_env: P}\n",
+        "give password or password_env, not both",
+    ),
+    (
+        "mqtt client certificate without its key",
+        "alerts:\n  mqtt: {host: b, tls: {client_cert: {cert_file: c.pem}}}\n",
+        "alerts.mqtt.tls.client_cert.key_file: Field required",
+    ),
+    (
+        "mqtt unknown tls key",
+        "alerts:\n  mqtt: {host: b, tls: {cafile: c.pem}}\n",
+        "alerts.mqtt.tls.cafile: unknown key",
+    ),
     (
         "backoff cap below start",
         "reconnect:\n  initial_backoff_s: 3\n  max_backoff_s: 1\n",
@@ -231,7 +260,16 @@ def _annotation_leaves(annotation) -> list:
 
 
 # required fields of the sections that hold a path field, so that a config naming only the path validates
-REQUIRED_BESIDE = {"url": "http://127.0.0.1:9/hook", "name": "cam", "source": 0, "cert": "c.pem", "key": "k.pem"}
+REQUIRED_BESIDE = {
+    "url": "http://127.0.0.1:9/hook",
+    "name": "cam",
+    "source": 0,
+    "cert": "c.pem",
+    "key": "k.pem",
+    "host": "127.0.0.1",
+    "cert_file": "client.pem",
+    "key_file": "client.key",
+}
 
 
 def _config_setting(location: tuple, value: str) -> dict:
@@ -251,6 +289,8 @@ def test_every_path_field_is_found_by_walking_the_config():
         ("detector", "landmark_model"),
         ("recognizer", "model"),
         ("alerts", "jsonl", "path"),
+        ("alerts", "mqtt", "tls", "ca_file"),
+        ("alerts", "mqtt", "tls", "client_cert", "key_file"),
     }
     assert expected <= set(found)  # the walk really reaches nested and optional sections
 

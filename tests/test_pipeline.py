@@ -39,7 +39,10 @@ PEOPLE = [
 
 class ScriptedAnalyzer:
     """Each frame's image carries the identity to show in pixel (0, 0): 0 none, 1 ann, 2 bob, 3 cat, 9 stranger;
-    pixel (0, 1) is the face's detector score in percent (default 90)."""
+    pixel (0, 1) is the face's detector score in percent (default 90), pixel (0, 3) the embedded face's quality in
+    percent (default 80)."""
+
+    min_face_px = 20  # the global minimum face size (a camera may have its own)
 
     def __init__(self, width_px: float = 60.0) -> None:
         self.width_px = width_px
@@ -56,31 +59,46 @@ class ScriptedAnalyzer:
             out.append([Face(box, score, FRONTAL_LANDMARKS + box[:2])])
         return out
 
-    def recognisable(self, face) -> bool:
-        return face.width_px >= 20
-
     def embed_faces(self, items):
         embeddings = []
         for image, face in items:
             code = int(image[0, 0, 0])
             self.embedded_frames.append(int(image[0, 2, 0]))
+            quality = int(image[0, 3, 0]) / 100 if image[0, 3, 0] else 0.8
             vector = unit(basis(code - 1) + 0.1 * basis(5)) if code != 9 else unit(basis(6) + basis(7))
-            embeddings.append(Embedding(AlignedFace(face, np.zeros((8, 8, 3), np.uint8), 0.8), vector))
+            embeddings.append(Embedding(AlignedFace(face, np.zeros((8, 8, 3), np.uint8), quality), vector))
         return embeddings
 
 
-def frames_showing(codes: list[int], camera: str = "cam", scores: list[int] | None = None) -> list[Frame]:
+SHADE_STEP = 20  # frame i paints its face box grey level 20 * (i + 1): the snapshot tells which frame it came from
+
+
+def frames_showing(
+    codes: list[int], camera: str = "cam", scores: list[int] | None = None, qualities: list[int] | None = None
+) -> list[Frame]:
     frames = []
     for index, code in enumerate(codes):
         image = np.zeros((240, 320, 3), np.uint8)
+        image[50:110, 100:160] = min(SHADE_STEP * (index + 1), 255)
         image[0, 0, 0] = code
         image[0, 1, 0] = scores[index] if scores else 0
         image[0, 2, 0] = index
+        image[0, 3, 0] = qualities[index] if qualities else 0
         frames.append(Frame(camera, index, index / 30.0, index / 30.0, image))
     return frames
 
 
-def run_pipeline(tmp_path, codes, rules=None, width_px=60.0, schedule=None, scores=None, tracker=None):
+def run_pipeline(
+    tmp_path,
+    codes,
+    rules=None,
+    width_px=60.0,
+    schedule=None,
+    scores=None,
+    tracker=None,
+    qualities=None,
+    update_snapshot=False,
+):
     rules = rules or RulesConfig(match_threshold=0.5, margin=0.05, min_hits=2, confirm_hits=4, cooldown_s=60)
     events_path = tmp_path / "events.jsonl"
     dispatcher = AlertDispatcher([JsonlSink(events_path)])
@@ -93,8 +111,9 @@ def run_pipeline(tmp_path, codes, rules=None, width_px=60.0, schedule=None, scor
         tracker or TrackerConfig(),
         tmp_path / "data",
         embed_schedule=schedule or EmbedSchedule(),
+        update_snapshot=update_snapshot,
     )
-    frames = frames_showing(codes, "cam", scores)
+    frames = frames_showing(codes, "cam", scores, qualities)
     for start in range(0, len(codes), 4):
         pipeline.process(frames[start : start + 4])
     pipeline.close()
@@ -193,3 +212,73 @@ def test_scheduled_embedding_still_alerts_in_the_same_frames(tmp_path):
     scheduled, _ = run_pipeline(tmp_path / "b", [1] * 40, schedule=EmbedSchedule(5, 10, 0.1))
     stages = [(e["stage"], e["frame_index"]) for e in scheduled]
     assert stages == [(e["stage"], e["frame_index"]) for e in every_frame] == [("provisional", 1), ("confirmed", 3)]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Best face per track: the snapshot is the clearest face the track has shown up to the event
+
+
+def snapshot_frame(path: str) -> int:
+    """Which frame a snapshot was cut from, read back from the grey level of its centre (see SHADE_STEP)."""
+    import cv2
+
+    image = cv2.imread(path)
+    shade = int(image[image.shape[0] // 2, image.shape[1] // 2, 0])
+    return round(shade / SHADE_STEP) - 1
+
+
+BEST_FACE_CASES = [
+    # quality per frame (percent); ann is provisional on frame 1, confirmed on frame 5 (confirm_hits 6)
+    ("rises then falls: the peak", [30, 50, 70, 95, 60, 40], {"provisional": 1, "confirmed": 3}),
+    ("falls from the start: the first", [90, 70, 50, 40, 30, 20], {"provisional": 0, "confirmed": 0}),
+    ("rises to the end: the deciding frame", [10, 20, 30, 40, 50, 60], {"provisional": 1, "confirmed": 5}),
+    ("a tie keeps the earlier face", [40, 80, 80, 80, 80, 80], {"provisional": 1, "confirmed": 1}),
+]
+
+
+@pytest.mark.parametrize("case, qualities, expected", BEST_FACE_CASES, ids=[c[0] for c in BEST_FACE_CASES])
+def test_the_snapshot_is_the_best_face_of_the_track_so_far(tmp_path, case, qualities, expected):
+    rules = RulesConfig(match_threshold=0.5, margin=0.05, min_hits=2, confirm_hits=6, cooldown_s=60)
+    events, _ = run_pipeline(tmp_path, [1] * 6, rules=rules, qualities=qualities)
+    assert {e["stage"]: e["frame_index"] for e in events} == {"provisional": 1, "confirmed": 5}
+    assert {e["stage"]: e["snapshot_frame_index"] for e in events} == expected
+    assert {e["stage"]: snapshot_frame(e["snapshot"]) for e in events} == expected  # the file holds that face
+
+
+def test_an_unknown_face_event_stores_its_best_face_too(tmp_path):
+    rules = RulesConfig(match_threshold=0.5, margin=0.05, min_hits=2, confirm_hits=4, unknown_events=True)
+    events, _ = run_pipeline(tmp_path, [9] * 5, rules=rules, qualities=[20, 90, 40, 30, 30])
+    assert [(e["type"], e["frame_index"], e["snapshot_frame_index"]) for e in events] == [("unknown", 3, 1)]
+    assert snapshot_frame(events[0]["snapshot"]) == 1
+
+
+@pytest.mark.parametrize(("update", "provisional_face", "updated"), [(False, 1, 0), (True, 2, 1)])
+def test_update_snapshot_replaces_the_file_when_the_track_shows_a_better_face(
+    tmp_path, update, provisional_face, updated
+):
+    # provisional on frame 1 (best so far: frame 1); frame 2 is clearer; confirmed on frame 3 with frame 2's face
+    events, pipeline = run_pipeline(tmp_path, [1] * 6, qualities=[30, 50, 90, 70, 60, 60], update_snapshot=update)
+    by_stage = {e["stage"]: e for e in events}
+    assert by_stage["provisional"]["snapshot_frame_index"] == 1  # the record names the face saved with the alert
+    assert snapshot_frame(by_stage["provisional"]["snapshot"]) == provisional_face
+    assert snapshot_frame(by_stage["confirmed"]["snapshot"]) == by_stage["confirmed"]["snapshot_frame_index"] == 2
+    assert pipeline.counters.snapshots_updated == updated
+
+
+def test_without_snapshots_no_face_is_cut_and_none_is_recorded(tmp_path):
+    rules = RulesConfig(match_threshold=0.5, margin=0.05, min_hits=2, confirm_hits=4)
+    events_path = tmp_path / "events.jsonl"
+    pipeline = WatchPipeline(
+        ScriptedAnalyzer(),
+        Gallery.from_people(PEOPLE),
+        RulesEngine(rules, PEOPLE),
+        AlertDispatcher([JsonlSink(events_path)]),
+        {},
+        TrackerConfig(),
+        None,
+    )
+    pipeline.process(frames_showing([1] * 4))
+    pipeline.close()
+    events = [json.loads(line) for line in events_path.read_text().splitlines()]
+    assert [(e["snapshot"], e["snapshot_frame_index"]) for e in events] == [(None, None), (None, None)]
+    assert all(track.best_face is None for track in pipeline.trackers["cam"].active_tracks)

@@ -8,7 +8,7 @@ import pytest
 
 from vigil.bench.pipeline import bench_config
 from vigil.commands.process import process_config
-from vigil.config import AlertsConfig, CameraConfig, JsonlSinkConfig, VigilConfig, WebhookSinkConfig
+from vigil.config import AlertsConfig, CameraConfig, JsonlSinkConfig, MqttSinkConfig, VigilConfig, WebhookSinkConfig
 
 # A value unlike the default for every field of AlertsConfig. A sink added to AlertsConfig makes
 # test_every_alerts_field_has_an_example fail until it gets a line here, and then the tests below check that
@@ -18,7 +18,9 @@ NON_DEFAULT_ALERTS = {
     "sqlite": True,
     "jsonl": JsonlSinkConfig(path=Path("/elsewhere/events.jsonl")),
     "webhook": WebhookSinkConfig(url="http://127.0.0.1:9/hook", max_attempts=3),
+    "mqtt": MqttSinkConfig(host="127.0.0.1", topic_prefix="site-a"),
     "snapshots": False,
+    "update_snapshot": True,
 }
 # what `vigil process` sets on purpose (a batch job reports to --events, not to the SQLite store)
 PROCESS_CHANGES = {"sqlite", "jsonl"}

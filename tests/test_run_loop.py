@@ -25,6 +25,8 @@ class FakeSource:
 
 
 class CountingPipeline:
+    sink = None  # no sink that takes camera status
+
     def __init__(self) -> None:
         self.batches: list[list] = []
 

@@ -368,7 +368,11 @@ def test_latest_frame_and_metrics(api):
     assert camera["latest_frame"]["faces"][0]["person_name"] == "Ann"
     assert api.client("viewer").get("/api/v1/cameras/cam1").json()["latest_frame"] is None
     metrics = api.client("token").get("/metrics").text
-    assert 'vigil_camera_up{camera="cam1"}' in metrics and "vigil_outbox_pending" in metrics
+    assert (
+        'vigil_camera_up{camera="cam1"}' in metrics
+        and "vigil_outbox_pending" in metrics
+        and "vigil_mqtt_outbox_pending" in metrics
+    )
 
 
 def test_docs_are_served_locally(api):

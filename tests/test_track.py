@@ -7,7 +7,7 @@ import pytest
 
 from vigil.config import TrackerConfig
 from vigil.track import FaceTracker, matches_track
-from vigil.types import AlignedFace, Embedding, Face
+from vigil.types import AlignedFace, Embedding, Face, FaceCrop
 
 SAME, OTHER = np.array([1.0, 0.0, 0.0], np.float32), np.array([0.0, 1.0, 0.0], np.float32)
 
@@ -58,3 +58,27 @@ def test_matches_track(vector, min_cosine, matches) -> None:
     assert matches_track(track, vector, min_cosine)  # a track without an embedding matches anything
     tracker.fold(track, embedding(SAME), min_cosine)
     assert matches_track(track, vector, min_cosine) is matches
+
+
+def crop(frame_index: int, quality: float) -> FaceCrop:
+    return FaceCrop(frame_index, frame_index / 30, quality, np.zeros(4, np.float32), np.zeros((2, 2, 3), np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("sequence", "qualities", "best_frame"),
+    [
+        ("SSSSS", [0.3, 0.6, 0.9, 0.5, 0.4], 2),  # rises then falls: the peak stays
+        ("SSSSS", [0.5, 0.5, 0.5, 0.5, 0.5], 0),  # a tie keeps the first
+        ("SOOOS", [0.9, 0.2, 0.7, 0.4, 0.5], 2),  # split after three odd ones: the successor's best of its own faces
+        ("SOSSS", [0.5, 0.9, 0.6, 0.4, 0.4], 2),  # a held-out face that is then forgotten is never the best
+    ],
+)
+def test_best_face_is_the_highest_quality_crop_of_the_track(sequence, qualities, best_frame) -> None:
+    tracker = FaceTracker("cam", TrackerConfig(identity_switch_hits=3))
+    track = tracked(tracker)
+    for index, (code, quality) in enumerate(zip(sequence, qualities)):
+        vector = SAME if code == "S" else OTHER
+        result = tracker.fold(track, embedding(vector, quality), 0.5, crop(index, quality))
+        track = result.track if result.folded else track
+    (current,) = tracker.active_tracks
+    assert current.best_face is not None and current.best_face.frame_index == best_frame

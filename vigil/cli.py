@@ -171,6 +171,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
             b.add_argument("--height", type=int, default=720, help="resize frames to this height first (0: as is)")
         b.set_defaults(func=_handler(f"vigil.bench.{name}"))
     _add_bench_api(bsub)
+    _add_bench_mqtt(bsub)
 
 
 ROLES = ("admin", "operator", "viewer")  # vigil.store.users.Role, not imported here: --help stays fast
@@ -239,6 +240,25 @@ def _add_bench_api(bsub: argparse._SubParsersAction) -> None:
     b.add_argument("--phase-seconds", type=float, default=30.0)
     b.add_argument("--rounds", type=int, default=2, help="pairs of phases (no clients, then clients)")
     b.set_defaults(func=_handler("vigil.bench.api"))
+
+
+def _add_bench_mqtt(bsub: argparse._SubParsersAction) -> None:
+    b = bsub.add_parser(
+        "mqtt", help="MQTT sink: events delivered and lost, latency, pipeline frames/s with and without"
+    )
+    b.add_argument("--json", type=Path, required=True)
+    b.add_argument("--events", type=int, default=10_000, help="events to publish through the sink")
+    b.add_argument("--rate", type=float, default=100.0, help="events per second (0: all at once)")
+    b.add_argument("--qos", type=int, choices=(0, 1, 2), default=1)
+    b.add_argument("--broker", help="HOST:PORT of a broker to use (default: start a local mosquitto)")
+    b.add_argument("--config", type=Path, help="settings for the pipeline runs (its alerts section is not used)")
+    b.add_argument("--watchlist", type=Path, help="default: examples/hamilton/watchlist.yaml")
+    b.add_argument("--video", type=Path, help="default: the shared Hamilton clip")
+    b.add_argument("--height", type=int, default=720, help="resize frames to this height first (0: as is)")
+    b.add_argument("--rounds", type=int, default=2, help="pipeline runs per sink, alternated (0: delivery only)")
+    b.add_argument("--seconds", type=float, default=0.0, help="time budget per pipeline run (0: the whole video)")
+    b.add_argument("--batch", type=int, default=1, help="frames per pipeline batch (1: as vigil run with one camera)")
+    b.set_defaults(func=_handler("vigil.bench.mqtt"))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,16 @@ from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from vigil.errors import ConfigError
 
@@ -53,6 +62,8 @@ def _accepts_bool(annotation: Any) -> bool:
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveSeconds = Annotated[float, Field(gt=0.0, le=3600.0)]
+# shared by the global settings and each camera's overrides, so both are validated alike
+MinFacePx = Annotated[int, Field(ge=4, le=1024, description="faces narrower than this are not recognised")]
 
 
 class ZoneConfig(StrictModel):
@@ -70,6 +81,16 @@ class ScheduleWindow(StrictModel):
     end: clock_time = clock_time(23, 59, 59)
 
 
+class CameraOverrides(StrictModel):
+    """One camera's own recognition settings (a doorway sees 80 px faces, a car park 20 px); each key left unset
+    takes the global one. Effective values: :mod:`vigil.camera_settings`, printed by ``vigil doctor``."""
+
+    match_threshold: Fraction | None = Field(default=None, description="rules.match_threshold for this camera")
+    margin: Fraction | None = Field(default=None, description="rules.margin for this camera")
+    min_face_px: MinFacePx | None = Field(default=None, description="detector.min_face_px for this camera")
+    unknown_events: bool | None = Field(default=None, description="rules.unknown_events for this camera")
+
+
 class CameraConfig(StrictModel):
     name: str = Field(pattern=CAMERA_NAME_PATTERN, description="unique; used in logs, events and file names")
     source: str | int = Field(description="rtsp://..., http(s)://..., a video file path, or a device index")
@@ -85,6 +106,7 @@ class CameraConfig(StrictModel):
     queue_size: int = Field(default=2, ge=1, le=64)
     zones: list[ZoneConfig] = Field(default_factory=list)
     schedule: list[ScheduleWindow] = Field(default_factory=list, description="empty: always active")
+    overrides: CameraOverrides = CameraOverrides()
 
     @field_validator("source")
     @classmethod
@@ -187,7 +209,7 @@ class DetectorConfig(StrictModel):
     )
     conf_threshold: Fraction = 0.35
     nms_iou: Fraction = 0.5
-    min_face_px: int = Field(default=20, ge=4, le=1024, description="faces narrower than this are not recognised")
+    min_face_px: MinFacePx = 20
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|\d+)$")
     batch_size: int = Field(default=8, ge=1, le=256)
     tiling: TilingConfig | None = Field(default=None, description="None: detect on the whole frame only")
@@ -319,12 +341,75 @@ class WebhookSinkConfig(StrictModel):
         return self.secret.encode("utf-8") if self.secret else None
 
 
+MQTT_TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"  # no wildcards, no empty or leading "$" level
+
+
+class MqttClientCertConfig(StrictModel):
+    """A client certificate for brokers that authenticate clients by TLS: PEM certificate (chain) and its key."""
+
+    cert_file: Path
+    key_file: Path
+
+
+class MqttTlsConfig(StrictModel):
+    """TLS to the broker. ``tls: {}`` verifies the broker against the system's trusted CAs."""
+
+    ca_file: Path | None = Field(default=None, description="PEM CA bundle to trust instead of the system's")
+    client_cert: MqttClientCertConfig | None = None
+    check_hostname: bool = Field(default=True, description="the certificate must name `host`")
+
+
+class MqttSinkConfig(StrictModel):
+    """Events to an MQTT broker from the durable outbox (vigil/alerts/mqtt.py: topics, delivery, failures)."""
+
+    host: str = Field(pattern=r"^[A-Za-z0-9._:-]+$", max_length=253, description="broker host name or address")
+    port: int | None = Field(default=None, ge=1, le=65535, description="None: 1883, or 8883 with tls")
+    client_id: str = Field(default="vigil", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="unique per broker")
+    topic_prefix: str = Field(default="vigil", pattern=MQTT_TOPIC_PREFIX_PATTERN, max_length=128)
+    qos: Literal[0, 1, 2] = 1
+    retain: bool = Field(default=True, description="retain the state topics (<prefix>/available, <camera>/status)")
+    username: str | None = Field(default=None, min_length=1, max_length=256)
+    password: SecretStr | None = Field(default=None, description="prefer password_env: the config is not a vault")
+    password_env: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="environment variable holding the password"
+    )
+    tls: MqttTlsConfig | None = None
+    keepalive_s: int = Field(default=60, ge=5, le=3600)
+    connect_timeout_s: PositiveSeconds = 5.0
+    publish_timeout_s: PositiveSeconds = Field(default=5.0, description="wait this long for the broker's ack")
+    reconnect_initial_backoff_s: int = Field(default=1, ge=1, le=3600)
+    reconnect_max_backoff_s: int = Field(default=30, ge=1, le=3600)
+    max_attempts: int = Field(default=20, ge=1, le=10_000, description="publishes per event while connected")
+    initial_backoff_s: PositiveSeconds = 1.0
+    max_backoff_s: PositiveSeconds = 60.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttSinkConfig:
+        if self.password is not None and self.password_env is not None:
+            raise ValueError("give password or password_env, not both")
+        if (self.password is not None or self.password_env is not None) and self.username is None:
+            raise ValueError("a password needs a username")
+        if self.reconnect_max_backoff_s < self.reconnect_initial_backoff_s:
+            raise ValueError("reconnect_max_backoff_s must be >= reconnect_initial_backoff_s")
+        if self.max_backoff_s < self.initial_backoff_s:
+            raise ValueError("max_backoff_s must be >= initial_backoff_s")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (8883 if self.tls is not None else 1883)
+
+
 class AlertsConfig(StrictModel):
     console: bool = True
     sqlite: bool = True
     jsonl: JsonlSinkConfig | None = None
     webhook: WebhookSinkConfig | None = None
-    snapshots: bool = True
+    mqtt: MqttSinkConfig | None = None
+    snapshots: bool = True  # the best face of the event's track, as <data_dir>/snapshots/<date>/<id>.jpg
+    update_snapshot: bool = Field(
+        default=False, description="overwrite an event's snapshot when its track later shows a better face"
+    )
 
 
 class TlsConfig(StrictModel):

@@ -77,10 +77,14 @@ class LivePublisher:
         if self.reloader is not None:
             self.reloader.step(self.pipeline)
 
-    def publish_status(self, sources: Sequence[StatsSource]) -> None:
-        self.hub.publish_statuses([camera_status(source.stats()) for source in sources], utc_timestamp())
+    def publish_status(self, statuses: Sequence[CameraStatus]) -> list[CameraStatus]:
+        """The cameras' statuses and the pipeline's counters to the hub; returns the statuses as the hub keeps
+        them (with ``since``)."""
+        self.hub.publish_statuses(statuses, utc_timestamp())
         counters = asdict(self.pipeline.counters)
         self.hub.publish_counters(counters)
+        kept = {status.name: status for status in self.hub.statuses()}
+        return [kept.get(status.name, status) for status in statuses]
 
     def _face(self, camera: str, update) -> LiveFace:
         x1, y1, x2, y2 = (float(v) for v in update.face.box[:4])

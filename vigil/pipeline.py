@@ -3,8 +3,13 @@
 ``WatchPipeline.process(frames)`` is the whole per-batch step used by both ``vigil run`` (frames from several
 cameras, batched) and ``vigil process`` (frames of a file, in order). It owns one tracker per camera and the embed
 schedule's per-track state, and uses the rules engine and the sink it is given; it does no I/O of its own except
-saving snapshots (:func:`vigil.alerts.save_snapshot`).
-:func:`vigil.runtime.build_pipeline` builds it for every entry point.
+saving snapshots (:func:`vigil.alerts.save_snapshot`). Each camera's minimum face size and identity threshold come
+from its settings (:mod:`vigil.camera_settings`). :func:`vigil.runtime.build_pipeline` builds it for every entry point.
+
+Snapshots: while they are on, every embedded face is cut from its frame and offered to its track, which keeps the
+best (:attr:`vigil.types.Track.best_face`); an event saves the track's best face up to that moment and records its
+frame (``snapshot_frame_index``). With ``update_snapshot`` a better face arriving later, while the track lives,
+overwrites the files of the track's earlier events (the records keep the frame of the face first saved).
 
 Order within a batch: detect (one batch) -> track each frame (boxes only) -> embed the tracked faces that
 ``vigil.embed_schedule`` picks (one batch across frames and cameras) -> per frame, in order: fold each embedding
@@ -19,18 +24,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-
-from vigil.alerts import Sink, event_from_decision, new_event_id, save_snapshot
+from vigil.alerts import Sink, event_from_decision, face_crop, new_event_id, replace_snapshot, save_snapshot
 from vigil.align import face_quality
 from vigil.analyzer import FaceAnalyzer
+from vigil.camera_settings import CameraSettingsTable, global_settings
 from vigil.config import CameraConfig, TrackerConfig
 from vigil.embed_schedule import EmbedSchedule, TrackEmbedState, record_embed, should_embed
 from vigil.rules import Gallery, RulesEngine, match_embedding
 from vigil.track import FaceTracker
-from vigil.types import Alert, Decision, Embedding, Event, Face, Frame, Person, Track, TrackUpdate
-
-SNAPSHOT_MARGIN = 0.25  # fraction of the box size added around a face in its snapshot
+from vigil.types import Alert, Decision, Embedding, Event, Face, FaceCrop, Frame, Person, Track, TrackUpdate
 
 
 @dataclass
@@ -43,6 +45,7 @@ class PipelineCounters:
     identity_switches: int = 0  # tracks split because their box passed to another face
     alerts: int = 0
     unknown_events: int = 0
+    snapshots_updated: int = 0  # event snapshots overwritten by a better face of their track (update_snapshot)
     track_seconds: float = 0.0
     decide_seconds: float = 0.0
     alerts_by_person: dict[str, int] = field(default_factory=dict)
@@ -57,15 +60,12 @@ class FrameResult:
     events: list[Event]
 
 
-def crop_with_margin(image: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:
-    x1, y1, x2, y2 = (float(v) for v in box)
-    dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
-    h, w = image.shape[:2]
-    left, top = max(int(x1 - dx), 0), max(int(y1 - dy), 0)
-    right, bottom = min(int(x2 + dx) + 1, w), min(int(y2 + dy) + 1, h)
-    if right <= left or bottom <= top:
-        return image
-    return image[top:bottom, left:right]
+@dataclass
+class SavedSnapshot:
+    """An event's snapshot file and the quality of the face it holds (for ``update_snapshot``)."""
+
+    path: str
+    quality: float
 
 
 class WatchPipeline:
@@ -83,23 +83,40 @@ class WatchPipeline:
         frame_rate: float = 30.0,
         logger: logging.Logger | None = None,
         embed_schedule: EmbedSchedule | None = None,
+        camera_settings: CameraSettingsTable | None = None,
+        update_snapshot: bool = False,
     ) -> None:
+        """``camera_settings``: each camera's minimum face size and match threshold (None: the rules' and the
+        analyzer's for every camera); ``update_snapshot``: overwrite an event's snapshot when its track later shows
+        a better face."""
         self.analyzer = analyzer
         self.gallery = gallery
         self.rules = rules
         self.sink = sink
         self.cameras = cameras
         self.tracker_cfg = tracker_cfg
-        # below this cosine to its own track an embedding does not match it (vigil.track): default, the match threshold
-        identity_min_cosine = tracker_cfg.identity_min_cosine
-        self.identity_min_cosine = float(rules.match_threshold if identity_min_cosine is None else identity_min_cosine)
+        self.camera_settings = camera_settings or CameraSettingsTable(
+            global_settings(rules.rules, analyzer.min_face_px)
+        )
+        self.update_snapshot = update_snapshot
         self.snapshot_dir = snapshot_dir
         self.frame_rate = frame_rate
         self.log = logger or logging.getLogger("vigil.pipeline")
         self.embed_schedule = embed_schedule or EmbedSchedule()
         self.trackers: dict[str, FaceTracker] = {}
         self.embed_states: dict[tuple[str, int], TrackEmbedState] = {}
+        self.saved_snapshots: dict[tuple[str, int], list[SavedSnapshot]] = {}  # (camera, track id) -> its events'
         self.counters = PipelineCounters()
+
+    def identity_min_cosine(self, camera: str) -> float:
+        """Below this cosine to its own track an embedding does not match it (vigil.track): the tracker's setting,
+        else the camera's match threshold."""
+        configured = self.tracker_cfg.identity_min_cosine
+        return float(self.camera_settings.for_camera(camera).match_threshold if configured is None else configured)
+
+    def recognisable(self, camera: str, face: Face) -> bool:
+        """Whether ``face`` is wide enough to embed on ``camera`` (its ``min_face_px``)."""
+        return face.width_px >= self.camera_settings.for_camera(camera).min_face_px
 
     def process(self, frames: list[Frame]) -> list[FrameResult]:
         """Detect on the batch, track frame by frame, embed the tracked faces the schedule asks for (one batch),
@@ -140,7 +157,7 @@ class WatchPipeline:
             (i, j)
             for i, (frame, updates) in enumerate(zip(frames, updates_per_frame))
             for j, update in enumerate(updates)
-            if self.analyzer.recognisable(update.face) and self._wants_embedding(frame, update)
+            if self.recognisable(frame.camera, update.face) and self._wants_embedding(frame, update)
         ]
         embeddings = self.analyzer.embed_faces([(frames[i].image, updates_per_frame[i][j].face) for i, j in wanted])
         self.counters.embeddings += len(wanted)
@@ -167,9 +184,12 @@ class WatchPipeline:
         for update in updates:
             if update.embedding is None:
                 continue  # too small to recognise, or not scheduled: tracked, not voted
-            track = self._fold(frame.camera, update.track, update.embedding)
+            crop = self._crop(frame, update.face, update.embedding)
+            track = self._fold(frame.camera, update.track, update.embedding, crop)
             if track is None or track.embedding is None:
                 continue  # held out (does not match its track), or the weighted sum cancelled to zero
+            if self.update_snapshot:
+                self._refresh_snapshots(track)
             match = match_embedding(track.embedding, self.gallery)
             decisions = self.rules.decide(
                 camera,
@@ -181,16 +201,20 @@ class WatchPipeline:
                 update.embedding.aligned.quality,
                 box=update.face.box,
             )
-            events.extend(self._to_event(decision, frame, update) for decision in decisions)
+            events.extend(self._to_event(decision, frame, update, track) for decision in decisions)
         self.counters.decide_seconds += time.perf_counter() - start
         for event in events:
             self._count(event)
             self.sink.emit(event)
         return events
 
-    def _fold(self, camera: str, track: Track, embedding: Embedding) -> Track | None:
+    def _crop(self, frame: Frame, face: Face, embedding: Embedding) -> FaceCrop | None:
+        """This face cut from its frame for its track's best face; None while snapshots are off (no copy made)."""
+        return None if self.snapshot_dir is None else face_crop(frame, face, embedding.aligned.quality)
+
+    def _fold(self, camera: str, track: Track, embedding: Embedding, crop: FaceCrop | None) -> Track | None:
         """The track to decide on after folding ``embedding`` in; None when it was held out."""
-        fold = self.trackers[camera].fold(track, embedding, self.identity_min_cosine)
+        fold = self.trackers[camera].fold(track, embedding, self.identity_min_cosine(camera), crop)
         if fold.replaced is not None:
             self.counters.identity_switches += 1
             self._end_track(camera, fold.replaced.track_id)
@@ -208,21 +232,36 @@ class WatchPipeline:
         """A track ended (expired, or split off on an identity switch): its rules and embed-schedule state go."""
         self.rules.forget(camera, track_id)
         self.embed_states.pop((camera, track_id), None)
+        self.saved_snapshots.pop((camera, track_id), None)
 
-    def _to_event(self, decision: Decision, frame: Frame, update: TrackUpdate) -> Event:
+    def _to_event(self, decision: Decision, frame: Frame, update: TrackUpdate, track: Track) -> Event:
+        """The event record, with the track's best face so far saved as its snapshot (snapshots on)."""
         event_id = new_event_id()
-        snapshot = None
-        box = update.face.box
+        snapshot, snapshot_frame_index = None, None
         if self.snapshot_dir is not None:
-            snapshot = save_snapshot(self.snapshot_dir, event_id, crop_with_margin(frame.image, box, SNAPSHOT_MARGIN))
+            best = track.best_face or face_crop(frame, update.face, 0.0)
+            snapshot = save_snapshot(self.snapshot_dir, event_id, best.image)
+            if snapshot is not None:
+                snapshot_frame_index = best.frame_index
+                key = (track.camera, track.track_id)
+                self.saved_snapshots.setdefault(key, []).append(SavedSnapshot(snapshot, best.quality))
         return event_from_decision(
             decision,
-            bbox=box,
+            bbox=update.face.box,
             frame_index=frame.index,
             video_ts_s=frame.video_ts_s,
             snapshot=snapshot,
+            snapshot_frame_index=snapshot_frame_index,
             event_id=event_id,
         )
+
+    def _refresh_snapshots(self, track: Track) -> None:
+        """``update_snapshot``: overwrite the snapshots of the track's events whose face is worse than its best."""
+        best = track.best_face
+        for saved in self.saved_snapshots.get((track.camera, track.track_id), []):
+            if best is not None and best.quality > saved.quality and replace_snapshot(saved.path, best.image):
+                saved.quality = best.quality
+                self.counters.snapshots_updated += 1
 
     def _count(self, event: Event) -> None:
         if not isinstance(event, Alert):

@@ -7,8 +7,10 @@ table. No I/O, no threads, no clock reads: every time is passed in (``now_mono_s
 Policy, in order, for each hit (one call of :meth:`RulesEngine.decide` = one frame in which a track got an embedding):
 
 1. A hit whose face quality is below ``rules.min_quality`` is ignored (no vote).
-2. The hit *qualifies* for its best person P when ``score >= threshold(P)`` (per-person threshold, else the global
-   ``match_threshold``) **and** ``margin >= rules.margin``. Its vote is P if it qualifies, else ``None`` (nobody).
+2. The hit *qualifies* for its best person P when ``score >= threshold(P)`` (per-person threshold, else the
+   camera's, else the global ``match_threshold``) **and** ``margin >= rules.margin``. Its vote is P if it qualifies,
+   else ``None`` (nobody). A camera with ``overrides`` decides with its own threshold, margin and unknown-face
+   setting (:mod:`vigil.camera_settings`; the engine takes them as ``camera_rules``).
 3. Gates: the camera's schedule must be active and the track's box centre inside one of its zones (no zones = the
    whole frame). A gated hit still votes; it only cannot alert now (it may alert on a later, ungated hit).
 4. *provisional*: P has ``>= min_hits`` qualifying hits on the track. *confirmed*: P has ``>= confirm_hits``
@@ -30,7 +32,7 @@ Policy, in order, for each hit (one call of :meth:`RulesEngine.decide` = one fra
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -295,16 +297,28 @@ class RulesEngine:
     Not thread-safe: call it from the one thread that consumes tracks.
     """
 
-    def __init__(self, rules: RulesConfig, people: Iterable[Person], vote_window_hits: int | None = None) -> None:
-        """``vote_window_hits``: count the confirm vote share over the last N votes only (None: whole track)."""
+    def __init__(
+        self,
+        rules: RulesConfig,
+        people: Iterable[Person],
+        vote_window_hits: int | None = None,
+        camera_rules: Mapping[str, RulesConfig] | None = None,
+    ) -> None:
+        """``vote_window_hits``: count the confirm vote share over the last N votes only (None: whole track).
+        ``camera_rules``: each configured camera's rules, its overrides applied (:mod:`vigil.camera_settings`); a
+        camera not in it decides with ``rules``."""
         if vote_window_hits is not None and vote_window_hits < 1:
             raise ValueError("vote_window_hits must be >= 1")
-        if rules.match_threshold is None:
+        camera_rules = dict(camera_rules or {})
+        unresolved = [name for name, own in camera_rules.items() if own.match_threshold is None]
+        if rules.match_threshold is None or unresolved:
+            where = f"camera {unresolved[0]}: " if unresolved else ""
             raise ValueError(
-                "rules.match_threshold is unresolved: pass the rules through runtime.effective_rules first"
+                f"{where}rules.match_threshold is unresolved: pass the rules through runtime.effective_rules first"
             )
         self.rules = rules
         self.match_threshold: float = rules.match_threshold  # the global threshold, resolved
+        self.camera_rules = camera_rules
         self.vote_window_hits = vote_window_hits
         self._people: dict[str, Person] = {}
         self._tracks: dict[tuple[str, int], TrackDecisionState] = {}
@@ -327,6 +341,10 @@ class RulesEngine:
             state.recent = deque((v for v in state.recent if v not in gone), maxlen=state.recent.maxlen)
             state.fired = {(pid, stage) for pid, stage in state.fired if pid not in gone}
 
+    def rules_for(self, camera: str) -> RulesConfig:
+        """The rules ``camera`` decides with: its own when it has overrides, else the global ones."""
+        return self.camera_rules.get(camera, self.rules)
+
     @property
     def active_tracks(self) -> int:
         return len(self._tracks)
@@ -348,12 +366,13 @@ class RulesEngine:
         local wall-clock time for schedules; ``quality``: this hit's face quality in [0, 1] (None: not gated);
         ``box``: this hit's face box for the zone test (default: the track's last box).
         """
+        rules = self.rules_for(camera.name)
         state = self._state(camera.name, track.track_id)
         state.last_mono_s = now_mono_s
-        if quality is not None and quality < self.rules.min_quality:
+        if quality is not None and quality < rules.min_quality:
             return []
         person = self._people.get(match.person_id) if match.person_id is not None else None
-        vote = person.id if person is not None and qualifies(match, person, self.rules) else None
+        vote = person.id if person is not None and qualifies(match, person, rules) else None
         state.add_vote(vote)
         if vote is not None:
             state.last_scores[vote] = (match.score, match.margin)
@@ -365,9 +384,9 @@ class RulesEngine:
         decisions = [
             decision
             for person_id in [pid for pid in state.votes if pid is not None]
-            if (decision := self._person_decision(camera.name, track.track_id, state, person_id, now_mono_s))
+            if (decision := self._person_decision(camera.name, track.track_id, state, person_id, now_mono_s, rules))
         ]
-        if self.rules.unknown_events and not state.unknown_fired and unknown_ready(state, self.rules):
+        if rules.unknown_events and not state.unknown_fired and unknown_ready(state, rules):
             state.unknown_fired = True
             decisions.append(
                 Decision(
@@ -377,7 +396,13 @@ class RulesEngine:
         return decisions
 
     def _person_decision(
-        self, camera: str, track_id: int, state: TrackDecisionState, person_id: str, now_mono_s: float
+        self,
+        camera: str,
+        track_id: int,
+        state: TrackDecisionState,
+        person_id: str,
+        now_mono_s: float,
+        rules: RulesConfig,
     ) -> Decision | None:
         """At most one alert for one person on one hit: confirmed if due and allowed, else provisional."""
         person = self._people.get(person_id)
@@ -385,12 +410,12 @@ class RulesEngine:
         if person is None or label is None:
             return None
         for stage, ready in (
-            (AlertStage.CONFIRMED, confirmed_ready(state, person_id, self.rules)),
-            (AlertStage.PROVISIONAL, provisional_ready(state, person_id, self.rules)),
+            (AlertStage.CONFIRMED, confirmed_ready(state, person_id, rules)),
+            (AlertStage.PROVISIONAL, provisional_ready(state, person_id, rules)),
         ):
             if not ready or (person_id, stage) in state.fired:
                 continue
-            if not cooldown_allows(self._cooldown, camera, person_id, stage, now_mono_s, self.rules.cooldown_s):
+            if not cooldown_allows(self._cooldown, camera, person_id, stage, now_mono_s, rules.cooldown_s):
                 continue
             state.fired.add((person_id, stage))
             if stage is AlertStage.CONFIRMED:

@@ -16,6 +16,7 @@ import numpy as np
 
 from vigil.alerts import AlertDispatcher, Sink
 from vigil.analyzer import FaceAnalyzer
+from vigil.camera_settings import CameraSettingsTable, camera_settings_table
 from vigil.config import RulesConfig, VigilConfig, data_dir_problem, load_config
 from vigil.embed_schedule import EmbedSchedule
 from vigil.errors import ConfigError
@@ -179,10 +180,20 @@ def build_embed_schedule(config: VigilConfig) -> EmbedSchedule:
     )
 
 
-def build_rules(config: VigilConfig, enrollment: EnrollmentResult, models: LoadedModels) -> tuple[Gallery, RulesEngine]:
+def build_rules(
+    config: VigilConfig, enrollment: EnrollmentResult, models: LoadedModels
+) -> tuple[Gallery, RulesEngine, CameraSettingsTable]:
+    """The gallery, the rules engine, and each camera's effective settings (its overrides over the resolved
+    globals), which the engine and the pipeline share."""
     rules = effective_rules(config, models)
+    settings = camera_settings_table(config.cameras, rules, config.detector.min_face_px)
     log.info("rules: match_threshold %.3f, margin %.3f", rules.match_threshold, rules.margin)
-    return Gallery.from_people(enrollment.people), RulesEngine(rules, enrollment.people, rules.vote_window_hits)
+    for name, camera in settings.cameras.items():
+        if camera.overridden:
+            own = ", ".join(f"{key} {getattr(camera, key)}" for key in sorted(camera.overridden))
+            log.info("camera %s: its own %s", name, own)
+    engine = RulesEngine(rules, enrollment.people, rules.vote_window_hits, settings.rules_for(rules))
+    return Gallery.from_people(enrollment.people), engine, settings
 
 
 @dataclass(frozen=True)
@@ -202,9 +213,10 @@ class Runtime:
     rules: RulesEngine
     sink: Sink
     pipeline: WatchPipeline
+    camera_settings: CameraSettingsTable
 
     def new_pipeline(self) -> WatchPipeline:
-        return new_watch_pipeline(self.config, self.analyzer, self.gallery, self.rules, self.sink)
+        return new_watch_pipeline(self.config, self.analyzer, self.gallery, self.rules, self.sink, self.camera_settings)
 
     def close(self) -> None:
         """Flush and close the sinks."""
@@ -212,9 +224,15 @@ class Runtime:
 
 
 def new_watch_pipeline(
-    config: VigilConfig, analyzer: FaceAnalyzer, gallery: Gallery, rules: RulesEngine, sink: Sink
+    config: VigilConfig,
+    analyzer: FaceAnalyzer,
+    gallery: Gallery,
+    rules: RulesEngine,
+    sink: Sink,
+    camera_settings: CameraSettingsTable,
 ) -> WatchPipeline:
-    """The per-batch pipeline over built parts, wired as the config says (cameras, tracker, snapshots, schedule)."""
+    """The per-batch pipeline over built parts, wired as the config says (cameras and their settings, tracker,
+    snapshots, schedule)."""
     return WatchPipeline(
         analyzer,
         gallery,
@@ -224,6 +242,8 @@ def new_watch_pipeline(
         config.tracker,
         config.data_dir if config.alerts.snapshots else None,
         embed_schedule=build_embed_schedule(config),
+        camera_settings=camera_settings,
+        update_snapshot=config.alerts.update_snapshot,
     )
 
 
@@ -269,8 +289,8 @@ def build_pipeline(config: VigilConfig, watchlist: Path, sink: Sink | None = Non
     analyzer = build_analyzer(config, models)
     enrollment = enroll(config, watchlist, analyzer, models)
     refuse_empty_watchlist(config, checked, enrollment.unenrolled)
-    gallery, rules = build_rules(config, enrollment, models)
+    gallery, rules, settings = build_rules(config, enrollment, models)
     if sink is None:
         sink = AlertDispatcher.from_config(config.alerts, config.data_dir)
-    pipeline = new_watch_pipeline(config, analyzer, gallery, rules, sink)
-    return Runtime(config, models, analyzer, enrollment, gallery, rules, sink, pipeline)
+    pipeline = new_watch_pipeline(config, analyzer, gallery, rules, sink, settings)
+    return Runtime(config, models, analyzer, enrollment, gallery, rules, sink, pipeline, settings)

@@ -10,6 +10,10 @@ second is in view: measured on the Hamilton clip, where Obama's face continued L
 matched. :meth:`FaceTracker.fold` therefore holds out an embedding whose cosine to the track's own face is below
 ``identity_min_cosine`` (the recognizer's match threshold: the track would not be accepted as the same person), and
 after ``identity_switch_hits`` such embeddings in a row gives the box a new track that starts from them.
+
+Best face: each folded embedding may come with its face cut from the frame (:class:`vigil.types.FaceCrop`); the
+track keeps the one of highest quality (:attr:`vigil.types.Track.best_face`), and the pipeline saves it as the
+snapshot of the track's events. Held-out embeddings keep their crops, so a split-off track starts with its own.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from vigil.config import TrackerConfig
-from vigil.types import Embedding, Face, Track, TrackUpdate
+from vigil.types import Embedding, Face, FaceCrop, Track, TrackUpdate
 
 
 class _Detections:
@@ -115,26 +119,27 @@ class FaceTracker:
         self._last_id += 1
         return Track(self.camera, self._last_id, face.box, frame_index, frame_index, mono_ts_s)
 
-    def fold(self, track: Track, embedding: Embedding, min_cosine: float) -> Fold:
+    def fold(self, track: Track, embedding: Embedding, min_cosine: float, crop: FaceCrop | None = None) -> Fold:
         """Fold a new embedding into ``track``, hold it out, or split the track (see the module docstring).
 
         ``track`` may have been split after its update was made (the pipeline tracks a batch of frames before it
-        folds their embeddings): the embedding then goes to the track that replaced it.
+        folds their embeddings): the embedding then goes to the track that replaced it. ``crop``: this face cut from
+        its frame; it becomes the track's :attr:`~vigil.types.Track.best_face` when its quality is the best so far.
         """
         while track.track_id in self._successors:
             track = self._successors[track.track_id]
         required = self.cfg.identity_switch_hits
         if required == 0 or matches_track(track, embedding.vector, min_cosine):
             track.held_out.clear()  # a passing mismatch (a blurred or turned frame): forgotten, not folded
-            self._add_embedding(track, embedding)
+            self._add_embedding(track, embedding, crop)
             return Fold(track, folded=True)
-        track.held_out.append(embedding)
+        track.held_out.append((embedding, crop))
         if len(track.held_out) < required:
             return Fold(track, folded=False)
         box_id = next((key for key, value in self._tracks.items() if value is track), None)
         successor = self._new_track(embedding.aligned.face, track.last_frame_index, track.last_mono_ts_s)
-        for held in track.held_out:
-            self._add_embedding(successor, held)
+        for held, held_crop in track.held_out:
+            self._add_embedding(successor, held, held_crop)
         track.held_out.clear()
         if box_id is not None:
             self._tracks[box_id] = successor
@@ -155,13 +160,18 @@ class FaceTracker:
         return list(self._tracks.values())
 
     @staticmethod
-    def _add_embedding(track: Track, embedding: Embedding) -> None:
-        """Fold one frame's embedding into the track: weighted sum, hit count, best chip for the snapshot."""
+    def _add_embedding(track: Track, embedding: Embedding, crop: FaceCrop | None) -> None:
+        """Fold one frame's embedding into the track: weighted sum, hit count, best face for the snapshot."""
         weight = embedding_weight(embedding.aligned.quality)
         vector = embedding.vector.astype(np.float32)
         track.embedding_sum = vector * weight if track.embedding_sum is None else track.embedding_sum + vector * weight
         track.weight_sum += weight
         track.hits += 1
-        if embedding.aligned.quality > track.best_quality:
-            track.best_quality = embedding.aligned.quality
-            track.best_chip = embedding.aligned.chip
+        if is_better_face(crop, track.best_face):
+            track.best_face = crop
+
+
+def is_better_face(candidate: FaceCrop | None, best: FaceCrop | None) -> bool:
+    """Whether ``candidate`` should replace ``best`` as a track's best face: strictly higher quality (the earlier
+    face wins a tie, so a steady track keeps the snapshot it alerted with)."""
+    return candidate is not None and (best is None or candidate.quality > best.quality)

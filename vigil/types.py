@@ -106,6 +106,20 @@ class Match:
     margin: float  # best score minus the second-best person's score (score itself when only one)
 
 
+@dataclass(frozen=True)
+class FaceCrop:
+    """A face cut from one frame, with a margin around its box: the image an event's snapshot is saved from.
+
+    A track keeps its best one (:attr:`Track.best_face`, the highest ``quality`` so far), so an event stores the
+    clearest face its track has seen, and records the frame it came from."""
+
+    frame_index: int
+    video_ts_s: float
+    quality: float  # the embedded face's quality (AlignedFace.quality) in [0, 1]
+    box: np.ndarray  # (4,) float32, the face box in frame pixels
+    image: np.ndarray  # the crop (H x W x 3 uint8 BGR); its own copy, not a view of the frame
+
+
 @dataclass
 class Track:
     """A face track on one camera with its aggregated embedding.
@@ -123,10 +137,10 @@ class Track:
     hits: int = 0  # frames with an embedding
     embedding_sum: np.ndarray | None = None  # quality-weighted sum of unit embeddings
     weight_sum: float = 0.0
-    best_quality: float = -1.0
-    best_chip: np.ndarray | None = None
+    best_face: FaceCrop | None = None  # the highest-quality face folded in so far (when crops are taken)
     match_history: list[str | None] = field(default_factory=list)  # best person per hit
-    held_out: list[Embedding] = field(default_factory=list)  # consecutive embeddings that did not match this track
+    # consecutive embeddings that did not match this track, each with its face crop (None when none was taken)
+    held_out: list[tuple[Embedding, FaceCrop | None]] = field(default_factory=list)
 
     @property
     def embedding(self) -> np.ndarray | None:
@@ -167,8 +181,9 @@ class Alert:
     video_ts_s: float
     frame_index: int
     bbox: tuple[float, float, float, float]
-    snapshot: str | None  # path of the saved face crop
+    snapshot: str | None  # path of the saved face crop: the best face of the track up to this alert
     label: str = ""  # "vip" for vip entries, "watchlist" for deny entries
+    snapshot_frame_index: int | None = None  # the frame the snapshot was cut from (None: no snapshot)
 
     def to_json(self) -> dict:
         return {
@@ -188,6 +203,7 @@ class Alert:
             "frame_index": self.frame_index,
             "bbox": [round(float(v), 1) for v in self.bbox],
             "snapshot": self.snapshot,
+            "snapshot_frame_index": self.snapshot_frame_index,
         }
 
 
@@ -222,7 +238,8 @@ class UnknownEvent:
     video_ts_s: float
     frame_index: int
     bbox: tuple[float, float, float, float]
-    snapshot: str | None
+    snapshot: str | None  # path of the saved face crop: the best face of the track up to this event
+    snapshot_frame_index: int | None = None  # the frame the snapshot was cut from (None: no snapshot)
 
     def to_json(self) -> dict:
         return {
@@ -236,6 +253,7 @@ class UnknownEvent:
             "frame_index": self.frame_index,
             "bbox": [round(float(v), 1) for v in self.bbox],
             "snapshot": self.snapshot,
+            "snapshot_frame_index": self.snapshot_frame_index,
         }
 
 

@@ -10,12 +10,13 @@ Modules:
 
 - ``events``: event records from rules decisions (ids, timestamps, one readable line per event)
 - ``sink``: the sink interface and what a sink's builder is given (:class:`~vigil.alerts.sink.SinkContext`)
-- ``console``, ``jsonl``, ``sqlite``, ``webhook``: one module per sink, each with its ``build(alerts, context)``
+- ``console``, ``jsonl``, ``sqlite``, ``webhook``, ``mqtt``: one module per sink, each with its
+  ``build(alerts, context)``
 - ``database``: the events database file (``<data_dir>/events.sqlite3``) shared by the SQLite store and the outbox
-- ``outbox``: durable at-least-once delivery from a table of that database (the webhook's transport; MQTT's next)
+- ``outbox``: durable at-least-once delivery from a table of that database (webhook and MQTT, a table each)
 - ``registry``: which sinks a config builds, in which order
 - ``dispatcher``: the fan-out
-- ``snapshots``: the face crop saved with an event
+- ``snapshots``: the face crop saved with an event (the best face of its track)
 
 Adding a sink: a module with a class (``name``, ``emit``, ``flush``, ``close``) and ``build(alerts, context)``, its
 config model as a field of :class:`vigil.config.AlertsConfig`, and its ``build`` in ``registry.SINK_BUILDERS``.
@@ -29,18 +30,21 @@ from vigil.alerts.database import DB_FILENAME, open_database
 from vigil.alerts.dispatcher import AlertDispatcher
 from vigil.alerts.events import describe, event_from_decision, new_event_id, utc_timestamp
 from vigil.alerts.jsonl import JsonlSink, read_jsonl
+from vigil.alerts.mqtt import MqttSink
 from vigil.alerts.outbox import DeliveryResult, Outbox
-from vigil.alerts.sink import Sink, SinkContext
-from vigil.alerts.snapshots import save_snapshot, snapshot_path
+from vigil.alerts.sink import CameraStatusSink, Sink, SinkContext
+from vigil.alerts.snapshots import crop_with_margin, face_crop, replace_snapshot, save_snapshot, snapshot_path
 from vigil.alerts.sqlite import SqliteSink, load_events
 from vigil.alerts.webhook import WebhookSink, post_json
 
 __all__ = [
     "DB_FILENAME",
     "AlertDispatcher",
+    "CameraStatusSink",
     "ConsoleSink",
     "DeliveryResult",
     "JsonlSink",
+    "MqttSink",
     "Outbox",
     "Sink",
     "SinkContext",
@@ -53,6 +57,9 @@ __all__ = [
     "open_database",
     "post_json",
     "read_jsonl",
+    "crop_with_margin",
+    "face_crop",
+    "replace_snapshot",
     "save_snapshot",
     "snapshot_path",
     "utc_timestamp",

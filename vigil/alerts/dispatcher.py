@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigil.alerts.outbox import Outbox, OutboxStatus
 from vigil.alerts.registry import SINK_BUILDERS
-from vigil.alerts.sink import Sink, SinkContext
+from vigil.alerts.sink import CameraStatusSink, Sink, SinkContext
 from vigil.config import AlertsConfig
 from vigil.types import Event
+
+if TYPE_CHECKING:
+    from vigil.live import CameraStatus
 
 log = logging.getLogger("vigil.alerts")
 
@@ -52,6 +55,15 @@ class AlertDispatcher:
                 sink.emit(event)
             except Exception as exc:  # one broken sink must not silence the others
                 log.warning("alert sink %s failed for event %s: %s", sink.name, event.id, exc)
+
+    def publish_camera_status(self, statuses: Sequence[CameraStatus]) -> None:
+        """The cameras' state to every sink that takes it (:class:`~vigil.alerts.sink.CameraStatusSink`)."""
+        for sink in self.sinks:
+            if isinstance(sink, CameraStatusSink):
+                try:
+                    sink.publish_camera_status(statuses)
+                except Exception as exc:
+                    log.warning("alert sink %s failed to publish camera status: %s", sink.name, exc)
 
     def flush(self) -> None:
         for sink in self.sinks:

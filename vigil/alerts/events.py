@@ -32,17 +32,28 @@ def event_from_decision(
     frame_index: int,
     video_ts_s: float,
     snapshot: str | None,
+    snapshot_frame_index: int | None = None,
     event_id: str | None = None,
     ts: str | None = None,
 ) -> Event:
-    """Turn a rules :class:`~vigil.types.Decision` into the event record the sinks take."""
+    """Turn a rules :class:`~vigil.types.Decision` into the event record the sinks take; ``snapshot_frame_index`` is
+    the frame the snapshot was cut from (the track's best face, often an earlier frame than ``frame_index``)."""
     event_id = event_id or new_event_id()
     ts = ts or utc_timestamp()
     x1, y1, x2, y2 = (float(v) for v in bbox[:4])
     box = (x1, y1, x2, y2)
     if decision.kind is DecisionKind.UNKNOWN or decision.person is None or decision.stage is None:
         return UnknownEvent(
-            event_id, decision.camera, decision.track_id, decision.score, ts, video_ts_s, frame_index, box, snapshot
+            event_id,
+            decision.camera,
+            decision.track_id,
+            decision.score,
+            ts,
+            video_ts_s,
+            frame_index,
+            box,
+            snapshot,
+            snapshot_frame_index,
         )
     person = decision.person
     return Alert(
@@ -61,6 +72,7 @@ def event_from_decision(
         bbox=box,
         snapshot=snapshot,
         label=decision.label,
+        snapshot_frame_index=snapshot_frame_index,
     )
 
 

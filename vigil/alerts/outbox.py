@@ -1,8 +1,8 @@
 """Durable, at-least-once delivery of events from a table of the events database, by one worker thread.
 
 ``Outbox.put(event)`` only inserts the event's JSON payload into the table (one transaction); the worker sends due
-rows oldest first through the ``send(event_id, payload)`` function it was given (the webhook's POST; an MQTT
-publish next), marks a success as delivered, otherwise reschedules the row with exponential backoff
+rows oldest first through the ``send(event_id, payload)`` function it was given (the webhook's POST; the MQTT
+publish), marks a success as delivered, otherwise reschedules the row with exponential backoff
 (:func:`vigil.backoff.backoff_delay_s`) until ``max_attempts``, after which the row is marked dead and one warning is
 logged. A row delivered and then the process killed before it is marked may be sent twice: receivers de-duplicate
 by the event id.
@@ -15,6 +15,10 @@ succeeds ends the outage and catches up at once: every waiting row is due now, a
 the outage are queued again (once per process, so a row the receiver always rejects cannot loop). Dead rows are
 also queued again on every start, and by ``vigil outbox retry`` (:func:`retry_dead`) while a run goes on; their
 number is in :meth:`Outbox.status` (the status line of ``vigil run``).
+
+A transport that knows when it cannot deliver (MQTT: not connected to the broker) passes ``ready``: while it returns
+False the worker attempts nothing, so an outage costs no attempts; when the transport is back it calls
+:meth:`Outbox.retry_now`, which makes every pending row due at once.
 
 Time (the one exception to "monotonic time only"): due times must survive restarts, which a monotonic clock cannot,
 so ``next_attempt_at`` is wall-clock epoch seconds. Two guards make clock jumps harmless: on start every pending row
@@ -125,7 +129,8 @@ class Outbox:
     ``channel`` names the sink in log lines and the thread name; ``target`` is where it sends, as it may be logged
     (credentials masked). ``wall_clock`` (epoch seconds) is injectable for tests; ``poll_interval_s`` bounds how long
     the worker sleeps when nothing is due; ``batch_size`` bounds the rows sent per loop (it re-checks the stop flag
-    between rows); ``close_timeout_s`` bounds the wait for an in-flight send at close.
+    between rows); ``close_timeout_s`` bounds the wait for an in-flight send at close; ``ready`` (None: always)
+    tells the worker whether the transport can deliver now.
     """
 
     def __init__(
@@ -142,6 +147,7 @@ class Outbox:
         poll_interval_s: float = 1.0,
         batch_size: int = 32,
         start: bool = True,
+        ready: Callable[[], bool] | None = None,
     ) -> None:
         self.db_path = Path(db_path)
         self.retry = retry
@@ -153,6 +159,7 @@ class Outbox:
         self._clock = wall_clock
         self._poll_interval_s = poll_interval_s
         self._batch_size = batch_size
+        self._ready = ready
         self._lock = threading.Lock()  # guards the connection; never held while sending
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -189,6 +196,19 @@ class Outbox:
                 pending,
                 dead,
             )
+
+    def retry_now(self) -> int:
+        """Make every pending row due now and wake the worker (a restart, a transport that is back); returns how
+        many rows are pending."""
+        with self._lock:
+            if self._closed:
+                return 0
+            with self._conn:
+                pending = self._conn.execute(
+                    f"UPDATE {self.table} SET next_attempt_at = ? WHERE {PENDING}", (self._clock(),)
+                ).rowcount
+        self._wake.set()
+        return pending
 
     def start(self) -> None:
         if self._thread is None:
@@ -363,6 +383,9 @@ class Outbox:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            if self._ready is not None and not self._ready():
+                self._wake.wait(self._poll_interval_s)  # nothing is attempted while the transport is down
+                continue
             try:
                 attempted = self.deliver_due()
                 busy = attempted >= self._batch_size and not self._channel.failures

@@ -6,7 +6,7 @@ here (and its config model to :class:`vigil.config.AlertsConfig`); nothing else 
 
 from __future__ import annotations
 
-from vigil.alerts import console, jsonl, sqlite, webhook
+from vigil.alerts import console, jsonl, mqtt, sqlite, webhook
 from vigil.alerts.sink import SinkBuilder
 
-SINK_BUILDERS: tuple[SinkBuilder, ...] = (sqlite.build, webhook.build, jsonl.build, console.build)
+SINK_BUILDERS: tuple[SinkBuilder, ...] = (sqlite.build, webhook.build, mqtt.build, jsonl.build, console.build)

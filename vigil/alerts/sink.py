@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from vigil.alerts.database import DB_FILENAME
 from vigil.config import AlertsConfig
 from vigil.types import Event
+
+if TYPE_CHECKING:
+    from vigil.live import CameraStatus
 
 
 class Sink(Protocol):
@@ -24,6 +27,15 @@ class Sink(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class CameraStatusSink(Protocol):
+    """A sink that also takes the cameras' state (MQTT's retained ``<camera>/status`` topics). ``vigil run`` gives
+    every camera's :class:`~vigil.live.CameraStatus` (the snapshot the API shows too) each status interval and when
+    one goes up or down; it must not block (state is published without waiting)."""
+
+    def publish_camera_status(self, statuses: Sequence[CameraStatus]) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -20,7 +21,7 @@ from vigil.bench.report import save_report
 from vigil.capture import FileSource
 from vigil.config import VigilConfig
 from vigil.paths import data_path, repo_root
-from vigil.pipeline import WatchPipeline
+from vigil.pipeline import FrameResult, WatchPipeline
 from vigil.runtime import build_pipeline, load_config_or_default
 from vigil.types import Frame
 
@@ -82,7 +83,16 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def measure(pipeline: WatchPipeline, video: Path, height: int, batch_size: int, max_seconds: float) -> dict:
+def measure(
+    pipeline: WatchPipeline,
+    video: Path,
+    height: int,
+    batch_size: int,
+    max_seconds: float,
+    on_results: Callable[[list[FrameResult]], None] | None = None,
+) -> dict:
+    """Run ``video`` through ``pipeline`` in batches (up to ``max_seconds``; 0: the whole video) and time it;
+    ``on_results`` sees each batch's results (`vigil bench mqtt`: the frame time of each event)."""
     decode_s, frames, batch = 0.0, 0, []
     start = time.perf_counter()
     with FileSource(video) as source:
@@ -95,7 +105,9 @@ def measure(pipeline: WatchPipeline, video: Path, height: int, batch_size: int, 
             if frame is not None:
                 batch.append(frame)
             if batch and (frame is None or len(batch) == batch_size):
-                pipeline.process(batch)
+                results = pipeline.process(batch)
+                if on_results is not None:
+                    on_results(results)
                 frames += len(batch)
                 batch = []
             if frame is None or (max_seconds > 0 and time.perf_counter() - start > max_seconds and frames > 0):

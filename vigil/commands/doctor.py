@@ -1,4 +1,5 @@
-"""`vigil doctor [--config C]`: execution providers, model checksums, and whether each camera opens in time.
+"""`vigil doctor [--config C]`: execution providers, model checksums, each camera's effective recognition settings
+(its overrides over the globals), and whether each camera opens in time.
 
 ``--config`` given and missing is an error (exit 2), not a pass; without ``--config``, ``config.yaml`` in the current
 folder is checked when there is one, else the built-in defaults (said so on the first line).
@@ -10,11 +11,13 @@ import argparse
 import time
 from pathlib import Path
 
+from vigil.camera_settings import camera_settings_table, format_camera_settings
+from vigil.config import VigilConfig
 from vigil.errors import VigilError
 from vigil.models import ModelRegistry, verify_checksum
 from vigil.redact import mask_url
 from vigil.rtsp_probe import is_plain_rtsp, probe_rtsp
-from vigil.runtime import load_config_or_default
+from vigil.runtime import effective_rules, load_config_or_default, resolve_models
 
 DEFAULT_CONFIG = Path("config.yaml")
 
@@ -23,7 +26,7 @@ def run_cli(args: argparse.Namespace) -> int:
     path = args.config if args.config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     config = load_config_or_default(path)  # a --config that does not exist is a ConfigError (exit 2)
     print(f"config: {path}" if path is not None else "config: none given and no ./config.yaml: the built-in defaults")
-    problems = check_providers() + check_models() + check_cameras(config)
+    problems = check_providers() + check_models() + check_camera_settings(config) + check_cameras(config)
     print("doctor: all checks passed" if not problems else f"doctor: {problems} problem(s) found")
     return 0 if not problems else 1
 
@@ -68,7 +71,23 @@ def check_models() -> int:
     return problems
 
 
-def check_cameras(config) -> int:
+def check_camera_settings(config: VigilConfig) -> int:
+    """Print the match threshold, margin, minimum face size and unknown-face setting each camera runs with."""
+    try:
+        models = resolve_models(config)
+        rules = effective_rules(config, models)
+    except VigilError as exc:
+        print(f"camera settings: FAIL {exc}")
+        return 1
+    table = camera_settings_table(config.cameras, rules, config.detector.min_face_px)
+    source = "rules.match_threshold" if config.rules.match_threshold is not None else models.recognizer.name
+    print(f"camera settings (effective; global match_threshold from {source}; * = the camera's own override):")
+    for line in format_camera_settings(table):
+        print(line)
+    return 0
+
+
+def check_cameras(config: VigilConfig) -> int:
     from vigil.capture import open_capture
 
     problems = 0

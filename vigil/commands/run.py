@@ -2,8 +2,9 @@
 
 One capture thread per camera feeds a bounded latest-frame queue; this loop takes at most one frame per camera per
 round, runs the batch through the pipeline (detection batched across cameras) and prints a status line per camera
-every ``status_interval_s``. A dead camera never blocks the loop: ``get`` has a timeout and capture threads
-reconnect on their own.
+every ``status_interval_s``; sinks that take camera state (MQTT's retained ``<camera>/status``) get it at the same
+interval and within a second of a camera going up or down (:class:`StatusReporter`). A dead camera never blocks the
+loop: ``get`` has a timeout and capture threads reconnect on their own.
 
 The service (``server:`` in the config, on by default on 127.0.0.1:8080): the HTTP API runs in its own thread
 (vigil/server/runner.py) and reads what this loop publishes after each batch (vigil/live_publish.py); between
@@ -18,16 +19,17 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from vigil.alerts import AlertDispatcher
+from vigil.alerts import AlertDispatcher, CameraStatusSink
 from vigil.alerts.outbox import OutboxStatus
-from vigil.capture import UP, CameraSource, CameraStats
+from vigil.capture import UP, CameraSource
 from vigil.config import VigilConfig, load_config
 from vigil.errors import ConfigError
 from vigil.filemode import file_creation_mode, readable_by_others
-from vigil.live import LiveHub
-from vigil.live_publish import LivePublisher
+from vigil.live import CameraStatus, LiveHub
+from vigil.live_publish import LivePublisher, StatsSource, camera_status
 from vigil.pipeline import WatchPipeline
 from vigil.redact import mask_url
 from vigil.runtime import LoadedModels, build_pipeline, check_inputs, enroll
@@ -135,6 +137,7 @@ def service_info(config: VigilConfig, models: LoadedModels) -> ServiceInfo:
         for name, on in (
             ("sqlite", alerts.sqlite),
             ("webhook", alerts.webhook is not None),
+            ("mqtt", alerts.mqtt is not None),
             ("jsonl", alerts.jsonl is not None),
             ("console", alerts.console),
         )
@@ -158,14 +161,13 @@ def _install_signal_handlers(stop: threading.Event) -> None:
 
 def serve(
     pipeline: WatchPipeline,
-    sources: list[CameraSource],
+    sources: Sequence[CameraSource],
     config: VigilConfig,
     stop: threading.Event,
     publisher: LivePublisher | None = None,
 ) -> None:
     """The service loop: gather, process, publish, report; returns when ``stop`` is set."""
-    next_status = time.monotonic() + config.status_interval_s
-    next_publish = time.monotonic()
+    reporter = StatusReporter(sources, pipeline.sink, publisher, config.status_interval_s, time.monotonic())
     while not stop.is_set():
         frames = [frame for source in sources if (frame := source.get(timeout_s=0.0)) is not None]
         if frames:
@@ -175,34 +177,70 @@ def serve(
                 publisher.after_batch(results, time.perf_counter() - started)
         else:
             stop.wait(IDLE_WAIT_S)
-        now = time.monotonic()
         if publisher is not None:
             publisher.between_batches()
-            if now >= next_publish:
-                publisher.publish_status(sources)
-                next_publish = now + min(PUBLISH_INTERVAL_S, config.status_interval_s)
-        if now >= next_status:
-            for source in sources:
-                log_status(source.stats())
-            sink = getattr(pipeline, "sink", None)
-            if isinstance(sink, AlertDispatcher):
-                for outbox in sink.outbox_statuses():
-                    log_outbox(outbox)
-            next_status = now + config.status_interval_s
+        reporter.step(time.monotonic())
 
 
-def log_status(stats: CameraStats) -> None:
+class StatusReporter:
+    """Every camera's state, read as :class:`~vigil.live.CameraStatus` once per ``PUBLISH_INTERVAL_S`` (at most
+    ``interval_s``), goes to the API's hub (``publisher``), to the sink when it takes camera state (MQTT's retained
+    ``<camera>/status``) at each status interval and as soon as a camera's state changed (up, STALLED, AUTH-FAILED,
+    DOWN), and as one log line per camera every ``interval_s``, followed by one line per outbox-delivered sink
+    (webhook, MQTT: rows waiting, given up, how long its receiver has been down)."""
+
+    def __init__(
+        self,
+        sources: Sequence[StatsSource],
+        sink: object,
+        publisher: LivePublisher | None,
+        interval_s: float,
+        now_s: float,
+    ) -> None:
+        self.sources = sources
+        self.sink = sink if isinstance(sink, CameraStatusSink) else None
+        self.dispatcher = sink if isinstance(sink, AlertDispatcher) else None
+        self.publisher = publisher
+        self.interval_s = interval_s
+        self.check_interval_s = min(PUBLISH_INTERVAL_S, interval_s)
+        self._next_line_s = now_s + interval_s
+        self._next_check_s = now_s
+        self._states: dict[str, str] = {}  # camera -> state (up, STALLED, AUTH-FAILED, DOWN), as last read
+
+    def step(self, now_s: float) -> None:
+        line_due = now_s >= self._next_line_s
+        polling = self.sink is not None or self.publisher is not None
+        if not line_due and (not polling or now_s < self._next_check_s):
+            return
+        statuses = [camera_status(source.stats()) for source in self.sources]
+        if self.publisher is not None:
+            statuses = self.publisher.publish_status(statuses)  # as the hub keeps them: with `since`
+        states = {status.name: status.condition for status in statuses}
+        changed, self._states = states != self._states, states
+        self._next_check_s = now_s + self.check_interval_s
+        if line_due:
+            for status in statuses:
+                log_status(status)
+            for outbox in self.dispatcher.outbox_statuses() if self.dispatcher is not None else []:
+                log_outbox(outbox)
+            self._next_line_s = now_s + self.interval_s
+        if self.sink is not None and (line_due or changed):
+            self.sink.publish_camera_status(statuses)
+
+
+def log_status(status: CameraStatus) -> None:
     """One line per camera: its state (up, STALLED, AUTH-FAILED, DOWN) and counters; a warning unless up."""
-    logging.getLogger(f"vigil.camera.{stats.name}").log(
-        logging.INFO if stats.state == UP else logging.WARNING,
+    up = status.condition == UP
+    logging.getLogger(f"vigil.camera.{status.name}").log(
+        logging.INFO if up else logging.WARNING,
         "%s fps=%.1f read=%d dropped=%d late=%d reconnects=%d%s",
-        stats.state,
-        stats.fps,
-        stats.frames_read,
-        stats.frames_dropped,
-        stats.frames_late,
-        stats.reconnects,
-        f" last_error={stats.last_error}" if stats.last_error and stats.state != UP else "",
+        status.condition,
+        status.fps,
+        status.frames_read,
+        status.frames_dropped,
+        status.frames_late,
+        status.reconnects,
+        f" last_error={status.last_error}" if status.last_error and not up else "",
     )
 
 

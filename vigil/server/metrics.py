@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from vigil.alerts.mqtt import OUTBOX_TABLE as MQTT_OUTBOX_TABLE
 from vigil.live import LatencyHistogram
 from vigil.server.context import ServiceContext
 
@@ -48,8 +49,10 @@ class VigilCollector:
         )
         yield from self._counters()
         outbox = self.ctx.events.outbox_counts()
+        mqtt_outbox = self.ctx.events.outbox_counts(MQTT_OUTBOX_TABLE)
         for state in ("pending", "dead"):
             yield GaugeMetricFamily(f"vigil_outbox_{state}", f"Webhook outbox rows {state}", value=outbox[state])
+            yield GaugeMetricFamily(f"vigil_mqtt_outbox_{state}", f"MQTT outbox rows {state}", value=mqtt_outbox[state])
         yield GaugeMetricFamily(
             "vigil_stream_clients", "Connected Server-Sent Events clients", value=hub.feed.subscribers
         )

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from vigil.alerts.mqtt import OUTBOX_TABLE as MQTT_OUTBOX_TABLE
 from vigil.server.auth import ApiError, check_principal, context_of
 from vigil.server.roles import Permission
 
@@ -35,6 +36,7 @@ def health_json(ctx) -> dict:
     outboxes = ctx.events.outbox_counts_by_table()  # every outbox-delivered sink (webhook, MQTT, ...)
     degraded += [f"{rows['dead']} {table} deliveries given up (vigil outbox retry)" for table, rows in outboxes.items()
                  if rows["dead"]]  # fmt: skip
+    mqtt_outbox = ctx.events.outbox_counts(MQTT_OUTBOX_TABLE)
     return {
         "status": "degraded" if degraded else "ok",
         "problems": degraded,
@@ -43,6 +45,7 @@ def health_json(ctx) -> dict:
         "cameras": cameras,
         "sinks": list(ctx.info.sinks),
         "outbox": outbox,
+        "mqtt_outbox": mqtt_outbox,
         "outboxes": outboxes,
         "models": list(ctx.info.models),
         "watchlist": {"people_enrolled": state.people, "loaded_at": state.loaded_at, "error": state.error or None},
