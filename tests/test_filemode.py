@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vigil.alerts import JsonlSink, SqliteSink, save_snapshot
+from vigil.alerts import JsonlSink, MqttSink, SqliteSink, save_snapshot
+from vigil.alerts.snapshots import replace_snapshot
+from vigil.config import MqttSinkConfig
 from vigil.filemode import file_creation_mode, readable_by_others
 from vigil.types import UnknownEvent
 from vigil.watchlist import EmbeddingCache
@@ -23,7 +25,11 @@ def _write_everything(root: Path) -> list[str]:
     data = root / "data"
     store = SqliteSink(data / "events.sqlite3")
     store.emit(EVENT)
-    save_snapshot(data, EVENT.id, np.zeros((20, 20, 3), np.uint8))
+    snapshot = save_snapshot(data, EVENT.id, np.zeros((20, 20, 3), np.uint8))
+    assert snapshot is not None and replace_snapshot(snapshot, np.ones((24, 24, 3), np.uint8))  # a better face
+    mqtt = MqttSink(data / "mqtt-only.sqlite3", MqttSinkConfig(host="127.0.0.1", port=1), start=False)
+    mqtt.emit(EVENT)  # its outbox, in a database of its own here
+    mqtt.close()
     cache = EmbeddingCache(data / "enroll_cache.json", "key")
     cache.put("sha", np.ones(4, np.float32))
     cache.save()
@@ -45,9 +51,8 @@ def test_every_file_and_folder_vigil_creates_has_the_configured_mode(tmp_path, a
     finally:
         os.umask(previous)
     kinds = {line.split()[0]: line.split()[1] for line in modes}
-    assert {"data/events.sqlite3", "data/events.sqlite3-wal", "data/enroll_cache.json", "out/events.jsonl"} <= set(
-        kinds
-    )
+    written = {"data/events.sqlite3", "data/events.sqlite3-wal", "data/mqtt-only.sqlite3", "data/enroll_cache.json"}
+    assert written | {"out/events.jsonl"} <= set(kinds)
     for name, mode in kinds.items():
         expected = dir_mode if (tmp_path / name).is_dir() else file_mode
         assert mode == expected, f"{name}: {mode}, expected {expected}"

@@ -22,7 +22,7 @@ from vigil.alerts.mqtt import OUTBOX_TABLE, MqttTopics, event_messages
 from vigil.bench.mosquitto import BrokerTls, LocalMosquitto, find_mosquitto, free_port
 from vigil.bench.mqtt import TopicRecorder
 from vigil.capture import DOWN, UP, CameraStats
-from vigil.commands.run import PUBLISH_INTERVAL_S, StatusReporter
+from vigil.commands.run import PUBLISH_INTERVAL_S, StatusReporter, log_outbox
 from vigil.config import AlertsConfig, MqttSinkConfig
 from vigil.errors import VigilError
 from vigil.live import CameraStatus
@@ -531,7 +531,39 @@ def test_the_service_counts_the_mqtt_outbox_apart_from_the_webhooks(tmp_path):
         events = EventStore(db)
         assert events.outbox_counts("mqtt_outbox") == {"pending": 3, "delivered": 0, "dead": 0}
         assert events.outbox_counts() == {"pending": 0, "delivered": 0, "dead": 0}  # no webhook configured
+        assert events.outbox_counts_by_table() == {"mqtt_outbox": {"pending": 3, "delivered": 0, "dead": 0}}
         with pytest.raises(ValueError, match="unknown outbox table"):
             events.outbox_counts("alerts; DROP TABLE alerts")
     finally:
         db.close()
+
+
+def test_mqtt_events_given_up_in_an_earlier_run_are_published_at_the_next_start(tmp_path, broker, caplog):
+    """Issue 26, defect 2 for the MQTT outbox: rows given up (max_attempts publishes failed while connected) were
+    never published again; now every start queues them again. While the broker cannot be reached, the run's status
+    line says so."""
+    caplog.set_level(logging.INFO, logger="vigil.run")
+    db_path = tmp_path / "events.sqlite3"
+    first = MqttSink(db_path, mqtt_config(free_port()), poll_interval_s=0.05)  # a port no broker listens on
+    alerts = [make_alert(index) for index in range(3)]
+    for alert in alerts:
+        first.emit(alert)
+    time.sleep(0.3)
+    (status,) = AlertDispatcher([first]).outbox_statuses()
+    assert (status.channel, status.pending, status.dead) == ("mqtt", 3, 0) and status.receiver_down_s is not None
+    log_outbox(status)
+    assert "alerts mqtt: receiver DOWN for" in caplog.text
+    first.close()
+    conn = open_database(db_path)
+    with conn:  # as max_attempts failed publishes would leave them
+        conn.execute(f"UPDATE {OUTBOX_TABLE} SET attempts = 20, dead_at = created_at + 60")
+    conn.close()
+    subscriber = subscribe(broker.port)
+    second = new_sink(tmp_path, mqtt_config(broker.port))
+    try:
+        assert subscriber.wait_for(lambda s: set(s.event_ids()) >= {a.id for a in alerts}), subscriber.event_ids()
+        assert second.outbox.wait_until_delivered(WAIT_S)
+        assert second.outbox.counts() == {"pending": 0, "delivered": 3, "dead": 0}
+    finally:
+        second.close()
+        subscriber.close()

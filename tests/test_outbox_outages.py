@@ -15,7 +15,15 @@ from dataclasses import dataclass
 import pytest
 
 from vigil.alerts import AlertDispatcher, DeliveryResult, WebhookSink
-from vigil.alerts.outbox import ChannelState, RetryPolicy, after_failure, after_success, outbox_counts, retry_dead
+from vigil.alerts.outbox import (
+    ChannelState,
+    Outbox,
+    RetryPolicy,
+    after_failure,
+    after_success,
+    outbox_counts,
+    retry_dead,
+)
 from vigil.cli import main
 from vigil.commands.run import log_outbox
 from vigil.config import WebhookSinkConfig
@@ -244,3 +252,66 @@ def test_the_dispatcher_reports_each_outbox(tmp_path) -> None:
     assert (status.channel, status.pending, status.dead) == ("webhook", 0, 1)
     assert status.receiver_down_s is not None and status.receiver_down_s >= 29.0
     dispatcher.close()
+
+
+# ---- a transport that knows when it cannot deliver (MQTT: ``ready`` is "connected to the broker") -------------------
+class Transport:
+    """``ready`` and ``send`` of a transport whose link comes and goes; ``accept`` says whether a send succeeds."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock, self.connected, self.accept = clock, True, True
+        self.sent: list[tuple[float, str, bool]] = []  # (t, event id, ok)
+
+    def ready(self) -> bool:
+        return self.connected
+
+    def send(self, event_id: str, payload: str) -> DeliveryResult:
+        self.sent.append((self.clock.t, event_id, self.accept))
+        return DeliveryResult(self.accept, "" if self.accept else "no acknowledgement within 5 s")
+
+
+def transport_outbox(tmp_path, clock: FakeClock, transport: Transport, policy: RetryPolicy) -> Outbox:
+    return Outbox(
+        tmp_path / "events.sqlite3", transport.send, policy, channel="mqtt", target="broker", table="mqtt_outbox",
+        wall_clock=clock, start=False, ready=transport.ready,
+    )  # fmt: skip
+
+
+def test_a_transport_back_is_probed_at_once_and_catches_up_given_up_rows(tmp_path) -> None:
+    """Publishes failed while connected (a row given up, the channel in a 60 s backoff), then the link dropped and
+    came back: the reconnect (``retry_now``) sends at once, and the row given up during the outage goes too."""
+    clock = FakeClock()
+    transport = Transport(clock)
+    outbox = transport_outbox(tmp_path, clock, transport, RetryPolicy(1, 60.0, 300.0))
+    transport.accept = False
+    for i in range(3):
+        outbox.put(alert(i))
+    assert outbox.deliver_due() == 1  # the first publish fails: given up (max_attempts 1), channel down for 60 s
+    assert outbox.counts() == {"pending": 2, "delivered": 0, "dead": 1}
+    transport.connected = False  # the link drops ...
+    clock.now += 5.0
+    assert outbox.status().receiver_down_s == 5.0
+    transport.connected, transport.accept = True, True  # ... and is back 5 s later, well inside the channel backoff
+    outbox.retry_now()
+    assert outbox.deliver_due() == 3  # at once: the probe, then the waiting row and the given-up one
+    assert outbox.counts() == {"pending": 0, "delivered": 3, "dead": 0}
+    assert {t for t, _, ok in transport.sent if ok} == {5.0}
+    assert outbox.status().receiver_down_s is None
+    outbox.close()
+
+
+def test_a_transport_not_ready_counts_as_a_receiver_down(tmp_path) -> None:
+    clock = FakeClock()
+    transport = Transport(clock)
+    outbox = transport_outbox(tmp_path, clock, transport, POLICY)
+    outbox.put(alert(0))
+    assert outbox.status().receiver_down_s is None
+    transport.connected = False
+    assert outbox.status().receiver_down_s == 0.0
+    clock.now += 42.0
+    status = outbox.status()
+    assert (status.channel, status.pending, status.receiver_down_s) == ("mqtt", 1, 42.0)
+    transport.connected = True
+    assert outbox.status().receiver_down_s is None
+    assert transport.sent == []  # nothing was attempted while it was down
+    outbox.close()

@@ -17,8 +17,9 @@ also queued again on every start, and by ``vigil outbox retry`` (:func:`retry_de
 number is in :meth:`Outbox.status` (the status line of ``vigil run``).
 
 A transport that knows when it cannot deliver (MQTT: not connected to the broker) passes ``ready``: while it returns
-False the worker attempts nothing, so an outage costs no attempts; when the transport is back it calls
-:meth:`Outbox.retry_now`, which makes every pending row due at once.
+False the worker attempts nothing, so an outage costs no attempts (and counts as the receiver being down in
+:meth:`Outbox.status`); when the transport is back it calls :meth:`Outbox.retry_now`, which makes every pending row
+due at once and sends a probe at once even if the channel was in backoff, so its success catches up as above.
 
 Time (the one exception to "monotonic time only"): due times must survive restarts, which a monotonic clock cannot,
 so ``next_attempt_at`` is wall-clock epoch seconds. Two guards make clock jumps harmless: on start every pending row
@@ -167,6 +168,7 @@ class Outbox:
         self._channel = ChannelState()  # only the worker changes it (deliver_due)
         self._fresh = threading.Event()  # a new event arrived: worth a probe even while the receiver is down
         self._revived: set[str] = set()  # rows queued again when an outage ended (at most once each per process)
+        self._unready_since: float | None = None  # wall clock: since when ``ready`` has said False (None: ready)
         self._conn = open_database(self.db_path)
         self._prepare()
         self._thread: threading.Thread | None = None
@@ -198,8 +200,8 @@ class Outbox:
             )
 
     def retry_now(self) -> int:
-        """Make every pending row due now and wake the worker (a restart, a transport that is back); returns how
-        many rows are pending."""
+        """Make every pending row due now and wake the worker for a probe even if the channel is in backoff (a
+        transport that is back); returns how many rows are pending."""
         with self._lock:
             if self._closed:
                 return 0
@@ -207,6 +209,7 @@ class Outbox:
                 pending = self._conn.execute(
                     f"UPDATE {self.table} SET next_attempt_at = ? WHERE {PENDING}", (self._clock(),)
                 ).rowcount
+        self._fresh.set()
         self._wake.set()
         return pending
 
@@ -383,7 +386,7 @@ class Outbox:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
-            if self._ready is not None and not self._ready():
+            if not self._transport_ready():
                 self._wake.wait(self._poll_interval_s)  # nothing is attempted while the transport is down
                 continue
             try:
@@ -398,6 +401,15 @@ class Outbox:
             if wait_s > 0:
                 self._wake.wait(max(wait_s, 0.005))
 
+    def _transport_ready(self) -> bool:
+        """``ready``'s answer (True without one); remembers since when it has said False."""
+        ready = self._ready is None or self._ready()
+        if ready:
+            self._unready_since = None
+        elif self._unready_since is None:
+            self._unready_since = self._clock()
+        return ready
+
     # -- inspection (tests, `vigil doctor`, shutdown) ----------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
@@ -406,10 +418,12 @@ class Outbox:
             return table_counts(self._conn, self.table)
 
     def status(self) -> OutboxStatus:
-        """Rows by state and how long the receiver has been failing (None while it takes deliveries)."""
+        """Rows by state and how long the receiver has been failing or the transport not ready (None while it takes
+        deliveries)."""
         counts = self.counts()
-        down_since = self._channel.down_since
-        down_s = None if down_since is None else max(self._clock() - down_since, 0.0)
+        self._transport_ready()
+        since = [t for t in (self._channel.down_since, self._unready_since) if t is not None]
+        down_s = max(self._clock() - min(since), 0.0) if since else None
         return OutboxStatus(self.channel, counts["pending"], counts["delivered"], counts["dead"], down_s)
 
     def wait_until_delivered(self, timeout_s: float) -> bool:
