@@ -567,3 +567,35 @@ def test_mqtt_events_given_up_in_an_earlier_run_are_published_at_the_next_start(
     finally:
         second.close()
         subscriber.close()
+
+
+def test_health_names_given_up_mqtt_rows_and_a_stalled_camera(tmp_path):
+    from types import SimpleNamespace
+
+    from vigil.alerts import utc_timestamp
+    from vigil.live import LiveHub
+    from vigil.server.context import ServiceInfo
+    from vigil.server.routes.health import health_json
+    from vigil.store.db import Database
+    from vigil.store.events import EventStore
+
+    sink = MqttSink(tmp_path / "events.sqlite3", mqtt_config(free_port()), start=False)  # never connects
+    alerts = [make_alert(index) for index in range(2)]
+    for alert in alerts:
+        sink.emit(alert)
+    sink.close()
+    conn = open_database(tmp_path / "events.sqlite3")
+    with conn:
+        conn.execute(f"UPDATE {OUTBOX_TABLE} SET dead_at = created_at WHERE id = ?", (alerts[0].id,))
+    conn.close()
+    hub = LiveHub()
+    hub.publish_statuses([CameraStatus("door", False, state="STALLED")], utc_timestamp())
+    db = Database.in_data_dir(tmp_path)
+    try:
+        health = health_json(SimpleNamespace(hub=hub, events=EventStore(db), info=ServiceInfo(sinks=("mqtt",))))
+    finally:
+        db.close()
+    assert health["status"] == "degraded"
+    assert health["problems"] == ["camera door STALLED", "1 mqtt_outbox deliveries given up (vigil outbox retry)"]
+    assert health["outboxes"] == {"mqtt_outbox": {"pending": 1, "delivered": 0, "dead": 1}}
+    assert health["mqtt_outbox"] == health["outboxes"]["mqtt_outbox"]
