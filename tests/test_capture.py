@@ -526,3 +526,37 @@ def test_a_wrong_password_is_recognised_and_retried_slowly(gst_servers, started,
     assert "wrong" not in stats.last_error
     good = started(camera("unlocked", server.url_with("admin", "right-one")), ReconnectConfig())
     assert good.get(timeout_s=15.0) is not None, "the right password must still open the stream"
+
+
+# ---- decoding options ----------------------------------------------------------------------------------------
+def test_decode_params_ask_opencv_for_hardware_decoding_and_threads() -> None:
+    import cv2
+
+    from vigil.capture import DecodeOptions, decode_params
+
+    assert decode_params(DecodeOptions()) == []
+    assert decode_params(DecodeOptions("vaapi", 1)) == [
+        cv2.CAP_PROP_HW_ACCELERATION,
+        cv2.VIDEO_ACCELERATION_VAAPI,
+        cv2.CAP_PROP_N_THREADS,
+        1,
+    ]
+
+
+def test_hardware_decoding_that_fails_falls_back_to_software(clip: Path, caplog) -> None:
+    """A named device that is absent (VAAPI on this machine) fails OpenCV's open: the file opens in software."""
+    from vigil.capture import DecodeOptions
+
+    caplog.set_level(logging.INFO, logger="vigil.capture")
+    capture = open_capture(str(clip), 2.0, 2.0, decode=DecodeOptions("vaapi", 1))
+    assert capture is not None and capture.read()[0]
+    capture.release()
+
+
+def test_the_latest_frame_queue_shows_and_takes_frames_by_index() -> None:
+    queue = LatestFrameQueue(4)
+    for index in range(3):
+        queue.put(_frame(index))
+    assert queue.waiting() == [(0, 0.0), (1, 1.0), (2, 2.0)]
+    assert queue.take(1).index == 1  # the older frame 0 is discarded with it
+    assert queue.waiting() == [(2, 2.0)] and queue.take(1) is None

@@ -39,3 +39,19 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["doctor", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cameras[0].source: Field required" in err[0]
+
+
+def test_a_two_source_camera_has_both_streams_checked(tmp_path, capsys, shared_data):
+    clip = shared_data("video", "short_hamilton_clip.mp4")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "cameras:\n"
+        f"  - {{name: gate, source: '{clip}', detect_source: 'rtsp://u:pw@127.0.0.1:{free_port()}/sub', "
+        "open_timeout_s: 1, read_timeout_s: 1}\n",
+        encoding="utf-8",
+    )
+    code = main(["doctor", "--config", str(config)])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("camera gate")]
+    assert code == 1 and len(lines) == 2
+    assert "main stream" in lines[0] and "ok, 640x360" in lines[0]
+    assert "detection sub-stream" in lines[1] and "FAIL" in lines[1] and "pw" not in lines[1]

@@ -3,6 +3,7 @@ tracked faces named once alerted, events and latencies; the publisher never wait
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,6 +64,7 @@ class FakeAnalyzer:
 class FakePipeline:
     analyzer: FakeAnalyzer = field(default_factory=FakeAnalyzer)
     counters: PipelineCounters = field(default_factory=PipelineCounters)
+    state_lock: threading.RLock = field(default_factory=threading.RLock)
 
 
 @dataclass(frozen=True)

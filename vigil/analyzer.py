@@ -81,6 +81,10 @@ class FaceAnalyzer:
     def embed_faces(self, items: list[tuple[np.ndarray, Face]]) -> list[Embedding]:
         """Refine the landmarks (when a refiner is set), align and embed each (image, face) pair, all in one batch;
         one embedding per pair, in order. The embedding's face carries the refined landmarks."""
+        return self.embed_aligned(self.align_faces(items))
+
+    def align_faces(self, items: list[tuple[np.ndarray, Face]]) -> list[AlignedFace]:
+        """Refine the landmarks (when a refiner is set) and align each (image, face) pair: one chip per pair."""
         if self.refiner is not None and items:
             start = time.perf_counter()
             items = [(image, face) for (image, _), face in zip(items, self.refiner.refine(items))]
@@ -88,7 +92,10 @@ class FaceAnalyzer:
         start = time.perf_counter()
         aligned = [self.aligner.align(image, face) for image, face in items]
         self.times.add("align", time.perf_counter() - start)
+        return aligned
 
+    def embed_aligned(self, aligned: list[AlignedFace]) -> list[Embedding]:
+        """One embedding per aligned face, in one batch."""
         start = time.perf_counter()
         vectors = self._embed(aligned)
         self.times.add("embed", time.perf_counter() - start)

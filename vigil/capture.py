@@ -85,20 +85,60 @@ def ensure_rtsp_over_tcp() -> None:
     os.environ[FFMPEG_OPTIONS_ENV] = f"{current}|{RTSP_TCP_OPTION}" if current else RTSP_TCP_OPTION
 
 
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How FFmpeg decodes a camera (``CameraConfig.hw_acceleration``, ``decode_threads``)."""
+
+    hw_acceleration: str = "off"  # off | any | vaapi | mfx | d3d11 | drm (OpenCV's VIDEO_ACCELERATION_*)
+    threads: int | None = None  # FFmpeg decoder threads; None: OpenCV's default (one per core)
+
+
+def decode_params(options: DecodeOptions) -> list[int]:
+    """OpenCV open parameters for ``options`` (empty for software decoding with OpenCV's threads)."""
+    import cv2
+
+    params: list[int] = []
+    if options.hw_acceleration != "off":
+        params += [cv2.CAP_PROP_HW_ACCELERATION, getattr(cv2, f"VIDEO_ACCELERATION_{options.hw_acceleration.upper()}")]
+    if options.threads is not None:
+        params += [cv2.CAP_PROP_N_THREADS, options.threads]
+    return params
+
+
 def open_capture(
     source: str | int,
     open_timeout_s: float,
     read_timeout_s: float,
     logger: logging.Logger | None = None,
     level: int = logging.WARNING,
+    decode: DecodeOptions | None = None,
 ) -> cv2.VideoCapture | None:
     """An opened ``cv2.VideoCapture``, or None (one log line at ``level``, URL password masked) when it won't open.
 
     Strings use the FFMPEG backend with open and read timeouts (without them OpenCV blocks ~30 s on a dead host);
     device indices use the default backend, which takes no timeouts (the stall watchdog covers them). An
     ``rtsp://`` source makes sure RTSP goes over TCP first (:func:`ensure_rtsp_over_tcp`; a no-op once a
-    ``CameraSource`` has set it from the main thread).
+    ``CameraSource`` has set it from the main thread). ``decode`` asks for hardware decoding or a number of decoder
+    threads; when the open fails with hardware decoding asked for, it is tried once more in software (OpenCV's
+    ``any`` falls back by itself; a named device that is absent fails the open).
     """
+    decode = decode or DecodeOptions()
+    capture = _open(source, open_timeout_s, read_timeout_s, logger, level, decode)
+    if capture is None and decode.hw_acceleration != "off" and not isinstance(source, int):
+        (logger or log).info("%s: hardware decoding (%s) failed: decoding in software", mask_url(source),
+                             decode.hw_acceleration)  # fmt: skip
+        capture = _open(source, open_timeout_s, read_timeout_s, logger, level, replace(decode, hw_acceleration="off"))
+    return capture
+
+
+def _open(
+    source: str | int,
+    open_timeout_s: float,
+    read_timeout_s: float,
+    logger: logging.Logger | None,
+    level: int,
+    decode: DecodeOptions,
+) -> cv2.VideoCapture | None:
     import cv2
 
     if isinstance(source, str) and source.lower().startswith(("rtsp://", "rtsps://")):
@@ -114,6 +154,7 @@ def open_capture(
                 int(open_timeout_s * 1000),
                 cv2.CAP_PROP_READ_TIMEOUT_MSEC,
                 int(read_timeout_s * 1000),
+                *decode_params(decode),
             ]
             capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
     except cv2.error as exc:
@@ -201,6 +242,20 @@ class LatestFrameQueue:
             if not self._ready.wait_for(lambda: len(self._frames) > 0, timeout=max(timeout_s, 0.0)):
                 return None
             return self._frames.popleft()
+
+    def waiting(self) -> list[tuple[int, float]]:
+        """(index, mono_ts_s) of every queued frame, oldest first; nothing is taken."""
+        with self._ready:
+            return [(frame.index, frame.mono_ts_s) for frame in self._frames]
+
+    def take(self, index: int) -> Frame | None:
+        """Remove and return the frame numbered ``index``, discarding the older ones; None when it is gone."""
+        with self._ready:
+            while self._frames and self._frames[0].index < index:
+                self._frames.popleft()
+            if self._frames and self._frames[0].index == index:
+                return self._frames.popleft()
+            return None
 
     def __len__(self) -> int:
         with self._ready:
@@ -339,6 +394,14 @@ class CameraSource:
         """The oldest queued frame, or None when none arrives within ``timeout_s`` seconds."""
         return self._queue.get(timeout_s)
 
+    def waiting_frames(self) -> list[tuple[int, float]]:
+        """(index, mono_ts_s) of the queued frames, oldest first (a two-source camera matches by them)."""
+        return self._queue.waiting()
+
+    def take_frame(self, index: int) -> Frame | None:
+        """Take the queued frame numbered ``index`` (older ones are discarded); None when it was dropped."""
+        return self._queue.take(index)
+
     def stats(self) -> CameraStats:
         now = time.monotonic()
         with self._lock:
@@ -466,7 +529,8 @@ class CameraSource:
         refusal = probe.refusal if probe is not None else None
         if probe is not None and refusal is not None and self._trust(refusal):
             return self._refused(session, probe)
-        capture = open_capture(source, cam.open_timeout_s, cam.read_timeout_s, self.log, logging.DEBUG)
+        decode = DecodeOptions(cam.hw_acceleration, cam.decode_threads)
+        capture = open_capture(source, cam.open_timeout_s, cam.read_timeout_s, self.log, logging.DEBUG, decode)
         if probe is not None and refusal is not None:
             if capture is None:
                 self._refusals_confirmed.add(refusal)

@@ -41,6 +41,12 @@ def _add_process(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-video", type=Path, help="write an annotated video (one input video only)")
     p.add_argument("--data-dir", type=Path, help="where snapshots and the embedding cache go")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--detect-video",
+        type=Path,
+        help="the same camera's sub-stream recording: detect on it, cut faces from VIDEO (frames pair by number)",
+    )
+    p.add_argument("--detect-fps", type=float, help="detect and recognise on at most this many frames per second")
     p.set_defaults(func=_handler("vigil.commands.process"))
 
 
@@ -171,6 +177,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
             b.add_argument("--height", type=int, default=720, help="resize frames to this height first (0: as is)")
         b.set_defaults(func=_handler(f"vigil.bench.{name}"))
     _add_bench_api(bsub)
+    _add_bench_streams(bsub)
     _add_bench_mqtt(bsub)
 
 
@@ -242,6 +249,34 @@ def _add_bench_api(bsub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_handler("vigil.bench.api"))
 
 
+def _add_bench_streams(bsub: argparse._SubParsersAction) -> None:
+    b = bsub.add_parser("streams", help="N live cameras through the whole `vigil run` path: drops, latency, CPU")
+    b.add_argument("--json", type=Path, required=True)
+    b.add_argument("--cameras", type=int, default=1, help="how many cameras (ignored with --find-max)")
+    b.add_argument("--height", type=int, default=720, help="the cameras' (main) stream height; 0: the clip as is")
+    b.add_argument("--fps", type=float, default=25.0, help="frame rate the cameras send")
+    b.add_argument("--seconds", type=float, default=20.0, help="measuring time per trial")
+    b.add_argument("--warmup-seconds", type=float, default=6.0, help="run before measuring (queues, caches)")
+    b.add_argument("--substream", type=int, default=0, help="detect on a copy of this height (e.g. 360); 0: off")
+    b.add_argument("--detect-fps", type=float, help="every camera's detect_fps")
+    b.add_argument(
+        "--variants",
+        default="today,serial,overlapped",
+        help="comma list: today (serial loop, no cascade, one stream), serial, overlapped (with cascade, substream)",
+    )
+    b.add_argument("--find-max", action="store_true", help="search the largest camera count that holds real time")
+    b.add_argument("--max-cameras", type=int, default=32, help="--find-max: the search stops here")
+    b.add_argument("--p95-ms", type=float, default=250.0, help="real time: p95 frame-to-decision latency bound")
+    b.add_argument("--max-drop-pct", type=float, default=1.0, help="real time: fewer dropped frames than this %%")
+    b.add_argument("--config", type=Path, help="settings (detector, recognizer, rules, stages); cameras are replaced")
+    b.add_argument("--watchlist", type=Path, help="default: examples/hamilton/watchlist.yaml")
+    b.add_argument("--video", type=Path, help="default: the shared Hamilton clip")
+    b.add_argument("--device", default="auto", help="auto (the config's: CUDA when present) | cpu | cuda")
+    b.add_argument("--work-dir", type=Path, default=Path("work/bench/streams"), help="clips and run data go here")
+    b.add_argument("--decode-only", action="store_true", help="only measure decoding the clips (CPU ms per frame)")
+    b.set_defaults(func=_handler("vigil.bench.streams"))
+
+
 def _add_bench_mqtt(bsub: argparse._SubParsersAction) -> None:
     b = bsub.add_parser(
         "mqtt", help="MQTT sink: events delivered and lost, latency, pipeline frames/s with and without"
@@ -285,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -106,11 +106,42 @@ class CameraConfig(StrictModel):
     queue_size: int = Field(default=2, ge=1, le=64)
     zones: list[ZoneConfig] = Field(default_factory=list)
     schedule: list[ScheduleWindow] = Field(default_factory=list, description="empty: always active")
+    # Two sources, as IP cameras provide (vigil/substream.py): detect and track on the small `detect_source`,
+    # cut the faces for the landmark refiner and the recognizer from `source` (the main stream) at the same moment.
+    detect_source: str | int | None = Field(
+        default=None, description="the camera's low-resolution sub-stream: detection and tracking run on it"
+    )
+    detail_match_tolerance_s: float = Field(
+        default=0.1,
+        gt=0.0,
+        le=2.0,
+        description="a sub-stream frame takes the main-stream frame read nearest to it in time, if within this",
+    )
+    detail_delay_s: float = Field(
+        default=0.0, ge=-2.0, le=2.0, description="how much later the main stream's frames arrive than the sub-stream's"
+    )
+    detail_queue_size: int = Field(default=8, ge=2, le=64, description="main-stream frames kept for matching")
+    detect_fps: float | None = Field(
+        default=None, gt=0.0, le=240.0, description="detect and recognise on at most this many frames/s (None: all)"
+    )
+    hw_acceleration: Literal["off", "any", "vaapi", "mfx", "d3d11", "drm"] = Field(
+        default="off",
+        description="ask OpenCV's FFmpeg backend for hardware decoding; falls back to software when it fails",
+    )
+    decode_threads: int | None = Field(default=None, ge=1, le=64, description="FFmpeg decoder threads (None: OpenCV's)")
     overrides: CameraOverrides = CameraOverrides()
 
-    @field_validator("source")
+    @field_validator("hw_acceleration", mode="before")
     @classmethod
-    def _source_not_empty(cls, value: str | int) -> str | int:
+    def _yaml_off(cls, value: object) -> object:
+        """YAML reads a bare ``off`` as false (and ``on`` as true)."""
+        return {False: "off", True: "any"}.get(value, value) if isinstance(value, bool) else value
+
+    @field_validator("source", "detect_source")
+    @classmethod
+    def _source_not_empty(cls, value: str | int | None) -> str | int | None:
+        if value is None:
+            return None
         if isinstance(value, int):
             if not 0 <= value <= 255:
                 raise ValueError(f"device index must be 0-255, got {value}")
@@ -236,6 +267,13 @@ class RecognizerConfig(StrictModel):
     embed_every_frame_hits: int = Field(default=30, ge=0, le=100_000)
     reembed_interval_frames: int = Field(default=10, ge=1, le=100_000)
     reembed_quality_gain: Fraction = 0.1
+    # The recognition cascade (vigil/cascade.py), for an ensemble: its first, fast member scores each face against
+    # the watchlist first; the whole ensemble runs only for faces that score at least `cascade_reject_cosine` on it
+    # (the rest are clearly nobody on the list). Person votes always come from the whole ensemble.
+    cascade: bool = True
+    cascade_reject_cosine: Annotated[float, Field(ge=-1.0, le=1.0)] | None = Field(
+        default=None, description="the fast member's cosine below which a face is nobody; None: the manifest's"
+    )
 
 
 class TrackerConfig(StrictModel):
@@ -474,6 +512,25 @@ class RetentionConfig(StrictModel):
     interval_s: float = Field(default=3600.0, ge=10.0, le=86_400.0)
 
 
+class StagesConfig(StrictModel):
+    """How `vigil run` schedules the stages (vigil/stages.py)."""
+
+    overlapped: bool | Literal["auto"] = Field(
+        default="auto",
+        description="detection (+ tracking) and recognition (+ decisions) in two threads joined by a bounded queue; "
+        "false: one loop does one batch after the other; auto: overlapped when a model runs on a GPU",
+    )
+    batch_deadline_s: float = Field(
+        default=0.04,
+        ge=0.0,
+        le=5.0,
+        description="a detection batch closes with detector.batch_size frames or when its oldest waited this long",
+    )
+    embed_queue_batches: int = Field(
+        default=1, ge=1, le=64, description="detected batches that may wait for recognition (each adds latency)"
+    )
+
+
 class VigilConfig(StrictModel):
     data_dir: Path = Path("vigil-data")
     data_access: Literal["private", "group"] = Field(
@@ -495,6 +552,7 @@ class VigilConfig(StrictModel):
     status_interval_s: PositiveSeconds = 10.0
     server: ServerConfig = ServerConfig()
     retention: RetentionConfig = RetentionConfig()
+    stages: StagesConfig = StagesConfig()
 
     @model_validator(mode="after")
     def _unique_camera_names(self) -> VigilConfig:
@@ -606,13 +664,23 @@ def resolve_paths(config: VigilConfig, base: Path) -> VigilConfig:
     of every section, found by walking the models (a new path field needs no change here), and the source of every
     camera that is a video file."""
     resolved = _resolve_path_fields(config, base)
-    cameras = []
-    for camera in resolved.cameras:
-        source = camera.source
-        if camera.is_file and not Path(source).is_absolute():
-            source = str(base / source)
-        cameras.append(camera.model_copy(update={"source": source}))
+    cameras = [
+        camera.model_copy(
+            update={
+                "source": _file_source(camera.source, base),
+                "detect_source": _file_source(camera.detect_source, base),
+            }
+        )
+        for camera in resolved.cameras
+    ]
     return resolved.model_copy(update={"cameras": cameras})
+
+
+def _file_source(source: str | int | None, base: Path) -> str | int | None:
+    """A camera source that is a relative file path, joined onto ``base``; anything else as it is."""
+    if source is None or not CameraConfig(name="x", source=source).is_file or Path(str(source)).is_absolute():
+        return source
+    return str(base / str(source))
 
 
 def _resolve_path_fields(value: object, base: Path) -> Any:

@@ -102,9 +102,31 @@ class EnsembleEmbedder:
         )
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
+        return self.complete(chips, self.embed_fast(chips))
+
+    @property
+    def fast_member(self) -> str:
+        """The first member's file name: the one the recognition cascade runs first (vigil/cascade.py)."""
+        return self._members[0][1].model_path.name
+
+    def embed_fast(self, chips: np.ndarray) -> np.ndarray:
+        """The first member's unit embeddings of ``chips``: the cascade's fast stage."""
         check_chips(chips, self.input_size)
-        parts = [np.sqrt(weight) * embedder.embed(resample(chips)) for weight, embedder, resample in self._members]
+        _, embedder, resample = self._members[0]
+        return embedder.embed(resample(chips))
+
+    def complete(self, chips: np.ndarray, fast: np.ndarray) -> np.ndarray:
+        """The ensemble's embeddings of ``chips`` given their first-member embeddings (:meth:`embed_fast`): the
+        other members run, the first is not run again."""
+        check_chips(chips, self.input_size)
+        parts = [np.sqrt(self._members[0][0]) * fast]
+        parts += [np.sqrt(weight) * embedder.embed(resample(chips)) for weight, embedder, resample in self._members[1:]]
         return unit_rows(np.concatenate(parts, axis=1).astype(np.float32))
+
+    def fast_part(self, vectors: np.ndarray) -> np.ndarray:
+        """The first member's unit embeddings inside ensemble embeddings (their first slice, re-normalised): what
+        :meth:`embed_fast` gave for the same chips, up to float rounding."""
+        return unit_rows(np.asarray(vectors, np.float32)[:, : self._members[0][1].dim])
 
 
 def build_ensemble_embedder(

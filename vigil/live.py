@@ -262,6 +262,7 @@ class LiveHub:
         self.feed = Feed()  # ("event", record dict) and ("camera", CameraStatus) items
         self.stage_latency: dict[str, LatencyHistogram] = {}
         self.frame_to_alert = LatencyHistogram(LATENCY_BUCKETS_S)
+        self.frame_to_decision = LatencyHistogram(LATENCY_BUCKETS_S)  # every analysed frame, capture to decisions
         self.photo_checks = PhotoCheckQueue()
         self.watchlist = WatchlistState()
         self.reload_requested = threading.Event()

@@ -30,6 +30,19 @@ class StatsSource(Protocol):
     def stats(self) -> CameraStats: ...
 
 
+class StageCounters(Protocol):
+    def to_json(self) -> dict: ...
+
+
+def detail_counters(sources: Sequence[StatsSource]) -> dict[str, dict]:
+    """Each two-source camera's pairing counters (vigil/substream.py), by camera name."""
+    return {
+        source.stats().name: detail_stats().to_json()
+        for source in sources
+        if (detail_stats := getattr(source, "detail_stats", None)) is not None
+    }
+
+
 def camera_status(stats: CameraStats) -> CameraStatus:
     return CameraStatus(
         name=stats.name,
@@ -57,6 +70,8 @@ class LivePublisher:
     def after_batch(self, results: Sequence[FrameResult], batch_seconds: float) -> None:
         now_mono = time.monotonic()
         for result in results:
+            if result.analysed and result.decided_mono_s:
+                self.hub.frame_to_decision.observe(result.decided_mono_s - result.frame.mono_ts_s)
             for event in result.events:
                 if isinstance(event, Alert):
                     self._label(event.camera, event.track_id, (event.person_id, event.person_name, event.list.value))
@@ -77,11 +92,19 @@ class LivePublisher:
         if self.reloader is not None:
             self.reloader.step(self.pipeline)
 
-    def publish_status(self, statuses: Sequence[CameraStatus]) -> list[CameraStatus]:
-        """The cameras' statuses and the pipeline's counters to the hub; returns the statuses as the hub keeps
-        them (with ``since``)."""
+    def publish_status(
+        self, statuses: Sequence[CameraStatus], stages: StageCounters | None = None, details: dict | None = None
+    ) -> list[CameraStatus]:
+        """The cameras' statuses and the pipeline's counters to the hub, with (when given) the overlapped stages'
+        queue counters and two-source cameras' pairing counters (vigil/substream.py, :func:`detail_counters`);
+        returns the statuses as the hub keeps them (with ``since``)."""
         self.hub.publish_statuses(statuses, utc_timestamp())
-        counters = asdict(self.pipeline.counters)
+        with self.pipeline.state_lock:  # the recognition thread updates them
+            counters = asdict(self.pipeline.counters)
+        if stages is not None:
+            counters["stages"] = stages.to_json()
+        if details:
+            counters["detail_frames"] = details
         self.hub.publish_counters(counters)
         kept = {status.name: status for status in self.hub.statuses()}
         return [kept.get(status.name, status) for status in statuses]

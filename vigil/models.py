@@ -241,3 +241,10 @@ def calibrated_match_threshold(spec: ModelSpec, flip_average: bool) -> float | N
     """
     value = spec.extra.get("match_threshold_flip_average" if flip_average else "match_threshold")
     return None if value is None else float(value)
+
+
+def calibrated_cascade_reject(spec: ModelSpec, flip_average: bool) -> float | None:
+    """An ensemble's calibrated cascade reject cosine for its fast member (vigil/cascade.py; None when the manifest
+    has none). Manifest keys: ``cascade_reject_cosine`` and ``cascade_reject_cosine_flip_average``."""
+    value = spec.extra.get("cascade_reject_cosine_flip_average" if flip_average else "cascade_reject_cosine")
+    return None if value is None else float(value)

@@ -17,10 +17,17 @@ import numpy as np
 from vigil.alerts import AlertDispatcher, Sink
 from vigil.analyzer import FaceAnalyzer
 from vigil.camera_settings import CameraSettingsTable, camera_settings_table
+from vigil.cascade import RecognitionCascade
 from vigil.config import RulesConfig, VigilConfig, data_dir_problem, load_config
 from vigil.embed_schedule import EmbedSchedule
 from vigil.errors import ConfigError
-from vigil.models import ModelRegistry, ModelSpec, calibrated_match_threshold, read_members
+from vigil.models import (
+    ModelRegistry,
+    ModelSpec,
+    calibrated_cascade_reject,
+    calibrated_match_threshold,
+    read_members,
+)
 from vigil.pipeline import WatchPipeline
 from vigil.refine import LandmarkRefiner, build_landmark_refiner
 from vigil.rules import Gallery, RulesEngine
@@ -196,6 +203,27 @@ def build_rules(
     return Gallery.from_people(enrollment.people), engine, settings
 
 
+def build_cascade(config: VigilConfig, models: LoadedModels, analyzer: FaceAnalyzer) -> RecognitionCascade | None:
+    """The recognition cascade (vigil/cascade.py) when it is on and the recognizer is an ensemble; None otherwise
+    (one log line says why when it was asked for but cannot run)."""
+    from vigil.ensemble import EnsembleEmbedder
+
+    recognizer = config.recognizer
+    embedder = analyzer.embedder
+    if not recognizer.cascade or not isinstance(embedder, EnsembleEmbedder):
+        return None
+    reject = recognizer.cascade_reject_cosine
+    if reject is None:
+        reject = calibrated_cascade_reject(models.recognizer, recognizer.flip_average)
+    if reject is None:
+        log.info("recognizer: no calibrated cascade_reject_cosine for %s: every face gets the whole ensemble",
+                 models.recognizer.name)  # fmt: skip
+        return None
+    log.info("recognizer: cascade on: %s first, the whole ensemble for faces scoring >= %.4f on it",
+             embedder.fast_member, reject)  # fmt: skip
+    return RecognitionCascade(embedder, reject)
+
+
 @dataclass(frozen=True)
 class Runtime:
     """Everything one config builds: the models, the face stages, the watchlist's gallery and rules, the sink, and a
@@ -214,9 +242,12 @@ class Runtime:
     sink: Sink
     pipeline: WatchPipeline
     camera_settings: CameraSettingsTable
+    cascade: RecognitionCascade | None = None
 
     def new_pipeline(self) -> WatchPipeline:
-        return new_watch_pipeline(self.config, self.analyzer, self.gallery, self.rules, self.sink, self.camera_settings)
+        return new_watch_pipeline(
+            self.config, self.analyzer, self.gallery, self.rules, self.sink, self.camera_settings, self.cascade
+        )
 
     def close(self) -> None:
         """Flush and close the sinks."""
@@ -230,9 +261,10 @@ def new_watch_pipeline(
     rules: RulesEngine,
     sink: Sink,
     camera_settings: CameraSettingsTable,
+    cascade: RecognitionCascade | None = None,
 ) -> WatchPipeline:
     """The per-batch pipeline over built parts, wired as the config says (cameras and their settings, tracker,
-    snapshots, schedule)."""
+    snapshots, schedule, the recognition cascade)."""
     return WatchPipeline(
         analyzer,
         gallery,
@@ -244,6 +276,7 @@ def new_watch_pipeline(
         embed_schedule=build_embed_schedule(config),
         camera_settings=camera_settings,
         update_snapshot=config.alerts.update_snapshot,
+        cascade=cascade,
     )
 
 
@@ -292,5 +325,6 @@ def build_pipeline(config: VigilConfig, watchlist: Path, sink: Sink | None = Non
     gallery, rules, settings = build_rules(config, enrollment, models)
     if sink is None:
         sink = AlertDispatcher.from_config(config.alerts, config.data_dir)
-    pipeline = new_watch_pipeline(config, analyzer, gallery, rules, sink, settings)
-    return Runtime(config, models, analyzer, enrollment, gallery, rules, sink, pipeline, settings)
+    cascade = build_cascade(config, models, analyzer)
+    pipeline = new_watch_pipeline(config, analyzer, gallery, rules, sink, settings, cascade)
+    return Runtime(config, models, analyzer, enrollment, gallery, rules, sink, pipeline, settings, cascade)

@@ -126,8 +126,7 @@ class FaceTracker:
         folds their embeddings): the embedding then goes to the track that replaced it. ``crop``: this face cut from
         its frame; it becomes the track's :attr:`~vigil.types.Track.best_face` when its quality is the best so far.
         """
-        while track.track_id in self._successors:
-            track = self._successors[track.track_id]
+        track = self.current(track)
         required = self.cfg.identity_switch_hits
         if required == 0 or matches_track(track, embedding.vector, min_cosine):
             track.held_out.clear()  # a passing mismatch (a blurred or turned frame): forgotten, not folded
@@ -145,6 +144,12 @@ class FaceTracker:
             self._tracks[box_id] = successor
         self._successors[track.track_id] = successor
         return Fold(successor, folded=True, replaced=track)
+
+    def current(self, track: Track) -> Track:
+        """``track``, or the track that replaced it after an identity switch (see :meth:`fold`)."""
+        while track.track_id in self._successors:
+            track = self._successors[track.track_id]
+        return track
 
     def expire(self, now_mono_s: float) -> list[Track]:
         """Remove and return tracks not seen for ``max_track_age_s``."""

@@ -35,6 +35,14 @@ class Frame:
     mono_ts_s: float  # time.monotonic() when the frame was read
     video_ts_s: float  # seconds from the start of the source (files: frame time; cameras: since open)
     image: np.ndarray  # H x W x 3 uint8 BGR
+    # a two-source camera's main-stream frame of the same moment (vigil/substream.py): detection runs on ``image``,
+    # faces are cut from this one (boxes scaled by the two frames' size ratio); None: faces come from ``image``
+    detail: np.ndarray | None = None
+
+    @property
+    def face_image(self) -> np.ndarray:
+        """The image faces are cut from: the main-stream frame when there is one, else the frame itself."""
+        return self.image if self.detail is None else self.detail
 
 
 @dataclass(frozen=True)

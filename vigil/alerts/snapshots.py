@@ -37,8 +37,9 @@ def crop_with_margin(image: np.ndarray, box: np.ndarray, margin: float) -> np.nd
 
 
 def face_crop(frame: Frame, face: Face, quality: float) -> FaceCrop:
-    """``face`` cut from ``frame`` with the snapshot margin, as an owned copy (a kept view would pin the frame)."""
-    image = np.ascontiguousarray(crop_with_margin(frame.image, face.box, SNAPSHOT_MARGIN)).copy()
+    """``face`` (in the pixels of ``frame.face_image``: the main stream's for a two-source camera) cut with the
+    snapshot margin, as an owned copy (a kept view would pin the frame)."""
+    image = np.ascontiguousarray(crop_with_margin(frame.face_image, face.box, SNAPSHOT_MARGIN)).copy()
     return FaceCrop(frame.index, frame.video_ts_s, float(quality), np.asarray(face.box, np.float32).copy(), image)
 
 

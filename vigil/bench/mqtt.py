@@ -210,7 +210,9 @@ def measure_pipelines(args: argparse.Namespace, config: VigilConfig, sink: MqttS
             for kind in ("null", "mqtt"):
                 run_sink = sink if kind == "mqtt" else NullSink()
                 gallery, rules, settings = build_rules(config, runtime.enrollment, runtime.models)  # fresh cooldowns
-                pipeline = new_watch_pipeline(config, runtime.analyzer, gallery, rules, run_sink, settings)
+                pipeline = new_watch_pipeline(
+                    config, runtime.analyzer, gallery, rules, run_sink, settings, runtime.cascade
+                )
                 runtime.analyzer.times = type(runtime.analyzer.times)()
                 event_times: dict[str, tuple[float, float]] = {}  # event id -> (frame read, decided)
 

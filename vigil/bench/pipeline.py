@@ -124,6 +124,10 @@ def measure(
         "faces": pipeline.counters.faces,
         "faces_embedded": pipeline.counters.embeddings,
         "faces_not_reembedded": pipeline.counters.embeddings_skipped,
+        "faces_settled_by_cascade_fast_member": pipeline.counters.cascade_fast_only,
+        "faces_through_whole_ensemble": pipeline.counters.cascade_full
+        if pipeline.cascade
+        else pipeline.counters.embeddings,
         "identity_switches": pipeline.counters.identity_switches,
         "embeddings_held_out": pipeline.counters.embeddings_held_out,
         "ms_per_frame": {k: round(1000 * v / max(frames, 1), 2) for k, v in stages.items()},

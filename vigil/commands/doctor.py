@@ -92,18 +92,25 @@ def check_cameras(config: VigilConfig) -> int:
 
     problems = 0
     for camera in config.cameras:
-        start = time.monotonic()
-        probe = probe_rtsp(str(camera.source), camera.open_timeout_s) if is_plain_rtsp(camera.source) else None
-        capture = None
-        if probe is None or not probe.auth_failed:  # a refused password is not tried twice (camera lockouts)
-            capture = open_capture(camera.source, camera.open_timeout_s, camera.read_timeout_s)
-        ok = capture is not None and capture.read()[0]
-        took = time.monotonic() - start
-        if capture is not None:
-            capture.release()
-        status = "ok" if ok else f"FAIL: no frame within {camera.open_timeout_s:.0f}+{camera.read_timeout_s:.0f} s"
-        if not ok and probe is not None and probe.refusal is not None:
-            status = f"FAIL: {probe.describe()}"
-        print(f"camera {camera.name} ({mask_url(camera.source)}): {status} ({took:.1f} s)")
-        problems += 0 if ok else 1
+        streams = [("", camera.source)]
+        if camera.detect_source is not None:  # a two-source camera: both streams must answer
+            streams = [(" main stream", camera.source), (" detection sub-stream", camera.detect_source)]
+        for label, source in streams:
+            start = time.monotonic()
+            probe = probe_rtsp(str(source), camera.open_timeout_s) if is_plain_rtsp(source) else None
+            capture = None
+            if probe is None or not probe.auth_failed:  # a refused password is not tried twice (camera lockouts)
+                capture = open_capture(source, camera.open_timeout_s, camera.read_timeout_s)
+            ok, image = (False, None) if capture is None else capture.read()
+            took = time.monotonic() - start
+            if capture is not None:
+                capture.release()
+            limit = f"{camera.open_timeout_s:.0f}+{camera.read_timeout_s:.0f} s"
+            ok = bool(ok) and image is not None
+            size = f"{image.shape[1]}x{image.shape[0]}" if image is not None else ""
+            status = f"ok, {size}" if ok else f"FAIL: no frame within {limit}"
+            if not ok and probe is not None and probe.refusal is not None:
+                status = f"FAIL: {probe.describe()}"
+            print(f"camera {camera.name}{label} ({mask_url(source)}): {status} ({took:.1f} s)")
+            problems += 0 if ok else 1
     return problems

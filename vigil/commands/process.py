@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from vigil.errors import VigilError
 from vigil.filemode import file_creation_mode
 from vigil.pipeline import WatchPipeline
 from vigil.runtime import build_pipeline, load_config_or_default
+from vigil.substream import paired_file_frames
 
 log = logging.getLogger("vigil.process")
 
@@ -57,6 +59,8 @@ def process_config(config: VigilConfig, events: Path | None, data_dir: Path | No
 def run_cli(args: argparse.Namespace) -> int:
     if args.out_video and len(args.videos) > 1:
         raise VigilError("--out-video: takes one input video, got several")
+    if args.detect_video is not None and (len(args.videos) > 1 or not args.detect_video.is_file()):
+        raise VigilError(f"--detect-video: {args.detect_video}: one file, for one input video")
     for video in args.videos:
         check_video(video)
     config = process_config(load_config_or_default(args.config), args.events, args.data_dir)
@@ -117,14 +121,22 @@ def process_video(
 
     from vigil.annotate import AnnotatedVideoWriter
 
-    with FileSource(video, clock_offset_s=clock_offset_s) as source:
+    pipeline.default_detect_fps = args.detect_fps
+    with FileSource(video, clock_offset_s=clock_offset_s) as whole, ExitStack() as stack:
+        source, frames = whole, whole.frames()
+        if args.detect_video is not None:  # a recorded two-stream camera: detect on the small file
+            small = stack.enter_context(
+                FileSource(args.detect_video, camera=whole.camera, clock_offset_s=clock_offset_s)
+            )
+            frames = paired_file_frames(small, whole)
+            source = small  # the annotated video shows what was detected on
         writer = None
         if args.out_video:
             writer = AnnotatedVideoWriter(args.out_video, source.fps, (source.width, source.height))
         bar = tqdm(total=source.frame_count, unit="frame", desc=video.name, disable=args.no_progress)
         start = time.perf_counter()
         try:
-            for batch in _batches(source.frames(), batch_size):
+            for batch in _batches(frames, batch_size):
                 for result in pipeline.process(batch):
                     if writer is not None:
                         writer.write(result)
@@ -134,8 +146,9 @@ def process_video(
             if writer is not None:
                 writer.close()
         seconds = time.perf_counter() - start
-        if source.damage():
-            log.warning("%s: %s; the other frames were processed", video, source.damage())
+        damage = whole.damage() or source.damage()
+        if damage:
+            log.warning("%s: %s; the other frames were processed", video, damage)
     counters = pipeline.counters
     log.info(
         "%s: %d tracks split on an identity switch, %d embeddings held out (did not match their track)",
@@ -150,9 +163,9 @@ def process_video(
         counters.faces,
         counters.embeddings,
         dict(counters.alerts_by_person),
-        source.damage(),
+        damage,
     )
-    return summary, clock_offset_s + source.end_ts_s + 1.0
+    return summary, clock_offset_s + whole.end_ts_s + 1.0
 
 
 def _batches(frames, size: int):

@@ -47,7 +47,14 @@ class VigilCollector:
             {"": hub.frame_to_alert},
             None,
         )
+        yield _histogram(
+            "vigil_frame_to_decision_seconds",
+            "From a frame's capture to the decisions on it (every analysed frame)",
+            {"": hub.frame_to_decision},
+            None,
+        )
         yield from self._counters()
+        yield from self._stages()
         outbox = self.ctx.events.outbox_counts()
         mqtt_outbox = self.ctx.events.outbox_counts(MQTT_OUTBOX_TABLE)
         for state in ("pending", "dead"):
@@ -104,5 +111,31 @@ class VigilCollector:
             ("embeddings", "Faces embedded"),
             ("unknown_events", "Unknown-face events"),
             ("identity_switches", "Tracks split"),
+            ("frames_not_analysed", "Frames passed over by their camera's detect_fps"),
+            ("cascade_fast_only", "Faces the recognition cascade's fast member found to be nobody"),
+            ("cascade_full", "Faces the recognition cascade sent on to the whole ensemble"),
         ):
             yield CounterMetricFamily(f"vigil_{name}", doc, value=float(counters.get(name, 0)))
+
+    def _stages(self) -> Iterator[Metric]:
+        """The overlapped stages' queue and two-source cameras' frame pairing (when there are any)."""
+        counters = self.ctx.hub.counters()
+        stages = dict(counters.get("stages", {}))
+        if stages:
+            yield GaugeMetricFamily(
+                "vigil_stage_queue_depth", "Detected batches waiting for recognition", value=stages["queue_depth"]
+            )
+            yield CounterMetricFamily(
+                "vigil_stage_detect_waited_seconds",
+                "Time detection waited for room in the recognition queue (recognition is the bottleneck)",
+                value=stages["detect_waited_s"],
+            )
+        pairing = CounterMetricFamily(
+            "vigil_camera_detail_frames",
+            "Sub-stream frames with or without their main-stream frame",
+            labels=["camera", "result"],
+        )
+        for camera, detail in dict(counters.get("detail_frames", {})).items():
+            pairing.add_metric([camera, "matched"], detail["matched"])
+            pairing.add_metric([camera, "unmatched"], detail["unmatched"])
+        yield pairing
