@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from vigil.errors import ModelError, VigilError
-from vigil.paths import models_dir
 from vigil.types import Face
 
 LFW_SINGLE_FACE = [
@@ -204,10 +203,10 @@ def test_device_resolution():
 
 
 def _shipped_model() -> Path:
-    models = sorted((models_dir() / "detector").glob("*.pt"))
-    if not models:
-        pytest.skip("no shipped detector yet (models/detector/*.pt)")
-    return models[0]
+    """The manifest's default detector (the runtime's)."""
+    from vigil.models import ModelRegistry
+
+    return ModelRegistry().default("detector").path
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +219,12 @@ def shipped_detector():
     spec = ModelRegistry().resolve("detector", _shipped_model())
     imgsz = config.imgsz or max(spec.input_size)
     return FaceDetector(
-        spec.path, imgsz=imgsz, conf_threshold=config.conf_threshold, nms_iou=config.nms_iou, device="cpu"
+        spec.path,
+        imgsz=imgsz,
+        conf_threshold=config.conf_threshold,
+        nms_iou=config.nms_iou,
+        device="cpu",
+        model_format=spec.format,
     )
 
 
@@ -239,12 +243,13 @@ def test_shipped_model_finds_many_faces_in_a_crowd(shipped_detector, shared_data
     import cv2
 
     image = cv2.imread(str(shared_data("wider200", "images", "val", WIDER_CROWD_IMAGE)))
-    assert len(shipped_detector.detect([image])[0]) >= 10
+    assert len(shipped_detector.detect([image])[0]) >= 20
 
 
 def test_tiling_finds_small_faces_in_a_large_frame_that_letterboxing_loses(shipped_detector, shared_data):
     """Four LFW photos shrunk to 80 px (faces about 30 px) on a 1920x1080 frame, one across a tile cut: the whole
-    frame at the model's input size shrinks them to ~8 px; with 480 px tiles each is found once, where it was put."""
+    frame at the model's input size shrinks them to ~8-10 px, where some are lost; with 480 px tiles each is found once,
+    where it was put."""
     import cv2
 
     from vigil.detect import FaceDetector
@@ -265,7 +270,7 @@ def test_tiling_finds_small_faces_in_a_large_frame_that_letterboxing_loses(shipp
         tiling=TileSpec(tile_px=480, overlap_px=128),
     )
     faces = tiled.detect_one(frame)
-    assert len(whole_only) <= 1  # measured: none
+    assert len(whole_only) < len(corners)  # measured: vigil-face-n-cpu480 none, vigil-face-v5n-cctv 2 of 4
     assert len(faces) == len(corners)
     centres = sorted(((f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2) for f in faces)
     for (cx, cy), (x, y) in zip(centres, sorted(corners)):

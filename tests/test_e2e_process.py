@@ -85,6 +85,17 @@ def test_hamilton_clip_confirms_lin_manuel_within_1_s_of_a_40_px_face(hamilton_s
 
 
 @pytest.mark.slow
+def test_hamilton_clip_confirms_alex_lacamoire_from_his_23_px_face_without_tiling(hamilton_score):
+    """At the piano in the wide shot (frames 0-19) his face is about 23 px wide; his face is 40 px only from frame 20.
+    The previous default detector (vigil-face-n-cpu480) found him there only with detector.tiling; the YOLOv5-face
+    detector transfer-learned to CCTV (issue 21) finds him in the whole frame, so he is confirmed before frame 20."""
+    alerts, score = hamilton_score
+    alex = next(p for p in score.people if p.person_id == "alex-lacamoire")
+    assert alex.hit, f"Alex Lacamoire not confirmed; alerts: {alerts}"
+    assert alex.delay_s is not None and alex.delay_s < 0, f"confirmed {alex.delay_s} s after his 40 px face, not before"
+
+
+@pytest.mark.slow
 def test_hamilton_clip_with_absent_people_raises_no_alert(tmp_path, shared_data):
     alerts = _process(tmp_path, EXAMPLES / "watchlist_absent.yaml", shared_data)
     assert alerts == []

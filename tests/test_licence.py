@@ -10,8 +10,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = yaml.safe_load((REPO / "models" / "manifest.yaml").read_text(encoding="utf-8"))
-# licences a shipped model may carry: vigil's own, or a permissive one that AGPL-3.0 code may ship beside
-KNOWN_LICENCES = {"AGPL-3.0-only", "CC0-1.0", "Apache-2.0", "MIT"}
+# licences a shipped model may carry: vigil's own, a permissive one that AGPL-3.0 code may ship beside, or GPL-3.0
+# (both GPL-3.0 and AGPL-3.0 section 13 allow combining the two: the YOLOv5-face detector is a GPL-3.0 fine-tune)
+KNOWN_LICENCES = {"AGPL-3.0-only", "GPL-3.0-only", "CC0-1.0", "Apache-2.0", "MIT"}
 
 
 def test_the_project_is_agpl_because_it_runs_ultralytics():

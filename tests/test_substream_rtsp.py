@@ -150,5 +150,9 @@ def test_a_two_source_camera_end_to_end_alerts_from_faces_cut_from_the_main_stre
     assert alerted(), "no alert for Lin-Manuel Miranda from the two-source camera"
     shapes = [shape for shape, _ in cut_from]
     assert shapes.count((720, 1280, 3)) > shapes.count((180, 320, 3))  # faces cut from the main stream
-    assert min(width for shape, width in cut_from if shape == (720, 1280, 3)) > 4 * 20  # 4x the sub-stream's size
+    widths = [width for shape, width in cut_from if shape == (720, 1280, 3)]
+    assert max(widths) > 4 * 20  # Lin-Manuel's 22 px sub-stream face, cut at 4x from the main stream (86 px)
+    # min_face_px holds in the main stream's pixels: the default detector (YOLOv5-face, issue 21) also finds Alex
+    # Lacamoire's ~12 px face on the sub-stream, and at ~50 px on the main stream he is embedded too
+    assert min(widths) >= 20
     assert source.detail_stats().matched > 0  # type: ignore[union-attr]

@@ -234,7 +234,9 @@ class TilingConfig(StrictModel):
 
 
 class DetectorConfig(StrictModel):
-    model: Path | None = Field(default=None, description="Ultralytics pose face model; default: ours from models/")
+    model: Path | None = Field(
+        default=None, description="YOLOv5-face ONNX or Ultralytics pose face model; default: ours from models/"
+    )
     imgsz: int | None = Field(
         default=None, ge=128, le=1920, multiple_of=32, description="None: the model's input size from the manifest"
     )

@@ -1,10 +1,16 @@
-"""Face detection stage: an Ultralytics YOLO pose model with 5 keypoints -> typed :class:`vigil.types.Face` objects.
+"""Face detection stage: a face model with 5 landmarks -> typed :class:`vigil.types.Face` objects.
 
 ``FaceDetector(model_path, ...).detect(frames)`` takes a list of H x W x 3 uint8 BGR frames (any sizes) and returns,
-per frame, the faces with boxes, scores and the 5 landmarks in that frame's pixels (the letterbox is undone by
-Ultralytics). The keypoints are taken to be in the vigil 5-point order (eye on image left, eye on image right, nose,
-mouth corner on image left, mouth corner on image right): our model is trained that way, and the community
-yolov8-face models (RetinaFace/WIDER landmark labels) use the same order.
+per frame, the faces with boxes, scores and the 5 landmarks in that frame's pixels (the letterbox is undone).
+Two detector families, chosen by :func:`detector_family` from the manifest's ``format`` (or, for a file the
+manifest does not list, from the file itself):
+
+* ``yolov5-face``: a YOLOv5-face ONNX file on onnxruntime (:mod:`vigil.yolov5_face`; the default model);
+* ``ultralytics``: an Ultralytics YOLO pose model with 5 keypoints (``.pt``, or its ONNX export), e.g. the community
+  yolov8-face weights a user brings.
+
+The keypoints are taken to be in the vigil 5-point order (eye on image left, eye on image right, nose, mouth corner
+on image left, mouth corner on image right): both families' WIDER/RetinaFace landmark labels use it.
 
 Nothing here downloads anything: :func:`vigil.ultralytics_offline.configure_ultralytics_offline` switches off
 Ultralytics' network features and runs before any Ultralytics model code is imported, and a missing model file is a
@@ -55,15 +61,65 @@ def filter_min_size(faces: Sequence[Face], min_face_px: float) -> list[Face]:
     return [face for face in faces if face.width_px >= min_face_px]
 
 
+ULTRALYTICS = "ultralytics"
+
+
+def detector_family(model_path: Path, model_format: str | None = None) -> str:
+    """``yolov5-face`` or ``ultralytics``: the manifest's ``format`` when it names the YOLOv5-face family, else the
+    file's own layout (a ``.pt`` is Ultralytics; an ``.onnx`` is read: three ``[N,3,H,W,16]`` outputs are
+    YOLOv5-face, an Ultralytics export says so in its metadata). ModelError naming the file for anything else."""
+    from vigil import yolov5_face
+
+    path = Path(model_path)
+    if not path.is_file():
+        raise ModelError(f"{path}: detector model file not found")
+    suffix = path.suffix.lower()
+    if suffix not in MODEL_SUFFIXES:
+        raise ModelError(
+            f"{path}: expected a YOLOv5-face ONNX file, an Ultralytics pose model (.pt) or its ONNX export"
+        )
+    if model_format == yolov5_face.FAMILY:
+        return yolov5_face.FAMILY
+    if suffix == ".pt":
+        return ULTRALYTICS
+    outputs, metadata = yolov5_face.onnx_layout(path)
+    problem = yolov5_face.layout_problem(outputs)
+    if problem is None:
+        return yolov5_face.FAMILY
+    if "kpt_shape" in metadata or metadata.get("task") == "pose" or "ultralytics" in metadata.get("author", "").lower():
+        return ULTRALYTICS
+    raise ModelError(
+        f"{path}: not a face detector vigil can run: neither a {yolov5_face.FAMILY} ONNX ({problem}) "
+        "nor an Ultralytics pose export"
+    )
+
+
+def onnx_providers(device: str) -> list[str]:
+    """onnxruntime providers for ``detector.device``: CUDA first for auto/cuda when this machine can run it, else
+    CPU."""
+    from vigil.onnx_session import CPU_PROVIDER, machine_providers
+
+    device = str(device).strip().lower()
+    if device == "cpu":
+        return [CPU_PROVIDER]
+    usable = machine_providers(["CUDAExecutionProvider", CPU_PROVIDER])
+    if device != "auto" and usable[0] != "CUDAExecutionProvider":
+        raise VigilError(
+            f"detector.device: {device} requested but onnxruntime has no usable CUDA provider here (use auto or cpu)"
+        )
+    return usable
+
+
 class FaceDetector:
-    """Batched face detection with an Ultralytics pose model that has 5 keypoints.
+    """Batched face detection with a 5-landmark face model of either family (:func:`detector_family`).
 
     ``imgsz`` is the inference size in pixels (longer side, multiple of 32); ``conf_threshold`` the minimum score in
     [0, 1]; ``nms_iou`` the NMS IoU threshold; ``device`` ``auto | cpu | cuda | cuda:N``; ``batch_size`` the number of
-    frames per forward pass; ``max_det`` the most faces kept per frame. Half precision is used on CUDA.
+    frames per forward pass; ``max_det`` the most faces kept per frame; ``model_format`` the manifest's ``format``
+    (None: read the file). Ultralytics models use half precision on CUDA.
     ``tiling``: also detect on overlapping tiles of each frame and merge (:mod:`vigil.tiling`); None (the default)
-    detects on the whole frame only. An instance holds one Ultralytics predictor: call it from one thread (the
-    pipeline's inference thread).
+    detects on the whole frame only. An instance holds one predictor: call it from one thread (the pipeline's
+    inference thread).
     """
 
     def __init__(
@@ -77,6 +133,7 @@ class FaceDetector:
         max_det: int = 1000,
         tiling: TileSpec | None = None,
         logger: logging.Logger | None = None,
+        model_format: str | None = None,
     ) -> None:
         self.model_path = Path(model_path)
         self.imgsz = int(imgsz)
@@ -86,12 +143,32 @@ class FaceDetector:
         self.max_det = int(max_det)
         self.tiling = tiling
         self.log = logger or logging.getLogger("vigil.detect")
-        self.device = resolve_device(device)
-        self.half = self.device.startswith("cuda")
-        self._yolo = self._load()
+        self.family = detector_family(self.model_path, model_format)
+        if self.family == ULTRALYTICS:
+            self.device = resolve_device(device)
+            self.half = self.device.startswith("cuda")
+            self._yolo = self._load()
+        else:
+            from vigil.yolov5_face import Yolov5FaceOnnx
+
+            backend = Yolov5FaceOnnx(
+                self.model_path,
+                self.imgsz,
+                self.conf_threshold,
+                self.nms_iou,
+                self.max_det,
+                self.batch_size,
+                onnx_providers(device),
+                logger=self.log,
+            )
+            self.device = "cuda" if backend.provider.startswith("CUDA") else "cpu"
+            self.half = False
+            self.imgsz = backend.imgsz
+            self._predict = backend.predict  # type: ignore[method-assign]  # the family's batched predict
         self.log.info(
-            "detector %s on %s (imgsz %d, conf %.2f, nms iou %.2f%s)",
+            "detector %s (%s) on %s (imgsz %d, conf %.2f, nms iou %.2f%s)",
             self.model_path.name,
+            self.family,
             self.device,
             self.imgsz,
             self.conf_threshold,
@@ -101,10 +178,6 @@ class FaceDetector:
 
     def _load(self):
         path = self.model_path
-        if not path.is_file():
-            raise ModelError(f"{path}: detector model file not found")
-        if path.suffix.lower() not in MODEL_SUFFIXES:
-            raise ModelError(f"{path}: expected an Ultralytics pose model (.pt) or its ONNX export (.onnx)")
         configure_ultralytics_offline()
         from ultralytics import YOLO
 
@@ -164,7 +237,7 @@ class FaceDetector:
         return detect_tiled(self._predict, frames, self.tiling, self.nms_iou, self.max_det)
 
     def _predict(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
-        """One forward pass per image, ``batch_size`` images at a time: faces in each image's pixels."""
+        """Ultralytics: one forward pass per image, ``batch_size`` images at a time: faces in each image's pixels."""
         faces: list[list[Face]] = []
         for start in range(0, len(images), self.batch_size):
             chunk = list(images[start : start + self.batch_size])

@@ -94,6 +94,7 @@ def build_analyzer(config: VigilConfig, models: LoadedModels) -> FaceAnalyzer:
         device=config.detector.device,
         batch_size=config.detector.batch_size,
         tiling=tile_spec(config.detector.tiling),
+        model_format=models.detector.format,
     )
     template = models.recognizer.alignment_template
     if template is None:

@@ -60,9 +60,9 @@ def split_of(group: str, val_fraction: float, seed: int = 0) -> str:
 
 
 def load_labelled(
-    cache_dir: Path, sources: tuple[str, ...], params: FusionParams, val_fraction: float
+    cache_dir: Path, sources: tuple[str, ...], params: FusionParams, val_fraction: float, video_split: str = "train"
 ) -> list[LabelledImage]:
-    """Fuse the cached teacher faces of every image of ``sources``."""
+    """Fuse the cached teacher faces of every image of ``sources``; video frames all go to ``video_split``."""
     out = []
     for source in sources:
         cache = read_cache(cache_dir / f"{source}.jsonl")
@@ -72,7 +72,7 @@ def load_labelled(
             rec = cache[key]
             per_teacher = {name: rows_to_faces(rows) for name, rows in rec["faces"].items()}
             faces = fuse_faces(per_teacher, params)
-            split = "train" if source == "video" else split_of(rec["group"], val_fraction)
+            split = video_split if source == "video" else split_of(rec["group"], val_fraction)
             out.append(
                 LabelledImage(
                     key, rec["group"], split, rec["w"], rec["h"], faces, unconfirmed_boxes(per_teacher, faces)
@@ -385,6 +385,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bank", type=Path, default=WORK / "bank")
     parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES))
     parser.add_argument("--val-fraction", type=float, default=0.08)
+    parser.add_argument(
+        "--video-split",
+        choices=["train", "val"],
+        default="train",
+        help="where the clip's frames go (val: kept for the CCTV validation set, pipelines.detector.cctv_val)",
+    )
     parser.add_argument("--jpeg-quality", type=int, default=90, help="for re-encoded (painted / video) images")
     parser.add_argument("--bank-min-face", type=int, default=40, help="px, smallest face cut for the bank")
     parser.add_argument("--bank-max-face", type=int, default=64, help="px, faces are stored at most this wide")
@@ -413,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         return
     root = data_dir()
-    items = load_labelled(args.cache, tuple(args.sources), FusionParams(), args.val_fraction)
+    items = load_labelled(args.cache, tuple(args.sources), FusionParams(), args.val_fraction, args.video_split)
     n_faces = sum(len(it.faces) for it in items)
     LOG.info(
         "%d images, %d fused faces, %d painted-out boxes", len(items), n_faces, sum(len(it.unconfirmed) for it in items)

@@ -175,6 +175,7 @@ class LayoutProfile:
     row_bottom_px: tuple[float, float] = (30.0, 80.0)  # face width at the bottom
     p_scatter: float = 0.4
     p_rows: float = 0.4  # the rest: a few larger faces
+    large_px: tuple[float, float] = (40.0, 120.0)  # uniform width of the few larger faces
 
 
 LAYOUT_PROFILES = {
@@ -186,6 +187,14 @@ LAYOUT_PROFILES = {
         row_bottom_px=(16.0, 48.0),
         p_scatter=0.45,
         p_rows=0.45,
+    ),
+    # the CCTV validation set (pipelines/detector/cctv_val.py): every face 12-64 px wide
+    "cctv": LayoutProfile(
+        scatter_px=(12.0, 64.0),
+        scatter_count=(5, 40),
+        row_top_px=(12.0, 20.0),
+        row_bottom_px=(28.0, 58.0),
+        large_px=(32.0, 64.0),
     ),
 }
 
@@ -202,7 +211,10 @@ def face_widths(
     if mode < profile.p_scatter + profile.p_rows:  # crowd rows: small at the top, larger at the bottom
         return _crowd_rows(rng, size, rng.uniform(*profile.row_top_px), rng.uniform(*profile.row_bottom_px))
     n = int(rng.integers(1, 7))  # a few larger faces
-    return [(float(rng.uniform(40, 120)), float(rng.uniform(0, size)), float(rng.uniform(0, size))) for _ in range(n)]
+    return [
+        (float(rng.uniform(*profile.large_px)), float(rng.uniform(0, size)), float(rng.uniform(0, size)))
+        for _ in range(n)
+    ]
 
 
 def _crowd_rows(rng: np.random.Generator, size: int, w_top: float, w_bottom: float) -> list[tuple[float, float, float]]:

@@ -90,16 +90,26 @@ def _read_photo(path: Path):
     ]
 
 
-def make_scene(photos: list[Path], seed: int, split: str, index: int, size: int) -> tuple[np.ndarray, list[Face], int]:
-    """One zoomed-out scene: (image, faces, JPEG quality). Deterministic in (seed, split, index)."""
+def make_scene(
+    photos: list[Path],
+    seed: int,
+    split: str,
+    index: int,
+    size: int,
+    top_px: tuple[float, float] = (6.0, 20.0),
+    growth: tuple[float, float] = (1.0, 2.5),
+) -> tuple[np.ndarray, list[Face], int]:
+    """One zoomed-out scene: (image, faces, JPEG quality). Deterministic in (seed, split, index).
+
+    The face width at the top is log-uniform in ``top_px``, at the bottom that times uniform ``growth``."""
     import cv2
 
     from pipelines.detector.synth import degrade, procedural_background
 
     rng = np.random.default_rng([seed, 0 if split == "train" else 1, index])
     canvas = procedural_background(rng, size)
-    top = float(np.exp(rng.uniform(np.log(6), np.log(20))))
-    layout = RowLayout(rng, size, (top, top * rng.uniform(1.0, 2.5)))
+    top = float(np.exp(rng.uniform(np.log(top_px[0]), np.log(top_px[1]))))
+    layout = RowLayout(rng, size, (top, top * rng.uniform(*growth)))
     out_faces: list[Face] = []
     for _ in range(MAX_PHOTOS_PER_SCENE):
         img, faces = _read_photo(photos[int(rng.integers(len(photos)))])

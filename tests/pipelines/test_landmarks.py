@@ -133,22 +133,36 @@ def test_one_epoch_smoke_training(tmp_path: Path):
     assert got.shape == (3, 5, 2) and np.isfinite(got).all()
 
 
-def test_shipped_refiner_moves_landmarks_towards_the_teacher(shared_data):
-    """On LFW faces (never trained on), the refined points are closer to the SCRFD-2.5G teacher's than the
-    detector's own are: the reason the refiner exists."""
+# (detector: a file under models/ or None for the manifest's default, the most the refined error may be as a multiple
+# of the detector's own). Measured on 300 LFW images (python -m pipelines.landmarks.lfw_nme --limit 300): the previous
+# detector's points 0.1112, refined 0.0557; the default's (YOLOv5-face, issue 21) 0.0533, refined 0.0563.
+REFINER_CASES = [
+    # the detector the refiner was trained for: its points are twice as far off, the reason the refiner exists
+    pytest.param("detector/vigil-face-n-cpu480.onnx", 0.8, id="previous-detector"),
+    # the default detector's points are about as good as the refiner's: the refiner must fit its boxes, not beat it
+    pytest.param(None, 1.15, id="default-detector"),
+]
+
+
+@pytest.mark.parametrize(("detector", "most_of_detector_error"), REFINER_CASES)
+def test_shipped_refiner_on_each_shipped_detectors_boxes(shared_data, detector, most_of_detector_error):
+    """On LFW faces (never trained on), the refined points against the SCRFD-2.5G teacher's, compared with the
+    detector's own: far better for the detector the refiner was trained on, and no worse than the refiner does there
+    (NME < 0.075) on the boxes of a detector it was not trained on."""
     from pipelines.detector.teachers import load_teacher
     from vigil.eval.face_source import build_detector, choose_face, read_image
     from vigil.models import ModelRegistry
+    from vigil.paths import models_dir
     from vigil.refine import build_landmark_refiner
 
     lfw = shared_data("lfw")
     data = shared_data("weights").parent
     people = sorted(p for p in lfw.iterdir() if p.is_dir())[:12]
     images = [read_image(next(iter(sorted(p.glob("*.jpg"))))) for p in people]
-    detect, _ = build_detector(None)
+    detect, _ = build_detector(None if detector is None else models_dir() / detector)
     teacher = load_teacher("scrfd_2.5g", data, input_size=640, threads=1)
     refiner = build_landmark_refiner(ModelRegistry().resolve("landmarks", None), providers=["CPUExecutionProvider"])
-    errors = {"detector": [], "refined": []}
+    errors: dict[str, list[float]] = {"detector": [], "refined": []}
     for image, faces in zip(images, detect(images)):
         ours = choose_face(faces, image.shape, 0.3)
         matched = label_mod.match_faces([ours], teacher.detect(image), 0.5, 0.6) if ours is not None else []
@@ -158,6 +172,8 @@ def test_shipped_refiner_moves_landmarks_towards_the_teacher(shared_data):
         iod = np.linalg.norm(target[0] - target[1])
         refined = refiner.refine([(image, ours)])[0]
         for name, pts in (("detector", ours.landmarks), ("refined", refined.landmarks)):
-            errors[name].append(np.linalg.norm(pts - target, axis=1).mean() / iod)
+            errors[name].append(float(np.linalg.norm(pts - target, axis=1).mean() / iod))
     assert len(errors["refined"]) >= 8
-    assert np.mean(errors["refined"]) < 0.8 * np.mean(errors["detector"])
+    refined, own = float(np.mean(errors["refined"])), float(np.mean(errors["detector"]))
+    assert refined < most_of_detector_error * own, (refined, own)
+    assert refined < 0.075, refined

@@ -6,11 +6,12 @@ What is timed, per device (``auto``: CPU, plus CUDA when torch sees a GPU):
 
 * ``ultralytics-torch``: :meth:`vigil.detect.FaceDetector.detect` with the ``.pt`` model (the runtime's own call:
   letterbox, forward pass, NMS, results back to frame pixels), batch 1, and batch 16 on CUDA (FP16 on CUDA).
-* When an ``.onnx`` file lies beside the ``.pt`` (same stem): ``ultralytics-onnx``, the same call with the ONNX
-  export (Ultralytics runs it with onnxruntime), and ``onnxruntime``, the bare ``InferenceSession.run`` of the
-  network on a ready square S x S float tensor (no pre/post-processing; the Ultralytics rows letterbox the 16:9
-  frame to a smaller S x (S * 9/16, rounded up to 32) input when the model's shape allows), with the CUDA provider
-  on CUDA. A static-shape export
+* When an ``.onnx`` file lies beside the ``.pt`` (same stem), or is the model: ``ultralytics-onnx``, the same call
+  with the ONNX export (Ultralytics runs it with onnxruntime), or ``yolov5-face-onnx`` for a YOLOv5-face file
+  (:mod:`vigil.yolov5_face`: letterbox, forward pass, decoding, NMS), and ``onnxruntime``, the bare
+  ``InferenceSession.run`` of the network on a ready square S x S float tensor (no pre/post-processing; the
+  Ultralytics rows letterbox the 16:9 frame to a smaller S x (S * 9/16, rounded up to 32) input when the model's
+  shape allows), with the CUDA provider on CUDA. A static-shape export
   is timed only at its own size and batch.
 
 The input is frame 100 of the shared Hamilton clip (640x360; a seeded synthetic frame when the clip is absent),
@@ -224,6 +225,8 @@ def bench_onnxruntime(path: Path, device: str, seconds: float) -> list[dict]:
 
 def run_bench(model: Path | None, device: str, seconds: float) -> dict:
     from vigil.bench.embed import host_info
+    from vigil.detect import detector_family
+    from vigil.yolov5_face import FAMILY as YOLOV5_FACE
 
     load_at_start = round(os.getloadavg()[0], 2)
     path, sha = _model(model)
@@ -236,8 +239,9 @@ def run_bench(model: Path | None, device: str, seconds: float) -> dict:
             results += bench_detector(pt_path, "ultralytics-torch", dev, frame, seconds, IMAGE_SIZES)
         if onnx_path.is_file():
             fixed_size = _onnx_shapes(_ort_session(onnx_path, "cpu"))[1]
+            runtime = "yolov5-face-onnx" if detector_family(onnx_path) == YOLOV5_FACE else "ultralytics-onnx"
             results += bench_detector(
-                onnx_path, "ultralytics-onnx", dev, frame, seconds, (fixed_size,) if fixed_size else IMAGE_SIZES
+                onnx_path, runtime, dev, frame, seconds, (fixed_size,) if fixed_size else IMAGE_SIZES
             )
             results += bench_onnxruntime(onnx_path, dev, seconds)
     return {

@@ -384,6 +384,8 @@ def build_detector(
 
     spec = ModelRegistry().resolve("detector", detector)
     imgsz = max(spec.input_size)
-    face_detector = FaceDetector(spec.path, imgsz=imgsz, conf_threshold=min_score, batch_size=batch_size)
+    face_detector = FaceDetector(
+        spec.path, imgsz=imgsz, conf_threshold=min_score, batch_size=batch_size, model_format=spec.format
+    )
     sha = spec.sha256 or sha256_of(spec.path)
     return face_detector.detect, f"{spec.path.stem}@{sha[:12]}/imgsz{imgsz}"
