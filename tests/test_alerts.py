@@ -9,15 +9,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
-from collections import Counter
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.webhook_receiver import Receiver
 from vigil.alerts import (
     AlertDispatcher,
     ConsoleSink,
@@ -97,49 +95,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-class Receiver:
-    """A local webhook endpoint: answers 500 to the first ``fail_first`` requests, then 200; counts by key."""
-
-    def __init__(self, fail_first: int = 0, port: int = 0, fail_status: int = 500) -> None:
-        self.fail_first = fail_first
-        self.requests = 0
-        self.by_key: Counter[str] = Counter()
-        self.body_ids: dict[str, str] = {}
-        lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with lock:
-                    receiver.requests += 1
-                    failing = receiver.requests <= receiver.fail_first
-                    if not failing:
-                        key = self.headers.get("Idempotency-Key", "")
-                        receiver.by_key[key] += 1
-                        receiver.body_ids[key] = json.loads(body)["id"]
-                self.send_response(fail_status if failing else 200)
-                self.send_header("Content-Length", "0")
-                self.send_header("Location", "/elsewhere")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -277,7 +232,7 @@ class FakeClock:
 def test_outbox_backoff_schedule_and_dead_letter_with_fake_clock(tmp_path, caplog):
     clock, calls = FakeClock(), []
 
-    def always_fail(url, event_id, payload, timeout_s):
+    def always_fail(url, event_id, payload, timeout_s, **_):
         calls.append(clock.now)
         return DeliveryResult(False, "HTTP 503")
 
@@ -289,8 +244,10 @@ def test_outbox_backoff_schedule_and_dead_letter_with_fake_clock(tmp_path, caplo
         for offset in [0.0, 0.5, 1.0, 1.5, 2.9, 3.0, 5.9, 6.0, 20.0, 40.0]:
             clock.now = start + offset
             sink.deliver_due()
-    # attempts at 0, then +1 s, +2 s, +3 s (capped): then dead after 4 attempts, never tried again
-    assert [c - start for c in calls] == [0.0, 1.0, 3.0, 6.0]
+    # attempts at 0, then +1 s, +2 s, +3 s (capped): dead after 4 attempts; while the receiver stays down the given-up
+    # row is still the probe every max_backoff_s (20 s, 40 s: uncounted, no new warning), so a receiver that comes back
+    # is found (tests/test_outbox_outages.py)
+    assert [c - start for c in calls] == [0.0, 1.0, 3.0, 6.0, 20.0, 40.0]
     assert sink.counts() == {"pending": 0, "delivered": 0, "dead": 1}
     assert sum("giving up" in r.getMessage() for r in caplog.records) == 1
     sink.close()
@@ -305,7 +262,7 @@ def test_outbox_treats_a_far_future_due_time_as_due(tmp_path):
         config,
         wall_clock=clock,
         start=False,
-        post=lambda url, eid, payload, t: sent.append(eid) or DeliveryResult(True),
+        post=lambda url, eid, payload, t, **_: sent.append(eid) or DeliveryResult(True),
     )
     clock.now += 3600.0  # emitted "in the future"
     sink.emit(make_alert(0))

@@ -118,8 +118,9 @@ def test_the_table_as_doctor_prints_it_marks_each_override():
 def test_doctor_prints_the_effective_settings_of_each_camera(tmp_path, capsys):
     path = tmp_path / "config.yaml"
     cameras = [camera("door"), camera("carpark", match_threshold=0.9, unknown_events=True)]
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")  # fails fast: only the settings table matters here
     for item in cameras:
-        item["source"] = str(tmp_path / "missing.mp4")  # fails fast: only the settings table matters here
+        item["source"] = str(tmp_path / "junk.mp4")  # (a missing file is refused when the config loads)
         item["open_timeout_s"] = item["read_timeout_s"] = 1
     path.write_text(json.dumps({"cameras": cameras, "rules": {"match_threshold": 0.8}}), encoding="utf-8")
     main(["doctor", "--config", str(path)])

@@ -1,7 +1,8 @@
-"""Capture: latest-frame queue, fps cap, file source, camera reconnect against a real local RTSP server.
+"""Capture: latest-frame queue, fps cap, file source, camera reconnect against real local RTSP servers.
 
-The RTSP tests use tests/rtsp_server.py (Debian's ffmpeg + a small relay) and skip when ffmpeg is absent.
-Timeouts are shortened so the file runs in well under a minute.
+The RTSP tests use tests/rtsp_server.py (Debian's ffmpeg + a small relay) and skip when ffmpeg is absent, and
+GStreamer's RTSP server (tests/gst_rtsp_server.py: a process the tests freeze with SIGSTOP, and one with a password),
+skipped when it is not installed. Timeouts are shortened so the file runs in about a minute.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.fault_harness import wait_until
 from vigil.capture import (
+    AUTH_FAILED,
     FFMPEG_OPTIONS_ENV,
+    STALLED,
+    UP,
     CameraSource,
     FilePacer,
     FileSource,
@@ -38,15 +43,6 @@ FAST_RETRY = ReconnectConfig(initial_backoff_s=0.05, max_backoff_s=0.2)
 needs_ffmpeg = pytest.mark.skipif(
     shutil.which("ffmpeg") is None, reason="ffmpeg not installed (apt-get install ffmpeg): no local RTSP server"
 )
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(poll_s)
-    return condition()
 
 
 def camera(name: str, source: str | int, **overrides) -> CameraConfig:
@@ -251,6 +247,70 @@ def test_file_source_truncated_file_stops_with_a_warning(clip: Path, tmp_path: P
     )
 
 
+def corrupt_clip(clip: Path, folder: Path, start: float = 0.4, end: float = 0.55) -> Path:
+    """60 frames of the clip (GOP 10), with the bytes from ``start`` to ``end`` of the file overwritten by noise."""
+    import subprocess
+
+    whole = folder / "s60.mp4"
+    command = ["ffmpeg", "-loglevel", "error", "-y", "-i", str(clip), "-frames:v", "60", "-an", "-c:v", "libx264",
+               "-g", "10", "-pix_fmt", "yuv420p", str(whole)]  # fmt: skip
+    subprocess.run(command, check=True, timeout=120)
+    data = bytearray(whole.read_bytes())
+    a, b = int(len(data) * start), int(len(data) * end)
+    data[a:b] = np.random.default_rng(0).integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    damaged = folder / "c60.mp4"
+    damaged.write_bytes(bytes(data))
+    return damaged
+
+
+def ffprobe_frames(path: Path) -> int:
+    import subprocess
+
+    command = ["ffprobe", "-v", "quiet", "-count_frames", "-select_streams", "v:0", "-show_entries",
+               "stream=nb_read_frames", "-of", "csv=p=0", str(path)]  # fmt: skip
+    return int(subprocess.run(command, check=True, capture_output=True, text=True, timeout=120).stdout.strip())
+
+
+@needs_ffmpeg
+def test_file_source_reads_past_a_corrupt_section_and_says_what_it_skipped(clip: Path, tmp_path: Path) -> None:
+    """Issue 26, defect 5: OpenCV's read fails on the first corrupt packet and went on failing for 10 reads; the file
+    used to end there (29 of 60 frames, exit 0) although FFmpeg decodes 49-50."""
+    damaged = corrupt_clip(clip, tmp_path)
+    with FileSource(damaged) as video:
+        frames = [(frame.index, frame.video_ts_s) for frame in video.frames()]
+        damage = video.damage()
+    indices = [index for index, _ in frames]
+    assert len(frames) >= ffprobe_frames(damaged) - 1, (len(frames), ffprobe_frames(damaged))
+    assert indices == sorted(set(indices)) and indices[-1] == 59  # in order, numbered by their place in the file
+    gaps = [(a + 1, b - 1) for a, b in zip(indices, indices[1:]) if b > a + 1]
+    assert (
+        gaps
+        and damage
+        == f"{60 - len(frames)} of 60 frames did not decode ("
+        + ", ".join(f"frames {first}-{last}" if last > first else f"frame {first}" for first, last in gaps)
+        + ")"
+    )
+    assert all(ts == pytest.approx(index / video.fps) for index, ts in frames)
+
+
+@pytest.mark.parametrize("offset_s", [0.0, 12.5])
+def test_file_frames_carry_the_videos_own_time(clip: Path, offset_s: float) -> None:
+    """`vigil process` clocks (track age, cooldown) run on video time: mono_ts_s = offset + position in the file,
+    whatever the machine's speed; end_ts_s is where the next file's clock starts."""
+    with FileSource(clip, clock_offset_s=offset_s) as video:
+        frames = [(frame.index, frame.mono_ts_s, frame.video_ts_s) for frame in video.frames()]
+    assert all(mono == pytest.approx(offset_s + index / video.fps) for index, mono, _ in frames)
+    assert all(mono - offset_s == pytest.approx(ts) for _, mono, ts in frames)
+    assert video.end_ts_s == pytest.approx(CLIP_FRAMES / video.fps) and video.damage() is None
+
+
+@pytest.mark.parametrize(("count", "next_index", "budget"), [(60, 29, 47), (60, 60, 16), (60, 70, 16), (None, 5, 300)])
+def test_read_failure_budget(count: int | None, next_index: int, budget: int) -> None:
+    from vigil.capture import read_failure_budget
+
+    assert read_failure_budget(count, next_index) == budget
+
+
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
@@ -377,7 +437,8 @@ def test_rtsp_stalled_stream_is_abandoned_by_the_watchdog(rtsp_server, started) 
     assert cam.get(timeout_s=10.0) is not None
     rtsp_server.freeze()
     assert wait_until(lambda: cam.stats().stalls >= 1, timeout_s=5.0), cam.stats()
-    assert cam.stats().last_error == "stalled: no frame for 1.5 s"
+    assert cam.stats().last_error == "stalled: no good frame for 1.5 s"
+    assert cam.stats().state == STALLED
     rtsp_server.freeze(False)
     _drain(cam)
     assert cam.get(timeout_s=8.0) is not None, "frames did not resume after the stall"
@@ -403,6 +464,68 @@ def test_rtsp_dead_camera_does_not_block_live_one(rtsp_server, started) -> None:
     t0 = time.monotonic()
     assert dead.stop(1.0) and live.stop(1.0)
     assert time.monotonic() - t0 < 2.0
+
+
+# ---- GStreamer's RTSP server: a frozen process, a password ------------------------------------------------------
+def test_a_frozen_server_is_a_stall_within_the_stall_timeout_despite_stray_frames(gst_servers, started) -> None:
+    """SIGSTOP: OpenCV returns one stale frame after each read timeout (2 s here). Those used to reset the watchdog,
+    so the freeze was noticed only when a read failed (about 3 read timeouts); now only good frames count."""
+    server = gst_servers()
+    cam = started(camera("frozen", server.url, read_timeout_s=2.0, stall_timeout_s=3.0), ReconnectConfig())
+    assert cam.get(timeout_s=15.0) is not None
+    assert wait_until(lambda: cam.stats().state == UP, timeout_s=5.0)
+    _drain(cam)
+    server.freeze()
+    frozen = time.monotonic()
+    assert wait_until(lambda: cam.stats().stalls >= 1, timeout_s=3.0 + 1.0 + 0.5), cam.stats()
+    detected_s = time.monotonic() - frozen
+    print(f"\nstall detected {detected_s:.2f} s after the freeze (stall timeout 3 s, read timeout 2 s)")
+    assert detected_s <= 3.0 + 1.0
+    assert cam.stats().state == STALLED
+    time.sleep(2.0)
+    assert cam.stats().state == STALLED, "the status must stay STALLED while the outage lasts"
+    server.thaw()
+    thawed = time.monotonic()
+    assert wait_until(lambda: cam.stats().state == UP, timeout_s=8.0), cam.stats()
+    print(f"frames flowing {time.monotonic() - thawed:.2f} s after the server resumed")
+
+
+def test_frames_held_back_by_a_short_freeze_are_dropped_as_late(gst_servers, started) -> None:
+    """A 3 s freeze (shorter than the stall timeout): the server then sends the 3 s it held back in a burst. Frames
+    more than max_frame_age_s (1 s) behind the stream's clock are counted as late and never queued."""
+    server = gst_servers()
+    cam = started(camera("burst", server.url, read_timeout_s=5.0, stall_timeout_s=10.0, max_frame_age_s=1.0,
+                         queue_size=64), ReconnectConfig())  # fmt: skip
+    assert cam.get(timeout_s=15.0) is not None
+    time.sleep(1.0)
+    _drain(cam)
+    server.freeze()
+    time.sleep(3.0)
+    server.thaw()
+    assert wait_until(lambda: cam.stats().frames_late >= 30, timeout_s=5.0), cam.stats()
+    time.sleep(1.0)
+    stats = cam.stats()
+    delivered = [frame.mono_ts_s for frame in iter(lambda: cam.get(0.0), None)]
+    print(f"\nafter a 3 s freeze: {stats.frames_late} late frames dropped, {len(delivered)} queued")
+    assert stats.stalls == 0 and stats.state == UP
+    assert 30 <= stats.frames_late <= 3 * 30  # about 2 s of a ~25-30 fps stream (3 s minus the 1 s allowed)
+
+
+@pytest.mark.parametrize("auth", ["basic", "digest"])
+def test_a_wrong_password_is_recognised_and_retried_slowly(gst_servers, started, auth: str) -> None:
+    """Cameras lock an account after a few failed logins: one refusal is reported as an authentication failure and
+    not retried for auth_initial_backoff_s (300 s by default), instead of every few seconds ("cannot open")."""
+    server = gst_servers(user="admin", password="right-one", auth=auth)
+    cam = started(camera("locked", server.url_with("admin", "wrong")), ReconnectConfig())
+    assert wait_until(lambda: cam.stats().auth_failures >= 1, timeout_s=15.0), cam.stats()
+    time.sleep(6.0)  # the old policy retried 9 times in 23 s
+    stats = cam.stats()
+    assert stats.state == AUTH_FAILED and stats.auth_failures == 1, stats
+    assert stats.last_error == "authentication failed (RTSP 401 Unauthorized)"
+    assert server.count(401) <= 4  # one DESCRIBE without credentials and one with, by the check and by FFmpeg once
+    assert "wrong" not in stats.last_error
+    good = started(camera("unlocked", server.url_with("admin", "right-one")), ReconnectConfig())
+    assert good.get(timeout_s=15.0) is not None, "the right password must still open the stream"
 
 
 # ---- decoding options ----------------------------------------------------------------------------------------

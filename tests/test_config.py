@@ -37,6 +37,8 @@ def test_defaults_work_out_of_the_box(tmp_path):
 
 
 def test_relative_paths_resolve_against_the_config_folder(tmp_path):
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.mp4").write_bytes(b"")  # a camera file must exist at load
     config = load_config(write(tmp_path, "watchlist: people.yaml\ncameras:\n  - {name: door, source: clips/a.mp4}\n"))
     assert config.watchlist == tmp_path / "people.yaml"
     assert config.cameras[0].source == str(tmp_path / "clips/a.mp4")
@@ -139,6 +141,66 @@ BAD_CONFIGS = [
         "reconnect:\n  initial_backoff_s: 3\n  max_backoff_s: 1\n",
         "max_backoff_s must be >= initial_backoff_s",
     ),
+    # sources that can never work are refused at load (issue 26, defect 8)
+    (
+        "rtsp without a host",
+        "cameras:\n  - {name: a, source: 'rtsp://'}\n",
+        "cameras[0].source: Value error, the URL has no host",
+    ),
+    (
+        "port out of range",
+        "cameras:\n  - {name: a, source: 'rtsp://h:99999/s'}\n",
+        "port 99999 is out of range (1-65535)",
+    ),
+    ("port zero", "cameras:\n  - {name: a, source: 'rtsp://h:0/s'}\n", "port 0 is out of range"),
+    ("port not a number", "cameras:\n  - {name: a, source: 'rtsp://h:x/s'}\n", "port 'x' is not a number"),
+    ("rtps typo", "cameras:\n  - {name: a, source: 'rtps://h/s'}\n", "unknown URL scheme 'rtps' (expected rtsp"),
+    ("one slash", "cameras:\n  - {name: a, source: 'rtsp:/h/s'}\n", "malformed URL: expected rtsp://host/"),
+    ("missing camera file", "cameras:\n  - {name: a, source: gone.mp4}\n", "cameras[0].source: video file not found:"),
+    ("camera file is a folder", "cameras:\n  - {name: a, source: .}\n", "cameras[0].source: is a folder"),
+    ("frame age of zero", "cameras:\n  - {name: a, source: 0, max_frame_age_s: 0}\n", "cameras[0].max_frame_age_s"),
+    (
+        "auth backoff cap below start",
+        "reconnect:\n  auth_initial_backoff_s: 60\n  auth_max_backoff_s: 10\n",
+        "auth_max_backoff_s must be >= auth_initial_backoff_s",
+    ),
+    # data_dir an existing file (defect 6)
+    ("data_dir is a file", "data_dir: config.yaml\n", "data_dir: "),
+    # webhook settings (defects 11 and 13)
+    (
+        "webhook without host",
+        "alerts:\n  webhook: {url: 'http:///hook'}\n",
+        "alerts.webhook.url: Value error, the URL has no host",
+    ),
+    (
+        "webhook header name",
+        "alerts:\n  webhook: {url: 'http://h/x', headers: {'a b': c}}\n",
+        "not a valid header name",
+    ),
+    ("webhook header newline", "alerts:\n  webhook: {url: 'http://h/x', headers: {X-A: \"b\\nc\"}}\n", "line break"),
+    (
+        "webhook reserved header",
+        "alerts:\n  webhook: {url: 'http://h/x', headers: {Idempotency-Key: k}}\n",
+        "set by vigil",
+    ),
+    (
+        "two credentials",
+        "alerts:\n  webhook: {url: 'http://u:p@h/x', headers: {Authorization: x}}\n",
+        "both in the URL",
+    ),
+    ("short secret", "alerts:\n  webhook: {url: 'http://h/x', secret: abc}\n", "alerts.webhook.secret"),
+    ("two secrets", "alerts:\n  webhook: {url: 'http://h/x', secret: 0123456789abcdef, secret_env: S}\n", "not both"),
+    (
+        "secret variable unset",
+        "alerts:\n  webhook: {url: 'http://h/x', secret_env: VIGIL_TEST_UNSET_SECRET}\n",
+        "VIGIL_TEST_UNSET_SECRET is not set",
+    ),
+    (
+        "missing CA bundle",
+        "alerts:\n  webhook: {url: 'https://h/x', ca_file: nope.pem}\n",
+        "alerts.webhook.ca_file: file not found",
+    ),
+    ("data access", "data_access: public\n", "data_access"),
     ("not a mapping", "- a\n- b\n", "config must be a mapping"),
     ("invalid yaml", "cameras: [\n", "not valid YAML"),
 ]
@@ -239,11 +301,16 @@ def test_every_path_field_resolves_against_the_config_folder(tmp_path, location)
     folder = tmp_path / "elsewhere"
     folder.mkdir()
     text = yaml.safe_dump(_fill_required(_config_setting(location, "given.file")))
+    if location[-1] in CHECKED_AT_LOAD:
+        (folder / "given.file").write_bytes(b"")
     config = load_config(write(folder, text))
     value: object = config
     for key in location:
         value = value[key] if isinstance(key, int) else getattr(value, key)  # type: ignore[index]
     assert value == folder / "given.file"
+
+
+CHECKED_AT_LOAD = {"ca_file"}  # path fields whose file must exist when the config loads
 
 
 def _fill_required(mapping: dict) -> dict:

@@ -21,8 +21,8 @@ from vigil.alerts import AlertDispatcher, JsonlSink, MqttSink, open_database, re
 from vigil.alerts.mqtt import OUTBOX_TABLE, MqttTopics, event_messages
 from vigil.bench.mosquitto import BrokerTls, LocalMosquitto, find_mosquitto, free_port
 from vigil.bench.mqtt import TopicRecorder
-from vigil.capture import CameraStats
-from vigil.commands.run import PUBLISH_INTERVAL_S, StatusReporter
+from vigil.capture import DOWN, UP, CameraStats
+from vigil.commands.run import PUBLISH_INTERVAL_S, StatusReporter, log_outbox
 from vigil.config import AlertsConfig, MqttSinkConfig
 from vigil.errors import VigilError
 from vigil.live import CameraStatus
@@ -380,7 +380,7 @@ class FakeCamera:
         self.name, self.up = name, up
 
     def stats(self) -> CameraStats:
-        return CameraStats(self.name, connected=self.up, fps=10.0)
+        return CameraStats(self.name, connected=self.up, state=UP if self.up else DOWN, fps=10.0)
 
 
 class RecordingStatusSink:
@@ -533,7 +533,71 @@ def test_the_service_counts_the_mqtt_outbox_apart_from_the_webhooks(tmp_path):
         events = EventStore(db)
         assert events.outbox_counts("mqtt_outbox") == {"pending": 3, "delivered": 0, "dead": 0}
         assert events.outbox_counts() == {"pending": 0, "delivered": 0, "dead": 0}  # no webhook configured
+        assert events.outbox_counts_by_table() == {"mqtt_outbox": {"pending": 3, "delivered": 0, "dead": 0}}
         with pytest.raises(ValueError, match="unknown outbox table"):
             events.outbox_counts("alerts; DROP TABLE alerts")
     finally:
         db.close()
+
+
+def test_mqtt_events_given_up_in_an_earlier_run_are_published_at_the_next_start(tmp_path, broker, caplog):
+    """Issue 26, defect 2 for the MQTT outbox: rows given up (max_attempts publishes failed while connected) were
+    never published again; now every start queues them again. While the broker cannot be reached, the run's status
+    line says so."""
+    caplog.set_level(logging.INFO, logger="vigil.run")
+    db_path = tmp_path / "events.sqlite3"
+    first = MqttSink(db_path, mqtt_config(free_port()), poll_interval_s=0.05)  # a port no broker listens on
+    alerts = [make_alert(index) for index in range(3)]
+    for alert in alerts:
+        first.emit(alert)
+    time.sleep(0.3)
+    (status,) = AlertDispatcher([first]).outbox_statuses()
+    assert (status.channel, status.pending, status.dead) == ("mqtt", 3, 0) and status.receiver_down_s is not None
+    log_outbox(status)
+    assert "alerts mqtt: receiver DOWN for" in caplog.text
+    first.close()
+    conn = open_database(db_path)
+    with conn:  # as max_attempts failed publishes would leave them
+        conn.execute(f"UPDATE {OUTBOX_TABLE} SET attempts = 20, dead_at = created_at + 60")
+    conn.close()
+    subscriber = subscribe(broker.port)
+    second = new_sink(tmp_path, mqtt_config(broker.port))
+    try:
+        assert subscriber.wait_for(lambda s: set(s.event_ids()) >= {a.id for a in alerts}), subscriber.event_ids()
+        assert second.outbox.wait_until_delivered(WAIT_S)
+        assert second.outbox.counts() == {"pending": 0, "delivered": 3, "dead": 0}
+    finally:
+        second.close()
+        subscriber.close()
+
+
+def test_health_names_given_up_mqtt_rows_and_a_stalled_camera(tmp_path):
+    from types import SimpleNamespace
+
+    from vigil.alerts import utc_timestamp
+    from vigil.live import LiveHub
+    from vigil.server.context import ServiceInfo
+    from vigil.server.routes.health import health_json
+    from vigil.store.db import Database
+    from vigil.store.events import EventStore
+
+    sink = MqttSink(tmp_path / "events.sqlite3", mqtt_config(free_port()), start=False)  # never connects
+    alerts = [make_alert(index) for index in range(2)]
+    for alert in alerts:
+        sink.emit(alert)
+    sink.close()
+    conn = open_database(tmp_path / "events.sqlite3")
+    with conn:
+        conn.execute(f"UPDATE {OUTBOX_TABLE} SET dead_at = created_at WHERE id = ?", (alerts[0].id,))
+    conn.close()
+    hub = LiveHub()
+    hub.publish_statuses([CameraStatus("door", False, state="STALLED")], utc_timestamp())
+    db = Database.in_data_dir(tmp_path)
+    try:
+        health = health_json(SimpleNamespace(hub=hub, events=EventStore(db), info=ServiceInfo(sinks=("mqtt",))))
+    finally:
+        db.close()
+    assert health["status"] == "degraded"
+    assert health["problems"] == ["camera door STALLED", "1 mqtt_outbox deliveries given up (vigil outbox retry)"]
+    assert health["outboxes"] == {"mqtt_outbox": {"pending": 1, "delivered": 0, "dead": 1}}
+    assert health["mqtt_outbox"] == health["outboxes"]["mqtt_outbox"]

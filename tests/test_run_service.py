@@ -21,7 +21,7 @@ PEOPLE = {"lin-manuel-miranda": "lin-manuel-miranda.png", "obama": "obama.jpg", 
 
 
 def write_watchlist(path: Path, video_dir: Path, ids: list[str], broken: bool = False) -> None:
-    lines = ["people:"] + [
+    lines = [f"photo_dirs: [{video_dir}]", "people:"] + [
         f"  - {{id: {pid}, name: {pid.title()}, photos: [{video_dir / PEOPLE[pid]}]}}" for pid in ids
     ]
     path.write_text("\n".join(lines) + ("\n  - {id: oops, name: \n" if broken else "\n"), encoding="utf-8")

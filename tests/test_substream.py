@@ -110,6 +110,8 @@ def test_a_camera_with_a_detect_source_gets_a_paired_source_and_relative_files_r
     assert isinstance(make_source(CameraConfig(name="c", source="a.mp4", detect_source="b.mp4")), PairedCameraSource)
     config_file = tmp_path / "config.yaml"
     config_file.write_text("cameras:\n  - {name: c, source: main.mp4, detect_source: sub.mp4}\n")
+    (tmp_path / "main.mp4").write_bytes(b"")  # a camera file must exist when the config loads (issue 26, defect 8)
+    (tmp_path / "sub.mp4").write_bytes(b"")
     from vigil.config import load_config
 
     camera = load_config(config_file).cameras[0]
@@ -177,6 +179,7 @@ def test_hw_acceleration_reads_yaml_on_and_off(tmp_path, yaml_value, expected):
 
     config_file = tmp_path / "config.yaml"
     config_file.write_text(f"cameras:\n  - {{name: c, source: a.mp4, hw_acceleration: {yaml_value}}}\n")
+    (tmp_path / "a.mp4").write_bytes(b"")  # a camera file must exist when the config loads (issue 26, defect 8)
     assert load_config(config_file).cameras[0].hw_acceleration == expected
 
 

@@ -36,6 +36,18 @@ BAD_WATCHLISTS = [
         "repeated: a",
     ),
     ("top-level list", "- {id: a}\n", "watchlist must be a mapping"),
+    # photos confined to the watchlist's folder (issue 26, defect 12)
+    (
+        "parent folders",
+        "people:\n  - {id: a, name: A, photos: [../../etc/passwd]}\n",
+        "people[0].photos[0]: ../../etc/passwd is outside",
+    ),
+    (
+        "absolute path",
+        "people:\n  - {id: a, name: A, photos: [ok.jpg, /etc/shadow]}\n",
+        "people[0].photos[1]: /etc/shadow is outside",
+    ),
+    ("photo_dirs not a list", "photo_dirs: 3\npeople: []\n", "photo_dirs"),
 ]
 
 
@@ -177,3 +189,69 @@ def test_person_without_photos_is_listed_but_not_enrolled(people_dir):
     assert [p.id for p in watchlist.people] == ["p", "q"]
     result = Enroller(FakeAnalyzer(), EmbeddingCache(people_dir / "c.json", "m"), 20).enroll(watchlist)
     assert [p.id for p in result.people] == ["q"] and result.problems == []
+
+
+# ---- photo paths confined (issue 26, defect 12) -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("photo", "photo_dirs", "allowed"),
+    [
+        ("photos/a.jpg", [], True),
+        ("./a.jpg", [], True),
+        ("sub/../a.jpg", [], True),
+        ("../outside/a.jpg", [], False),
+        ("../outside/a.jpg", ["../outside"], True),
+        ("{tmp}/outside/a.jpg", ["../outside"], True),  # absolute, inside a listed folder
+        ("/etc/passwd", ["../outside"], False),
+        ("link/a.jpg", [], False),  # a symbolic link in the folder that points outside
+    ],
+)
+def test_photos_must_lie_in_the_watchlists_folder_or_a_listed_one(tmp_path, photo, photo_dirs, allowed) -> None:
+    folder = tmp_path / "watchlist"
+    folder.mkdir()
+    (tmp_path / "outside").mkdir()
+    (folder / "link").symlink_to(tmp_path / "outside")
+    photo = photo.format(tmp=tmp_path)
+    text = f"photo_dirs: {photo_dirs}\npeople:\n  - {{id: a, name: A, photos: ['{photo}']}}\n"
+    path = write(folder, text)
+    if allowed:
+        assert load_watchlist(path).people[0].photos[0] == Path(photo)
+    else:
+        with pytest.raises(ConfigError, match=r"people\[0\]\.photos\[0\]: .* is outside the watchlist's folder"):
+            load_watchlist(path)
+
+
+def test_the_shipped_example_watchlists_load() -> None:
+    for name in ("watchlist.yaml", "watchlist_absent.yaml"):
+        assert load_watchlist(Path(__file__).resolve().parent.parent / "examples" / "hamilton" / name).people
+
+
+# ---- photos cut short, and people left without a usable photo (issue 26, defect 1) -----------------------------
+def test_a_truncated_jpeg_is_reported_not_enrolled(people_dir) -> None:
+    """libjpeg decodes a JPEG cut in half without an error (the rest grey): it used to be enrolled silently."""
+    noise = np.random.default_rng(0).integers(0, 255, (120, 200, 3), dtype=np.uint8)
+    ok, data = cv2.imencode(".jpg", noise)
+    (people_dir / "cut.jpg").write_bytes(data.tobytes()[: int(len(data) * 0.7)])
+    assert cv2.imread(str(people_dir / "cut.jpg")) is not None  # what made it slip through
+    path = write(
+        people_dir, "people:\n  - {id: p, name: P, photos: [cut.jpg]}\n  - {id: q, name: Q, photos: [one.png]}\n"
+    )
+    result = Enroller(FakeAnalyzer(), EmbeddingCache(people_dir / "c.json", "m"), 20).enroll(load_watchlist(path))
+    assert [p.id for p in result.people] == ["q"] and result.unenrolled == ["p"]
+    assert "truncated JPEG" in result.problems[0].reason
+
+
+def test_file_problems_and_unusable_people_need_no_model(people_dir) -> None:
+    from vigil.watchlist import file_problems, unusable_people
+
+    (people_dir / "empty.jpg").write_bytes(b"")
+    path = write(
+        people_dir,
+        "people:\n  - {id: a, name: A, photos: [missing.jpg, broken.jpg, empty.jpg]}\n"
+        "  - {id: b, name: B, photos: [missing.jpg, one.png]}\n  - {id: c, name: C, photos: [none.png]}\n",
+    )
+    watchlist = load_watchlist(path)
+    problems = file_problems(watchlist)
+    assert sorted((p.person_id, p.photo.name) for p in problems) == [
+        ("a", "broken.jpg"), ("a", "empty.jpg"), ("a", "missing.jpg"), ("b", "missing.jpg")
+    ]  # fmt: skip
+    assert unusable_people(watchlist, problems) == ["a"]  # b has one good file; c's face is checked at enrolment

@@ -37,15 +37,14 @@ def editor(tmp_path):
     outside.write_bytes(b"not ours")
     folder = tmp_path / "wl"
     folder.mkdir()
-    path = write(
-        folder / "watchlist.yaml", f"# hand written\npeople:\n  - {{id: ann, name: Ann, photos: [{outside}]}}\n"
-    )
-    return WatchlistEditor(path)
+    text = f"# hand written\nphoto_dirs: [..]\npeople:\n  - {{id: ann, name: Ann, photos: [{outside}]}}\n"
+    return WatchlistEditor(write(folder / "watchlist.yaml", text))  # a photo outside the folder, in a listed one
 
 
 def test_create_update_and_previous_version_kept(editor):
     editor.create(PersonEntry(id="jdoe", name="John Doe", list=ListKind.VIP, threshold=0.8))
     assert [p.id for p in load_watchlist(editor.path).people] == ["ann", "jdoe"]
+    assert load_watchlist(editor.path).photo_dirs == (Path(".."),)  # an edit keeps the folders photos may come from
     assert "# hand written" in editor.path.with_name("watchlist.yaml.prev").read_text()
     editor.update("jdoe", {"name": "Johnny", "threshold": None})
     person = editor.person("jdoe")

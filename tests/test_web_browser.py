@@ -235,6 +235,11 @@ def test_live_tile_shows_frames_and_turns_red_when_the_camera_goes_down(api, bro
         wait_until(browser, lambda d: "down" in tile.get_attribute("class"), "the tile to turn red", 10)
         assert "DOWN since" in tile.text and "reconnecting" in tile.text and "read timed out" in tile.text
         screenshot(browser, "live-down")
+        api.ctx.hub.publish_statuses(
+            [CameraStatus("cam1", False, state="STALLED", reconnects=1, last_error="no good frame for 10 s")],
+            utc_timestamp(),
+        )
+        wait_until(browser, lambda d: "STALLED since" in tile.text, "the tile to say STALLED", 10)
     finally:
         api.ctx.hub.publish_statuses([CameraStatus("cam1", True, fps=25.0)], utc_timestamp())
     wait_until(browser, lambda d: "down" not in tile.get_attribute("class"), "the tile to turn green again", 10)

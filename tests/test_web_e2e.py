@@ -50,7 +50,10 @@ def epoch_s(iso: str) -> float:
 
 def write_setup(tmp_path: Path, clip: Path, photo: Path) -> Path:
     watchlist = tmp_path / "watchlist.yaml"
-    watchlist.write_text(f"people:\n  - {{id: {LIN}, name: Lin-Manuel Miranda, photos: [{photo}]}}\n", encoding="utf-8")
+    watchlist.write_text(
+        f"photo_dirs: [{photo.parent}]\npeople:\n  - {{id: {LIN}, name: Lin-Manuel Miranda, photos: [{photo}]}}\n",
+        encoding="utf-8",
+    )  # the photo lies in the shared data folder, which the watchlist must list (photos are confined)
     config = tmp_path / "config.yaml"
     config.write_text(
         f"data_dir: {tmp_path / 'data'}\nwatchlist: {watchlist}\n"

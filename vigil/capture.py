@@ -51,10 +51,11 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from vigil.backoff import is_stalled, next_backoff_s
+from vigil.backoff import StreamLag, auth_backoff_s, is_stalled, next_backoff_s
 from vigil.config import CameraConfig, ReconnectConfig
 from vigil.errors import VigilError
 from vigil.redact import mask_url
+from vigil.rtsp_probe import ProbeResult, is_plain_rtsp, probe_rtsp
 from vigil.types import Frame
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ _PROBE_TIMEOUT_S = 0.5
 _FPS_WINDOW_S = 5.0  # stats().fps is measured over this many recent seconds
 _REMIND_S = 60.0  # while a camera stays down, one warning per this many seconds (DEBUG in between)
 _FILE_FPS_FALLBACK = 25.0  # a file camera whose container reports no usable frame rate is played at this rate
+_RECHECK_UNREACHABLE_S = 300.0  # a camera the RTSP check calls unreachable is still handed to OpenCV this often
+_RECHECK_FRAMES = 16  # after a failed read, number this many frames by their timestamps (the decoder's delay)
 
 
 # ---- opening ---------------------------------------------------------------------------------------------------
@@ -190,18 +193,29 @@ def tcp_reachable(endpoint: tuple[str, int], timeout_s: float = _PROBE_TIMEOUT_S
 
 
 # ---- small parts -----------------------------------------------------------------------------------------------
+UP, STALLED, DOWN, AUTH_FAILED = "up", "STALLED", "DOWN", "AUTH-FAILED"  # CameraStats.state
+
+
 @dataclass(frozen=True)
 class CameraStats:
-    """A snapshot of one camera's counters (``CameraSource.stats()``)."""
+    """A snapshot of one camera's counters (``CameraSource.stats()``).
+
+    ``state``: ``up`` while good frames flow; otherwise what the current outage began with, kept until frames flow
+    again: ``STALLED`` (the watchdog gave up on a silent stream), ``AUTH-FAILED`` (the camera refused the password),
+    or ``DOWN`` (anything else, and before the first frame).
+    """
 
     name: str
     connected: bool = False
+    state: str = DOWN
     frames_read: int = 0  # frames decoded from the camera
     frames_dropped: int = 0  # oldest frames pushed out of the full latest-frame queue
     frames_skipped: int = 0  # frames left out by fps_cap
+    frames_late: int = 0  # frames older than max_frame_age_s when they arrived: dropped, not processed
     reconnect_attempts: int = 0  # opens tried after the first one, successful or not
     reconnects: int = 0  # successful opens after a failure
-    stalls: int = 0  # sessions the watchdog abandoned (no frame for stall_timeout_s)
+    stalls: int = 0  # sessions the watchdog abandoned (no good frame for stall_timeout_s)
+    auth_failures: int = 0  # opens the camera refused for the credentials (RTSP 401/403)
     file_loops: int = 0  # a file played as a camera: times it reached its end and started again
     last_error: str = ""
     fps: float = 0.0  # frames read per second over the last few seconds
@@ -310,12 +324,13 @@ class _Session:
     """One opened-or-opening capture and its reader thread's progress (shared with the supervisor)."""
 
     number: int  # 0 for the first open, then one more per reconnect attempt
-    last_progress_mono_s: float  # when the session started, opened, or last grabbed a frame
+    last_progress_mono_s: float  # when the session started, opened, or last read a good frame
     cancel: threading.Event
     done: threading.Event
     opened: bool = False
     frames: int = 0
     error: str = ""
+    outage: str = DOWN  # the state this session's failure puts the camera in (STALLED, AUTH-FAILED, DOWN)
 
 
 # ---- cameras ---------------------------------------------------------------------------------------------------
@@ -342,7 +357,13 @@ class CameraSource:
         self._supervisor: threading.Thread | None = None
         self._readers: list[threading.Thread] = []
         self._down_since_mono_s: float | None = None
+        self._outage: str | None = DOWN  # None while good frames flow (see CameraStats.state)
         self._last_warning_mono_s = float("-inf")
+        self._probe_enabled = True  # the RTSP check before each open (off once OpenCV contradicted it)
+        self._refusals_confirmed: set[str] = set()  # kinds of refusal (ProbeResult.refusal) OpenCV agreed with
+        self._unreachable_checked_mono_s = (
+            time.monotonic()
+        )  # when OpenCV last tried a camera the check calls unreachable
 
     @property
     def name(self) -> str:
@@ -384,21 +405,26 @@ class CameraSource:
     def stats(self) -> CameraStats:
         now = time.monotonic()
         with self._lock:
-            return replace(self._stats, fps=self._fps(now))
+            state = UP if self._outage is None and self._stats.connected else (self._outage or DOWN)
+            return replace(self._stats, fps=self._fps(now), state=state)
 
     # ---- supervisor (watchdog) ----
     def _supervise(self) -> None:
         failures = 0  # consecutive sessions that delivered no frame
+        auth_failures = 0  # consecutive sessions refused for the credentials
         number = 0
         while not self._stop.is_set():
             session = self._run_session(number)
             number += 1
             failures = 0 if session.frames else failures + 1
+            auth_failures = auth_failures + 1 if session.outage == AUTH_FAILED else 0
             if self._stop.is_set():
                 break
             self._on_session_end(session)
-            delay_s = next_backoff_s(max(failures - 1, 0), self.reconnect, self._rng.random())
-            self._wait_before_retry(delay_s)
+            if auth_failures:
+                self._stop.wait(auth_backoff_s(auth_failures, self.reconnect))
+            else:
+                self._wait_before_retry(next_backoff_s(max(failures - 1, 0), self.reconnect, self._rng.random()))
 
     def _run_session(self, number: int) -> _Session:
         """Open and read in a new reader thread; return when it ends, stalls or stop is asked."""
@@ -426,7 +452,8 @@ class CameraSource:
         more and releases its capture when the call returns (OpenCV's own timeouts bound that in practice)."""
         with self._lock:
             session.cancel.set()  # under the lock: the stuck reader can publish nothing from now on
-            session.error = f"stalled: no frame for {self._stall_limit_s(session):.1f} s"
+            session.error = f"stalled: no good frame for {self._stall_limit_s(session):.1f} s"
+            session.outage = STALLED if session.opened else session.outage
         self._count(stalls=1)
         stuck = sum(1 for thread in self._readers if thread.is_alive())
         if stuck > 1:
@@ -438,12 +465,15 @@ class CameraSource:
         error = session.error or "stream ended"
         with self._lock:
             self._stats = replace(self._stats, connected=False, last_error=error)
+            if self._outage is None or session.outage != DOWN:  # a stall or refusal names the outage until it ends
+                self._outage = session.outage
         went_down = self._down_since_mono_s is None
         down_since = now if self._down_since_mono_s is None else self._down_since_mono_s
         self._down_since_mono_s = down_since
         down_s = now - down_since
         if went_down or now - self._last_warning_mono_s >= _REMIND_S:
-            self.log.warning("camera %s: %s (down %.0f s, retrying)", self.name, mask_url(error), down_s)
+            source = mask_url(self.camera.source)
+            self.log.warning("camera %s: %s (down %.0f s, retrying %s)", self.name, mask_url(error), down_s, source)
             self._last_warning_mono_s = now
         else:
             self.log.debug("camera %s: %s (down %.0f s)", self.name, mask_url(error), down_s)
@@ -461,7 +491,10 @@ class CameraSource:
             return
         deadline = time.monotonic() + delay_s
         while not self._stop.wait(min(_PROBE_INTERVAL_S, max(deadline - time.monotonic(), 0.0))):
-            if time.monotonic() >= deadline or tcp_reachable(endpoint):
+            if time.monotonic() >= deadline:
+                return
+            if tcp_reachable(endpoint):
+                self.log.debug("camera %s: the port accepts connections again: retrying now", self.name)
                 return
 
     # ---- reader ----
@@ -480,10 +513,31 @@ class CameraSource:
             session.done.set()
 
     def _open(self, session: _Session):
-        """Open the capture (its failure is logged by the supervisor, once per outage)."""
+        """Open the capture (its failure is logged by the supervisor, once per outage).
+
+        An ``rtsp://`` camera is asked first (:func:`vigil.rtsp_probe.probe_rtsp`, one DESCRIBE), and OpenCV is not
+        asked to open what the check says it cannot: a wrong password is not tried twice (camera lockouts), and a
+        closed port or a server that does not answer does not hold OpenCV's FFmpeg open lock. That lock is process-wide
+        (measured: while one camera's open waited out its 5 s timeout on a silent port, a killed camera's refused
+        connection took 4.5 s to report and a returning camera's open 6 s instead of 2). Trust is checked, not
+        assumed: the first wrong-password or error-status refusal is verified by opening anyway, and a camera the
+        check has found unreachable for ``_RECHECK_UNREACHABLE_S`` is handed to OpenCV once more; if OpenCV opens
+        the stream, the check is switched off for this camera.
+        """
         source, cam = self.camera.source, self.camera
+        probe = self._probe()
+        refusal = probe.refusal if probe is not None else None
+        if probe is not None and refusal is not None and self._trust(refusal):
+            return self._refused(session, probe)
         decode = DecodeOptions(cam.hw_acceleration, cam.decode_threads)
         capture = open_capture(source, cam.open_timeout_s, cam.read_timeout_s, self.log, logging.DEBUG, decode)
+        if probe is not None and refusal is not None:
+            if capture is None:
+                self._refusals_confirmed.add(refusal)
+                return self._refused(session, probe)
+            self._probe_enabled = False
+            self.log.info("camera %s: the RTSP check said %r but the stream opened: not checking again", self.name,
+                          probe.describe())  # fmt: skip
         if capture is None:
             session.error = "cannot open"
             return None
@@ -494,15 +548,39 @@ class CameraSource:
                 return capture  # released by the caller
             reconnected = session.number > 0
             self._stats = replace(self._stats, connected=True, reconnects=self._stats.reconnects + reconnected)
-        self._log_connected(session)
         return capture
 
-    def _log_connected(self, session: _Session) -> None:
+    def _trust(self, refusal: str) -> bool:
+        """Whether a refusal of this kind (ProbeResult.refusal) is taken without asking OpenCV (see ``_open``)."""
+        if refusal != "unreachable":
+            return refusal in self._refusals_confirmed
+        now = time.monotonic()
+        if now - self._unreachable_checked_mono_s < _RECHECK_UNREACHABLE_S:
+            return True
+        self._unreachable_checked_mono_s = now
+        return False
+
+    def _probe(self) -> ProbeResult | None:
+        if not self._probe_enabled or not is_plain_rtsp(self.camera.source):
+            return None
+        return probe_rtsp(str(self.camera.source), self.camera.open_timeout_s)
+
+    def _refused(self, session: _Session, probe: ProbeResult) -> None:
+        session.error = probe.describe()
+        if probe.auth_failed:
+            session.outage = AUTH_FAILED
+            self._count(auth_failures=1)
+        return None
+
+    def _log_flowing(self) -> None:
+        """The first good frame of a session: the camera is up (again)."""
+        with self._lock:
+            self._outage = None
         if self._down_since_mono_s is None:
             self.log.info("camera %s: connected to %s", self.name, mask_url(self.camera.source))
             return
         down_s = time.monotonic() - self._down_since_mono_s
-        self.log.info("camera %s: reconnected after %.1f s down", self.name, down_s)
+        self.log.info("camera %s: reconnected after %.1f s down: frames flowing", self.name, down_s)
         self._down_since_mono_s = None
 
     def _read_frames(self, session: _Session, capture) -> None:
@@ -510,10 +588,13 @@ class CameraSource:
 
         limiter = RateLimiter(self.camera.fps_cap)
         pacer = FilePacer(file_fps(capture.get(cv2.CAP_PROP_FPS))) if self.camera.is_file else None
+        max_age_s = self.camera.max_frame_age_s if self.camera.is_network else None
+        lag = StreamLag()
         frames_this_pass = 0
         while not self._stop.is_set() and not session.cancel.is_set():
             if pacer is not None and self._stop.wait(pacer.wait_s(time.monotonic())):
                 return
+            asked = time.monotonic()
             if not capture.grab():
                 if pacer is not None and frames_this_pass > 0 and self._rewind(capture, frames_this_pass):
                     frames_this_pass = 0
@@ -522,6 +603,9 @@ class CameraSource:
                 return
             frames_this_pass += 1
             now = time.monotonic()
+            if max_age_s is not None and self._late(lag, capture.get(cv2.CAP_PROP_POS_MSEC), asked, now, max_age_s):
+                self._count(frames_read=1, frames_late=1, read_time=now)  # old news: not a good frame
+                continue
             session.last_progress_mono_s = now
             if not limiter.allow(now):
                 self._count(frames_read=1, frames_skipped=1, read_time=now)
@@ -531,6 +615,12 @@ class CameraSource:
                 session.error = "frame decode failed"
                 return
             self._publish(session, image, now)
+
+    def _late(self, lag: StreamLag, stream_ms: float, asked: float, now: float, max_age_s: float) -> bool:
+        """A frame from the past: behind the stream's clock by more than ``max_age_s``, or the one frame OpenCV hands
+        out after its read timeout fired (the grab took about ``read_timeout_s``), which shows the stream as it was."""
+        behind_s = lag.lag_s(now, stream_ms / 1000.0) or 0.0
+        return behind_s > max_age_s or now - asked >= 0.9 * self.camera.read_timeout_s
 
     def _rewind(self, capture, frames: int) -> bool:
         """A file camera reached its end: seek back to the first frame (True when the seek worked)."""
@@ -546,6 +636,8 @@ class CameraSource:
         return True
 
     def _publish(self, session: _Session, image: np.ndarray, now: float) -> None:
+        if session.frames == 0 and not session.cancel.is_set():
+            self._log_flowing()
         with self._lock:
             if session.cancel.is_set():
                 return
@@ -573,32 +665,71 @@ class CameraSource:
 
 
 # ---- files -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SkippedFrames:
+    """Frames of a file that did not decode: ``first``..``last`` (frame numbers, inclusive)."""
+
+    first: int
+    last: int
+
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1
+
+    def __str__(self) -> str:
+        return f"frame {self.first}" if self.first == self.last else f"frames {self.first}-{self.last}"
+
+
+def read_failure_budget(frame_count: int | None, next_index: int) -> int:
+    """How many failed reads in a row a file may have before it is taken to be at its end.
+
+    OpenCV cannot tell a frame that does not decode from the end of the file: both are a failed ``read()``. But
+    each failed read inside a damaged section consumes one packet (measured: 10 failed reads over 10 corrupt frames,
+    then the frames after them decode), while at the end every read fails. So the reader may go on for as many
+    frames as the container says are left, plus a margin; an unknown count gets a fixed allowance.
+    """
+    if frame_count is None:
+        return 300
+    return max(frame_count - next_index, 0) + 16
+
+
 class FileSource:
     """Every frame of a video file, in order, none dropped (for ``vigil process``).
 
-    ``frames()`` is a generator run in the caller's thread, so memory is one frame. ``video_ts_s`` is
-    ``index / fps`` (``CAP_PROP_POS_MSEC`` when the file has no frame rate). A file that opens but yields no frame
-    raises VigilError at the end of ``frames()``. A read that fails before the announced frame count ends the file
-    with a warning (OpenCV cannot tell a broken frame from the end of the file, and a
-    capture is in an unknown state after a failed read, so we STOP rather than skip).
+    ``frames()`` is a generator run in the caller's thread, so memory is one frame.
+
+    Time is the video's own: ``video_ts_s`` is ``index / fps`` (``CAP_PROP_POS_MSEC`` when the file has no frame
+    rate), and ``mono_ts_s`` is ``clock_offset_s + video_ts_s``, so the tracker's and the rules' clocks (track age,
+    cooldown) run at the video's pace whatever the machine's speed (a file of several videos passes each one the
+    end of the previous as its offset).
+
+    Damaged files: a read that fails is retried (:func:`read_failure_budget`): frames after a corrupt section are
+    read and numbered by their position in the file, and each gap is kept in ``skipped``. A file that opens but
+    yields no frame raises VigilError at the end of ``frames()``; one that ends before its announced frame count
+    ends with a warning (a count can be an estimate).
     """
 
-    def __init__(self, path: Path | str, camera: str | None = None) -> None:
+    def __init__(self, path: Path | str, camera: str | None = None, clock_offset_s: float = 0.0) -> None:
         import cv2
 
         self.path = Path(path)
         self.camera = camera or self.path.stem
+        self.clock_offset_s = clock_offset_s
         if not self.path.is_file():
             raise VigilError(f"{self.path}: video file not found")
         self._capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         if not self._capture.isOpened():
             self._capture.release()
             raise VigilError(f"{self.path}: cannot open video")
-        self.fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if np.isfinite(fps) and fps > 0 else 0.0
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count: int | None = count if count > 0 else None  # as announced by the container, if known
         self.width = int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.frames_read = 0
+        self.skipped: list[SkippedFrames] = []
+        self.end_ts_s = 0.0  # video time just after the last frame read (the next file's clock offset)
 
     def __enter__(self) -> FileSource:
         return self
@@ -610,33 +741,66 @@ class FileSource:
         self._capture.release()
 
     def frames(self, stop: threading.Event | None = None) -> Iterator[Frame]:
-        """Yield every frame from the current position; ends at the end of the file or when ``stop`` is set."""
+        """Yield every frame that decodes, from the current position; ends at the end of the file or when ``stop``
+        is set."""
         import cv2
 
-        index = 0
+        next_index, failures, pts_offset, checking = 0, 0, 0, 0
         while stop is None or not stop.is_set():
             ok, image = self._capture.read()
             if not ok or image is None:
-                break
-            yield Frame(self.camera, index, time.monotonic(), self._video_ts_s(index, cv2), image)
-            index += 1
-        self._check_complete(index, stopped=stop is not None and stop.is_set())  # may raise VigilError
+                failures += 1
+                if failures > read_failure_budget(self.frame_count, next_index):
+                    break
+                checking = _RECHECK_FRAMES
+                continue
+            failures = 0
+            index, pts_index = next_index, self._pts_index(cv2)
+            if checking and pts_index is not None:  # after a damaged section: where in the file are we?
+                checking -= 1
+                index = max(next_index, pts_index - pts_offset)
+                if index > next_index:
+                    self.skipped.append(SkippedFrames(next_index, index - 1))
+            elif pts_index is not None:
+                pts_offset = pts_index - index
+            video_ts_s = self._video_ts_s(index, cv2)
+            yield Frame(self.camera, index, self.clock_offset_s + video_ts_s, video_ts_s, image)
+            self.frames_read += 1
+            self.end_ts_s = video_ts_s + (1.0 / self.fps if self.fps else 0.0)
+            next_index = index + 1
+        self._check_complete(next_index, stopped=stop is not None and stop.is_set())  # may raise VigilError
+
+    def _pts_index(self, cv2) -> int | None:
+        """The frame number the last read frame's timestamp gives (None without a frame rate)."""
+        if not self.fps:
+            return None
+        return int(round(float(self._capture.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0 * self.fps))
 
     def _video_ts_s(self, index: int, cv2) -> float:
         if self.fps > 0:
             return index / self.fps
         return float(self._capture.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0
 
-    def _check_complete(self, frames_read: int, stopped: bool) -> None:
+    def damage(self) -> str | None:
+        """One line saying which frames did not decode (None when none did), e.g. ``10 of 60 frames did not decode
+        (frames 31-40)``."""
+        if not self.skipped:
+            return None
+        missing = sum(gap.count for gap in self.skipped)
+        total = self.frames_read + missing
+        return f"{missing} of {total} frames did not decode ({', '.join(str(gap) for gap in self.skipped)})"
+
+    def _check_complete(self, next_index: int, stopped: bool) -> None:
         """After the last frame: VigilError when none decoded, a warning when fewer than announced."""
         if stopped:
             return
-        if frames_read == 0:
+        if self.frames_read == 0:
             raise VigilError(f"{self.path}: no frame could be decoded")
-        if self.frame_count and frames_read < self.frame_count:
+        if self.frame_count and next_index < self.frame_count:
             log.warning(
-                "%s: ended after %d of %d announced frames (a frame failed to decode, or the count was an estimate)",
+                "%s: ended after %d of %d announced frames (the end of the file did not decode, or the count was an "
+                "estimate)",
                 self.path,
-                frames_read,
+                next_index,
                 self.frame_count,
             )

@@ -60,8 +60,20 @@ def _add_enroll(sub: argparse._SubParsersAction) -> None:
 
 def _add_doctor(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="execution providers, model checksums, camera reachability")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("--config", type=Path, help="default: ./config.yaml if there is one, else the built-in defaults")
     p.set_defaults(func=_handler("vigil.commands.doctor"))
+
+
+def _add_outbox(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("outbox", help="alert outboxes: rows by state; re-send the given-up ones")
+    osub = p.add_subparsers(dest="outbox_command", required=True)
+    for name, help_text in (
+        ("status", "pending, given-up (dead) and delivered events of each outbox"),
+        ("retry", "queue every given-up event again (safe while vigil run runs)"),
+    ):
+        o = osub.add_parser(name, help=help_text)
+        o.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+        o.set_defaults(func=_handler("vigil.commands.outbox"))
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -321,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_process,
         _add_enroll,
         _add_doctor,
+        _add_outbox,
         _add_eval,
         _add_bench,
         _add_user,
@@ -341,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except VigilError as exc:
-        print(f"vigil: error: {exc}", file=sys.stderr)
+        one_line = str(exc).replace("\r", "\\r").replace("\n", "\\n")  # a key or value may hold a line break
+        print(f"vigil: error: {one_line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vigil: interrupted", file=sys.stderr)

@@ -7,23 +7,57 @@ Relative paths in the file are resolved against the config file's folder.
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import time as clock_time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from vigil.errors import ConfigError
 
 CAMERA_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp")
+_URL_LIKE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):/")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class StrictModel(BaseModel):
+    """Unknown keys rejected, and no true/false where a number or text is expected (pydantic would read ``true``
+    as 1: a ``conf_threshold: true`` or ``source: true`` is a mistake, not a value)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if (
+            isinstance(value, bool)
+            and info.field_name
+            and not _accepts_bool(cls.model_fields[info.field_name].annotation)
+        ):
+            raise ValueError(f"expected a number or text, got {str(value).lower()}")
+        return value
+
+
+def _accepts_bool(annotation: Any) -> bool:
+    """Whether a field's type includes ``bool`` itself (``bool``, ``bool | None``, ``Any``)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_accepts_bool(arg) for arg in get_args(annotation) if arg is not type(None))
 
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -63,7 +97,12 @@ class CameraConfig(StrictModel):
     fps_cap: float | None = Field(default=None, gt=0.0, le=240.0)
     open_timeout_s: PositiveSeconds = 5.0
     read_timeout_s: PositiveSeconds = 5.0
-    stall_timeout_s: PositiveSeconds = 10.0
+    stall_timeout_s: PositiveSeconds = Field(default=10.0, description="no good frame for this long: reconnect")
+    max_frame_age_s: PositiveSeconds | None = Field(
+        default=2.0,
+        description="network cameras: a frame that arrives later than this behind the stream's own clock (a burst "
+        "after a freeze) is dropped and counted (frames_late), and does not count as a good frame; null keeps all",
+    )
     queue_size: int = Field(default=2, ge=1, le=64)
     zones: list[ZoneConfig] = Field(default_factory=list)
     schedule: list[ScheduleWindow] = Field(default_factory=list, description="empty: always active")
@@ -104,16 +143,19 @@ class CameraConfig(StrictModel):
         if value is None:
             return None
         if isinstance(value, int):
-            if value < 0:
-                raise ValueError("device index must be >= 0")
+            if not 0 <= value <= 255:
+                raise ValueError(f"device index must be 0-255, got {value}")
             return value
         if not value.strip():
             raise ValueError("must not be empty")
+        problem = source_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @property
     def is_network(self) -> bool:
-        return isinstance(self.source, str) and bool(re.match(r"^(rtsp|rtsps|http|https|rtmp)://", self.source))
+        return isinstance(self.source, str) and bool(_URL_LIKE.match(self.source))
 
     @property
     def is_file(self) -> bool:
@@ -122,16 +164,49 @@ class CameraConfig(StrictModel):
         return isinstance(self.source, str) and not self.is_network and not self.source.startswith("/dev/")
 
 
+def source_problem(source: str) -> str | None:
+    """Why a camera source string can never work (None when it may): a URL with an unknown scheme (``rtps://``),
+    no host, or a port outside 1-65535. A file path is checked for existence after paths are resolved
+    (:func:`check_camera_files`)."""
+    match = _URL_LIKE.match(source)
+    if match is None:
+        return None
+    scheme = match.group("scheme").lower()
+    if scheme not in NETWORK_SCHEMES:
+        return f"unknown URL scheme {scheme!r} (expected {', '.join(NETWORK_SCHEMES)})"
+    if not source[match.end() :].startswith("/"):
+        return f"malformed URL: expected {scheme}://host/..."
+    try:
+        parts = urlsplit(source)
+    except ValueError as exc:
+        return f"malformed URL ({exc})"
+    port = re.fullmatch(r"(?:.*@)?(?:\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>[^:]*))?", parts.netloc)
+    port_text = port.group("port") if port else None
+    if port_text and not port_text.isdigit():
+        return f"port {port_text!r} is not a number"
+    if port_text and not 1 <= int(port_text) <= 65535:
+        return f"port {port_text} is out of range (1-65535)"
+    if not parts.hostname:
+        return "the URL has no host"
+    return None
+
+
 class ReconnectConfig(StrictModel):
     initial_backoff_s: PositiveSeconds = 0.5
     max_backoff_s: PositiveSeconds = 4.0
     multiplier: float = Field(default=2.0, ge=1.0, le=10.0)
     jitter_fraction: Fraction = 0.1
+    # A camera that refuses the password (RTSP 401/403) is retried slowly: cameras lock an account after a few
+    # failed logins (commonly 5, then 30 minutes), so the default makes about 5 attempts in the first 2.5 hours.
+    auth_initial_backoff_s: PositiveSeconds = 300.0
+    auth_max_backoff_s: Annotated[float, Field(gt=0.0, le=86_400.0)] = 3600.0
 
     @model_validator(mode="after")
     def _max_not_below_initial(self) -> ReconnectConfig:
         if self.max_backoff_s < self.initial_backoff_s:
             raise ValueError("max_backoff_s must be >= initial_backoff_s")
+        if self.auth_max_backoff_s < self.auth_initial_backoff_s:
+            raise ValueError("auth_max_backoff_s must be >= auth_initial_backoff_s")
         return self
 
 
@@ -251,12 +326,59 @@ class JsonlSinkConfig(StrictModel):
     path: Path
 
 
+HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"  # an HTTP token (RFC 9110)
+RESERVED_WEBHOOK_HEADERS = {"content-type", "content-length", "host", "idempotency-key", "x-vigil-signature"}
+
+
 class WebhookSinkConfig(StrictModel):
-    url: str = Field(pattern=r"^https?://")
+    """Where alerts are POSTed; see :mod:`vigil.alerts.webhook` for the request (signature, idempotency key)."""
+
+    url: str = Field(pattern=r"^https?://", description="user:password@ in it is sent as HTTP Basic auth")
     timeout_s: PositiveSeconds = 5.0
     max_attempts: int = Field(default=20, ge=1, le=10_000)
     initial_backoff_s: PositiveSeconds = 1.0
     max_backoff_s: PositiveSeconds = 300.0
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers, e.g. Authorization")
+    secret: str | None = Field(default=None, min_length=16, description="HMAC-SHA256 key: X-Vigil-Signature header")
+    secret_env: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="environment variable holding the secret"
+    )
+    ca_file: Path | None = Field(default=None, description="PEM CA bundle to verify an https receiver (private CA)")
+
+    @field_validator("url")
+    @classmethod
+    def _url_has_a_host(cls, value: str) -> str:
+        problem = source_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_are_valid(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not re.match(HEADER_NAME_PATTERN, name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if name.lower() in RESERVED_WEBHOOK_HEADERS:
+                raise ValueError(f"{name} is set by vigil and cannot be configured")
+            if any(ch in text for ch in "\r\n\0"):
+                raise ValueError(f"the value of {name} contains a line break")
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> WebhookSinkConfig:
+        if self.secret is not None and self.secret_env is not None:
+            raise ValueError("give either secret or secret_env, not both")
+        if "@" in (urlsplit(self.url).netloc) and any(k.lower() == "authorization" for k in self.headers):
+            raise ValueError("credentials both in the URL and in an Authorization header")
+        return self
+
+    def signing_secret(self) -> bytes | None:
+        """The HMAC key (from ``secret`` or the ``secret_env`` variable), None when signing is off."""
+        if self.secret_env is not None:
+            value = os.environ.get(self.secret_env, "")
+            return value.encode("utf-8") if value else None
+        return self.secret.encode("utf-8") if self.secret else None
 
 
 MQTT_TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"  # no wildcards, no empty or leading "$" level
@@ -413,7 +535,15 @@ class StagesConfig(StrictModel):
 
 class VigilConfig(StrictModel):
     data_dir: Path = Path("vigil-data")
+    data_access: Literal["private", "group"] = Field(
+        default="private",
+        description="who may read what vigil writes (events, snapshots, enrolment cache): private = files 0600 and "
+        "folders 0700; group = 0640 and 0750",
+    )
     watchlist: Path | None = None
+    allow_empty_watchlist: bool = Field(
+        default=False, description="start even when no one on the watchlist could be enrolled (nobody is watched)"
+    )
     cameras: list[CameraConfig] = Field(default_factory=list)
     reconnect: ReconnectConfig = ReconnectConfig()
     detector: DetectorConfig = DetectorConfig()
@@ -461,18 +591,27 @@ def _format_location(loc: tuple) -> str:
     return "".join(parts)
 
 
+MAX_YAML_BYTES = 4 * 1024 * 1024  # a config or watchlist larger than this is not one (and would be slow to parse)
+
+
 def read_yaml_mapping(path: Path, what: str) -> dict:
-    """Read a YAML file that must hold a mapping; ConfigError with one line otherwise."""
+    """Read a YAML file that must hold a mapping; ConfigError with one line otherwise (missing, too large, not UTF-8,
+    not YAML, nested too deeply for the parser, not a mapping)."""
     if not path.is_file():
         raise ConfigError(f"{path}: {what} file not found")
     try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: {what} file too large ({path.stat().st_size} bytes, limit {MAX_YAML_BYTES})")
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ConfigError(f"{path}: {where}not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{path}: {where}not valid YAML ({problem})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read {what} file ({exc})") from None
+        raise ConfigError(f"{path}: cannot read {what} file ({' '.join(str(exc).split())})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -481,14 +620,45 @@ def read_yaml_mapping(path: Path, what: str) -> dict:
 
 
 def load_config(path: Path | str) -> VigilConfig:
-    """Load, validate and resolve a config file; relative paths become relative to the file's folder."""
+    """Load, validate and resolve a config file; relative paths become relative to the file's folder. Then check
+    what can only be checked on disk: camera files exist, ``data_dir`` is not a file, the webhook's secret and CA
+    bundle are there."""
     path = Path(path)
     raw = read_yaml_mapping(path, "config")
     try:
         config = VigilConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(str(path), exc)) from None
-    return resolve_paths(config, path.parent)
+    config = resolve_paths(config, path.parent)
+    problem = disk_problem(config)
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
+    return config
+
+
+def data_dir_problem(data_dir: Path) -> str | None:
+    """Why ``data_dir`` cannot hold vigil's data (None when it can, or does not exist yet)."""
+    if data_dir.exists() and not data_dir.is_dir():
+        return f"{data_dir} exists and is not a folder"
+    return None
+
+
+def disk_problem(config: VigilConfig) -> str | None:
+    """``key.path: message`` for the first setting that the file system contradicts, else None."""
+    problem = data_dir_problem(config.data_dir)
+    if problem:
+        return f"data_dir: {problem}"
+    for i, camera in enumerate(config.cameras):
+        if camera.is_file and not Path(str(camera.source)).is_file():
+            what = "is a folder, not a video file" if Path(str(camera.source)).is_dir() else "video file not found"
+            return f"cameras[{i}].source: {what}: {camera.source}"
+    webhook = config.alerts.webhook
+    if webhook is not None:
+        if webhook.secret_env is not None and not os.environ.get(webhook.secret_env):
+            return f"alerts.webhook.secret_env: the environment variable {webhook.secret_env} is not set or empty"
+        if webhook.ca_file is not None and not webhook.ca_file.is_file():
+            return f"alerts.webhook.ca_file: file not found: {webhook.ca_file}"
+    return None
 
 
 def resolve_paths(config: VigilConfig, base: Path) -> VigilConfig:

@@ -69,7 +69,7 @@ class CameraStatus:
     """A camera's state as readers see it (credentials already masked by the capture stage)."""
 
     name: str
-    up: bool
+    up: bool  # good frames are flowing
     fps: float = 0.0
     frames_read: int = 0
     frames_dropped: int = 0
@@ -78,11 +78,19 @@ class CameraStatus:
     stalls: int = 0
     last_error: str = ""
     since: str = ""  # when it last went up or down (ISO-8601 UTC); "" before the first report
+    state: str = ""  # vigil.capture.CameraStats.state: up, STALLED, AUTH-FAILED, DOWN ("": up or DOWN from ``up``)
+    frames_late: int = 0  # frames dropped because they arrived too late (a burst after a freeze)
+
+    @property
+    def condition(self) -> str:
+        return self.state or ("up" if self.up else "DOWN")
 
     def to_json(self) -> dict:
         return {
             "name": self.name,
             "up": self.up,
+            "state": self.condition,
+            "frames_late": self.frames_late,
             "fps": round(self.fps, 2),
             "frames_read": self.frames_read,
             "frames_dropped": self.frames_dropped,
@@ -272,12 +280,13 @@ class LiveHub:
 
     # ---- camera status ----
     def publish_statuses(self, statuses: Sequence[CameraStatus], now_iso: str) -> list[CameraStatus]:
-        """Store the cameras' statuses; those whose up/down state changed go to the feed (and are returned)."""
+        """Store the cameras' statuses; those whose state changed (up, STALLED, ...) go to the feed (and are
+        returned)."""
         changed = []
         with self._lock:
             for status in statuses:
                 previous = self._statuses.get(status.name)
-                if previous is None or previous.up != status.up:
+                if previous is None or previous.condition != status.condition:
                     status = replace(status, since=now_iso)
                     changed.append(status)
                 else:

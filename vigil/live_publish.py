@@ -16,7 +16,7 @@ from dataclasses import asdict
 from typing import Protocol
 
 from vigil.alerts import utc_timestamp
-from vigil.capture import CameraStats
+from vigil.capture import UP, CameraStats
 from vigil.live import CameraStatus, LiveFace, LiveFrame, LiveHub
 from vigil.pipeline import FrameResult, WatchPipeline
 from vigil.redact import mask_url
@@ -46,7 +46,9 @@ def detail_counters(sources: Sequence[StatsSource]) -> dict[str, dict]:
 def camera_status(stats: CameraStats) -> CameraStatus:
     return CameraStatus(
         name=stats.name,
-        up=stats.connected,
+        up=stats.state == UP,
+        state=stats.state,
+        frames_late=stats.frames_late,
         fps=stats.fps,
         frames_read=stats.frames_read,
         frames_dropped=stats.frames_dropped,

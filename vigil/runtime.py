@@ -18,7 +18,7 @@ from vigil.alerts import AlertDispatcher, Sink
 from vigil.analyzer import FaceAnalyzer
 from vigil.camera_settings import CameraSettingsTable, camera_settings_table
 from vigil.cascade import RecognitionCascade
-from vigil.config import RulesConfig, VigilConfig, load_config
+from vigil.config import RulesConfig, VigilConfig, data_dir_problem, load_config
 from vigil.embed_schedule import EmbedSchedule
 from vigil.errors import ConfigError
 from vigil.models import (
@@ -31,7 +31,15 @@ from vigil.models import (
 from vigil.pipeline import WatchPipeline
 from vigil.refine import LandmarkRefiner, build_landmark_refiner
 from vigil.rules import Gallery, RulesEngine
-from vigil.watchlist import EmbeddingCache, Enroller, EnrollmentResult, load_watchlist
+from vigil.watchlist import (
+    EmbeddingCache,
+    Enroller,
+    EnrollmentResult,
+    Watchlist,
+    file_problems,
+    load_watchlist,
+    unusable_people,
+)
 
 log = logging.getLogger("vigil.runtime")
 
@@ -273,16 +281,48 @@ def new_watch_pipeline(
     )
 
 
+def check_inputs(config: VigilConfig, watchlist_path: Path) -> Watchlist:
+    """What can be checked before any model loads (so a refusal costs no time and writes nothing): the data folder,
+    the watchlist, and that its photo files leave someone to enrol (:func:`refuse_empty_watchlist`)."""
+    problem = data_dir_problem(config.data_dir)
+    if problem:
+        raise ConfigError(f"data_dir: {problem}")
+    watchlist = load_watchlist(watchlist_path)
+    problems = file_problems(watchlist)
+    refuse_empty_watchlist(config, watchlist, unusable_people(watchlist, problems), [str(p) for p in problems])
+    return watchlist
+
+
+def refuse_empty_watchlist(
+    config: VigilConfig, watchlist: Watchlist, unenrolled: list[str], problems: list[str] | None = None
+) -> None:
+    """ConfigError when nobody on the watchlist can be watched, unless ``allow_empty_watchlist`` says so: a service
+    that runs forever watching no one looks healthy and protects nobody. ``problems`` are logged first."""
+    if config.allow_empty_watchlist or len(unenrolled) < len(watchlist.people):
+        return
+    for problem in problems or []:
+        log.warning("%s", problem)
+    if not watchlist.people:
+        raise ConfigError(f"{watchlist.path}: people: the watchlist lists no one (allow_empty_watchlist: true starts)")
+    raise ConfigError(
+        f"{watchlist.path}: no one could be enrolled: none of the {len(watchlist.people)} people has a usable photo "
+        "(see the warnings above; allow_empty_watchlist: true starts anyway)"
+    )
+
+
 def build_pipeline(config: VigilConfig, watchlist: Path, sink: Sink | None = None) -> Runtime:
     """Build every stage from ``config``, enrol ``watchlist``, and wire the pipeline.
 
-    ``sink``: where events go; None builds the sinks ``config.alerts`` names (:meth:`AlertDispatcher.from_config`,
-    after enrolment, so a failing model or watchlist leaves no half-opened sink). The returned runtime owns the sink:
-    :meth:`Runtime.close` closes it.
+    Refuses (ConfigError) a watchlist that enrols no one unless ``config.allow_empty_watchlist``; the cheap checks
+    come first (:func:`check_inputs`). ``sink``: where events go; None builds the sinks ``config.alerts`` names
+    (:meth:`AlertDispatcher.from_config`, after enrolment, so a failing model or watchlist leaves no half-opened
+    sink). The returned runtime owns the sink: :meth:`Runtime.close` closes it.
     """
+    checked = check_inputs(config, watchlist)
     models = resolve_models(config)
     analyzer = build_analyzer(config, models)
     enrollment = enroll(config, watchlist, analyzer, models)
+    refuse_empty_watchlist(config, checked, enrollment.unenrolled)
     gallery, rules, settings = build_rules(config, enrollment, models)
     if sink is None:
         sink = AlertDispatcher.from_config(config.alerts, config.data_dir)

@@ -8,10 +8,16 @@ Watchlist shape (photos are relative to the YAML file)::
         list: deny            # deny | vip | allow; default deny
         threshold: 0.5        # optional, overrides the global match threshold
         photos: [photos/jdoe_1.jpg, photos/jdoe_2.jpg]
+    photo_dirs: [../shared/faces]   # optional: more folders photos may come from
 
 A person without photos is listed but not enrolled (the API creates a person first, then adds photos).
-Enrollment embeds every photo. A photo that does not decode, has no face, more than one face or only a face smaller
-than ``min_face_px`` is reported by path and skipped (fatal with ``strict``). A person's prototype is the re-normalised
+Photos must lie in the watchlist's folder (or below it) or in a folder that ``photo_dirs`` names, after symbolic
+links are resolved: a watchlist cannot make vigil open ``../../etc/passwd`` or ``/etc/shadow`` (ConfigError at load).
+
+Enrollment embeds every photo. A photo that is empty, cut short (:func:`vigil.imagefile.image_problem`), does not
+decode, has no face, more than one face or only a face smaller than ``min_face_px`` is reported by path and skipped
+(fatal with ``strict``); a person left with no usable photo is not enrolled and is listed in
+``EnrollmentResult.unenrolled``. A person's prototype is the re-normalised
 mean of the photo embeddings; the individual embeddings are kept too (few-shot gallery). Embeddings are cached in
 ``<data_dir>/enroll_cache.json`` keyed by (recognizer sha256, detector sha256, photo sha256), so they are recomputed
 when the model or a photo changes.
@@ -23,16 +29,16 @@ import builtins
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vigil.config import format_validation_error, read_yaml_mapping
 from vigil.errors import ConfigError, VigilError
+from vigil.imagefile import decode_image, image_problem
 from vigil.live import PhotoVerdict
 from vigil.types import ListKind, Observation, Person
 
@@ -56,6 +62,7 @@ class WatchlistFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     people: list[PersonEntry] = Field(default_factory=list)
+    photo_dirs: list[Path] = Field(default_factory=list, description="folders besides the watchlist's own")
 
     @model_validator(mode="after")
     def _unique_ids(self) -> WatchlistFile:
@@ -70,20 +77,44 @@ class WatchlistFile(BaseModel):
 class Watchlist:
     path: Path
     people: list[PersonEntry]
+    photo_dirs: tuple[Path, ...] = ()  # folders photos may come from besides the watchlist's own, as written
 
     def photo_path(self, photo: Path) -> Path:
         return photo if photo.is_absolute() else self.path.parent / photo
 
+    def allowed_dirs(self) -> tuple[Path, ...]:
+        """The watchlist's folder and its ``photo_dirs``, resolved (symbolic links followed)."""
+        return tuple(self.photo_path(folder).resolve() for folder in (Path("."), *self.photo_dirs))
+
 
 def load_watchlist(path: Path | str) -> Watchlist:
-    """Parse and validate a watchlist YAML; ConfigError with one line naming the file and field otherwise."""
+    """Parse and validate a watchlist YAML; ConfigError with one line naming the file and field otherwise (a photo
+    outside the allowed folders included)."""
     path = Path(path)
     raw = read_yaml_mapping(path, "watchlist")
     try:
         parsed = WatchlistFile.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(str(path), exc)) from None
-    return Watchlist(path=path, people=list(parsed.people))
+    watchlist = Watchlist(path=path, people=list(parsed.people), photo_dirs=tuple(parsed.photo_dirs))
+    problem = photo_outside(watchlist)
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
+    return watchlist
+
+
+def photo_outside(watchlist: Watchlist) -> str | None:
+    """``people[i].photos[j]: ...`` for the first photo outside the allowed folders (symbolic links resolved)."""
+    allowed = watchlist.allowed_dirs()
+    for i, person in enumerate(watchlist.people):
+        for j, photo in enumerate(person.photos):
+            resolved = watchlist.photo_path(photo).resolve()
+            if not any(resolved.is_relative_to(folder) for folder in allowed):
+                return (
+                    f"people[{i}].photos[{j}]: {photo} is outside the watchlist's folder (move it there, or add its "
+                    "folder to photo_dirs at the top of the watchlist)"
+                )
+    return None
 
 
 class PhotoAnalyzer(Protocol):
@@ -108,10 +139,43 @@ class EnrollmentResult:
     problems: list[PhotoProblem]
     photos_embedded: int
     photos_from_cache: int
+    unenrolled: list[str] = field(default_factory=list)  # ids of the people left without a usable photo
 
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_photo(path: Path) -> tuple[bytes | None, str]:
+    """A photo's bytes, or None and why they cannot be used (missing, unreadable, empty, cut short, too large)."""
+    if not path.is_file():
+        return None, "photo not found"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, f"photo cannot be read ({exc.strerror or exc})"
+    problem = image_problem(data)
+    return (None, f"photo unusable: {problem}") if problem else (data, "")
+
+
+def file_problems(watchlist: Watchlist) -> list[PhotoProblem]:
+    """Problems found in the photo files alone (no model needed): missing, unreadable, cut short, not an image."""
+    problems = []
+    for entry in watchlist.people:
+        for photo in entry.photos:
+            path = watchlist.photo_path(photo)
+            data, reason = read_photo(path)
+            if data is not None and decode_image(data) is None:
+                reason = "photo does not decode as an image"
+            if reason:
+                problems.append(PhotoProblem(entry.id, path, reason))
+    return problems
+
+
+def unusable_people(watchlist: Watchlist, problems: list[PhotoProblem]) -> list[str]:
+    """Ids of the people every one of whose photos has a problem."""
+    bad = {(p.person_id, p.photo) for p in problems}
+    return [e.id for e in watchlist.people if all((e.id, watchlist.photo_path(ph)) in bad for ph in e.photos)]
 
 
 class EmbeddingCache:
@@ -179,11 +243,13 @@ class Enroller:
         people: list[Person] = []
         self._seen: set[str] = set()
         problems: list[PhotoProblem] = []
+        unenrolled: list[str] = []
         counts = {"embedded": 0, "cached": 0}
         for entry in watchlist.people:
             vectors = self._embed_person(watchlist, entry, problems, counts, strict)
             if not vectors:
                 self.log.warning("%s: person %s has no usable photo; not enrolled", watchlist.path, entry.id)
+                unenrolled.append(entry.id)
                 continue
             stacked = np.stack(vectors).astype(np.float32)
             people.append(
@@ -192,7 +258,7 @@ class Enroller:
         if prune_cache:
             self.cache.retain(self._seen)
         self.cache.save()
-        return EnrollmentResult(people, problems, counts["embedded"], counts["cached"])
+        return EnrollmentResult(people, problems, counts["embedded"], counts["cached"], unenrolled)
 
     def _embed_person(self, watchlist: Watchlist, entry: PersonEntry, problems: list, counts: dict, strict: bool):
         vectors = []
@@ -210,15 +276,16 @@ class Enroller:
         return vectors
 
     def _embed_photo(self, path: Path, counts: dict) -> tuple[np.ndarray | None, str]:
-        if not path.is_file():
-            return None, "photo not found"
-        sha = file_sha256(path)
+        data, reason = read_photo(path)
+        if data is None:
+            return None, reason
+        sha = hashlib.sha256(data).hexdigest()
         self._seen.add(sha)
         cached = self.cache.get(sha)
         if cached is not None:
             counts["cached"] += 1
             return cached, ""
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        image = decode_image(data)
         if image is None:
             return None, "photo does not decode as an image"
         vector, verdict = enrollable_face(self.analyzer.observe([image])[0], self.min_face_px)

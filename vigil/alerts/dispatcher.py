@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vigil.alerts.outbox import Outbox, OutboxStatus
 from vigil.alerts.registry import SINK_BUILDERS
 from vigil.alerts.sink import CameraStatusSink, Sink, SinkContext
 from vigil.config import AlertsConfig
@@ -42,6 +43,11 @@ class AlertDispatcher:
             cls(sinks).close()
             raise
         return cls(sinks)
+
+    def outbox_statuses(self) -> list[OutboxStatus]:
+        """The state of every sink delivered from an outbox (any sink with an ``outbox`` attribute)."""
+        outboxes = [getattr(sink, "outbox", None) for sink in self.sinks]
+        return [outbox.status() for outbox in outboxes if isinstance(outbox, Outbox)]
 
     def emit(self, event: Event) -> None:
         for sink in self.sinks:

@@ -6,8 +6,8 @@ Topics (``<prefix>`` is ``alerts.mqtt.topic_prefix``, default ``vigil``), as a F
 - ``<prefix>/<camera>/alert/<person_id>``: confirmed alerts only, the same JSON; not retained.
 - ``<prefix>/<camera>/status``: the camera's state, retained: the API's camera status JSON
   (:class:`vigil.live.CameraStatus`: ``name``, ``up``, ``fps``, counters, ``last_error``, ``since``) plus
-  ``"state": "up"|"down"`` and ``ts``; published by ``vigil run`` every ``status_interval_s`` and within a second of
-  a camera going up or down.
+  ``"state": "up"|"down"`` (up: good frames flow), ``"condition": "up"|"STALLED"|"AUTH-FAILED"|"DOWN"`` and ``ts``;
+  published by ``vigil run`` every ``status_interval_s`` and within a second of a camera's condition changing.
 - ``<prefix>/available``: ``online`` when connected, ``offline`` at a clean stop and as the last will (the broker
   publishes it when vigil dies or loses the connection); retained.
 
@@ -102,10 +102,16 @@ def event_messages(topics: MqttTopics, payload: str) -> list[tuple[str, str]]:
 
 
 def status_payload(status: CameraStatus, ts: str | None = None) -> str:
-    """A camera's retained status message: the API's status JSON, ``state`` and ``ts`` (last error masked again:
-    a status built elsewhere than vigil.live_publish.camera_status may not be)."""
+    """A camera's retained status message: the API's status JSON, ``state`` (up or down), ``condition`` (up, STALLED,
+    AUTH-FAILED, DOWN) and ``ts`` (last error masked again: a status built elsewhere than
+    vigil.live_publish.camera_status may not be)."""
     record = status.to_json()
-    record.update(state="up" if status.up else "down", last_error=mask_url(status.last_error), ts=ts or utc_timestamp())
+    record.update(
+        state="up" if status.up else "down",
+        condition=status.condition,
+        last_error=mask_url(status.last_error),
+        ts=ts or utc_timestamp(),
+    )
     return json.dumps(record)
 
 

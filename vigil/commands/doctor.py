@@ -1,21 +1,31 @@
 """`vigil doctor [--config C]`: execution providers, model checksums, each camera's effective recognition settings
-(its overrides over the globals), and whether each camera opens in time."""
+(its overrides over the globals), and whether each camera opens in time.
+
+``--config`` given and missing is an error (exit 2), not a pass; without ``--config``, ``config.yaml`` in the current
+folder is checked when there is one, else the built-in defaults (said so on the first line).
+"""
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from vigil.camera_settings import camera_settings_table, format_camera_settings
 from vigil.config import VigilConfig
 from vigil.errors import VigilError
 from vigil.models import ModelRegistry, verify_checksum
 from vigil.redact import mask_url
+from vigil.rtsp_probe import is_plain_rtsp, probe_rtsp
 from vigil.runtime import effective_rules, load_config_or_default, resolve_models
+
+DEFAULT_CONFIG = Path("config.yaml")
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    config = load_config_or_default(args.config if args.config.exists() else None)
+    path = args.config if args.config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    config = load_config_or_default(path)  # a --config that does not exist is a ConfigError (exit 2)
+    print(f"config: {path}" if path is not None else "config: none given and no ./config.yaml: the built-in defaults")
     problems = check_providers() + check_models() + check_camera_settings(config) + check_cameras(config)
     print("doctor: all checks passed" if not problems else f"doctor: {problems} problem(s) found")
     return 0 if not problems else 1
@@ -87,7 +97,10 @@ def check_cameras(config: VigilConfig) -> int:
             streams = [(" main stream", camera.source), (" detection sub-stream", camera.detect_source)]
         for label, source in streams:
             start = time.monotonic()
-            capture = open_capture(source, camera.open_timeout_s, camera.read_timeout_s)
+            probe = probe_rtsp(str(source), camera.open_timeout_s) if is_plain_rtsp(source) else None
+            capture = None
+            if probe is None or not probe.auth_failed:  # a refused password is not tried twice (camera lockouts)
+                capture = open_capture(source, camera.open_timeout_s, camera.read_timeout_s)
             ok, image = (False, None) if capture is None else capture.read()
             took = time.monotonic() - start
             if capture is not None:
@@ -96,6 +109,8 @@ def check_cameras(config: VigilConfig) -> int:
             ok = bool(ok) and image is not None
             size = f"{image.shape[1]}x{image.shape[0]}" if image is not None else ""
             status = f"ok, {size}" if ok else f"FAIL: no frame within {limit}"
+            if not ok and probe is not None and probe.refusal is not None:
+                status = f"FAIL: {probe.describe()}"
             print(f"camera {camera.name}{label} ({mask_url(source)}): {status} ({took:.1f} s)")
             problems += 0 if ok else 1
     return problems

@@ -2,20 +2,27 @@
 
 Reads every frame of every file (none dropped), runs the whole pipeline as fast as the hardware allows, writes
 alerts to ``--events`` (one JSON object per line) and prints a summary table at the end.
+
+The pipeline's clock is the video's own time (:class:`vigil.capture.FileSource`), so the alerts do not depend on
+how fast the machine is. Every input is checked (it opens and a first frame decodes) before the models load; a file
+with frames that do not decode is read past them, and the run then ends with exit code 1 and one line per file
+saying which frames were skipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from vigil.capture import FileSource
-from vigil.config import JsonlSinkConfig, VigilConfig
+from vigil.config import JsonlSinkConfig, VigilConfig, data_dir_problem
 from vigil.errors import VigilError
+from vigil.filemode import file_creation_mode
 from vigil.pipeline import WatchPipeline
 from vigil.runtime import build_pipeline, load_config_or_default
 from vigil.substream import paired_file_frames
@@ -31,6 +38,7 @@ class VideoSummary:
     faces: int
     embedded: int
     alerts: dict[str, int]
+    damage: str | None = None  # which frames did not decode (FileSource.damage)
 
     @property
     def fps(self) -> float:
@@ -54,35 +62,73 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.detect_video is not None and (len(args.videos) > 1 or not args.detect_video.is_file()):
         raise VigilError(f"--detect-video: {args.detect_video}: one file, for one input video")
     for video in args.videos:
-        if not video.is_file():
-            raise VigilError(f"{video}: video file not found")
+        check_video(video)
     config = process_config(load_config_or_default(args.config), args.events, args.data_dir)
+    problem = data_dir_problem(config.data_dir)
+    if problem:
+        raise VigilError(f"--data-dir: {problem}" if args.data_dir else f"data_dir: {problem}")
+    check_output(args.events, "--events")
+    check_output(args.out_video, "--out-video")
+    with file_creation_mode(config.data_access):
+        summaries, stage_seconds = _process_all(config, args)
+    print(format_summary(summaries, stage_seconds))
+    damaged = [s for s in summaries if s.damage]
+    for summary in damaged:
+        print(f"vigil: error: {summary.video}: {summary.damage}; the other frames were processed", file=sys.stderr)
+    return 1 if damaged else 0
+
+
+def _process_all(config: VigilConfig, args: argparse.Namespace) -> tuple[list[VideoSummary], dict[str, float]]:
+    runtime = build_pipeline(config, args.watchlist)  # refuses a watchlist that enrols nobody
     if args.events:
         args.events.parent.mkdir(parents=True, exist_ok=True)
         args.events.write_text("", encoding="utf-8")  # one run, one events file
-    runtime = build_pipeline(config, args.watchlist)
-    summaries = []
+    summaries: list[VideoSummary] = []
+    clock_s = 0.0  # each video's clock starts where the previous one ended: cooldowns hold across videos
     try:
         for index, video in enumerate(args.videos):
             pipeline = runtime.pipeline if index == 0 else runtime.new_pipeline()  # fresh trackers per video
-            summaries.append(process_video(pipeline, video, config.detector.batch_size, args))
+            summary, clock_s = process_video(pipeline, video, config.detector.batch_size, args, clock_s)
+            summaries.append(summary)
     finally:
         runtime.close()
-    print(format_summary(summaries, runtime.analyzer.times.seconds))
-    return 0
+    return summaries, runtime.analyzer.times.seconds
 
 
-def process_video(pipeline: WatchPipeline, video: Path, batch_size: int, args: argparse.Namespace) -> VideoSummary:
+def check_video(video: Path) -> None:
+    """VigilError (one line) unless ``video`` opens and its first frame decodes: before any model is loaded."""
+    with FileSource(video) as source:
+        if next(iter(source.frames()), None) is None:
+            raise VigilError(f"{video}: no frame could be decoded")
+
+
+def check_output(path: Path | None, option: str) -> None:
+    """VigilError when an output path cannot be a file: it is a folder, or its folder is a file."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise VigilError(f"{option}: {path} is a folder")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise VigilError(f"{option}: {parent} is a file, not a folder")
+
+
+def process_video(
+    pipeline: WatchPipeline, video: Path, batch_size: int, args: argparse.Namespace, clock_offset_s: float = 0.0
+) -> tuple[VideoSummary, float]:
+    """Run every frame of ``video`` through ``pipeline``; the summary, and where the video's clock ended."""
     from tqdm import tqdm
 
     from vigil.annotate import AnnotatedVideoWriter
 
     pipeline.default_detect_fps = args.detect_fps
-    with FileSource(video) as source, ExitStack() as stack:
-        frames = source.frames()
+    with FileSource(video, clock_offset_s=clock_offset_s) as whole, ExitStack() as stack:
+        source, frames = whole, whole.frames()
         if args.detect_video is not None:  # a recorded two-stream camera: detect on the small file
-            small = stack.enter_context(FileSource(args.detect_video, camera=source.camera))
-            frames = paired_file_frames(small, source)
+            small = stack.enter_context(
+                FileSource(args.detect_video, camera=whole.camera, clock_offset_s=clock_offset_s)
+            )
+            frames = paired_file_frames(small, whole)
             source = small  # the annotated video shows what was detected on
         writer = None
         if args.out_video:
@@ -100,6 +146,9 @@ def process_video(pipeline: WatchPipeline, video: Path, batch_size: int, args: a
             if writer is not None:
                 writer.close()
         seconds = time.perf_counter() - start
+        damage = whole.damage() or source.damage()
+        if damage:
+            log.warning("%s: %s; the other frames were processed", video, damage)
     counters = pipeline.counters
     log.info(
         "%s: %d tracks split on an identity switch, %d embeddings held out (did not match their track)",
@@ -107,9 +156,16 @@ def process_video(pipeline: WatchPipeline, video: Path, batch_size: int, args: a
         counters.identity_switches,
         counters.embeddings_held_out,
     )
-    return VideoSummary(
-        video, counters.frames, seconds, counters.faces, counters.embeddings, dict(counters.alerts_by_person)
+    summary = VideoSummary(
+        video,
+        counters.frames,
+        seconds,
+        counters.faces,
+        counters.embeddings,
+        dict(counters.alerts_by_person),
+        damage,
     )
+    return summary, clock_offset_s + whole.end_ts_s + 1.0
 
 
 def _batches(frames, size: int):

@@ -26,16 +26,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from vigil.alerts import CameraStatusSink
+from vigil.alerts import AlertDispatcher, CameraStatusSink
+from vigil.alerts.outbox import OutboxStatus
 from vigil.analyzer import FaceAnalyzer
-from vigil.capture import CameraStats
+from vigil.capture import UP, CameraStats
 from vigil.config import VigilConfig, load_config
 from vigil.errors import ConfigError
+from vigil.filemode import file_creation_mode, readable_by_others
 from vigil.live import CameraStatus, LiveHub
 from vigil.live_publish import LivePublisher, camera_status, detail_counters
 from vigil.pipeline import FrameResult, WatchPipeline
 from vigil.redact import mask_url
-from vigil.runtime import LoadedModels, build_pipeline, enroll
+from vigil.runtime import LoadedModels, build_pipeline, check_inputs, enroll
 from vigil.server.context import ServiceInfo
 from vigil.server.runner import ServerThread, is_loopback, refuse_open_without_users
 from vigil.stages import BatchHook, OverlappedRunner, StageStats, overlap_wanted
@@ -70,10 +72,18 @@ def run_cli(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: watchlist: no watchlist given (set it in the config or pass --watchlist)")
     if not config.cameras:
         raise ConfigError(f"{args.config}: cameras: no camera configured")
+    check_inputs(config, watchlist)  # data_dir, the watchlist and its photos: a refusal writes nothing
+    if config.data_access == "private" and readable_by_others(config.data_dir):
+        log.warning("data_dir %s is readable by other users: chmod 700 it (vigil creates it 0700)", config.data_dir)
+    with file_creation_mode(config.data_access):
+        return _run(config, watchlist, str(args.config))
+
+
+def _run(config: VigilConfig, watchlist: Path, config_path: str) -> int:
     db = Database.in_data_dir(config.data_dir)
     if config.server.enabled:  # before the models load: a refusal should cost no time
-        refuse_open_without_users(config.server, UserStore(db).count(), str(args.config))
-    runtime = build_pipeline(config, watchlist)
+        refuse_open_without_users(config.server, UserStore(db).count(), config_path)
+    runtime = build_pipeline(config, watchlist)  # refuses a watchlist that enrols nobody
     pipeline, analyzer, models = runtime.pipeline, runtime.analyzer, runtime.models
     hub = LiveHub()
 
@@ -260,9 +270,11 @@ def log_stages(stats: StageStats) -> None:
 class StatusReporter:
     """Every camera's state, read as :class:`~vigil.live.CameraStatus` once per ``PUBLISH_INTERVAL_S`` (at most
     ``interval_s``), goes to the API's hub (``publisher``), to the sink when it takes camera state (MQTT's retained
-    ``<camera>/status``) at each status interval and as soon as a camera went up or down, and as one log line per
-    camera every ``interval_s``. With the overlapped stages (``stage_stats``) their queue counters go to the hub and
-    the log too, and two-source cameras' pairing counters to the hub."""
+    ``<camera>/status``) at each status interval and as soon as a camera's state changed (up, STALLED, AUTH-FAILED,
+    DOWN), and as one log line per camera every ``interval_s``, followed by one line per outbox-delivered sink
+    (webhook, MQTT: rows waiting, given up, how long its receiver has been down). With the overlapped stages
+    (``stage_stats``) their queue counters go to the hub and the log too, and two-source cameras' pairing counters
+    to the hub."""
 
     def __init__(
         self,
@@ -274,12 +286,13 @@ class StatusReporter:
     ) -> None:
         self.sources = sources
         self.sink = sink if isinstance(sink, CameraStatusSink) else None
+        self.dispatcher = sink if isinstance(sink, AlertDispatcher) else None
         self.publisher = publisher
         self.interval_s = interval_s
         self.check_interval_s = min(PUBLISH_INTERVAL_S, interval_s)
         self._next_line_s = now_s + interval_s
         self._next_check_s = now_s
-        self._states: dict[str, bool] = {}  # camera -> up, as last read
+        self._states: dict[str, str] = {}  # camera -> state (up, STALLED, AUTH-FAILED, DOWN), as last read
         self.stage_stats: Callable[[], StageStats] | None = None
 
     def step(self, now_s: float) -> None:
@@ -291,12 +304,14 @@ class StatusReporter:
         stages = self.stage_stats() if self.stage_stats is not None else None
         if self.publisher is not None:  # as the hub keeps them: with `since`
             statuses = self.publisher.publish_status(statuses, stages, detail_counters(self.sources))
-        states = {status.name: status.up for status in statuses}
+        states = {status.name: status.condition for status in statuses}
         changed, self._states = states != self._states, states
         self._next_check_s = now_s + self.check_interval_s
         if line_due:
             for status in statuses:
                 log_status(status)
+            for outbox in self.dispatcher.outbox_statuses() if self.dispatcher is not None else []:
+                log_outbox(outbox)
             if stages is not None:
                 log_stages(stages)
             self._next_line_s = now_s + self.interval_s
@@ -305,13 +320,32 @@ class StatusReporter:
 
 
 def log_status(status: CameraStatus) -> None:
-    state = "up" if status.up else "DOWN"
-    logging.getLogger(f"vigil.camera.{status.name}").info(
-        "%s fps=%.1f read=%d dropped=%d reconnects=%d%s",
-        state,
+    """One line per camera: its state (up, STALLED, AUTH-FAILED, DOWN) and counters; a warning unless up."""
+    up = status.condition == UP
+    logging.getLogger(f"vigil.camera.{status.name}").log(
+        logging.INFO if up else logging.WARNING,
+        "%s fps=%.1f read=%d dropped=%d late=%d reconnects=%d%s",
+        status.condition,
         status.fps,
         status.frames_read,
         status.frames_dropped,
+        status.frames_late,
         status.reconnects,
-        f" last_error={status.last_error}" if status.last_error and not status.up else "",
+        f" last_error={status.last_error}" if status.last_error and not up else "",
+    )
+
+
+def log_outbox(status: OutboxStatus) -> None:
+    """One line per outbox-delivered sink: rows waiting and given up, and whether its receiver is down."""
+    down = status.receiver_down_s is not None
+    trouble = down or status.dead > 0
+    log.log(
+        logging.WARNING if trouble else logging.INFO,
+        "alerts %s: %s pending=%d dead=%d delivered=%d%s",
+        status.channel,
+        f"receiver DOWN for {status.receiver_down_s:.0f} s" if status.receiver_down_s is not None else "up",
+        status.pending,
+        status.dead,
+        status.delivered,
+        " (re-send the dead ones: vigil outbox retry)" if status.dead else "",
     )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from vigil.alerts import utc_timestamp
 from vigil.alerts.mqtt import OUTBOX_TABLE as MQTT_OUTBOX_TABLE
+from vigil.alerts.outbox import outbox_tables, table_counts
 from vigil.store.db import ConflictError, Database, NotFoundError, StoreError
 
 EVENT_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -232,6 +233,12 @@ class EventStore:
     def cameras(self) -> list[str]:
         return [row[0] for row in self.db.conn().execute("SELECT DISTINCT camera FROM alerts ORDER BY camera")]
 
+    def outbox_counts_by_table(self) -> dict[str, dict[str, int]]:
+        """Every outbox table (any sink delivered from an outbox: ``outbox``, ``mqtt_outbox``) with its rows by
+        state."""
+        conn = self.db.conn()
+        return {table: table_counts(conn, table) for table in outbox_tables(conn)}
+
     def outbox_counts(self, table: str = "outbox") -> dict[str, int]:
         """Outbox rows by state: the webhook's ``outbox``, or another sink's table (``mqtt_outbox``); all 0 when that
         sink was never configured. ``table`` is one of those constants, never user input."""
@@ -240,11 +247,7 @@ class EventStore:
         conn = self.db.conn()
         if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone():
             return {"pending": 0, "delivered": 0, "dead": 0}
-        row = conn.execute(
-            "SELECT SUM(delivered_at IS NULL AND dead_at IS NULL), SUM(delivered_at IS NOT NULL), "
-            f"SUM(dead_at IS NOT NULL) FROM {table}"
-        ).fetchone()
-        return {"pending": row[0] or 0, "delivered": row[1] or 0, "dead": row[2] or 0}
+        return table_counts(conn, table)
 
     @staticmethod
     def _require_in(conn, event_id: str) -> dict:

@@ -71,10 +71,12 @@ def write_atomically(path: Path, data: bytes, keep_previous: bool = False) -> No
     fsync_dir(path.parent)
 
 
-def dump_watchlist(people: list[PersonEntry]) -> bytes:
+def dump_watchlist(people: list[PersonEntry], photo_dirs: tuple[Path, ...] = ()) -> bytes:
+    """The file's text: ``photo_dirs`` (the folders photos may come from besides the file's own) kept as written."""
     entries = [person.model_dump(mode="json", exclude_none=True) for person in people]
+    content: dict = {"photo_dirs": [str(folder) for folder in photo_dirs]} if photo_dirs else {}
     text = "# vigil watchlist (written by vigil's API; the previous version is in the .prev file beside it)\n"
-    return (text + yaml.safe_dump({"people": entries}, sort_keys=False, allow_unicode=True)).encode("utf-8")
+    return (text + yaml.safe_dump({**content, "people": entries}, sort_keys=False, allow_unicode=True)).encode("utf-8")
 
 
 class WatchlistEditor:
@@ -172,7 +174,7 @@ class WatchlistEditor:
 
     # ---- helpers ----
     def _write(self, people: list[PersonEntry]) -> None:
-        write_atomically(self.path, dump_watchlist(people), keep_previous=True)
+        write_atomically(self.path, dump_watchlist(people, self.read().photo_dirs), keep_previous=True)
 
     def _remove_file(self, path: Path) -> bool:
         """Delete a photo file only when it lies inside the watchlist's folder."""

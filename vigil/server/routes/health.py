@@ -29,15 +29,14 @@ def health(request: Request) -> dict:
 def health_json(ctx) -> dict:
     cameras = [status.to_json() for status in ctx.hub.statuses()]
     state = ctx.hub.watchlist
-    degraded = [f"camera {c['name']} down" for c in cameras if not c["up"]]
+    degraded = [f"camera {c['name']} {'down' if c['state'] == 'DOWN' else c['state']}" for c in cameras if not c["up"]]
     if state.error:
         degraded.append("watchlist reload failed")
     outbox = ctx.events.outbox_counts()
-    if outbox["dead"]:
-        degraded.append(f"{outbox['dead']} webhook deliveries dead")
+    outboxes = ctx.events.outbox_counts_by_table()  # every outbox-delivered sink (webhook, MQTT, ...)
+    degraded += [f"{rows['dead']} {table} deliveries given up (vigil outbox retry)" for table, rows in outboxes.items()
+                 if rows["dead"]]  # fmt: skip
     mqtt_outbox = ctx.events.outbox_counts(MQTT_OUTBOX_TABLE)
-    if mqtt_outbox["dead"]:
-        degraded.append(f"{mqtt_outbox['dead']} MQTT deliveries dead")
     return {
         "status": "degraded" if degraded else "ok",
         "problems": degraded,
@@ -47,6 +46,7 @@ def health_json(ctx) -> dict:
         "sinks": list(ctx.info.sinks),
         "outbox": outbox,
         "mqtt_outbox": mqtt_outbox,
+        "outboxes": outboxes,
         "models": list(ctx.info.models),
         "watchlist": {"people_enrolled": state.people, "loaded_at": state.loaded_at, "error": state.error or None},
     }

@@ -11,7 +11,8 @@ function statusText(camera) {
   if (camera.up) return camera.since ? `up since ${formatTime(camera.since)}` : "up";
   if (!camera.since) return "waiting for the first frame";
   const reconnecting = camera.reconnects > 0 || camera.last_error ? " — reconnecting" : "";
-  return `DOWN since ${formatTime(camera.since)} (${ago(camera.since)})${reconnecting}`;
+  // DOWN, or what the outage began as: STALLED (frames stopped), AUTH-FAILED (the password was refused)
+  return `${camera.state || "DOWN"} since ${formatTime(camera.since)} (${ago(camera.since)})${reconnecting}`;
 }
 
 function makeTile(name) {
