@@ -145,12 +145,22 @@ def operator_live_and_alerts(driver, url: str, figures: dict) -> None:
     screenshot(driver, "e2e-alerts")
 
 
+def first_unknown_row(driver) -> tuple[str, bool, str] | None:
+    """The first unknown-face row's id, whether it shows an image, and its text; None while there is none."""
+    found = rows(driver, "article.event.unknown")
+    if not found:
+        return None
+    row = found[0]
+    return row.get_attribute("data-id"), bool(row.find_elements("css selector", "img")), row.text
+
+
 def viewer_cannot_open_unknown_snapshots(driver, url: str) -> None:
     log_in(driver, url, "viewer", PASSWORD, "/alerts")
     driver.find_element("id", "tab-unknown").click()
-    unknown = wait_until(driver, lambda d: rows(d, "article.event.unknown"), "an unknown-face event", 300)[0]
-    event_id = unknown.get_attribute("data-id")
-    assert not unknown.find_elements("css selector", "img") and "hidden for your role" in unknown.text
+    # the list may be redrawn (a live event, a refetch) between finding a row and reading it: read it in one go,
+    # inside the wait, which retries on a stale element
+    event_id, has_image, text = wait_until(driver, first_unknown_row, "an unknown-face event", 300)
+    assert not has_image and "hidden for your role" in text
     screenshot(driver, "e2e-unknown-viewer")
     driver.get(f"{url}/api/v1/events/{event_id}/snapshot.jpg")
     assert "may not see snapshots of faces that matched nobody" in driver.find_element("tag name", "body").text
