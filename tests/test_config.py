@@ -158,6 +158,16 @@ BAD_CONFIGS = [
     ("one slash", "cameras:\n  - {name: a, source: 'rtsp:/h/s'}\n", "malformed URL: expected rtsp://host/"),
     ("missing camera file", "cameras:\n  - {name: a, source: gone.mp4}\n", "cameras[0].source: video file not found:"),
     ("camera file is a folder", "cameras:\n  - {name: a, source: .}\n", "cameras[0].source: is a folder"),
+    (
+        "missing sub-stream file",
+        "cameras:\n  - {name: a, source: 0, detect_source: gone_small.mp4}\n",
+        "cameras[0].detect_source: video file not found:",
+    ),
+    (
+        "sub-stream file is a folder",
+        "cameras:\n  - {name: a, source: 0, detect_source: .}\n",
+        "cameras[0].detect_source: is a folder",
+    ),
     ("frame age of zero", "cameras:\n  - {name: a, source: 0, max_frame_age_s: 0}\n", "cameras[0].max_frame_age_s"),
     (
         "auth backoff cap below start",

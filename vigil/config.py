@@ -649,9 +649,13 @@ def disk_problem(config: VigilConfig) -> str | None:
     if problem:
         return f"data_dir: {problem}"
     for i, camera in enumerate(config.cameras):
-        if camera.is_file and not Path(str(camera.source)).is_file():
-            what = "is a folder, not a video file" if Path(str(camera.source)).is_dir() else "video file not found"
-            return f"cameras[{i}].source: {what}: {camera.source}"
+        for key in ("source", "detect_source"):
+            source = getattr(camera, key)
+            if source is None or not CameraConfig(name="x", source=source).is_file:
+                continue
+            if not Path(str(source)).is_file():
+                what = "is a folder, not a video file" if Path(str(source)).is_dir() else "video file not found"
+                return f"cameras[{i}].{key}: {what}: {source}"
     webhook = config.alerts.webhook
     if webhook is not None:
         if webhook.secret_env is not None and not os.environ.get(webhook.secret_env):
