@@ -161,7 +161,13 @@ class CameraConfig(StrictModel):
     def is_file(self) -> bool:
         """A recorded video file (not a URL, not a /dev/ device): played at its own frame rate and looped
         (vigil.capture.FilePacer)."""
-        return isinstance(self.source, str) and not self.is_network and not self.source.startswith("/dev/")
+        return is_file_source(self.source)
+
+
+def is_file_source(source: str | int | None) -> bool:
+    """Whether a camera source (``source`` or ``detect_source``) names a video file: not a URL, not a /dev/ device,
+    not a device index."""
+    return isinstance(source, str) and not _URL_LIKE.match(source) and not source.startswith("/dev/")
 
 
 def source_problem(source: str) -> str | None:
@@ -651,7 +657,7 @@ def disk_problem(config: VigilConfig) -> str | None:
     for i, camera in enumerate(config.cameras):
         for key in ("source", "detect_source"):
             source = getattr(camera, key)
-            if source is None or not CameraConfig(name="x", source=source).is_file:
+            if not is_file_source(source):
                 continue
             if not Path(str(source)).is_file():
                 what = "is a folder, not a video file" if Path(str(source)).is_dir() else "video file not found"
@@ -684,7 +690,7 @@ def resolve_paths(config: VigilConfig, base: Path) -> VigilConfig:
 
 def _file_source(source: str | int | None, base: Path) -> str | int | None:
     """A camera source that is a relative file path, joined onto ``base``; anything else as it is."""
-    if source is None or not CameraConfig(name="x", source=source).is_file or Path(str(source)).is_absolute():
+    if not is_file_source(source) or Path(str(source)).is_absolute():
         return source
     return str(base / str(source))
 
