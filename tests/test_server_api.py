@@ -133,6 +133,28 @@ def test_snapshot_reads_are_audited_with_the_event_id(api):
     assert api.ctx.audit.query(AuditFilter(object=f"event:{UNKNOWN_ID}", outcome="denied"))[0].actor == "user:viewer"
 
 
+@pytest.mark.parametrize(
+    ("query", "status", "detail"),
+    [
+        ("", 200, "view=thumbnail"),
+        ("?view=thumbnail", 200, "view=thumbnail"),
+        ("?view=full", 200, "view=full"),
+        ("?view=poster", 422, None),
+        ("?view=full%0Aforged", 422, None),
+    ],
+)
+def test_the_snapshot_view_is_validated_and_recorded_in_the_audit_entry(api, query, status, detail):
+    last = api.ctx.audit.query(AuditFilter(object=f"event:{ALERT_ID}", action="snapshot.read"), limit=1)
+    before = last[0].seq if last else 0
+    answer = api.client("viewer").get(f"/api/v1/events/{ALERT_ID}/snapshot.jpg{query}")
+    assert answer.status_code == status
+    after = api.ctx.audit.query(AuditFilter(object=f"event:{ALERT_ID}", action="snapshot.read"), limit=1)
+    if detail is None:
+        assert not after or after[0].seq == before
+    else:
+        assert after[0].seq > before and after[0].detail == detail
+
+
 def test_cookie_writes_need_the_csrf_header(api):
     client = api.client("operator")
     token = client.headers.pop("X-CSRF-Token")

@@ -24,6 +24,10 @@ from vigil.watchlist import PERSON_ID_PATTERN
 
 router = APIRouter(tags=["events"])
 EventId = Annotated[str, PathParam(pattern=EVENT_ID_PATTERN, description="32 hex digits")]
+SnapshotView = Annotated[
+    Literal["thumbnail", "full"],
+    Query(description="where the page shows it (row thumbnail or full view); recorded in the audit entry"),
+]
 
 
 class EventQuery(BaseModel):
@@ -104,7 +108,10 @@ def get_event(
     response_class=FileResponse,
 )
 def snapshot(
-    event_id: EventId, request: Request, principal: Annotated[Principal, Depends(require(Permission.EVENTS_READ))]
+    event_id: EventId,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.EVENTS_READ))],
+    view: SnapshotView = "thumbnail",
 ) -> FileResponse:
     ctx = context_of(request)
     event = _event(request, event_id)
@@ -120,7 +127,7 @@ def snapshot(
     path = Path(event.snapshot).resolve() if event.snapshot else None
     if path is None or not path.is_relative_to(root) or not path.is_file():
         raise ApiError(404, f"event {event_id} has no snapshot (none was saved, or retention deleted it)")
-    ctx.audit.record(principal.actor, "snapshot.read", f"event:{event_id}")
+    ctx.audit.record(principal.actor, "snapshot.read", f"event:{event_id}", detail=f"view={view}")
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
 

@@ -50,7 +50,9 @@ function snapshotHiddenReason(event) {
 
 function openSnapshot(event) {
   const dialog = document.getElementById("snapshot-dialog");
-  document.getElementById("snapshot-full").src = event.snapshot_url;
+  // Its own URL: the row's thumbnail is the same image, and a browser reuses an image it already holds
+  // in the page, so the full view would otherwise be shown without a (audited) read.
+  document.getElementById("snapshot-full").src = `${event.snapshot_url}?view=full`;
   const who = event.type === "alert" ? event.person_name || "anonymised" : "unknown face";
   document.getElementById("snapshot-title").textContent = `${who} — ${event.camera}`;
   document.getElementById("snapshot-caption").textContent = `${formatTime(event.ts)} · score ${event.score}`;
