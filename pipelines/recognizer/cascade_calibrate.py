@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -103,25 +104,31 @@ def stranger_probes_settled(
     return out
 
 
+def embeddings_cache_file(folder: Path, recognizer_label: str, detector_label: str, people: int, seed: int) -> Path:
+    """The .npz keeping one sample's embeddings: named by the recognizer *and* the detector that found the faces, so
+    embeddings made through another detector (or recognizer, refiner, flip mode) are never reused."""
+    name = re.sub(r"[^A-Za-z0-9_.+@-]+", "_", f"{recognizer_label}-{detector_label}-{people}-{seed}")
+    return Path(folder) / f"{name}.npz"
+
+
 def embedded_sets(args: argparse.Namespace):
     """(clean set, degraded set, fast_part) through the runtime's path, cached as .npz when asked."""
+    from vigil.ensemble import EnsembleEmbedder
     from vigil.eval.face_source import build_detector, build_recognizer
 
     recognizer = build_recognizer(args.model, flip_average=args.flip_average, refine_landmarks=True)
-    from vigil.ensemble import EnsembleEmbedder
-
     if not isinstance(recognizer.embedder, EnsembleEmbedder):
         raise VigilError(f"{recognizer.path}: the cascade needs an ensemble recognizer")
     fast_part = recognizer.embedder.fast_part
+    detector = build_detector(args.detector)
     cache = None
     if args.embeddings_cache is not None:
-        cache = Path(args.embeddings_cache) / f"{recognizer.label}-{args.people}-{args.seed}.npz".replace("/", "_")
+        cache = embeddings_cache_file(args.embeddings_cache, recognizer.label, detector[1], args.people, args.seed)
         if cache.is_file():
             data = np.load(cache, allow_pickle=False)
             sets = [EmbeddedSet(data[f"{k}_v"], data[f"{k}_id"], data[f"{k}_img"]) for k in ("clean", "degraded")]
             return sets[0], sets[1], fast_part
     images = sample_images(args.lfw or data_path("lfw"), args.people, args.seed)
-    detector = build_detector(args.detector)
     lfw = args.lfw or data_path("lfw")
     run = f"calibrate-{args.people}-{args.seed}"
     clean = embed_variant(lfw, images, recognizer, detector, args.detections_cache, run, degraded=False)
