@@ -52,9 +52,11 @@ from vigil.adapter import (
     init_params,
     prototypical_loss,
     save_adapter,
+    support_loss,
     to_numpy,
     to_torch,
 )
+from vigil.embed import unit_rows
 from vigil.errors import VigilError, run_reporting_errors
 from vigil.eval.episodes import EmbeddingPool, EpisodeArrays, EpisodeSampler, episode_arrays, load_pool
 from vigil.eval.fewshot import PooledScores, dir_at_far, read_split, score_episode
@@ -102,6 +104,13 @@ class OuterState:
     extras: dict
     optimiser: Any
 
+    def gradients(self, loss: Any) -> dict:
+        """d loss / d every tensor the outer optimiser updates (adapter and extras), by name."""
+        import torch
+
+        leaves = {**self.params, **self.extras}
+        return dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+
     def step(self, grads: dict) -> None:
         for name, tensor in {**self.params, **self.extras}.items():
             if name in grads:
@@ -138,7 +147,7 @@ def make_state(method: str, dim: int, cfg: TrainConfig, train: EmbeddingPool) ->
 def class_means(pool: EmbeddingPool) -> tuple[list[str], np.ndarray]:
     names = sorted(pool.identity_set())
     means = np.stack([pool.clean[(pool.identities == n) & pool.clean_found].mean(axis=0) for n in names])
-    return names, means / np.linalg.norm(means, axis=1, keepdims=True)
+    return names, unit_rows(means)
 
 
 def episode_tensors(a: EpisodeArrays):
@@ -158,14 +167,15 @@ def task_views(a: EpisodeArrays):
     return s, torch.cat([q, torch.as_tensor(a.queries[listed])]), torch.cat([y, torch.as_tensor(a.labels[listed])])
 
 
-def protonet_grads(state: OuterState, a: EpisodeArrays, cfg: TrainConfig) -> tuple[dict, int, float]:
-    import torch
+def task_rows(support_shape: tuple[int, ...], queries: int) -> int:
+    """Adapter row-passes of one pass over a task: every support embedding (N, K, ...) and every query."""
+    return int(support_shape[0] * support_shape[1] + queries)
 
+
+def protonet_grads(state: OuterState, a: EpisodeArrays, cfg: TrainConfig) -> tuple[dict, int, float]:
     s, q, y = episode_tensors(a)
     loss = prototypical_loss(state.params, s, q, y, state.extras["log_scale"].exp(), state.extras["unknown"])
-    leaves = {**state.params, **state.extras}
-    grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
-    return grads, int(s.shape[0] * s.shape[1] + len(q)), float(loss.detach())
+    return state.gradients(loss), task_rows(s.shape, len(q)), float(loss.detach())
 
 
 def reptile_grads(state: OuterState, a: EpisodeArrays, cfg: TrainConfig) -> tuple[dict, int, float]:
@@ -177,26 +187,24 @@ def reptile_grads(state: OuterState, a: EpisodeArrays, cfg: TrainConfig) -> tupl
         state.params, lambda p: prototypical_loss(p, s, q, y, cfg.inner_scale), cfg.inner_steps, cfg.inner_lr
     )
     loss = float(prototypical_loss(adapted, s, q, y, cfg.inner_scale).detach())
-    rows = cfg.inner_steps * int(s.shape[0] * s.shape[1] + len(q))
+    rows = cfg.inner_steps * task_rows(s.shape, len(q))
     return reptile_direction(state.params, adapted), rows, loss
 
 
 def fomaml_grads(state: OuterState, a: EpisodeArrays, cfg: TrainConfig) -> tuple[dict, int, float]:
     from pipelines.meta.updates import first_order_meta_gradient
-    from vigil.adapter import support_task
 
-    s_in, q_in, y_in = support_task(a.support, a.support_views, a.support_view_found)
     s, q, y = episode_tensors(a)
     grads, _, loss = first_order_meta_gradient(
         state.params,
-        lambda p: prototypical_loss(p, s_in, q_in, y_in, cfg.inner_scale),
+        support_loss(a.support, a.support_views, a.support_view_found, cfg.inner_scale),  # as test-time tuning
         lambda p: prototypical_loss(p, s, q, y, state.extras["log_scale"].exp(), state.extras["unknown"]),
         cfg.inner_steps,
         cfg.inner_lr,
         also=state.extras,
     )
-    support_rows = int(s_in.shape[0] * s_in.shape[1] + len(q_in))
-    return grads, cfg.inner_steps * support_rows + int(s.shape[0] * s.shape[1] + len(q)), loss
+    support_rows = task_rows(a.support.shape, int(a.support_view_found.sum()))
+    return grads, cfg.inner_steps * support_rows + task_rows(s.shape, len(q)), loss
 
 
 class BatchTable:
@@ -221,7 +229,6 @@ class BatchTable:
 def batch_grads(
     state: OuterState, table: BatchTable, rng: np.random.Generator, cfg: TrainConfig
 ) -> tuple[dict, int, float]:
-    import torch
     import torch.nn.functional as F
 
     from vigil.adapter import forward
@@ -229,9 +236,7 @@ def batch_grads(
     x, y = table.batch(rng, cfg.batch_size)
     logits = state.extras["log_scale"].exp() * forward(state.params, x) @ F.normalize(state.extras["classes"], dim=1).T
     loss = F.cross_entropy(logits, y)
-    leaves = {**state.params, **state.extras}
-    grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
-    return grads, len(y), float(loss.detach())
+    return state.gradients(loss), len(y), float(loss.detach())
 
 
 def as_adapter(method: str, params: dict, cfg: TrainConfig, train_ids: frozenset[str], meta: dict) -> Adapter:

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from vigil.adapter import Adapter, fine_tune_on_support, load_adapter
+from vigil.embed import unit_rows
 from vigil.errors import VigilError
 from vigil.eval.episodes import EmbeddingPool, EpisodeArrays, EpisodeSampler, load_pool
 from vigil.eval.geometry import Geometry, geometry_from_args
@@ -60,16 +61,12 @@ class EpisodeScores:
     impostor_top: np.ndarray  # (I,) float
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def score_episode(arrays: EpisodeArrays, adapter: Adapter | None) -> EpisodeScores:
     """Prototypes from the support, cosine to every query; ``adapter`` None is the plain mean prototype."""
     if adapter is not None:
         adapter = fine_tune_on_support(adapter, arrays.support, arrays.support_views, arrays.support_view_found)
-    embed = unit if adapter is None else adapter.apply
-    protos = unit(embed(arrays.support).mean(axis=1))
+    embed = unit_rows if adapter is None else adapter.apply
+    protos = unit_rows(embed(arrays.support).mean(axis=1))
     scores = embed(arrays.queries) @ protos.T
     best, top = scores.argmax(axis=1), scores.max(axis=1)
     genuine = arrays.labels >= 0
