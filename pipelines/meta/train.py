@@ -4,10 +4,10 @@ Four ways to train the same adapter on the same data (clean photos and degraded 
 identities, ``pipelines.meta.splits``), with the same budget, optimiser (AdamW, linear warm-up then cosine decay),
 weight decay (on the residual, i.e. toward the identity map) and early stopping on the ``val`` identities:
 
-* ``protonet``: each step is one open-set episode (``vigil.eval.episodes``, of the benchmark's ``Geometry`` with
-  K drawn from 1..``k_max``): the
-  prototypical loss of its queries (degraded views of other photos of the listed people, and impostors, whose target
-  is an "unknown" class at a learnt cosine) against the prototypes of the clean support;
+* ``protonet``: each step is one open-set episode (``vigil.eval.episodes``; ``TrainConfig.episode``, the benchmark's
+  ``Geometry`` and flags, with K drawn from 1..``--k-max``): the prototypical loss of its queries (degraded views of
+  other photos of the listed people, and impostors, whose target is an "unknown" class at a learnt cosine) against
+  the prototypes of the clean support;
 * ``reptile``: a copy of the adapter takes ``inner_steps`` SGD steps on the episode's closed-set task (prototypes from
   the clean support, every degraded view of the episode's listed people as queries); the adapter moves toward it
   (``pipelines.meta.updates``). At test time it takes the same steps on the support task
