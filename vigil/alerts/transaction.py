@@ -6,8 +6,9 @@ one fsync (``synchronous=FULL``, :mod:`vigil.alerts.database`). A crash (``kill 
 the event in every one of those tables or in none: never stored but not queued for a receiver (which would break the
 outbox's at-least-once promise), and never delivered without being stored: an outbox worker reads through its own
 connection, which sees committed rows only, and the sinks are told after the commit
-(:meth:`~vigil.alerts.sink.TransactionalSink.rows_committed`: an outbox wakes its worker). Until issue 26 each sink committed its own rows: a kill between the commits left the
-alert stored but never delivered (or delivered to one receiver and not the other).
+(:meth:`~vigil.alerts.sink.TransactionalSink.rows_committed`: an outbox wakes its worker). Until issue 26 each sink
+committed its own rows: a kill between the commits left the alert stored but never delivered (or delivered to one
+receiver and not the other).
 
 Why one transaction and not a recovery on start (queueing, on start, an outbox row for every stored event that has
 none): the tables already live in one SQLite file, so one transaction closes the window entirely, and commits once
