@@ -13,7 +13,7 @@ from vigil.capture import CameraStats
 from vigil.live import CameraStatus, Feed, LatencyHistogram, LiveHub
 from vigil.live_publish import LivePublisher, camera_status
 from vigil.pipeline import FrameResult, PipelineCounters
-from vigil.types import Alert, AlertStage, Face, Frame, ListKind, Track
+from vigil.types import Alert, AlertStage, Face, Frame, ListKind, PredictedBox, Track
 
 
 def test_a_slow_subscriber_loses_its_oldest_items_and_the_publisher_never_waits():
@@ -114,3 +114,18 @@ def test_publisher_names_a_track_once_it_alerted_and_records_latencies():
     assert detect[2] == 2 and abs(detect[1] - 0.5) < 1e-9  # per-batch differences of the analyzer's running total
     publisher.publish_status([])
     assert hub.counters()["frames"] == 0
+
+
+def test_a_frame_not_analysed_shows_its_predicted_boxes_named_like_the_detected_ones():
+    hub, pipeline = LiveHub(), FakePipeline()
+    publisher = LivePublisher(hub, pipeline)
+    publisher._label("cam", 7, ("ann", "Ann", "deny"))
+    track = Track("cam", 7, np.array([10, 10, 50, 50], np.float32), 0, 1, 0.0)
+    frame = Frame("cam", 2, 0.0, 0.0, np.zeros((60, 60, 3), np.uint8))
+    predicted = (PredictedBox(track, np.array([14, 12, 54, 52], np.float32)),)
+    publisher.after_batch([FrameResult(frame, [], [], analysed=False, predicted=predicted)], 0.01)
+    (face,) = hub.latest_frame("cam").faces
+    assert face.box == (14.0, 12.0, 54.0, 52.0) and face.predicted and face.person_name == "Ann"
+    assert face.to_json()["predicted"] is True
+    publisher.after_batch([result(3, 7)], 0.01)
+    assert not hub.latest_frame("cam").faces[0].predicted  # a detected face

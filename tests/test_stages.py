@@ -81,10 +81,11 @@ def test_gathering_takes_one_frame_per_camera_per_batch_and_rotates():
 
 
 def test_merged_batches_shift_the_embedding_positions():
-    first = TrackedBatch(["f0", "f1"], [True, True], [[], []], [[], []], [(1, 0)])  # type: ignore[list-item]
-    second = TrackedBatch(["f2"], [True], [[]], [[]], [(0, 2)])  # type: ignore[list-item]
+    first = TrackedBatch(["f0", "f1"], [True, True], [[], []], [[], []], [(1, 0)], [(), ("p1",)])  # type: ignore[list-item]
+    second = TrackedBatch(["f2"], [True], [[]], [[]], [(0, 2)], [("p2",)])  # type: ignore[list-item]
     merged = merge_batches([first, second])
     assert merged.frames == ["f0", "f1", "f2"] and merged.wanted == [(1, 0), (2, 2)]
+    assert merged.predicted == [(), ("p1",), ("p2",)]  # each frame keeps its own predicted boxes
 
 
 def test_stage_queue_makes_the_producer_wait_and_never_drops():

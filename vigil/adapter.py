@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from vigil.embed import unit_rows
 from vigil.errors import ModelError
 
 KINDS = ("linear", "mlp")
@@ -87,7 +88,7 @@ def apply(params: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """numpy: rows of ``x`` (..., D) -> unit rows ``unit(x + g(x))``."""
     x = np.asarray(x, np.float32)
     y = x + _residual(params, x, lambda v: np.maximum(v, 0.0))
-    return (y / np.maximum(np.linalg.norm(y, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+    return unit_rows(y).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ torch
@@ -176,18 +177,25 @@ def support_task(support: np.ndarray, support_views: np.ndarray, view_found: np.
     )
 
 
+def support_loss(
+    support: np.ndarray, support_views: np.ndarray, view_found: np.ndarray, scale: float
+) -> Callable[[Mapping[str, Any]], Any]:
+    """The closed-set prototypical loss of the support task (:func:`support_task`) as a function of the parameters:
+    what test-time tuning descends, and first-order MAML's inner loop in training (``pipelines.meta.train``)."""
+    s, q, y = support_task(support, support_views, view_found)
+    return lambda params: prototypical_loss(params, s, q, y, scale)
+
+
 def fine_tune_on_support(
     adapter: Adapter, support: np.ndarray, support_views: np.ndarray, view_found: np.ndarray
 ) -> Adapter:
-    """The adapter after its test-time tuning on one episode's support task (itself when it has none)."""
-    if adapter.tta is None or adapter.tta.steps <= 0:
-        return adapter
-    s, q, y = support_task(support, support_views, view_found)
-    if len(y) == 0:
+    """The adapter after its test-time tuning on one episode's support task (itself when it has none, or when no
+    degraded view of the support photos was found: a task without queries)."""
+    if adapter.tta is None or adapter.tta.steps <= 0 or not np.any(view_found):
         return adapter
     tuned = inner_adapt(
         to_torch(adapter.params),
-        lambda p: prototypical_loss(p, s, q, y, adapter.scale),
+        support_loss(support, support_views, view_found, adapter.scale),
         adapter.tta.steps,
         adapter.tta.lr,
     )

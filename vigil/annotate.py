@@ -36,15 +36,21 @@ class AnnotatedVideoWriter:
         for update in result.updates:
             label, colour = self._labels.get((result.frame.camera, update.track.track_id), ("", COLOUR_TRACK))
             draw_face(image, update.face.box, update.face.landmarks, update.track.track_id, label, colour)
+        for predicted in result.predicted:  # a frame not analysed (detect_fps): where the tracker puts each track
+            label, colour = self._labels.get((result.frame.camera, predicted.track.track_id), ("", COLOUR_TRACK))
+            draw_face(image, predicted.box, np.zeros((0, 2), np.float32), predicted.track.track_id, label, colour, 1)
         self._writer.write(image)
 
     def close(self) -> None:
         self._writer.release()
 
 
-def draw_face(image: np.ndarray, box: np.ndarray, landmarks: np.ndarray, track_id: int, label: str, colour) -> None:
+def draw_face(
+    image: np.ndarray, box: np.ndarray, landmarks: np.ndarray, track_id: int, label: str, colour, thickness: int = 2
+) -> None:
+    """One face: its box (thin for a predicted one), landmarks, track id and label."""
     x1, y1, x2, y2 = (int(round(v)) for v in box)
-    cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
+    cv2.rectangle(image, (x1, y1), (x2, y2), colour, thickness)
     for x, y in landmarks:
         cv2.circle(image, (int(x), int(y)), 2, (0, 255, 0), -1)
     text = f"#{track_id} {label}".strip()

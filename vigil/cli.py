@@ -151,6 +151,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_eval_fewshot(esub: argparse._SubParsersAction) -> None:
+    from vigil.eval.geometry import Geometry, add_geometry_arguments  # standard library only: cheap at parse time
+
     fewshot = esub.add_parser("fewshot", help="open-set N-way K-shot watchlists on cached embeddings, per method and K")
     fewshot.add_argument(
         "--pool", type=Path, action="append", required=True, help="embedding cache (pipelines.meta.embed_cache); repeat"
@@ -159,8 +161,7 @@ def _add_eval_fewshot(esub: argparse._SubParsersAction) -> None:
     fewshot.add_argument("--role", default="test", choices=("test", "val"), help="the split's identities to score on")
     fewshot.add_argument("--adapter", type=Path, action="append", help="adapter file (pipelines.meta.train); repeat")
     fewshot.add_argument("--k", type=int, nargs="+", default=[1, 3, 5], help="clean photos per listed person")
-    for option in ("n-way", "queries-per-identity", "impostor-identities", "impostor-queries-per-identity"):
-        fewshot.add_argument(f"--{option}", type=int, help="episode geometry (default: vigil.eval.episodes.Geometry)")
+    add_geometry_arguments(fewshot, Geometry())
     fewshot.add_argument("--episodes", type=int, default=500)
     fewshot.add_argument("--seed", type=int, default=0)
     fewshot.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")

@@ -136,4 +136,5 @@ def check_chips(chips, size: int) -> None:
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    """``vectors`` (..., D) scaled to unit length along the last axis (a zero vector stays zero)."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)

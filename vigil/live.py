@@ -27,13 +27,15 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 
 @dataclass(frozen=True)
 class LiveFace:
-    """A tracked face on the latest frame; the person fields are set once the track raised an alert."""
+    """A tracked face on the latest frame; the person fields are set once the track raised an alert. ``predicted``:
+    the frame was not analysed (its camera's ``detect_fps``) and the box is where the tracker puts the track."""
 
     box: tuple[float, float, float, float]
     track_id: int
     person_id: str | None = None
     person_name: str | None = None
     list: str | None = None
+    predicted: bool = False
 
     def to_json(self) -> dict:
         return {
@@ -42,6 +44,7 @@ class LiveFace:
             "person_id": self.person_id,
             "person_name": self.person_name,
             "list": self.list,
+            "predicted": self.predicted,
         }
 
 

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Protocol
 
+import numpy as np
+
 from vigil.alerts import utc_timestamp
 from vigil.capture import UP, CameraStats
 from vigil.live import CameraStatus, LiveFace, LiveFrame, LiveHub
@@ -80,7 +82,8 @@ class LivePublisher:
         latest: dict[str, FrameResult] = {result.frame.camera: result for result in results}
         stamp = utc_timestamp()
         for camera, result in latest.items():
-            faces = tuple(self._face(camera, update) for update in result.updates)
+            faces = tuple(self._face(camera, update.face.box, update.track.track_id) for update in result.updates)
+            faces += tuple(self._face(camera, box.box, box.track.track_id, predicted=True) for box in result.predicted)
             self.hub.publish_frame(LiveFrame(camera, result.frame.index, stamp, result.frame.image, faces))
         totals = self._stage_seconds()
         for stage, seconds in totals.items():
@@ -109,13 +112,14 @@ class LivePublisher:
         kept = {status.name: status for status in self.hub.statuses()}
         return [kept.get(status.name, status) for status in statuses]
 
-    def _face(self, camera: str, update) -> LiveFace:
-        x1, y1, x2, y2 = (float(v) for v in update.face.box[:4])
+    def _face(self, camera: str, box_xyxy: np.ndarray, track_id: int, predicted: bool = False) -> LiveFace:
+        """A face box to draw (detected, or ``predicted`` on a frame not analysed), named once its track alerted."""
+        x1, y1, x2, y2 = (float(v) for v in box_xyxy[:4])
         box = (x1, y1, x2, y2)
-        label = self._labels.get((camera, update.track.track_id))
+        label = self._labels.get((camera, track_id))
         if label is None:
-            return LiveFace(box, update.track.track_id)
-        return LiveFace(box, update.track.track_id, *label)
+            return LiveFace(box, track_id, predicted=predicted)
+        return LiveFace(box, track_id, *label, predicted=predicted)
 
     def _label(self, camera: str, track_id: int, label: tuple[str, str, str]) -> None:
         self._labels[(camera, track_id)] = label

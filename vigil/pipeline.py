@@ -21,10 +21,14 @@ one after the other. Each half touches the trackers, the schedule and the rules 
 models (detection; refine/align/embed) outside it, so the two halves overlap where the time goes. Batches go
 through both halves in order, so each camera's decisions keep their frame order.
 
-Per camera: ``detect_fps`` analyses at most that many frames a second (the others pass through, for the live view);
-a two-source camera's frames carry their main-stream frame (``Frame.detail``): detection and tracking use the
-frame, faces are cut from the main-stream frame (vigil/substream.py). With a recognition cascade
-(vigil/cascade.py), faces that the fast member finds to be nobody on the watchlist get no full embedding.
+Per camera: ``detect_fps`` analyses at most that many frames a second. The frames in between are tracked, not
+analysed: no detection, embedding or decision, but the camera's tracker advances one frame on each (its Kalman
+filter steps, lost tracks age: :meth:`vigil.track.FaceTracker.predict`), and their result carries each confirmed
+track's predicted box (``FrameResult.predicted``), so the live view boxes faces on every frame and a track outlives
+a gap by the same number of camera frames as without ``detect_fps``; nothing is ever decided on a predicted box.
+A two-source camera's frames carry their main-stream frame (``Frame.detail``): detection and tracking use the frame,
+faces are cut from the main-stream frame (vigil/substream.py). With a recognition cascade (vigil/cascade.py), faces
+that the fast member finds to be nobody on the watchlist get no full embedding.
 """
 
 from __future__ import annotations
@@ -47,7 +51,20 @@ from vigil.embed_schedule import EmbedSchedule, TrackEmbedState, record_embed, s
 from vigil.rules import Gallery, RulesEngine, match_embedding
 from vigil.substream import face_in_detail
 from vigil.track import FaceTracker
-from vigil.types import Alert, Decision, Embedding, Event, Face, FaceCrop, Frame, Match, Person, Track, TrackUpdate
+from vigil.types import (
+    Alert,
+    Decision,
+    Embedding,
+    Event,
+    Face,
+    FaceCrop,
+    Frame,
+    Match,
+    Person,
+    PredictedBox,
+    Track,
+    TrackUpdate,
+)
 
 
 @dataclass
@@ -71,13 +88,15 @@ class PipelineCounters:
 
 @dataclass(frozen=True)
 class FrameResult:
-    """What one frame produced: the tracked faces (for drawing) and the alerts raised on it."""
+    """What one frame produced: the tracked faces (for drawing) and the alerts raised on it; on a frame its camera's
+    ``detect_fps`` did not analyse, no faces or events but the confirmed tracks' predicted boxes."""
 
     frame: Frame
     updates: list[TrackUpdate]
     events: list[Event]
     analysed: bool = True  # False: passed over by its camera's detect_fps (not detected, nothing decided)
     decided_mono_s: float = 0.0  # time.monotonic() when its decisions were taken and its events emitted
+    predicted: tuple[PredictedBox, ...] = ()  # frames not analysed: where the tracker puts each confirmed track
 
 
 @dataclass(frozen=True)
@@ -89,6 +108,7 @@ class TrackedBatch:
     faces: list[list[Face]]  # detected faces per frame (frame pixels)
     updates: list[list[TrackUpdate]]  # tracked faces per frame
     wanted: list[tuple[int, int]]  # (frame, update) positions the embed schedule picked
+    predicted: list[tuple[PredictedBox, ...]]  # per frame: the tracks' predicted boxes (frames not analysed)
 
 
 @dataclass
@@ -160,31 +180,32 @@ class WatchPipeline:
         return self.recognise(self.detect_and_track(frames))
 
     def detect_and_track(self, frames: list[Frame]) -> TrackedBatch:
-        """Detection (one batch over the frames their camera's ``detect_fps`` lets through), tracking and the
-        embed schedule."""
+        """Detection (one batch over the frames their camera's ``detect_fps`` lets through), tracking (every frame,
+        in order: the others advance their camera's tracker and get its predicted boxes) and the embed schedule."""
         analysed = [self._analyse(frame) for frame in frames]
         detected = iter(self.analyzer.detect([frame.image for frame, chosen in zip(frames, analysed) if chosen]))
         faces_per_frame = [next(detected) if chosen else [] for chosen in analysed]
         with self.state_lock:
-            updates_per_frame = [
-                self._track(frame, faces) if chosen else []
-                for frame, faces, chosen in zip(frames, faces_per_frame, analysed)
-            ]
+            updates_per_frame: list[list[TrackUpdate]] = []
+            predicted: list[tuple[PredictedBox, ...]] = []
+            for frame, faces, chosen in zip(frames, faces_per_frame, analysed):
+                updates_per_frame.append(self._track(frame, faces) if chosen else [])
+                predicted.append(() if chosen else self._predict(frame))
             wanted = self._schedule(frames, updates_per_frame)
-        return TrackedBatch(frames, analysed, faces_per_frame, updates_per_frame, wanted)
+        return TrackedBatch(frames, analysed, faces_per_frame, updates_per_frame, wanted, predicted)
 
     def recognise(self, batch: TrackedBatch) -> list[FrameResult]:
         """Embed the scheduled faces (one batch), then fold, match and decide frame by frame, in order."""
         chosen, rejected = self._embed(batch)
         results = []
         with self.state_lock:
-            for i, (frame, updates, faces, analysed) in enumerate(
-                zip(batch.frames, batch.updates, batch.faces, batch.analysed)
+            for i, (frame, updates, faces, analysed, predicted) in enumerate(
+                zip(batch.frames, batch.updates, batch.faces, batch.analysed, batch.predicted)
             ):
                 updates = [replace(update, embedding=chosen.get((i, j))) for j, update in enumerate(updates)]
                 skipped = {j for frame_index, j in rejected if frame_index == i}
                 events = self._decide(frame, updates, skipped)
-                results.append(FrameResult(frame, updates, events, analysed, time.monotonic()))
+                results.append(FrameResult(frame, updates, events, analysed, time.monotonic(), predicted))
                 self.counters.frames += 1
                 self.counters.faces += len(faces)
                 self.counters.frames_not_analysed += not analysed
@@ -211,15 +232,33 @@ class WatchPipeline:
         return cadence.allow(frame.video_ts_s)
 
     def _track(self, frame: Frame, faces: list[Face]) -> list[TrackUpdate]:
+        """An analysed frame: associate its faces with its camera's tracks."""
         start = time.perf_counter()
-        tracker = self.trackers.get(frame.camera)
-        if tracker is None:
-            tracker = self.trackers[frame.camera] = FaceTracker(frame.camera, self.tracker_cfg, self.frame_rate)
+        tracker = self._camera_tracker(frame.camera)
         updates = tracker.update(faces, frame.index, frame.mono_ts_s)
-        for track in tracker.expire(frame.mono_ts_s):
-            self._end_track(frame.camera, track.track_id)
+        self._expire(tracker, frame)
         self.counters.track_seconds += time.perf_counter() - start
         return updates
+
+    def _predict(self, frame: Frame) -> tuple[PredictedBox, ...]:
+        """A frame not analysed: advance its camera's tracker one frame; the confirmed tracks' predicted boxes."""
+        start = time.perf_counter()
+        tracker = self._camera_tracker(frame.camera)
+        predicted = tuple(tracker.predict())
+        self._expire(tracker, frame)
+        self.counters.track_seconds += time.perf_counter() - start
+        return predicted
+
+    def _camera_tracker(self, camera: str) -> FaceTracker:
+        tracker = self.trackers.get(camera)
+        if tracker is None:
+            tracker = self.trackers[camera] = FaceTracker(camera, self.tracker_cfg, self.frame_rate)
+        return tracker
+
+    def _expire(self, tracker: FaceTracker, frame: Frame) -> None:
+        """Tracks unseen for ``max_track_age_s`` by this frame's time end (checked on every frame, analysed or not)."""
+        for track in tracker.expire(frame.mono_ts_s):
+            self._end_track(frame.camera, track.track_id)
 
     def _schedule(self, frames: list[Frame], updates_per_frame: list[list[TrackUpdate]]) -> list[tuple[int, int]]:
         """(frame, update) positions of the faces to embed: recognisable ones (in the pixels they are cut from)

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from vigil.pipeline import FrameResult, TrackedBatch, WatchPipeline
-from vigil.types import Face, Frame, TrackUpdate
+from vigil.types import Face, Frame, PredictedBox, TrackUpdate
 
 log = logging.getLogger("vigil.stages")
 T = TypeVar("T")
@@ -127,6 +127,7 @@ def merge_batches(batches: Sequence[TrackedBatch]) -> TrackedBatch:
     faces: list[list[Face]] = []
     updates: list[list[TrackUpdate]] = []
     wanted: list[tuple[int, int]] = []
+    predicted: list[tuple[PredictedBox, ...]] = []
     for batch in batches:
         offset = len(frames)
         frames += batch.frames
@@ -134,7 +135,8 @@ def merge_batches(batches: Sequence[TrackedBatch]) -> TrackedBatch:
         faces += batch.faces
         updates += batch.updates
         wanted += [(offset + i, j) for i, j in batch.wanted]
-    return TrackedBatch(frames, analysed, faces, updates, wanted)
+        predicted += batch.predicted
+    return TrackedBatch(frames, analysed, faces, updates, wanted, predicted)
 
 
 class StageQueue(Generic[T]):

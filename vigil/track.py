@@ -14,6 +14,21 @@ after ``identity_switch_hits`` such embeddings in a row gives the box a new trac
 Best face: each folded embedding may come with its face cut from the frame (:class:`vigil.types.FaceCrop`); the
 track keeps the one of highest quality (:attr:`vigil.types.Track.best_face`), and the pipeline saves it as the
 snapshot of the track's events. Held-out embeddings keep their crops, so a split-off track starts with its own.
+
+Frames not analysed (a camera's ``detect_fps``): :meth:`FaceTracker.predict` advances the tracker by one frame
+without a detection. ByteTrack's clock is its frame counter: each ``update`` counts one frame and moves every
+confirmed and lost track's Kalman state one step before it associates. ``predict`` does exactly that step (count the
+frame, ``multi_predict`` the same pool, drop the lost tracks older than ``track_buffer_frames``) and associates
+nothing, so on a camera analysed every k-th frame the filter still steps once per frame: the next ``update`` steps
+only its own frame (nothing is predicted twice) and associates its faces against where the tracks are on that
+frame. Velocities stay in pixels per camera frame, and a lost track is dropped after ``track_buffer_frames`` camera
+frames, the same wall time as without ``detect_fps``. The alternative, a tracker at ``frame_rate = detect_fps``
+stepped only on analysed frames, would need the buffer rescaled per camera, a fractional Kalman step to draw the
+frames in between, and would change again whenever the cadence's token bucket let an extra frame through; one step
+per frame keeps ByteTrack's own semantics. ``predict`` returns each confirmed track's box on that frame
+(:class:`vigil.types.PredictedBox`) for the live view; a lost track (not matched on the last analysed frame) is not
+shown. The clock counts the frames the pipeline is given: a frame dropped in a camera's latest-frame queue is not
+counted, with or without ``detect_fps``.
 """
 
 from __future__ import annotations
@@ -24,7 +39,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from vigil.config import TrackerConfig
-from vigil.types import Embedding, Face, FaceCrop, Track, TrackUpdate
+from vigil.types import Embedding, Face, FaceCrop, PredictedBox, Track, TrackUpdate
 
 
 class _Detections:
@@ -105,6 +120,24 @@ class FaceTracker:
             face = faces[det_index]
             updates.append(TrackUpdate(self._touch(track_id, face, frame_index, mono_ts_s), face))
         return updates
+
+    def predict(self) -> list[PredictedBox]:
+        """A frame not analysed: advance every track one frame without associating (see the module docstring);
+        returns the boxes of the confirmed tracks that were matched on the last analysed frame, where the motion
+        model puts them on this frame."""
+        tracker = self._tracker
+        tracker.frame_id += 1
+        pool = [t for t in tracker.tracked_stracks if t.is_activated] + tracker.lost_stracks  # update()'s pool
+        tracker.multi_predict(pool)
+        stale = [t for t in tracker.lost_stracks if tracker.frame_id - t.end_frame > tracker.max_frames_lost]
+        for strack in stale:
+            strack.mark_removed()
+        tracker.lost_stracks = [t for t in tracker.lost_stracks if t not in stale]
+        return [
+            PredictedBox(self._tracks[strack.track_id], strack.xyxy.astype(np.float32))
+            for strack in tracker.tracked_stracks
+            if strack.is_activated and strack.track_id in self._tracks
+        ]
 
     def _touch(self, box_id: int, face: Face, frame_index: int, mono_ts_s: float) -> Track:
         track = self._tracks.get(box_id)

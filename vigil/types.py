@@ -1,10 +1,11 @@
 """Value objects that cross stage boundaries.
 
 Every stage takes and returns these; no stage passes loose dicts. In the data's order: ``Frame`` (capture) ->
-``Face`` (detect) -> ``TrackUpdate`` (track) -> ``AlignedFace`` (align) -> ``Embedding`` (embed) -> ``Match`` and
-``Decision`` (rules) -> ``Alert`` / ``UnknownEvent`` (the events the sinks take). Images are numpy arrays in
-OpenCV's layout (H x W x 3, uint8, BGR) unless a field says otherwise. Coordinates are pixels of the
-original frame. Landmark order (the "vigil 5-point order", also the detector's keypoint order):
+``Face`` (detect) -> ``TrackUpdate`` (track; ``PredictedBox`` on a frame not analysed) -> ``AlignedFace`` (align)
+-> ``Embedding`` (embed) -> ``Match`` and ``Decision`` (rules) -> ``Alert`` / ``UnknownEvent`` (the events the
+sinks take). Images are numpy arrays in OpenCV's layout (H x W x 3, uint8, BGR) unless a field says otherwise.
+Coordinates are pixels of the original frame. Landmark order (the "vigil 5-point order", also the detector's
+keypoint order):
 
     0 eye on the image's left     (the subject's right eye)
     1 eye on the image's right    (the subject's left eye)
@@ -165,6 +166,16 @@ class TrackUpdate:
     track: Track
     face: Face
     embedding: Embedding | None = None
+
+
+@dataclass(frozen=True)
+class PredictedBox:
+    """A confirmed track's box on a frame its camera's ``detect_fps`` did not analyse: where the tracker's motion
+    model (ByteTrack's Kalman filter) puts the track on that frame. For drawing only: no face was detected there, so
+    nothing is embedded or decided on it."""
+
+    track: Track
+    box: np.ndarray  # (4,) float32 x1, y1, x2, y2 in frame pixels
 
 
 class AlertStage(str, Enum):

@@ -4,9 +4,10 @@ Four ways to train the same adapter on the same data (clean photos and degraded 
 identities, ``pipelines.meta.splits``), with the same budget, optimiser (AdamW, linear warm-up then cosine decay),
 weight decay (on the residual, i.e. toward the identity map) and early stopping on the ``val`` identities:
 
-* ``protonet``: each step is one open-set episode (``vigil.eval.episodes``, K drawn from 1..``k_max``): the
-  prototypical loss of its queries (degraded views of other photos of the listed people, and impostors, whose target
-  is an "unknown" class at a learnt cosine) against the prototypes of the clean support;
+* ``protonet``: each step is one open-set episode (``vigil.eval.episodes``; ``TrainConfig.episode``, the benchmark's
+  ``Geometry`` and flags, with K drawn from 1..``--k-max``): the prototypical loss of its queries (degraded views of
+  other photos of the listed people, and impostors, whose target is an "unknown" class at a learnt cosine) against
+  the prototypes of the clean support;
 * ``reptile``: a copy of the adapter takes ``inner_steps`` SGD steps on the episode's closed-set task (prototypes from
   the clean support, every degraded view of the episode's listed people as queries); the adapter moves toward it
   (``pipelines.meta.updates``). At test time it takes the same steps on the support task
@@ -38,7 +39,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,30 +52,39 @@ from vigil.adapter import (
     init_params,
     prototypical_loss,
     save_adapter,
+    support_loss,
     to_numpy,
     to_torch,
 )
+from vigil.embed import unit_rows
 from vigil.errors import VigilError, run_reporting_errors
-from vigil.eval.episodes import EmbeddingPool, EpisodeArrays, EpisodeSampler, Geometry, episode_arrays, load_pool
+from vigil.eval.episodes import EmbeddingPool, EpisodeArrays, EpisodeSampler, episode_arrays, load_pool
 from vigil.eval.fewshot import PooledScores, dir_at_far, read_split, score_episode
+from vigil.eval.geometry import Geometry, add_geometry_arguments, geometry_from_args
 
 METHODS = ("protonet", "reptile", "fomaml", "batch_control")
 PLAIN_FINE_TUNE = {"mean_ft": None, "batch_control_ft": "batch_control"}  # row -> adapter it tunes (None: identity)
 
 
+# The training episodes: the benchmark's watchlist (vigil.eval.geometry) with fewer impostors per episode (each
+# step is one episode: 20 strangers keep a step cheap); ``k_shot`` is the largest K a step draws (--k-max).
+TRAIN_GEOMETRY = Geometry(k_shot=5, impostor_identities=20)
+# Validation scores K = 1 episodes with the benchmark's number of impostors (vigil eval fewshot's default).
+VAL_IMPOSTOR_IDENTITIES = Geometry().impostor_identities
+
+
 @dataclass(frozen=True)
 class TrainConfig:
+    """Hyper-parameters of one training run; ``episode`` is the training episodes' geometry, ``episode.k_shot``
+    the largest K a step draws (each step draws K uniformly from 1..``episode.k_shot``)."""
+
     kind: str = "linear"
     hidden: int = 256
     budget_rows: int = 1_500_000
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_fraction: float = 0.05
-    n_way: int = 20
-    k_max: int = 5
-    queries_per_identity: int = 5
-    impostor_identities: int = 20
-    impostor_queries_per_identity: int = 2
+    episode: Geometry = TRAIN_GEOMETRY
     inner_steps: int = 5
     inner_lr: float = 0.5
     inner_scale: float = DEFAULT_SCALE
@@ -93,6 +103,13 @@ class OuterState:
     params: dict
     extras: dict
     optimiser: Any
+
+    def gradients(self, loss: Any) -> dict:
+        """d loss / d every tensor the outer optimiser updates (adapter and extras), by name."""
+        import torch
+
+        leaves = {**self.params, **self.extras}
+        return dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
 
     def step(self, grads: dict) -> None:
         for name, tensor in {**self.params, **self.extras}.items():
@@ -130,7 +147,7 @@ def make_state(method: str, dim: int, cfg: TrainConfig, train: EmbeddingPool) ->
 def class_means(pool: EmbeddingPool) -> tuple[list[str], np.ndarray]:
     names = sorted(pool.identity_set())
     means = np.stack([pool.clean[(pool.identities == n) & pool.clean_found].mean(axis=0) for n in names])
-    return names, means / np.linalg.norm(means, axis=1, keepdims=True)
+    return names, unit_rows(means)
 
 
 def episode_tensors(a: EpisodeArrays):
@@ -150,14 +167,15 @@ def task_views(a: EpisodeArrays):
     return s, torch.cat([q, torch.as_tensor(a.queries[listed])]), torch.cat([y, torch.as_tensor(a.labels[listed])])
 
 
-def protonet_grads(state: OuterState, a: EpisodeArrays, cfg: TrainConfig) -> tuple[dict, int, float]:
-    import torch
+def task_rows(support_shape: tuple[int, ...], queries: int) -> int:
+    """Adapter row-passes of one pass over a task: every support embedding (N, K, ...) and every query."""
+    return int(support_shape[0] * support_shape[1] + queries)
 
+
+def protonet_grads(state: OuterState, a: EpisodeArrays, cfg: TrainConfig) -> tuple[dict, int, float]:
     s, q, y = episode_tensors(a)
     loss = prototypical_loss(state.params, s, q, y, state.extras["log_scale"].exp(), state.extras["unknown"])
-    leaves = {**state.params, **state.extras}
-    grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
-    return grads, int(s.shape[0] * s.shape[1] + len(q)), float(loss.detach())
+    return state.gradients(loss), task_rows(s.shape, len(q)), float(loss.detach())
 
 
 def reptile_grads(state: OuterState, a: EpisodeArrays, cfg: TrainConfig) -> tuple[dict, int, float]:
@@ -169,26 +187,24 @@ def reptile_grads(state: OuterState, a: EpisodeArrays, cfg: TrainConfig) -> tupl
         state.params, lambda p: prototypical_loss(p, s, q, y, cfg.inner_scale), cfg.inner_steps, cfg.inner_lr
     )
     loss = float(prototypical_loss(adapted, s, q, y, cfg.inner_scale).detach())
-    rows = cfg.inner_steps * int(s.shape[0] * s.shape[1] + len(q))
+    rows = cfg.inner_steps * task_rows(s.shape, len(q))
     return reptile_direction(state.params, adapted), rows, loss
 
 
 def fomaml_grads(state: OuterState, a: EpisodeArrays, cfg: TrainConfig) -> tuple[dict, int, float]:
     from pipelines.meta.updates import first_order_meta_gradient
-    from vigil.adapter import support_task
 
-    s_in, q_in, y_in = support_task(a.support, a.support_views, a.support_view_found)
     s, q, y = episode_tensors(a)
     grads, _, loss = first_order_meta_gradient(
         state.params,
-        lambda p: prototypical_loss(p, s_in, q_in, y_in, cfg.inner_scale),
+        support_loss(a.support, a.support_views, a.support_view_found, cfg.inner_scale),  # as test-time tuning
         lambda p: prototypical_loss(p, s, q, y, state.extras["log_scale"].exp(), state.extras["unknown"]),
         cfg.inner_steps,
         cfg.inner_lr,
         also=state.extras,
     )
-    support_rows = int(s_in.shape[0] * s_in.shape[1] + len(q_in))
-    return grads, cfg.inner_steps * support_rows + int(s.shape[0] * s.shape[1] + len(q)), loss
+    support_rows = task_rows(a.support.shape, int(a.support_view_found.sum()))
+    return grads, cfg.inner_steps * support_rows + task_rows(s.shape, len(q)), loss
 
 
 class BatchTable:
@@ -213,7 +229,6 @@ class BatchTable:
 def batch_grads(
     state: OuterState, table: BatchTable, rng: np.random.Generator, cfg: TrainConfig
 ) -> tuple[dict, int, float]:
-    import torch
     import torch.nn.functional as F
 
     from vigil.adapter import forward
@@ -221,9 +236,7 @@ def batch_grads(
     x, y = table.batch(rng, cfg.batch_size)
     logits = state.extras["log_scale"].exp() * forward(state.params, x) @ F.normalize(state.extras["classes"], dim=1).T
     loss = F.cross_entropy(logits, y)
-    leaves = {**state.params, **state.extras}
-    grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
-    return grads, len(y), float(loss.detach())
+    return state.gradients(loss), len(y), float(loss.detach())
 
 
 def as_adapter(method: str, params: dict, cfg: TrainConfig, train_ids: frozenset[str], meta: dict) -> Adapter:
@@ -235,16 +248,18 @@ def validate(adapter: Adapter, val_arrays: list[EpisodeArrays], far: float) -> f
     return dir_at_far(PooledScores.of([score_episode(a, adapter) for a in val_arrays]), far)[0]
 
 
+def val_geometry(episode: Geometry, eligible: int) -> Geometry:
+    """Validation's episodes: the training geometry at K = 1 with the benchmark's impostors, and at most
+    ``eligible - 2`` people listed (some of the ``eligible`` val identities are left to be impostors)."""
+    return replace(
+        episode, n_way=min(episode.n_way, eligible - 2), k_shot=1, impostor_identities=VAL_IMPOSTOR_IDENTITIES
+    )
+
+
 def val_episodes(val: EmbeddingPool, cfg: TrainConfig) -> list[EpisodeArrays]:
     sampler = EpisodeSampler(val)
-    geometry = Geometry(
-        min(cfg.n_way, len(sampler.eligible(1)) - 2),
-        1,
-        cfg.queries_per_identity,
-        100,
-        cfg.impostor_queries_per_identity,
-    )
-    return [episode_arrays(val, e) for e in sampler.episodes(geometry, cfg.val_episodes, seed=1000 + cfg.seed)]
+    geometry = val_geometry(cfg.episode, len(sampler.eligible(1)))
+    return sampler.episode_arrays(geometry, cfg.val_episodes, seed=1000 + cfg.seed)
 
 
 EPISODIC_GRADS = {"protonet": protonet_grads, "reptile": reptile_grads, "fomaml": fomaml_grads}
@@ -253,20 +268,22 @@ EPISODIC_GRADS = {"protonet": protonet_grads, "reptile": reptile_grads, "fomaml"
 def one_step(
     method: str,
     state: OuterState,
-    train: EmbeddingPool,
     sampler: EpisodeSampler,
     table: BatchTable | None,
     rng: np.random.Generator,
     cfg: TrainConfig,
 ) -> tuple[dict, int, float]:
-    """(gradients, rows used, loss) of one training step: one episode (K drawn from 1..k_max), or one mini-batch."""
+    """(gradients, rows used, loss) of one training step: one episode (:func:`training_episode`), or one
+    mini-batch."""
     if table is not None:
         return batch_grads(state, table, rng, cfg)
-    k = int(rng.integers(1, cfg.k_max + 1))
-    geometry = Geometry(
-        cfg.n_way, k, cfg.queries_per_identity, cfg.impostor_identities, cfg.impostor_queries_per_identity
-    )
-    return EPISODIC_GRADS[method](state, episode_arrays(train, sampler.sample(geometry, rng)), cfg)
+    return EPISODIC_GRADS[method](state, training_episode(sampler, cfg.episode, rng), cfg)
+
+
+def training_episode(sampler: EpisodeSampler, episode: Geometry, rng: np.random.Generator) -> EpisodeArrays:
+    """One training step's episode: ``episode`` with K drawn uniformly from 1..``episode.k_shot``."""
+    k = int(rng.integers(1, episode.k_shot + 1))
+    return episode_arrays(sampler.pool, sampler.sample(episode.with_k_shot(k), rng))
 
 
 @dataclass
@@ -311,7 +328,7 @@ def train_method(
     rows, t0 = 0, time.monotonic()
     losses: list[float] = []
     while rows < cfg.budget_rows and progress.since_best < cfg.patience:
-        grads, used, loss = one_step(method, state, train, sampler, table, rng, cfg)
+        grads, used, loss = one_step(method, state, sampler, table, rng, cfg)
         for group in state.optimiser.param_groups:
             group["lr"] = cfg.lr * lr_factor(rows, cfg)
         state.step(grads)
@@ -359,8 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--tune-tta", help="STEPS:LR,...: only score the identity adapter with each test-time tuning on val"
     )
-    for f, default in asdict(TrainConfig()).items():
-        ap.add_argument(f"--{f.replace('_', '-')}", type=type(default), default=default)
+    add_config_arguments(ap, TrainConfig())
     args = ap.parse_args(argv)
     args.command = "python -m pipelines.meta.train " + " ".join(sys.argv[1:] if argv is None else argv)
     return run_reporting_errors(lambda: _train(args))
@@ -377,8 +393,25 @@ def parse_methods(text: str) -> tuple[str, ...]:
     return methods
 
 
+def add_config_arguments(ap: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+    """A flag per :class:`TrainConfig` field (``--lr``, ...); the episode geometry's flags are the benchmark's
+    (:func:`vigil.eval.geometry.add_geometry_arguments`) plus ``--k-max``, its ``k_shot``."""
+    for f in fields(TrainConfig):
+        if f.name != "episode":
+            default = getattr(defaults, f.name)
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default)
+    add_geometry_arguments(ap, defaults.episode)
+    ap.add_argument("--k-max", type=int, default=defaults.episode.k_shot, help="training episodes draw K from 1..this")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of the flags of :func:`add_config_arguments`."""
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "episode"}
+    return TrainConfig(**given, episode=geometry_from_args(args, k_shot=args.k_max))
+
+
 def _train(args: argparse.Namespace) -> int:
-    cfg = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
+    cfg = config_from_args(args)
     pool = load_pool(args.pool)
     train_ids, val_ids = read_split(args.split, "train"), read_split(args.split, "val")
     if train_ids & (read_split(args.split, "test") | val_ids):

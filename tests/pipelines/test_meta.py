@@ -19,12 +19,22 @@ from pipelines.meta.embed_cache import (
     photo_index,
 )
 from pipelines.meta.splits import fewshot_split
-from pipelines.meta.train import METHODS, TrainConfig, train_method, val_episodes
+from pipelines.meta.train import (
+    METHODS,
+    TrainConfig,
+    add_config_arguments,
+    config_from_args,
+    train_method,
+    training_episode,
+    val_episodes,
+    val_geometry,
+)
 from pipelines.meta.updates import first_order_meta_gradient, reptile_direction, reptile_update
 from pipelines.recognizer.faces_dataset import validation_identities
 from tests.test_fewshot import synthetic_pool, write_split
 from vigil.errors import VigilError
-from vigil.eval.episodes import load_pool
+from vigil.eval.episodes import EpisodeSampler, load_pool
+from vigil.eval.geometry import FLAG_FIELDS, Geometry, geometry_from_args
 from vigil.types import Face
 
 # ------------------------------------------------------------------------------------------- updates
@@ -173,12 +183,127 @@ def _pools(tmp_path, shift=1.2):
     return pool.restrict(ids[:40]), pool.restrict(ids[40:]), pool_file, split
 
 
+# ------------------------------------------------------------------------------------- one geometry
+
+
+def _train_args(flags: list[str]):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, TrainConfig())
+    return parser.parse_args(flags)
+
+
+def _fewshot_args(flags: list[str]):
+    from vigil.cli import build_parser
+
+    return build_parser().parse_args(
+        ["eval", "fewshot", "--pool", "p.npz", "--split", "s.json", "--json", "o.json"] + flags
+    )
+
+
+# What the training episodes and validation were before TrainConfig held a Geometry (TrainConfig's own fields
+# n_way, k_max, queries_per_identity, impostor_identities, impostor_queries_per_identity; val_episodes' literals).
+TRAIN_GEOMETRY_BEFORE = [
+    ("n_way", 20),
+    ("k_shot", 5),  # k_max: each step draws K from 1..5
+    ("queries_per_identity", 5),
+    ("impostor_identities", 20),
+    ("impostor_queries_per_identity", 2),
+]
+VAL_GEOMETRY_BEFORE = [
+    ("n_way", 20),
+    ("k_shot", 1),
+    ("queries_per_identity", 5),
+    ("impostor_identities", 100),
+    ("impostor_queries_per_identity", 2),
+]
+BENCHMARK_GEOMETRY_BEFORE = VAL_GEOMETRY_BEFORE  # vigil eval fewshot with no geometry flag, at K = 1
+
+
+@pytest.mark.parametrize("name, before", TRAIN_GEOMETRY_BEFORE)
+def test_default_training_geometry_is_unchanged_field_by_field(name, before):
+    assert getattr(TrainConfig().episode, name) == before
+    assert getattr(config_from_args(_train_args([])).episode, name) == before
+
+
+@pytest.mark.parametrize("name, before", VAL_GEOMETRY_BEFORE)
+def test_default_validation_geometry_is_unchanged_field_by_field(name, before):
+    assert getattr(val_geometry(TrainConfig().episode, eligible=40), name) == before
+
+
+@pytest.mark.parametrize("name, before", BENCHMARK_GEOMETRY_BEFORE)
+def test_default_benchmark_geometry_is_unchanged_field_by_field(name, before):
+    assert getattr(geometry_from_args(_fewshot_args([]), k_shot=1), name) == before
+
+
+def test_validation_leaves_people_to_be_impostors_in_a_small_val_split():
+    assert val_geometry(TrainConfig().episode, eligible=12).n_way == 10
+    assert val_geometry(Geometry(n_way=5, k_shot=3), eligible=40) == Geometry(n_way=5, k_shot=1)
+
+
+def test_the_default_train_config_is_what_the_cli_builds_without_flags():
+    assert config_from_args(_train_args([])) == TrainConfig()
+
+
+@pytest.mark.parametrize(
+    "flags, name, value",
+    [
+        (["--n-way", "7"], "n_way", 7),
+        (["--queries-per-identity", "3"], "queries_per_identity", 3),
+        (["--impostor-identities", "0"], "impostor_identities", 0),
+        (["--impostor-queries-per-identity", "4"], "impostor_queries_per_identity", 4),
+    ],
+)
+def test_a_geometry_flag_means_the_same_field_for_training_and_the_benchmark(flags, name, value):
+    trained = config_from_args(_train_args(flags)).episode
+    scored = geometry_from_args(_fewshot_args(flags), k_shot=1)
+    assert getattr(trained, name) == getattr(scored, name) == value
+    others = set(FLAG_FIELDS) - {name}
+    assert all(getattr(trained, f) == getattr(TrainConfig().episode, f) for f in others)
+    assert all(getattr(scored, f) == getattr(Geometry(), f) for f in others)
+
+
+def test_k_max_is_the_training_geometrys_largest_k_and_other_flags_stay_config_fields():
+    cfg = config_from_args(_train_args(["--k-max", "3", "--lr", "0.01", "--inner-steps", "2"]))
+    assert cfg == replace(TrainConfig(), episode=Geometry(k_shot=3, impostor_identities=20), lr=0.01, inner_steps=2)
+
+
+def test_every_geometry_field_has_a_flag_or_is_k():
+    from dataclasses import fields
+
+    assert set(FLAG_FIELDS) | {"k_shot"} == {f.name for f in fields(Geometry)}
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        Geometry(n_way=5, k_shot=1, queries_per_identity=3, impostor_identities=4, impostor_queries_per_identity=2),
+        Geometry(n_way=3, k_shot=3, queries_per_identity=2, impostor_identities=6, impostor_queries_per_identity=1),
+        Geometry(n_way=8, k_shot=2, queries_per_identity=4, impostor_identities=0, impostor_queries_per_identity=1),
+    ],
+)
+def test_a_training_episode_and_a_benchmark_episode_of_one_geometry_have_the_same_shape(tmp_path, geometry):
+    pool = load_pool(synthetic_pool(tmp_path / "p.npz", 20, photos=6, views=3))
+    sampler = EpisodeSampler(pool)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        trained = training_episode(sampler, geometry, rng)
+        k = trained.support.shape[1]
+        assert 1 <= k <= geometry.k_shot
+        (scored,) = sampler.episode_arrays(geometry.with_k_shot(k), 1, seed=3)
+        for name in ("support", "support_views", "support_view_found", "queries", "labels"):
+            assert getattr(trained, name).shape == getattr(scored, name).shape, name
+        for arrays in (trained, scored):
+            assert arrays.support.shape[:2] == (geometry.n_way, k)
+            assert (arrays.labels >= 0).sum() == geometry.n_way * geometry.queries_per_identity
+            assert (arrays.labels < 0).sum() == geometry.impostor_identities * geometry.impostor_queries_per_identity
+
+
 SMOKE = TrainConfig(
     budget_rows=6000,
     eval_every_rows=3000,
-    n_way=5,
-    k_max=3,
-    impostor_identities=5,
+    episode=Geometry(n_way=5, k_shot=3, impostor_identities=5),
     inner_steps=2,
     batch_size=50,
     val_episodes=10,
@@ -189,7 +314,7 @@ SMOKE = TrainConfig(
 @pytest.mark.parametrize("method", METHODS)
 def test_smoke_meta_training_of_each_method(tmp_path, method):
     train, val, _, _ = _pools(tmp_path)
-    cfg = replace(SMOKE, n_way=5)
+    cfg = SMOKE
     adapter, history = train_method(method, train, val_episodes(val, cfg), cfg, log=lambda _: None)
     assert adapter.method == method and adapter.dim == 16
     assert (adapter.tta is not None) == (method in ("reptile", "fomaml"))

@@ -4,7 +4,9 @@ An event is a :class:`vigil.types.Alert` (``type: "alert"``) or a :class:`vigil.
 (``type: "unknown"``); both carry a unique ``id`` (uuid4 hex) and ``to_json()``. Every sink has the same interface
 (:class:`vigil.alerts.sink.Sink`: ``name``, ``emit(event)``, ``flush()``, ``close()``), and
 :class:`~vigil.alerts.dispatcher.AlertDispatcher` fans each event out to the configured sinks; a failing sink logs a
-warning and never stops the others.
+warning and never stops the others. The sinks that keep the event in the events database (the SQLite store, the
+webhook and MQTT outboxes: :class:`~vigil.alerts.sink.TransactionalSink`) get it in one transaction, so it is stored
+and queued for every receiver, or not at all.
 
 Modules:
 
@@ -14,6 +16,7 @@ Modules:
   ``build(alerts, context)``
 - ``database``: the events database file (``<data_dir>/events.sqlite3``) shared by the SQLite store and the outbox
 - ``outbox``: durable at-least-once delivery from a table of that database (webhook and MQTT, a table each)
+- ``transaction``: one event, one transaction: the store's row and every outbox row of an event commit together
 - ``registry``: which sinks a config builds, in which order
 - ``dispatcher``: the fan-out
 - ``snapshots``: the face crop saved with an event (the best face of its track)
@@ -32,7 +35,7 @@ from vigil.alerts.events import describe, event_from_decision, new_event_id, utc
 from vigil.alerts.jsonl import JsonlSink, read_jsonl
 from vigil.alerts.mqtt import MqttSink
 from vigil.alerts.outbox import DeliveryResult, Outbox
-from vigil.alerts.sink import CameraStatusSink, Sink, SinkContext
+from vigil.alerts.sink import CameraStatusSink, Sink, SinkContext, TransactionalSink
 from vigil.alerts.snapshots import crop_with_margin, face_crop, replace_snapshot, save_snapshot, snapshot_path
 from vigil.alerts.sqlite import SqliteSink, load_events
 from vigil.alerts.webhook import WebhookSink, post_json
@@ -49,6 +52,7 @@ __all__ = [
     "Sink",
     "SinkContext",
     "SqliteSink",
+    "TransactionalSink",
     "WebhookSink",
     "describe",
     "event_from_decision",

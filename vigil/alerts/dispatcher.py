@@ -1,4 +1,9 @@
-"""The fan-out: each event to every configured sink; a failing sink never silences the others."""
+"""The fan-out: each event to every configured sink; a failing sink never silences the others.
+
+The sinks that keep the event in the events database (the SQLite store, the webhook and MQTT outboxes) are written
+first, together, in one transaction (:mod:`vigil.alerts.transaction`): the event is stored and queued for every
+receiver, or, if that transaction fails, in none of them (one ERROR line). Then the other sinks (JSONL, console).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from vigil.alerts.outbox import Outbox, OutboxStatus
 from vigil.alerts.registry import SINK_BUILDERS
 from vigil.alerts.sink import CameraStatusSink, Sink, SinkContext
+from vigil.alerts.transaction import by_database
 from vigil.config import AlertsConfig
 from vigil.types import Event
 
@@ -20,12 +26,14 @@ log = logging.getLogger("vigil.alerts")
 
 
 class AlertDispatcher:
-    """Sends each event to every sink; a failing sink logs a warning and the others still get the event."""
+    """Sends each event to every sink; a failing sink logs a warning and the others still get the event. The sinks
+    of an events database get it in one transaction (all or none of them)."""
 
     name = "dispatcher"
 
     def __init__(self, sinks: Sequence[Sink]) -> None:
         self.sinks = list(sinks)
+        self.transactions, self._others = by_database(self.sinks)
 
     @classmethod
     def from_config(cls, config: AlertsConfig, data_dir: Path | str, **outbox_options: Any) -> AlertDispatcher:
@@ -39,10 +47,10 @@ class AlertDispatcher:
                 sink = build(config, context)
                 if sink is not None:
                     sinks.append(sink)
+            return cls(sinks)
         except Exception:
-            cls(sinks).close()
+            close_all(sinks)
             raise
-        return cls(sinks)
 
     def outbox_statuses(self) -> list[OutboxStatus]:
         """The state of every sink delivered from an outbox (any sink with an ``outbox`` attribute)."""
@@ -50,7 +58,12 @@ class AlertDispatcher:
         return [outbox.status() for outbox in outboxes if isinstance(outbox, Outbox)]
 
     def emit(self, event: Event) -> None:
-        for sink in self.sinks:
+        for transaction in self.transactions:
+            try:
+                transaction.write(event)
+            except Exception as exc:  # rolled back: none of these sinks has the event
+                log.error("event %s not stored (%s: none has it): %s", event.id, transaction.names, exc)
+        for sink in self._others:
             try:
                 sink.emit(event)
             except Exception as exc:  # one broken sink must not silence the others
@@ -75,14 +88,21 @@ class AlertDispatcher:
     def close(self) -> None:
         """Flush every sink, then close every sink (each attempted even if another fails)."""
         self.flush()
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except Exception as exc:
-                log.warning("alert sink %s failed to close: %s", sink.name, exc)
+        close_all(self.sinks)
+        for transaction in self.transactions:
+            transaction.close()
 
     def __enter__(self) -> AlertDispatcher:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def close_all(sinks: Sequence[Sink]) -> None:
+    """Close every sink, each attempted even if another fails (a warning each)."""
+    for sink in sinks:
+        try:
+            sink.close()
+        except Exception as exc:
+            log.warning("alert sink %s failed to close: %s", sink.name, exc)

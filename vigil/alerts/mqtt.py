@@ -14,7 +14,8 @@ Topics (``<prefix>`` is ``alerts.mqtt.topic_prefix``, default ``vigil``), as a F
 "Retained" above means: when ``alerts.mqtt.retain`` is true (the default). Every publish uses ``alerts.mqtt.qos``
 (default 1), except ``available``, which is always QoS 1.
 
-Delivery (events): ``emit`` only stores the event in table ``mqtt_outbox`` of the events database; the outbox worker
+Delivery (events): ``emit`` only stores the event in table ``mqtt_outbox`` of the events database (in the
+dispatcher, in the one transaction that also stores the event: :mod:`vigil.alerts.transaction`); the outbox worker
 (:mod:`vigil.alerts.outbox`, its own table, so webhook and MQTT deliveries are acknowledged independently) publishes
 each row and marks it delivered only once the broker acknowledged every message of it (PUBACK at QoS 1, PUBCOMP at
 QoS 2) within ``publish_timeout_s``. So delivery is at least once: a broker outage or a restart of vigil loses
@@ -47,12 +48,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vigil.alerts.events import utc_timestamp
-from vigil.alerts.outbox import DeliveryResult, Outbox, RetryPolicy
+from vigil.alerts.outbox import DeliveryResult, Outbox, OutboxDelivered, RetryPolicy
 from vigil.alerts.sink import SinkContext
 from vigil.config import AlertsConfig, MqttSinkConfig, MqttTlsConfig
 from vigil.errors import VigilError
 from vigil.redact import mask_url
-from vigil.types import Event
 
 if TYPE_CHECKING:
     from paho.mqtt.client import Client, MQTTMessageInfo
@@ -356,7 +356,7 @@ class MqttConnection:
 
 
 # ---- the sink ------------------------------------------------------------------------------------------------------
-class MqttSink:
+class MqttSink(OutboxDelivered):
     """Events to MQTT from the durable outbox, camera status to retained topics (see the module docstring).
 
     ``wall_clock``, ``poll_interval_s``, ``batch_size`` and ``start`` are the outbox's (:class:`Outbox`); with
@@ -376,6 +376,7 @@ class MqttSink:
         batch_size: int = 32,
         start: bool = True,
     ) -> None:
+        self.db_path = Path(db_path)
         self.config = config
         self.topics = MqttTopics(config.topic_prefix)
         context = tls_context(config.tls) if config.tls is not None else None  # a bad TLS setting stops here
@@ -414,10 +415,6 @@ class MqttSink:
             self.connection.publish_nowait(self.topics.status(camera), payload, self.config.qos, self.config.retain)
         self.outbox.retry_now()
 
-    def emit(self, event: Event) -> None:
-        """Store the event in the outbox (one transaction) and wake the worker; the publish happens later."""
-        self.outbox.put(event)
-
     def publish_camera_status(self, statuses: Sequence[CameraStatus]) -> None:
         """Publish each camera's status to its retained topic (kept, and re-sent on every reconnect)."""
         stamp = utc_timestamp()
@@ -427,9 +424,6 @@ class MqttSink:
                 self._statuses[status.name] = payload
             topic = self.topics.status(status.name)
             self.connection.publish_nowait(topic, payload, self.config.qos, self.config.retain)
-
-    def flush(self) -> None:
-        """Nothing to do: an emitted event is already durable in the outbox."""
 
     def close(self) -> None:
         """While connected, wait up to ``publish_timeout_s`` for pending events; then stop the worker, publish

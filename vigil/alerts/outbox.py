@@ -1,6 +1,9 @@
 """Durable, at-least-once delivery of events from a table of the events database, by one worker thread.
 
-``Outbox.put(event)`` only inserts the event's JSON payload into the table (one transaction); the worker sends due
+``Outbox.put(event)`` only inserts the event's JSON payload into the table (one transaction); inside
+:class:`vigil.alerts.AlertDispatcher` the row is instead written by :meth:`Outbox.insert` in the one transaction that
+also stores the event (``alerts``) and its other outbox rows (:mod:`vigil.alerts.transaction`), so a crash leaves an
+event stored and queued for every sink, or not stored at all: never stored but not delivered. The worker sends due
 rows oldest first through the ``send(event_id, payload)`` function it was given (the webhook's POST; the MQTT
 publish), marks a success as delivered, otherwise reschedules the row with exponential backoff
 (:func:`vigil.backoff.backoff_delay_s`) until ``max_attempts``, after which the row is marked dead and one warning is
@@ -220,13 +223,22 @@ class Outbox:
 
     def put(self, event: Event) -> None:
         """Store the event in the outbox (one transaction) and wake the worker; the send happens later."""
+        with self._lock, self._conn:
+            self.insert(self._conn, event)
+        self.notify()
+
+    def insert(self, conn: sqlite3.Connection, event: Event) -> None:
+        """The event's row, due now, through ``conn`` inside the caller's transaction (no commit; a replayed id is
+        ignored). Call :meth:`notify` once that transaction committed."""
         record = event.to_json()
         now = self._clock()
-        with self._lock, self._conn:
-            self._conn.execute(
-                f"INSERT OR IGNORE INTO {self.table} (id, payload, created_at, next_attempt_at) VALUES (?, ?, ?, ?)",
-                (record["id"], json.dumps(record, ensure_ascii=False), now, now),
-            )
+        conn.execute(
+            f"INSERT OR IGNORE INTO {self.table} (id, payload, created_at, next_attempt_at) VALUES (?, ?, ?, ?)",
+            (record["id"], json.dumps(record, ensure_ascii=False), now, now),
+        )
+
+    def notify(self) -> None:
+        """A new row was committed: wake the worker (worth a probe even while the receiver is down)."""
         self._fresh.set()
         self._wake.set()
 
@@ -435,6 +447,29 @@ class Outbox:
                 return False
             self._stop.wait(min(0.02, remaining))
         return True
+
+
+class OutboxDelivered:
+    """The event side of a sink delivered from an :class:`Outbox` (webhook, MQTT), as a
+    :class:`~vigil.alerts.sink.TransactionalSink`: ``emit`` stores the event in the outbox (one transaction of its
+    own) and wakes the worker; ``insert_rows`` / ``rows_committed`` do the same inside the dispatcher's one
+    transaction per event."""
+
+    outbox: Outbox
+    db_path: Path
+
+    def emit(self, event: Event) -> None:
+        """Store the event in the outbox (one transaction) and wake the worker; the delivery happens later."""
+        self.outbox.put(event)
+
+    def insert_rows(self, conn: sqlite3.Connection, event: Event) -> None:
+        self.outbox.insert(conn, event)
+
+    def rows_committed(self, event: Event) -> None:
+        self.outbox.notify()
+
+    def flush(self) -> None:
+        """Nothing to do: an emitted event is already durable in the outbox."""
 
 
 # -- every outbox table of a database (`vigil outbox status|retry`; any sink delivered from an outbox) -------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,24 @@ class CameraStatusSink(Protocol):
     one goes up or down; it must not block (state is published without waiting)."""
 
     def publish_camera_status(self, statuses: Sequence[CameraStatus]) -> None: ...
+
+
+@runtime_checkable
+class TransactionalSink(Protocol):
+    """A sink whose durable record of an event is rows of the events database: the SQLite store (``alerts``) and
+    every outbox (``outbox``, ``mqtt_outbox``).
+
+    :class:`vigil.alerts.AlertDispatcher` writes the rows of all such sinks of one database in ONE transaction
+    (:class:`vigil.alerts.transaction.EventTransaction`): ``insert_rows`` adds the sink's rows for the event through
+    the connection it is given and never commits; ``rows_committed`` is called once that transaction committed (an
+    outbox wakes its worker). ``emit`` alone does both in a transaction of the sink's own."""
+
+    name: str
+    db_path: Path
+
+    def insert_rows(self, conn: sqlite3.Connection, event: Event) -> None: ...
+
+    def rows_committed(self, event: Event) -> None: ...
 
 
 @dataclass(frozen=True)

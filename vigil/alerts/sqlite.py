@@ -45,6 +45,12 @@ class SqliteSink:
             raise VigilError(f"{self.db_path}: cannot create the alerts table ({exc})") from None
 
     def emit(self, event: Event) -> None:
+        """Store the event (its own transaction; the dispatcher uses :meth:`insert_rows` in its one transaction)."""
+        with self._lock, self._conn:
+            self.insert_rows(self._conn, event)
+
+    def insert_rows(self, conn: sqlite3.Connection, event: Event) -> None:
+        """The event's row in ``alerts``, through ``conn`` inside the caller's transaction (no commit)."""
         record = event.to_json()
         row = (
             record["id"],
@@ -55,8 +61,10 @@ class SqliteSink:
             record["ts"],
             json.dumps(record, ensure_ascii=False),
         )
-        with self._lock, self._conn:
-            self._conn.execute("INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+        conn.execute("INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+
+    def rows_committed(self, event: Event) -> None:
+        """Nothing to do: the row is the store."""
 
     def flush(self) -> None:
         with self._lock:

@@ -1,5 +1,6 @@
 """The webhook sink: each event POSTed as JSON from the durable outbox (:mod:`vigil.alerts.outbox`), at least once;
-any 2xx is a delivery, anything else (redirects included) is retried.
+any 2xx is a delivery, anything else (redirects included) is retried. The outbox row is written in the one
+transaction that also stores the event (:mod:`vigil.alerts.transaction`).
 
 Each request carries ``Idempotency-Key: <event id>`` (receivers de-duplicate by it) and, when a secret is configured
 (``secret`` or the variable ``secret_env`` names), ``X-Vigil-Timestamp: <unix seconds>`` and
@@ -26,12 +27,11 @@ from typing import IO, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from vigil import __version__
-from vigil.alerts.outbox import DeliveryResult, Outbox, OutboxStatus, RetryPolicy
+from vigil.alerts.outbox import DeliveryResult, Outbox, OutboxDelivered, OutboxStatus, RetryPolicy
 from vigil.alerts.sink import SinkContext
 from vigil.config import AlertsConfig, WebhookSinkConfig
 from vigil.errors import ConfigError
 from vigil.redact import mask_url
-from vigil.types import Event
 
 MAX_RESPONSE_BYTES = 65_536  # a webhook response body is drained up to this size and ignored
 SIGNATURE_HEADER = "X-Vigil-Signature"
@@ -139,7 +139,7 @@ def post_json(
     return DeliveryResult(200 <= status < 300, "" if 200 <= status < 300 else f"HTTP {status}")
 
 
-class WebhookSink:
+class WebhookSink(OutboxDelivered):
     """HTTP POST delivery from the durable ``outbox`` table, at least once, by one worker thread.
 
     ``wall_clock``, ``poll_interval_s``, ``batch_size`` and ``start`` are the outbox's (:class:`Outbox`); ``post``
@@ -195,13 +195,6 @@ class WebhookSink:
 
     def start(self) -> None:
         self.outbox.start()
-
-    def emit(self, event: Event) -> None:
-        """Store the event in the outbox (one transaction) and wake the worker; the POST happens later."""
-        self.outbox.put(event)
-
-    def flush(self) -> None:
-        """Nothing to do: an emitted event is already durable in the outbox."""
 
     def close(self) -> None:
         """Stop the worker (waits for at most one in-flight POST) and close the database; undelivered rows stay."""

@@ -1,12 +1,13 @@
 """Few-shot episodes over cached embeddings: the watchlist's geometry, open set.
 
-An **episode** is one watchlist: ``N`` identities, each enrolled from ``K`` clean photos (the support), and a stream
-of degraded camera faces (the queries): up to ``queries_per_identity`` degraded views of *other* photos of each
-listed person, plus up to ``impostor_queries_per_identity`` degraded views of each of up to ``impostor_identities``
-people who are not on the list. A listed person needs at least ``K + 1`` photos with a face (one to be seen by the
-camera); impostors need one found view. Views are those of ``pipelines.meta.embed_cache`` (the runtime path on
-``Degrader.degrade_scene`` images); a view whose detected face is narrower than ``min_face_px`` is left out, as the
-runtime does not recognise such faces (``detector.min_face_px``, default 20).
+An **episode** is one watchlist (its shape, ``Geometry``, is defined once in :mod:`vigil.eval.geometry` for the
+benchmark and for meta-training alike): ``N`` identities, each enrolled from ``K`` clean photos (the support), and a
+stream of degraded camera faces (the queries): up to ``queries_per_identity`` degraded views of *other* photos of
+each listed person, plus up to ``impostor_queries_per_identity`` degraded views of each of up to
+``impostor_identities`` people who are not on the list. A listed person needs at least ``K + 1`` photos with a face
+(one to be seen by the camera); impostors need one found view. Views are those of ``pipelines.meta.embed_cache``
+(the runtime path on ``Degrader.degrade_scene`` images); a view whose detected face is narrower than
+``min_face_px`` is left out, as the runtime does not recognise such faces (``detector.min_face_px``, default 20).
 
 The pool file (``.npz``, written by ``pipelines.meta.embed_cache``): ``files`` (P,), ``identities`` (P,),
 ``clean`` (P, D), ``clean_found`` (P,), ``views`` (V, P, D), ``view_found`` (V, P), ``view_face_px`` (V, P).
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from vigil.errors import VigilError
+from vigil.eval.geometry import Geometry
 
 POOL_KEYS = ("files", "identities", "clean", "clean_found", "views", "view_found", "view_face_px")
 DEFAULT_MIN_FACE_PX = 20.0
@@ -82,27 +84,6 @@ def load_pool(path: Path, min_face_px: float = DEFAULT_MIN_FACE_PX) -> Embedding
         arrays["views"].astype(np.float32),
         found.astype(bool),
     )
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """The shape of an episode (module docstring)."""
-
-    n_way: int = 20
-    k_shot: int = 1
-    queries_per_identity: int = 5
-    impostor_identities: int = 100
-    impostor_queries_per_identity: int = 2
-
-    def __post_init__(self) -> None:
-        if (
-            self.n_way < 2
-            or self.k_shot < 1
-            or self.queries_per_identity < 1
-            or self.impostor_identities < 0
-            or self.impostor_queries_per_identity < 1
-        ):
-            raise ValueError(f"episode geometry out of range: {self}")
 
 
 @dataclass(frozen=True)
@@ -177,6 +158,10 @@ class EpisodeSampler:
         """``count`` episodes from the generator ``(seed, K)``: the same list for every method that asks."""
         rng = np.random.default_rng([int(seed), geometry.k_shot])
         return [self.sample(geometry, rng) for _ in range(count)]
+
+    def episode_arrays(self, geometry: Geometry, count: int, seed: int) -> list[EpisodeArrays]:
+        """The embeddings of :meth:`episodes` (what the benchmark and meta-training's validation score)."""
+        return [episode_arrays(self.pool, e) for e in self.episodes(geometry, count, seed)]
 
 
 @dataclass(frozen=True)

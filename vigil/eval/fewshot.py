@@ -38,8 +38,10 @@ from pathlib import Path
 import numpy as np
 
 from vigil.adapter import Adapter, fine_tune_on_support, load_adapter
+from vigil.embed import unit_rows
 from vigil.errors import VigilError
-from vigil.eval.episodes import EmbeddingPool, EpisodeArrays, EpisodeSampler, Geometry, episode_arrays, load_pool
+from vigil.eval.episodes import EmbeddingPool, EpisodeArrays, EpisodeSampler, load_pool
+from vigil.eval.geometry import Geometry, geometry_from_args
 
 FARS = (1e-2, 1e-3)
 MEAN = "mean"
@@ -59,16 +61,12 @@ class EpisodeScores:
     impostor_top: np.ndarray  # (I,) float
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def score_episode(arrays: EpisodeArrays, adapter: Adapter | None) -> EpisodeScores:
     """Prototypes from the support, cosine to every query; ``adapter`` None is the plain mean prototype."""
     if adapter is not None:
         adapter = fine_tune_on_support(adapter, arrays.support, arrays.support_views, arrays.support_view_found)
-    embed = unit if adapter is None else adapter.apply
-    protos = unit(embed(arrays.support).mean(axis=1))
+    embed = unit_rows if adapter is None else adapter.apply
+    protos = unit_rows(embed(arrays.support).mean(axis=1))
     scores = embed(arrays.queries) @ protos.T
     best, top = scores.argmax(axis=1), scores.max(axis=1)
     genuine = arrays.labels >= 0
@@ -189,9 +187,7 @@ def evaluate_pool(
     pool: EmbeddingPool, adapters: dict[str, Adapter], geometry: Geometry, episodes: int, seed: int, resamples: int
 ) -> list[dict]:
     """One row per method for one pool and K."""
-    sampler = EpisodeSampler(pool)
-    drawn = sampler.episodes(geometry, episodes, seed)
-    arrays = [episode_arrays(pool, e) for e in drawn]
+    arrays = EpisodeSampler(pool).episode_arrays(geometry, episodes, seed)
     methods: dict[str, Adapter | None] = {MEAN: None, **adapters}
     pooled = {name: PooledScores.of([score_episode(a, adapter) for a in arrays]) for name, adapter in methods.items()}
     summary = summarise(pooled, resamples, seed)
@@ -225,10 +221,7 @@ def run_benchmark(
     rows = []
     for pool in pools:
         for k in ks:
-            geometry = Geometry(
-                base.n_way, k, base.queries_per_identity, base.impostor_identities, base.impostor_queries_per_identity
-            )
-            rows.extend(evaluate_pool(pool, adapters, geometry, episodes, seed, resamples))
+            rows.extend(evaluate_pool(pool, adapters, base.with_k_shot(k), episodes, seed, resamples))
     return rows
 
 
@@ -286,11 +279,7 @@ def run_cli(args: argparse.Namespace) -> int:
         if adapter.method in adapters or adapter.method == MEAN:
             raise VigilError(f"{path}: a second adapter for the method {adapter.method!r}")
         adapters[adapter.method] = adapter
-    given = {
-        f: getattr(args, f)
-        for f in ("n_way", "queries_per_identity", "impostor_identities", "impostor_queries_per_identity")
-    }
-    base = Geometry(**{f: v for f, v in given.items() if v is not None})
+    base = geometry_from_args(args, k_shot=1)
     rows = run_benchmark(pools, adapters, args.k, base, args.episodes, args.seed, args.resamples)
     setup = {
         "pools": [str(p) for p in args.pool],

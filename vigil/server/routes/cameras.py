@@ -56,7 +56,7 @@ def render_frame(frame: LiveFrame, boxes: bool, width: int) -> bytes:
         for face in frame.faces:
             x1, y1, x2, y2 = (int(v * scale) for v in face.box)
             colour = COLOUR_MATCH if face.person_id else COLOUR_FACE
-            cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
+            cv2.rectangle(image, (x1, y1), (x2, y2), colour, 1 if face.predicted else 2)  # thin: not detected here
             if face.person_name:
                 cv2.putText(image, face.person_name, (x1, max(y1 - 6, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1)
     ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(image), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
