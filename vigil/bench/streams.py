@@ -1,9 +1,10 @@
 """`vigil bench streams --cameras N --json OUT`: how many live cameras one machine holds, at what delay.
 
 N file cameras play a clip at its real frame rate (each paced by its own capture thread, as `vigil run` plays a
-file camera), through the whole `vigil run` path: capture threads and latest-frame queues, the serial loop or the
-overlapped stages (``--mode``), the live publisher and watchlist reloader, and real sinks (SQLite, JSONL, snapshots;
-the console sink is off). After ``--warmup-seconds`` it measures for ``--seconds``:
+file camera; each from its own point in the clip, ``camera_phase_frames``), through the whole `vigil run` path:
+capture threads and latest-frame queues, the serial loop or the overlapped stages (``--mode``), the live publisher
+and watchlist reloader, and real sinks (SQLite, JSONL, snapshots; the console sink is off).
+After ``--warmup-seconds`` it measures for ``--seconds``:
 
 - per camera: frames read, dropped (latest-frame queue overflow), wanted (the frames its ``detect_fps`` asks to
   analyse: all of them without one), analysed, missed (wanted but not analysed: the pipeline fell behind), frames/s;
@@ -61,6 +62,7 @@ from vigil.substream import make_source
 from vigil.types import Alert
 
 log = logging.getLogger("vigil.bench.streams")
+GOLDEN_STEP = 0.6180339887  # each camera starts this fraction of the clip after the one before (camera_phase_frames)
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,57 @@ def prepared_clip(video: Path, height: int, fps: float, work_dir: Path) -> Path:
     return out
 
 
+def camera_phase_frames(camera: int, frames: int) -> int:
+    """Where camera number ``camera`` starts in a clip of ``frames`` frames: camera 0 at the start, each next one a
+    golden-ratio step further round the loop, so any number of cameras are spread out (and a camera keeps its phase
+    whatever the count): cameras playing one clip in step would all see faces at the same moment, a worst case that
+    real cameras do not share."""
+    return round(frames * ((camera * GOLDEN_STEP) % 1.0)) % max(frames, 1)
+
+
+def phase_shifted_clip(clip: Path, shift_frames: int, work_dir: Path) -> Path:
+    """``clip`` rotated to start ``shift_frames`` frames in (its tail, then its head; it loops seamlessly), made once;
+    ``clip`` itself for a shift of 0. The same shift keeps a main stream and its sub-stream paired."""
+    if shift_frames == 0:
+        return clip
+    out = work_dir / f"{clip.stem}_from{shift_frames}.mp4"
+    if out.is_file():
+        return out
+    graph = (
+        f"[0:v]trim=start_frame={shift_frames},setpts=PTS-STARTPTS[tail];"
+        f"[0:v]trim=end_frame={shift_frames},setpts=PTS-STARTPTS[head];[tail][head]concat=n=2:v=1[out]"
+    )
+    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(clip), "-filter_complex", graph,
+               "-map", "[out]", "-an", "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-pix_fmt", "yuv420p",
+               str(out)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        raise VigilError(f"{clip}: ffmpeg could not shift it by {shift_frames} frames ({done.stderr.strip()[-300:]})")
+    return out
+
+
+def clip_frames(path: Path) -> int:
+    """The number of frames in ``path`` (as its container states it)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    try:
+        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        capture.release()
+
+
+def camera_clips(count: int, main: Path, sub: Path | None, work_dir: Path) -> list[tuple[Path, Path | None]]:
+    """Each camera's (main, sub-stream) clips, phase-shifted by :func:`camera_phase_frames`; both streams of a
+    camera by the same number of frames (the clips have the same frame rate)."""
+    frames = clip_frames(main)
+    shifts = [camera_phase_frames(i, frames) for i in range(count)]
+    return [
+        (phase_shifted_clip(main, s, work_dir), None if sub is None else phase_shifted_clip(sub, s, work_dir))
+        for s in shifts
+    ]
+
+
 def decode_cost(path: Path, frames: int = 100) -> dict:
     """CPU milliseconds per frame to decode (grab) and convert to BGR (retrieve) ``path``, single-threaded."""
     import cv2
@@ -171,9 +224,10 @@ def decode_cost(path: Path, frames: int = 100) -> dict:
 
 
 def camera_configs(
-    count: int, main: Path, sub: Path | None, detect_fps: float | None, variant: Variant
+    clips: list[tuple[Path, Path | None]], detect_fps: float | None, variant: Variant
 ) -> list[CameraConfig]:
-    """``count`` file cameras; the sub-stream and detect_fps only for a variant with this issue's features."""
+    """One file camera per (main, sub-stream) clip pair; the sub-stream and detect_fps only for a variant with this
+    issue's features."""
     return [
         CameraConfig(
             name=f"cam{i:02d}",
@@ -181,7 +235,7 @@ def camera_configs(
             detect_source=None if sub is None or not variant.new_features else str(sub),
             detect_fps=detect_fps if variant.new_features else None,
         )
-        for i in range(count)
+        for i, (main, sub) in enumerate(clips)
     ]
 
 
@@ -275,7 +329,7 @@ def run_trial(runtime: Runtime, config: VigilConfig, count: int, name: str, inpu
     from vigil.commands.run import serve, serve_overlapped
 
     variant = VARIANTS[name]
-    cameras = camera_configs(count, inputs[0], inputs[1], args.detect_fps, variant)
+    cameras = camera_configs(camera_clips(count, inputs[0], inputs[1], Path(args.work_dir)), args.detect_fps, variant)
     config = config.model_copy(update={"cameras": cameras})
     _, rules, settings = build_rules(config, runtime.enrollment, runtime.models)
     cascade = runtime.cascade if variant.new_features else None
