@@ -33,7 +33,7 @@ from vigil.adapter import load_adapter
 from vigil.errors import VigilError, run_reporting_errors
 from vigil.eval.episodes import EmbeddingPool, load_pool
 from vigil.eval.fewshot import read_split
-from vigil.paths import data_path, repo_path
+from vigil.paths import repo_path
 
 
 def pair_embeddings(path: Path, degraded: bool, detections_cache: Path | None) -> dict[str, np.ndarray]:
@@ -41,21 +41,11 @@ def pair_embeddings(path: Path, degraded: bool, detections_cache: Path | None) -
     if path.is_file():
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    from vigil.eval.face_source import build_detector, build_recognizer
-    from vigil.eval.lfw import embed_lfw
+    from vigil.eval.face_source import build_recognizer
+    from vigil.eval.lfw import embed_lfw_default_detector
 
     recognizer = build_recognizer(None, flip_average=True, refine_landmarks=True)
-    detect_batch, detector_label = build_detector(None)
-    embedded = embed_lfw(
-        data_path("lfw"),
-        degraded,
-        detect_batch,
-        detector_label,
-        recognizer.aligner,
-        recognizer.embedder,
-        recognizer.label,
-        detections_cache=detections_cache,
-    )
+    embedded = embed_lfw_default_detector(recognizer, degraded, detections_cache)
     out: dict[str, Any] = {
         "first": embedded.first,
         "second": embedded.second,

@@ -37,26 +37,15 @@ DEFAULT_DETECTIONS = Path("work/recognizer/lfw_det480/detcache")
 def pair_scores(model: Path, variant: str, detections_cache: Path, cache: Path) -> tuple[list, np.ndarray]:
     """(LFW pairs, each pair's cosine) for ``model`` through ``vigil.eval.lfw.embed_lfw``; cached per model checksum."""
     from vigil.eval import lfw
-    from vigil.eval.face_source import build_detector, build_recognizer
+    from vigil.eval.face_source import build_recognizer
     from vigil.eval.verification import cosine_scores, parse_lfw_pairs
     from vigil.paths import data_path
 
-    lfw_dir = data_path("lfw")
     recognizer = build_recognizer(model, flip_average=True)
     stored = cache / f"{recognizer.label.replace('+', '_')}_{variant}_scores.npy"
     if stored.is_file():
-        return parse_lfw_pairs(lfw_dir / lfw.PAIRS_FILE), np.load(stored)
-    detect_batch, detector_label = build_detector(None)
-    embedded = lfw.embed_lfw(
-        lfw_dir,
-        variant == "degraded",
-        detect_batch,
-        detector_label,
-        recognizer.aligner,
-        recognizer.embedder,
-        recognizer.label,
-        detections_cache=detections_cache,
-    )
+        return parse_lfw_pairs(data_path("lfw") / lfw.PAIRS_FILE), np.load(stored)
+    embedded = lfw.embed_lfw_default_detector(recognizer, variant == "degraded", detections_cache)
     scores = cosine_scores(embedded.first, embedded.second)
     cache.mkdir(parents=True, exist_ok=True)
     np.save(stored, scores)

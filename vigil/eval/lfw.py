@@ -31,6 +31,7 @@ from vigil.eval.face_source import (
     DetectionCache,
     FaceSource,
     ImageEmbedder,
+    RecognizerParts,
     build_detector,
     build_recognizer,
     read_image,
@@ -124,6 +125,24 @@ def embed_lfw(
         faces_not_found=int(sum(not embedded[k].found for k in unique)),
         images=len(unique),
         detections_from_cache=0 if cache is None else cache.loaded,
+    )
+
+
+def embed_lfw_default_detector(
+    recognizer: RecognizerParts, degraded: bool, detections_cache: Path | None = None
+) -> LfwEmbeddings:
+    """The shared LFW (``data_path("lfw")``) embedded by ``recognizer`` through the shipped default detector, as
+    the runtime sees it: the scripts that score LFW pairs for a built recognizer call this."""
+    detect_batch, detector_label = build_detector(None)
+    return embed_lfw(
+        data_path("lfw"),
+        degraded,
+        detect_batch,
+        detector_label,
+        recognizer.aligner,
+        recognizer.embedder,
+        recognizer.label,
+        detections_cache=detections_cache,
     )
 
 
