@@ -101,7 +101,7 @@ def test_a_shifted_clip_is_the_same_loop_started_later(tmp_path, shift):
     levels = [20 * k + 10 for k in range(10)]
     clip = tmp_path / "grey.mp4"
     _grey_clip(clip, levels)
-    shifted = phase_shifted_clip(clip, shift, tmp_path)
+    shifted = phase_shifted_clip(clip, shift, 25.0, tmp_path)
     assert (shifted == clip) == (shift == 0)
     got = _levels(shifted)
     assert clip_frames(shifted) == len(levels) == len(got)

@@ -128,20 +128,31 @@ def latency_summary(samples_s: list[float]) -> dict:
 
 
 # ---- inputs ------------------------------------------------------------------------------------------------------
-def prepared_clip(video: Path, height: int, fps: float, work_dir: Path) -> Path:
-    """``video`` re-encoded to ``height`` pixels at ``fps`` (H.264, a 2 s GOP as cameras send), made once."""
-    out = work_dir / f"{video.stem}_{height}p{fps:g}.mp4"
-    if out.is_file():
-        return out
+def run_ffmpeg(arguments: list[str], failure: str) -> None:
+    """``ffmpeg -y ARGUMENTS`` (the output file last; its folder is made); a VigilError when ffmpeg is missing, or
+    ``failure`` with ffmpeg's last words when it fails."""
     if shutil.which("ffmpeg") is None:
         raise VigilError("bench streams: ffmpeg is needed to prepare the clips (apt-get install ffmpeg)")
-    work_dir.mkdir(parents=True, exist_ok=True)
-    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(video), "-an", "-vf",
-               f"scale=-2:{height}", "-r", f"{fps:g}", "-c:v", "libx264", "-preset", "veryfast", "-g",
-               str(int(2 * fps)), "-pix_fmt", "yuv420p", str(out)]  # fmt: skip
+    Path(arguments[-1]).parent.mkdir(parents=True, exist_ok=True)
+    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *arguments]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     if done.returncode != 0:
-        raise VigilError(f"{video}: ffmpeg could not re-encode it ({done.stderr.strip()[-300:]})")
+        raise VigilError(f"{failure} ({done.stderr.strip()[-300:]})")
+
+
+def camera_encoding(fps: float) -> list[str]:
+    """ffmpeg output options for a clip as cameras send it: H.264, a 2 s GOP."""
+    return ["-an", "-c:v", "libx264", "-preset", "veryfast", "-g", str(int(2 * fps)), "-pix_fmt", "yuv420p"]
+
+
+def prepared_clip(video: Path, height: int, fps: float, work_dir: Path) -> Path:
+    """``video`` re-encoded to ``height`` pixels at ``fps`` (:func:`camera_encoding`), made once."""
+    out = work_dir / f"{video.stem}_{height}p{fps:g}.mp4"
+    if not out.is_file():
+        scale = ["-vf", f"scale=-2:{height}", "-r", f"{fps:g}"]
+        run_ffmpeg(
+            ["-i", str(video), *scale, *camera_encoding(fps), str(out)], f"{video}: ffmpeg could not re-encode it"
+        )
     return out
 
 
@@ -153,24 +164,21 @@ def camera_phase_frames(camera: int, frames: int) -> int:
     return round(frames * ((camera * GOLDEN_STEP) % 1.0)) % max(frames, 1)
 
 
-def phase_shifted_clip(clip: Path, shift_frames: int, work_dir: Path) -> Path:
-    """``clip`` rotated to start ``shift_frames`` frames in (its tail, then its head; it loops seamlessly), made once;
-    ``clip`` itself for a shift of 0. The same shift keeps a main stream and its sub-stream paired."""
+def phase_shifted_clip(clip: Path, shift_frames: int, fps: float, work_dir: Path) -> Path:
+    """``clip`` rotated to start ``shift_frames`` frames in (its tail, then its head; it loops seamlessly), encoded
+    as :func:`prepared_clip` does at ``fps``, made once; ``clip`` itself for a shift of 0. The same shift keeps a main
+    stream and its sub-stream paired."""
     if shift_frames == 0:
         return clip
     out = work_dir / f"{clip.stem}_from{shift_frames}.mp4"
-    if out.is_file():
-        return out
-    graph = (
-        f"[0:v]trim=start_frame={shift_frames},setpts=PTS-STARTPTS[tail];"
-        f"[0:v]trim=end_frame={shift_frames},setpts=PTS-STARTPTS[head];[tail][head]concat=n=2:v=1[out]"
-    )
-    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(clip), "-filter_complex", graph,
-               "-map", "[out]", "-an", "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-pix_fmt", "yuv420p",
-               str(out)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-    if done.returncode != 0:
-        raise VigilError(f"{clip}: ffmpeg could not shift it by {shift_frames} frames ({done.stderr.strip()[-300:]})")
+    if not out.is_file():
+        graph = (
+            f"[0:v]trim=start_frame={shift_frames},setpts=PTS-STARTPTS[tail];"
+            f"[0:v]trim=end_frame={shift_frames},setpts=PTS-STARTPTS[head];[tail][head]concat=n=2:v=1[out]"
+        )
+        rotate = ["-filter_complex", graph, "-map", "[out]"]
+        failure = f"{clip}: ffmpeg could not shift it by {shift_frames} frames"
+        run_ffmpeg(["-i", str(clip), *rotate, *camera_encoding(fps), str(out)], failure)
     return out
 
 
@@ -185,13 +193,15 @@ def clip_frames(path: Path) -> int:
         capture.release()
 
 
-def camera_clips(count: int, main: Path, sub: Path | None, work_dir: Path) -> list[tuple[Path, Path | None]]:
+def camera_clips(
+    count: int, main: Path, sub: Path | None, fps: float, work_dir: Path
+) -> list[tuple[Path, Path | None]]:
     """Each camera's (main, sub-stream) clips, phase-shifted by :func:`camera_phase_frames`; both streams of a
     camera by the same number of frames (the clips have the same frame rate)."""
     frames = clip_frames(main)
     shifts = [camera_phase_frames(i, frames) for i in range(count)]
     return [
-        (phase_shifted_clip(main, s, work_dir), None if sub is None else phase_shifted_clip(sub, s, work_dir))
+        (phase_shifted_clip(main, s, fps, work_dir), None if sub is None else phase_shifted_clip(sub, s, fps, work_dir))
         for s in shifts
     ]
 
@@ -329,7 +339,9 @@ def run_trial(runtime: Runtime, config: VigilConfig, count: int, name: str, inpu
     from vigil.commands.run import serve, serve_overlapped
 
     variant = VARIANTS[name]
-    cameras = camera_configs(camera_clips(count, inputs[0], inputs[1], Path(args.work_dir)), args.detect_fps, variant)
+    cameras = camera_configs(
+        camera_clips(count, inputs[0], inputs[1], args.fps, Path(args.work_dir)), args.detect_fps, variant
+    )
     config = config.model_copy(update={"cameras": cameras})
     _, rules, settings = build_rules(config, runtime.enrollment, runtime.models)
     cascade = runtime.cascade if variant.new_features else None
